@@ -1,0 +1,32 @@
+# Set-up and everyday commands; each installs what it needs into .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CELLS := src/openbms/cell/data
+
+.PHONY: run test bench cells clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[sim,test]'
+	touch $@
+
+## The main job on embedded defaults: identify the A123 cell, print its fit, plot it.
+run: $(VENV)/.installed
+	$(BIN)/openbms identify --name a123_lfp --chemistry LFP -o out/a123_lfp.json
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/identify.py
+
+## Regenerate the bundled cells from the A123 data (see README: Bundled cells).
+cells: $(VENV)/.installed
+	$(BIN)/openbms identify --name a123_lfp --chemistry LFP -o $(CELLS)/a123_lfp.json \
+		--plot out/a123_lfp_fit.png
+	$(BIN)/openbms derive-cell $(CELLS)/a123_lfp.json --capacity-ah 138 --name blade_lfp -o $(CELLS)/blade_lfp.json
+
+clean:
+	rm -rf $(VENV) out

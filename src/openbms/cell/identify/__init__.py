@@ -1,0 +1,123 @@
+"""Identify an ESC cell model from slow OCV tests and dynamic tests (any chemistry).
+
+One pipeline: read tests → charge balance (capacity, efficiency, reference SoC) →
+OCV(z, T) with its hysteresis envelope → dynamic parameters per temperature →
+a `CellModel`, scored by simulating every dynamic test with the finished model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ...io.a123 import CellTest
+from ...io.columns import CURRENT, TIME, VOLTAGE
+from ..kernels import ocv_lookup
+from ..model import CellModel
+from ..simulate import simulate
+from .coulomb import balances, integrated_soc
+from .dynamic import RESISTANCE_SOC, START_HYSTERESIS, fit_dynamic
+from .ocv import SOC_GRID, ocv_curve
+
+
+MID_PLATEAU = (SOC_GRID >= 0.2) & (SOC_GRID <= 0.8)  # where the envelope is hysteresis, not end effects
+
+
+@dataclass(frozen=True)
+class Score:
+    """How well the finished model reproduces one dynamic test's voltage."""
+
+    name: str
+    temperature_c: float
+    rmse_mv: float
+    max_error_mv: float
+    time_s: np.ndarray
+    measured_v: np.ndarray
+    model_v: np.ndarray
+
+
+def identify(
+    ocv_tests: list[CellTest],
+    dynamic_tests: list[CellTest],
+    n_rc: int = 3,
+    name: str = "cell",
+    chemistry: str = "unknown",
+    provenance: dict | None = None,
+    on_step: Callable[[str], None] = lambda step: None,
+) -> tuple[CellModel, list[Score]]:
+    if not ocv_tests or not dynamic_tests:
+        raise ValueError("identification needs at least one OCV test and one dynamic test")
+    on_step("charge balance of the OCV tests")
+    curves = [ocv_curve(t, b) for t, b in _with_balances(ocv_tests)]
+    ocv_t, ocv_v, envelope = _ocv_table(curves)
+    dynamic_balances = balances(dynamic_tests)
+    fits = []
+    for test in sorted(dynamic_tests, key=lambda t: t.temperature_c):
+        on_step(f"dynamic parameters at {test.temperature_c:g} degC")
+        ocv_along = np.empty(len(test.data))
+        balance = dynamic_balances[test.name]
+        z = integrated_soc(test, balance)
+        ocv_lookup(z, test.temperature, ocv_t, SOC_GRID[0], SOC_GRID[1] - SOC_GRID[0], ocv_v, ocv_along)
+        m_v = float(np.interp(test.temperature_c, ocv_t, envelope[:, MID_PLATEAU].mean(axis=1)))
+        fits.append(fit_dynamic(test, balance, z, ocv_along, m_v, n_rc))
+    fits = _one_per_temperature(fits)
+    model = CellModel(
+        name=name,
+        chemistry=chemistry,
+        voltage_min_v=round(min(c.voltage_min_v for c in curves), 2),
+        voltage_max_v=round(max(c.voltage_max_v for c in curves), 2),
+        ocv_temperature_c=ocv_t,
+        soc=SOC_GRID,
+        ocv_v=ocv_v,
+        temperature_c=np.array([f.temperature_c for f in fits]),
+        capacity_ah=np.array([f.capacity_ah for f in fits]),
+        coulombic_efficiency=np.array([f.coulombic_efficiency for f in fits]),
+        hysteresis_rate=np.array([f.hysteresis_rate for f in fits]),
+        m0_v=np.array([f.m0_v for f in fits]),
+        m_v=np.array([f.m_v for f in fits]),
+        rc_tau_s=np.array([f.rc_tau_s for f in fits]),
+        resistance_soc=RESISTANCE_SOC,
+        r0_ohm=np.array([f.r0_ohm for f in fits]),
+        rc_r_ohm=np.array([f.rc_r_ohm for f in fits]),
+        hysteresis_envelope_v=envelope,
+        provenance=provenance or {},
+    )
+    on_step("scoring the model on every dynamic test")
+    scores = [score(model, t) for t in sorted(dynamic_tests, key=lambda t: t.temperature_c)]
+    fit = {"rmse_mv": {f"{s.temperature_c:g}": round(s.rmse_mv, 2) for s in scores}, "n_rc": n_rc}
+    return CellModel(**{**model.__dict__, "fit": fit}), scores
+
+
+def score(model: CellModel, test: CellTest) -> Score:
+    """Simulate the whole test from full with the model; error over the test's fit rows."""
+    df = test.data
+    sim = simulate(model, df[TIME].to_numpy(), df[CURRENT].to_numpy(), test.temperature,
+                   soc0=1.0, hysteresis0=START_HYSTERESIS)
+    rows = test.fit_rows
+    measured = df[VOLTAGE].to_numpy()[rows]
+    error = sim.voltage_v[rows] - measured
+    return Score(test.name, test.temperature_c, 1e3 * float(np.sqrt(np.mean(error**2))),
+                 1e3 * float(np.max(np.abs(error))), df[TIME].to_numpy()[rows], measured, sim.voltage_v[rows])
+
+
+def _with_balances(tests: list[CellTest]):
+    found = balances(tests)
+    return [(t, found[t.name]) for t in tests]
+
+
+def _ocv_table(curves):
+    """Stack the OCV curves by temperature, averaging repeated temperatures."""
+    temps = sorted({c.temperature_c for c in curves})
+    ocv = np.array([np.mean([c.ocv_v for c in curves if c.temperature_c == t], axis=0) for t in temps])
+    env = np.array([np.mean([c.envelope_v for c in curves if c.temperature_c == t], axis=0) for t in temps])
+    return np.array(temps, dtype=float), ocv, env
+
+
+def _one_per_temperature(fits):
+    temps = [f.temperature_c for f in fits]
+    duplicated = sorted({t for t in temps if temps.count(t) > 1})
+    if duplicated:
+        raise ValueError(f"more than one dynamic test at {duplicated} degC: give one per temperature")
+    return fits

@@ -1,0 +1,71 @@
+"""Vectorised simulation of the ESC model: one cell, or many cells at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .kernels import simulate_kernel
+from .model import CellModel
+from .packing import pack
+
+
+@dataclass
+class Simulation:
+    """Terminal voltage and SoC, shaped like the current given, plus the final states."""
+
+    voltage_v: np.ndarray
+    soc: np.ndarray
+    final_soc: np.ndarray
+    final_hysteresis: np.ndarray
+
+
+def simulate(
+    model: CellModel | Sequence[CellModel],
+    time_s,
+    current_a,
+    temperature_c=25.0,
+    soc0=1.0,
+    hysteresis0=0.0,
+) -> Simulation:
+    """Voltage of cells under a current (+ = charging) and temperature history.
+
+    `current_a` is (time,) or (time, cells); temperature, soc0 and hysteresis0
+    broadcast against it. `model` is one cell model or one per cell.
+    """
+    time_s = np.asarray(time_s, dtype=float)
+    current = np.asarray(current_a, dtype=float)
+    squeeze = current.ndim == 1
+    current = current.reshape(len(current), -1)
+    if time_s.ndim != 1 or len(time_s) != len(current):
+        raise ValueError(f"time_s must be 1-D with one entry per current row; got {time_s.shape} and {current.shape}")
+    if len(time_s) > 1 and np.any(np.diff(time_s) <= 0):
+        raise ValueError("time_s must increase")
+    n_time, n_cells = current.shape
+    temperature = _broadcast(temperature_c, (n_time, n_cells), "temperature_c")
+    packed = pack(model, n_cells)
+    soc = _broadcast(soc0, (n_cells,), "soc0").copy()
+    h = _broadcast(hysteresis0, (n_cells,), "hysteresis0").copy()
+    s = np.sign(h)
+    i_rc = np.zeros((n_cells, packed.n_rc))
+    voltage = np.empty((n_time, n_cells))
+    soc_out = np.empty((n_time, n_cells))
+    simulate_kernel(time_s, np.ascontiguousarray(current), temperature, packed.model_index, packed.axis,
+                    packed.tables, packed.knots, packed.ocv_axis, packed.z0, packed.dz, packed.ocv_tables,
+                    soc, h, s, i_rc, voltage, soc_out)
+    if squeeze:
+        voltage, soc_out = voltage[:, 0], soc_out[:, 0]
+    return Simulation(voltage, soc_out, soc, h)
+
+
+def _broadcast(value, shape, name) -> np.ndarray:
+    """Broadcast to `shape`; a (time,) series given for (time, cells) applies to every cell."""
+    a = np.asarray(value, dtype=float)
+    if a.ndim == 1 and len(shape) == 2 and a.shape[0] == shape[0]:
+        a = a[:, None]
+    try:
+        return np.ascontiguousarray(np.broadcast_to(a, shape))
+    except ValueError:
+        raise ValueError(f"{name} of shape {a.shape} does not broadcast to {shape}") from None

@@ -1,0 +1,94 @@
+"""Read a time series from CSV (optionally gzip) or Parquet into BDF columns."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .checks import check_frame
+from .columns import CURRENT, DISCHARGE_POSITIVE, REQUIRED, SIGNS, ColumnMap, detect
+from .errors import DataError
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def read_raw(path: str | Path) -> pd.DataFrame:
+    """The file as its writer left it (CSV, CSV.gz or Parquet), or a DataError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(str(path), "no such file")
+    try:
+        if path.suffix.lower() in PARQUET_SUFFIXES:
+            raw = pd.read_parquet(path)
+        else:
+            raw = pd.read_csv(path, skipinitialspace=True)
+    except Exception as exc:  # pandas and pyarrow raise many types; all mean "unreadable"
+        raise DataError(str(path), f"cannot read as {'Parquet' if path.suffix in PARQUET_SUFFIXES else 'CSV'}: {exc}") from exc
+    raw.columns = [str(c).strip() for c in raw.columns]
+    if raw.empty:
+        raise DataError(str(path), "has no data rows")
+    return raw
+
+
+def read_timeseries(
+    path: str | Path,
+    column_map: ColumnMap | None = None,
+    current_sign: str | None = None,
+) -> pd.DataFrame:
+    """Read one cycler file into BDF columns (SI, + = charging), checked.
+
+    The column map is detected from the header unless given. `current_sign`
+    overrides the map's sign convention; the result is checked against the
+    file's capacity columns where it has them.
+    """
+    source = str(path)
+    raw = read_raw(path)
+    column_map = column_map or detect(list(raw.columns))
+    if column_map is None:
+        raise DataError(source, _missing_message(list(raw.columns)))
+    sign = current_sign or column_map.current_sign
+    if sign not in SIGNS:
+        raise DataError(source, f"current sign must be one of {SIGNS}, got {sign!r}")
+    for src, label in column_map.columns.items():
+        if label in REQUIRED and src not in raw.columns:
+            raise DataError(source, f"missing column {src!r} ({label}){_suggest(src, raw.columns)}", src)
+    df = pd.DataFrame(index=raw.index)
+    for src, label in column_map.columns.items():
+        if src in raw.columns:
+            df[label] = raw[src] * column_map.scale.get(src, 1.0) if src in column_map.scale else raw[src]
+    for extra in raw.columns:  # pack files carry per-cell BDF columns (Cell Voltage 3 / V)
+        if " / " in extra and extra not in df.columns and extra not in column_map.columns:
+            df[extra] = raw[extra]
+    check_numeric(df, source)
+    df = df.astype(float)
+    if sign == DISCHARGE_POSITIVE:
+        df[CURRENT] = -df[CURRENT]
+    check_frame(df, source)
+    df = df.reset_index(drop=True)
+    df.attrs["source"] = source
+    return df
+
+
+def check_numeric(df: pd.DataFrame, source: str) -> None:
+    for column in df.columns:
+        values = pd.to_numeric(df[column], errors="coerce")
+        bad = values.isna().to_numpy() & df[column].notna().to_numpy()
+        if bad.any():
+            row = int(np.argmax(bad)) + 1
+            raise DataError(source, f"expected a number, found {df[column].iloc[row - 1]!r}", column, row)
+
+
+def _missing_message(header: list[str]) -> str:
+    hints = "".join(f"; {label!r} not found{_suggest(label, header)}" for label in REQUIRED if label not in header)
+    return (
+        f"unrecognised columns {header[:8]}{'...' if len(header) > 8 else ''}: expected the BDF columns "
+        f"{list(REQUIRED)}{hints}, or give a column map (--columns map.json)"
+    )
+
+
+def _suggest(name: str, header) -> str:
+    close = difflib.get_close_matches(name, list(header), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,1 @@
+"""Validation plant: physics cells, vehicle drive power and sensor models."""

@@ -1,0 +1,61 @@
+"""`openbms simulate`: arguments and the command."""
+
+from __future__ import annotations
+
+import argparse
+
+from .drive import CYCLES
+from .plant import PLANTS
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plant", default="prada2013_lfp", choices=sorted(PLANTS))
+    p.add_argument("--experiment", default="drive", choices=("ocv", "hppc", "drive"),
+                   help="ocv: C/30 full discharge and charge; hppc: pulses every 10 %% SoC; "
+                        "drive: FASTSim 2022 Model 3 RWD power scaled to the cell (default)")
+    p.add_argument("--cycles", default="udds,hwfet", help=f"drive cycles in order, from {sorted(CYCLES)}")
+    p.add_argument("--repeat", type=int, default=3, help="times the cycle list is driven (default %(default)s)")
+    p.add_argument("--soc0", type=float, help="initial true SoC (default 1 for tests, 0.9 for a drive)")
+    p.add_argument("--temperature", type=float, default=25.0, help="ambient degC (default %(default)s)")
+    p.add_argument("--capacity-fade", type=float, default=0.0, help="fraction of capacity lost, e.g. 0.1")
+    p.add_argument("--kinetics-slowdown", type=float, default=0.0, help="fraction slower kinetics, e.g. 0.3")
+    p.add_argument("--current-offset", type=float, default=0.0, help="current sensor offset / A")
+    p.add_argument("--current-gain-error", type=float, default=0.0, help="current gain error, e.g. 0.02")
+    p.add_argument("--voltage-noise", type=float, default=0.002, help="voltage noise std / V (default %(default)s)")
+    p.add_argument("--voltage-lsb", type=float, default=0.001, help="voltage quantisation / V (default %(default)s)")
+    p.add_argument("--temperature-offset", type=float, default=0.0, help="temperature sensor offset / degC")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", required=True, help="measured data, BDF .csv or .parquet")
+    p.add_argument("--truth", help="truth file (default: beside the output, *_truth.*)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from ..io import write_timeseries
+    from .plant import Plant
+    from .scenario import Scenario
+    from .sensors import Sensors
+
+    scenario = Scenario(
+        plant=Plant(args.plant, args.capacity_fade, args.kinetics_slowdown, args.temperature),
+        experiment=args.experiment,
+        cycles=tuple(c.strip() for c in args.cycles.split(",") if c.strip()),
+        repeat=args.repeat,
+        soc0=args.soc0,
+        sensors=Sensors(args.current_offset, args.current_gain_error, 0.0, args.voltage_noise, args.voltage_lsb,
+                        args.temperature_offset, args.seed),
+    ).validate()
+    console = Console(stderr=True)
+    with console.status(f"simulating {args.plant} ({args.experiment})"):
+        measured, truth = scenario.run()
+    output = Path(args.output)
+    truth_path = Path(args.truth) if args.truth else output.with_name(output.stem + "_truth" + output.suffix)
+    write_timeseries(measured, output)
+    write_timeseries(truth.frame(), truth_path)
+    console.print(f"wrote {output} ({len(measured)} rows, {truth.time_s[-1] / 3600:.2f} h, ended: {truth.termination}) "
+                  f"and {truth_path} (true capacity {truth.capacity_ah:.4f} Ah, SoC {truth.soc[0]:.3f} → {truth.soc[-1]:.3f})")
+    return 0

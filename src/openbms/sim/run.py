@@ -1,0 +1,104 @@
+"""Run the plant on an experiment or a power profile; return the truth at 1 s.
+
+Experiments are PyBaMM's readable strings. The standard characterisation tests are
+complete tests (rested full → empty → full), as `openbms identify` expects.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..io.columns import CELL_TEMPERATURE, CURRENT, TIME, VOLTAGE
+from .plant import Plant
+
+SOC = "SOC / 1"
+CAPACITY = "Capacity / Ah"
+
+
+@dataclass
+class Truth:
+    """What really happened in the plant, sampled at 1 s (+ = charging)."""
+
+    time_s: np.ndarray
+    current_a: np.ndarray
+    voltage_v: np.ndarray
+    temperature_c: np.ndarray
+    soc: np.ndarray
+    capacity_ah: float
+    termination: str
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame({TIME: self.time_s, CURRENT: self.current_a, VOLTAGE: self.voltage_v,
+                             CELL_TEMPERATURE: self.temperature_c, SOC: self.soc, CAPACITY: self.capacity_ah})
+
+
+def ocv_test(plant: Plant) -> list:
+    v0, v1 = plant.spec.voltage_min_v, plant.spec.voltage_max_v
+    return ["Rest for 10 minutes", f"Discharge at C/30 until {v0} V", "Rest for 1 hour", f"Charge at C/30 until {v1} V",
+            f"Hold at {v1} V until C/50", "Rest for 1 hour"]
+
+
+def hppc_test(plant: Plant, pulses: int = 9) -> list:
+    """Pulses every 10 % of SoC from full, then to empty and back to full."""
+    v0, v1 = plant.spec.voltage_min_v, plant.spec.voltage_max_v
+    pulse = (f"Discharge at 1C for 10 seconds or until {v0} V", "Rest for 40 seconds",
+             f"Charge at 0.75C for 10 seconds or until {v1} V", "Rest for 40 seconds",
+             f"Discharge at C/2 for 12 minutes or until {v0} V", "Rest for 30 minutes")
+    return ["Rest for 10 minutes"] + [pulse] * pulses + [(f"Discharge at C/2 until {v0} V", "Rest for 30 minutes", f"Charge at C/2 until {v1} V",
+                                f"Hold at {v1} V until C/50", "Rest for 30 minutes")]
+
+
+EXPERIMENTS = {"ocv": ocv_test, "hppc": hppc_test}
+
+
+def run_experiment(plant: Plant, steps: list, soc0: float = 1.0) -> Truth:
+    import pybamm
+
+    experiment = pybamm.Experiment(steps, period="1 second")
+    sim = pybamm.Simulation(plant.model(), parameter_values=plant.parameter_values(), experiment=experiment,
+                            solver=pybamm.IDAKLUSolver(rtol=1e-6, atol=1e-8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        solution = sim.solve(initial_soc=soc0)
+    return _truth(plant, solution, soc0)
+
+
+def run_power(plant: Plant, time_s, power_w, soc0: float = 1.0) -> Truth:
+    """Drive the plant with cell power (+ = charging) until the profile ends or a voltage limit."""
+    import pybamm
+
+    time_s, power_w = np.asarray(time_s, dtype=float), np.asarray(power_w, dtype=float)
+    pv = plant.parameter_values(cutoff_margin_v=0.0)  # a drive stops at the cell's limits
+    # PyBaMM's power is + = discharge.
+    pv.update({"Power function [W]": pybamm.Interpolant(time_s, -power_w, pybamm.t, interpolator="linear")},
+              check_already_exists=False)
+    solver = pybamm.IDAKLUSolver(rtol=1e-6, atol=1e-8, options={"suppress_algebraic_error": True})
+    sim = pybamm.Simulation(plant.model(power_driven=True), parameter_values=pv, solver=solver)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        solution = sim.solve(t_eval=[time_s[0], time_s[-1]], t_interp=np.arange(time_s[0], time_s[-1] + 0.5),
+                             initial_soc=soc0)
+    return _truth(plant, solution, soc0)
+
+
+def _truth(plant: Plant, solution, soc0: float) -> Truth:
+    t = solution["Time [s]"].entries
+    keep = np.append(np.diff(t) > 1e-9, True)  # step boundaries repeat a time
+    t = t[keep]
+    grid = np.arange(np.ceil(t[0]), np.floor(t[-1]) + 1.0)
+    sample = {name: np.interp(grid, t, solution[name].entries[keep])
+              for name in ("Current [A]", "Voltage [V]", "Discharge capacity [A.h]", "Volume-averaged cell temperature [K]")}
+    capacity = plant.capacity_ah()
+    return Truth(
+        time_s=grid - grid[0],
+        current_a=-sample["Current [A]"],
+        voltage_v=sample["Voltage [V]"],
+        temperature_c=sample["Volume-averaged cell temperature [K]"] - 273.15,
+        soc=soc0 - sample["Discharge capacity [A.h]"] / capacity,
+        capacity_ah=capacity,
+        termination=str(solution.termination),
+    )

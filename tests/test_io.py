@@ -1,0 +1,145 @@
+"""Readers: every format in, BDF out; every kind of bad input named by file, column and row."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from openbms.io import ColumnMap, DataError, read_tests, read_timeseries, write_timeseries
+
+
+def test_bdf_csv_and_parquet_round_trip(tmp_path, bdf_frame):
+    for name in ("cell.csv", "cell.parquet"):
+        path = write_timeseries(bdf_frame, tmp_path / name)
+        back = read_timeseries(path)
+        assert list(back.columns) == list(bdf_frame.columns)
+        np.testing.assert_allclose(back.to_numpy(), bdf_frame.to_numpy())
+        assert back.attrs["source"] == str(path)
+
+
+def test_user_column_map_with_milliamps_and_sign(tmp_path, bdf_frame):
+    raw = bdf_frame.rename(columns={"Test Time / s": "t", "Voltage / V": "U", "Current / A": "I_mA"})
+    raw["I_mA"] = -1000 * raw["I_mA"]  # this cycler: mA, + = discharge
+    raw.to_csv(tmp_path / "other.csv", index=False)
+    mapping = {"columns": {"t": "Test Time / s", "U": "Voltage / V", "I_mA": "Current / A"},
+               "scale": {"I_mA": 0.001}, "current_sign": "discharge-positive"}
+    (tmp_path / "map.json").write_text(json.dumps(mapping))
+    df = read_timeseries(tmp_path / "other.csv", ColumnMap.from_json(tmp_path / "map.json"))
+    np.testing.assert_allclose(df["Current / A"], bdf_frame["Current / A"])
+
+
+def _write(tmp_path, df, name="bad.csv"):
+    path = tmp_path / name
+    df.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("column", ["Voltage / V", "Current / A"])
+def test_missing_column_is_named_with_a_suggestion(tmp_path, bdf_frame, column):
+    path = _write(tmp_path, bdf_frame.rename(columns={column: column.replace(" / ", "/")}))
+    with pytest.raises(DataError, match=r"(?s)bad\.csv.*did you mean"):
+        read_timeseries(path)
+
+
+def test_nan_names_column_and_row(tmp_path, bdf_frame):
+    bdf_frame.loc[7, "Voltage / V"] = np.nan
+    with pytest.raises(DataError, match=r"bad\.csv, column 'Voltage / V', row 8: missing"):
+        read_timeseries(_write(tmp_path, bdf_frame))
+
+
+def test_text_in_numeric_column(tmp_path, bdf_frame):
+    bdf_frame["Current / A"] = bdf_frame["Current / A"].astype(object)
+    bdf_frame.loc[3, "Current / A"] = "oops"
+    with pytest.raises(DataError, match=r"column 'Current / A', row 4: expected a number, found 'oops'"):
+        read_timeseries(_write(tmp_path, bdf_frame))
+
+
+def test_non_monotonic_time(tmp_path, bdf_frame):
+    bdf_frame.loc[10, "Test Time / s"] = 5.0
+    with pytest.raises(DataError, match=r"column 'Test Time / s', row 11: time must increase, but goes from 9.0 s to 5.0 s"):
+        read_timeseries(_write(tmp_path, bdf_frame))
+
+
+def test_milliamps_labelled_as_amps_is_caught_by_capacity_columns(tmp_path, bdf_frame):
+    bdf_frame["Current / A"] *= 1000
+    with pytest.raises(DataError, match="looks like mA"):
+        read_timeseries(_write(tmp_path, bdf_frame))
+
+
+def test_milliamps_without_capacity_columns_is_caught_by_magnitude(tmp_path, bdf_frame):
+    frame = bdf_frame.drop(columns=["Charging Capacity / Ah", "Discharging Capacity / Ah"])
+    frame["Current / A"] *= 5000
+    with pytest.raises(DataError, match=r"row 1: 10000 A is not a plausible current: it looks like mA"):
+        read_timeseries(_write(tmp_path, frame))
+
+
+def test_sign_contradicting_capacity_columns(tmp_path, bdf_frame):
+    bdf_frame["Current / A"] *= -1
+    with pytest.raises(DataError, match=r"column 'Current / A', row 2: current sign contradicts the capacity columns"):
+        read_timeseries(_write(tmp_path, bdf_frame))
+
+
+def test_unrecognised_file_and_bad_map(tmp_path, bdf_frame):
+    path = _write(tmp_path, bdf_frame.rename(columns=lambda c: c.split(" / ")[0].lower()))
+    with pytest.raises(DataError, match="unrecognised columns.*column map"):
+        read_timeseries(path)
+    with pytest.raises(ValueError, match="not BDF labels"):
+        ColumnMap("x", {"a": "Volts"})
+    (tmp_path / "map.json").write_text("{not json")
+    with pytest.raises(ValueError, match="map.json: cannot read column map"):
+        ColumnMap.from_json(tmp_path / "map.json")
+
+
+def test_unreadable_and_empty_files(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        read_timeseries(tmp_path / "absent.csv")
+    (tmp_path / "empty.csv").write_text("Test Time / s,Current / A,Voltage / V\n")
+    with pytest.raises(DataError, match="no data rows"):
+        read_timeseries(tmp_path / "empty.csv")
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    with pytest.raises(DataError, match="cannot read as Parquet"):
+        read_timeseries(tmp_path / "junk.parquet")
+
+
+def test_a123_files_read_with_their_own_sign(a123_dir):
+    ocv = read_timeseries(a123_dir / "ocv" / "A123_OCV_P25_S1.csv.gz")
+    dyn = read_timeseries(a123_dir / "dyn" / "A123_DYN_50_P25_s1.csv.gz")
+    # Both discharge overall; the dynamic file's own + = discharge was converted.
+    assert ocv["Current / A"].min() < 0 and dyn["Current / A"].mean() < 0
+    assert dyn["Discharging Capacity / Ah"].iloc[-1] > 5
+
+
+def test_a123_dynamic_file_read_with_the_wrong_sign_is_refused(a123_dir):
+    with pytest.raises(DataError, match="current sign contradicts"):
+        read_timeseries(a123_dir / "dyn" / "A123_DYN_50_P25_s1.csv.gz", current_sign="charge-positive")
+
+
+def test_a123_scripts_join_into_one_test(a123_dir):
+    (test,) = read_tests(sorted((a123_dir / "dyn").glob("*P25_s*.csv.gz")))
+    assert test.name == "dyn_P25" and test.temperature_c == 25.0 and len(test.sources) == 3
+    assert np.all(np.diff(test.data["Test Time / s"]) > 0)
+    assert test.fit_rows.sum() < len(test.data)  # the drive cycle only, not the set-up scripts
+
+
+def test_a123_script_missing_or_repeated(a123_dir, tmp_path):
+    files = sorted((a123_dir / "dyn").glob("*P25_s*.csv.gz"))
+    with pytest.raises(DataError, match=r"needs scripts 1..n in order, found \[1, 3\]"):
+        read_tests([files[0], files[2]])
+    with pytest.raises(DataError, match=r"script\(s\) \[1\] given twice"):
+        read_tests([files[0], files[0]])
+
+
+def test_single_file_test_needs_a_temperature(tmp_path, bdf_frame):
+    path = _write(tmp_path, bdf_frame.drop(columns=["Temperature T1 / degC"]), "cell.csv")
+    with pytest.raises(DataError, match="needs a temperature column"):
+        read_tests([path])
+
+
+def test_gzip_csv(tmp_path, bdf_frame):
+    path = tmp_path / "cell.csv.gz"
+    with gzip.open(path, "wt") as f:
+        bdf_frame.to_csv(f, index=False)
+    assert len(read_timeseries(path)) == len(bdf_frame)
