@@ -43,12 +43,17 @@ def ocv_test(plant: Plant) -> list:
 
 
 def hppc_test(plant: Plant, pulses: int = 9) -> list:
-    """Pulses every 10 % of SoC from full, then to empty and back to full."""
+    """Pulses every 10 % of SoC from full, each level also probed with a small charge and
+    discharge between rests (the rested voltages show how fast hysteresis moves), then to
+    exactly empty (a hold at the lower limit) and back to full, so the test's charge
+    balance sees the whole capacity."""
     v0, v1 = plant.spec.voltage_min_v, plant.spec.voltage_max_v
     pulse = (f"Discharge at 1C for 10 seconds or until {v0} V", "Rest for 40 seconds",
              f"Charge at 0.75C for 10 seconds or until {v1} V", "Rest for 40 seconds",
-             f"Discharge at C/2 for 12 minutes or until {v0} V", "Rest for 30 minutes")
-    return ["Rest for 10 minutes"] + [pulse] * pulses + [(f"Discharge at C/2 until {v0} V", "Rest for 30 minutes", f"Charge at C/2 until {v1} V",
+             f"Discharge at C/2 for 12 minutes or until {v0} V", "Rest for 30 minutes",
+             f"Charge at C/2 for 3 minutes or until {v1} V", "Rest for 20 minutes",
+             f"Discharge at C/2 for 3 minutes or until {v0} V", "Rest for 20 minutes")
+    return ["Rest for 10 minutes"] + [pulse] * pulses + [(f"Discharge at C/2 until {v0} V", f"Hold at {v0} V until C/50", "Rest for 30 minutes", f"Charge at C/2 until {v1} V",
                                 f"Hold at {v1} V until C/50", "Rest for 30 minutes")]
 
 

@@ -45,6 +45,7 @@ def identify(
     name: str = "cell",
     chemistry: str = "unknown",
     provenance: dict | None = None,
+    resistance_soc: np.ndarray = RESISTANCE_SOC,
     on_step: Callable[[str], None] = lambda step: None,
 ) -> tuple[CellModel, list[Score]]:
     if not ocv_tests or not dynamic_tests:
@@ -61,7 +62,7 @@ def identify(
         z = integrated_soc(test, balance)
         ocv_lookup(z, test.temperature, ocv_t, SOC_GRID[0], SOC_GRID[1] - SOC_GRID[0], ocv_v, ocv_along)
         m_v = float(np.interp(test.temperature_c, ocv_t, envelope[:, MID_PLATEAU].mean(axis=1)))
-        fits.append(fit_dynamic(test, balance, z, ocv_along, m_v, n_rc))
+        fits.append(fit_dynamic(test, balance, z, ocv_along, m_v, n_rc, resistance_soc))
     fits = _one_per_temperature(fits)
     model = CellModel(
         name=name,
@@ -78,7 +79,7 @@ def identify(
         m0_v=np.array([f.m0_v for f in fits]),
         m_v=np.array([f.m_v for f in fits]),
         rc_tau_s=np.array([f.rc_tau_s for f in fits]),
-        resistance_soc=RESISTANCE_SOC,
+        resistance_soc=np.asarray(resistance_soc, dtype=float),
         r0_ohm=np.array([f.r0_ohm for f in fits]),
         rc_r_ohm=np.array([f.rc_r_ohm for f in fits]),
         hysteresis_envelope_v=envelope,
