@@ -116,9 +116,6 @@ def test_unreadable_files_and_unknown_names(tmp_path):
         load_cell("a123_nmc")
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="CellModel.from_dict calls .get() on the document and on 'ocv' without checking they are "
-                          "JSON objects: a top-level list or an 'ocv' list raises AttributeError, not ValueError")
 @pytest.mark.parametrize("mangle", ["top-level list", "ocv list"])
 def test_non_object_documents_give_value_error(tmp_path, cell, mangle):
     """A valid JSON file that is not a cell document must still be a ValueError (the CLI catches only those)."""
@@ -129,9 +126,6 @@ def test_non_object_documents_give_value_error(tmp_path, cell, mangle):
         load_cell(path)
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="model._array raises 'expected a 2-D table, got shape (8,)' without the field's name, "
-                          "so the user cannot tell which table is wrong")
 def test_wrong_table_dimensions_name_the_field(tmp_path, cell):
     """A table with the wrong number of dimensions names the table."""
     doc = _doc(cell)
@@ -142,9 +136,6 @@ def test_wrong_table_dimensions_name_the_field(tmp_path, cell):
         load_cell(path)
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="model.validate checks neither that ocv.voltage_v is finite nor the shape of "
-                          "ocv.hysteresis_envelope_v: such documents load, and a NaN OCV simulates to NaN volts")
 @pytest.mark.parametrize("mangle", ["nan ocv", "envelope shape"])
 def test_invalid_ocv_tables_are_refused(tmp_path, cell, mangle):
     """Validation covers the OCV table's values and the envelope's shape, not only the parameters."""

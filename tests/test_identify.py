@@ -96,6 +96,7 @@ def test_charge_balance_of_a_closed_test():
 @pytest.fixture(scope="module")
 def nmc():
     """An OCV test and an HPPC test of the simulated NMC cell, with ideal sensors, identified."""
+    pytest.importorskip("pybamm")
     from openbms.sim.plant import Plant
     from openbms.sim.scenario import Scenario
     from openbms.sim.sensors import IDEAL

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .io import ColumnMap, DataError
@@ -18,10 +19,11 @@ console = Console(stderr=True)
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = "openbms " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
         return args.run(args) or 0
     except (DataError, ValueError, FileNotFoundError) as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        console.print("[bold red]error:[/] " + escape(str(exc)), highlight=False)
         return 2
 
 
@@ -92,10 +94,9 @@ def _identify(args) -> int:
     with console.status("reading tests"):
         ocv_tests = read_tests(ocv_files, **_reader_options(args))
         dynamic_tests = read_tests(dynamic_files, **_reader_options(args))
-    command = "openbms " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("openbms") else "openbms identify"
     with console.status("identifying") as status:
         model, scores = identify(ocv_tests, dynamic_tests, n_rc=args.n_rc, name=name, chemistry=args.chemistry,
-                                 provenance=provenance(command, [Path(f).name for f in ocv_files + dynamic_files]),
+                                 provenance=provenance(args.command_line, [Path(f).name for f in ocv_files + dynamic_files]),
                                  on_step=lambda step: status.update(step))
     model.save(output)
     plot = plot_fit(scores, args.plot or output.with_name(output.stem + "_fit.png"), f"{name}: measured vs model")
@@ -120,7 +121,7 @@ def _derive_cell(args) -> int:
         **source.provenance, "derived_from": source.name,
         "derivation": f"capacity x{factor:.4g} to {args.capacity_ah:g} Ah at 25 degC; resistances /{factor:.4g} "
                       f"(as {factor:.4g} source cells in parallel); OCV, hysteresis and time constants unchanged",
-        "command": "openbms " + " ".join(sys.argv[1:])}})
+        "command": args.command_line}})
     derived.save(args.output)
     console.print(f"wrote {args.output}: {args.name}, {args.capacity_ah:g} Ah (x{factor:.3f} {source.name})")
     return 0

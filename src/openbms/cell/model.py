@@ -143,6 +143,11 @@ class CellModel:
 
     @classmethod
     def from_dict(cls, doc: dict, source: str = "<dict>") -> "CellModel":
+        if not isinstance(doc, dict):
+            raise ValueError(f"{source}: a cell document is a JSON object, got {type(doc).__name__}")
+        for part in ("ocv", "parameters", "limits"):
+            if part in doc and not isinstance(doc[part], dict):
+                raise ValueError(f"{source}: field {part!r} must be a JSON object")
         if doc.get("schema") != SCHEMA:
             raise ValueError(f"{source}: schema is {doc.get('schema')!r}, expected {SCHEMA!r}")
         try:
@@ -153,13 +158,13 @@ class CellModel:
                 chemistry=doc["chemistry"],
                 voltage_min_v=float(limits["voltage_min_v"]),
                 voltage_max_v=float(limits["voltage_max_v"]),
-                ocv_temperature_c=_array(ocv["temperature_c"]),
-                soc=_array(ocv["soc"]),
-                ocv_v=_array(ocv["voltage_v"], 2),
-                temperature_c=_array(par["temperature_c"]),
-                **{name: _array(par[name]) for name in PARAMETERS},
-                **{name: _array(par[name], TABLES[name]) for name in TABLES},
-                hysteresis_envelope_v=None if envelope is None else _array(envelope, 2),
+                ocv_temperature_c=_array(ocv, "temperature_c"),
+                soc=_array(ocv, "soc"),
+                ocv_v=_array(ocv, "voltage_v", 2),
+                temperature_c=_array(par, "temperature_c"),
+                **{name: _array(par, name) for name in PARAMETERS},
+                **{name: _array(par, name, TABLES[name]) for name in TABLES},
+                hysteresis_envelope_v=None if envelope is None else _array(ocv, "hysteresis_envelope_v", 2),
                 fit=doc.get("fit", {}),
                 provenance=doc.get("provenance", {}),
             )
@@ -200,10 +205,13 @@ def _position(x: np.ndarray, axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return k, (x - axis[k]) / (axis[k + 1] - axis[k])
 
 
-def _array(values, ndim: int = 1) -> np.ndarray:
-    out = np.asarray(values, dtype=float)
+def _array(part: dict, name: str, ndim: int = 1) -> np.ndarray:
+    try:
+        out = np.asarray(part[name], dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"field {name!r} must be a table of numbers") from None
     if out.ndim != ndim:
-        raise ValueError(f"expected a {ndim}-D table, got shape {out.shape}")
+        raise ValueError(f"field {name!r}: expected a {ndim}-D table, got shape {out.shape}")
     return out
 
 
@@ -214,6 +222,9 @@ def validate(m: CellModel) -> None:
         (n_z >= 2 and np.allclose(np.diff(m.soc), m.soc[1] - m.soc[0]) and m.soc[0] <= 0 and m.soc[-1] >= 1,
          "ocv.soc must be a uniform grid covering [0, 1]"),
         (m.ocv_v.shape == (n_ot, n_z), f"ocv.voltage_v must be {n_ot}x{n_z}, got {m.ocv_v.shape}"),
+        (bool(np.all(np.isfinite(m.ocv_v))), "ocv.voltage_v must be finite"),
+        (m.hysteresis_envelope_v is None or m.hysteresis_envelope_v.shape == (n_ot, n_z),
+         f"ocv.hysteresis_envelope_v must be {n_ot}x{n_z}"),
         (np.all(np.diff(m.ocv_temperature_c) > 0), "ocv.temperature_c must increase"),
         (n_t >= 1 and np.all(np.diff(m.temperature_c) > 0), "parameters.temperature_c must increase"),
         (m.rc_tau_s.shape[0] == n_t, "parameters.rc_tau_s must be n_temperatures x n_rc"),

@@ -70,6 +70,9 @@ class Plant:
         pv = pybamm.ParameterValues(self.spec.parameter_set)
         kelvin = self.temperature_c + 273.15
         pv.update({"Ambient temperature [K]": kelvin, "Initial temperature [K]": kelvin,
+                   # SoC 0 and 1 at the cell's own voltage limits (Prada2013 ships 2.0 V for 0 %)
+                   "Open-circuit voltage at 0% SOC [V]": self.spec.voltage_min_v,
+                   "Open-circuit voltage at 100% SOC [V]": self.spec.voltage_max_v,
                    "Lower voltage cut-off [V]": self.spec.voltage_min_v - cutoff_margin_v,
                    "Upper voltage cut-off [V]": self.spec.voltage_max_v + cutoff_margin_v})
         if self.spec.hysteresis:
