@@ -113,7 +113,7 @@ def simulate_kernel(time_s, current, temperature, model_index, axis, tables, kno
 
 
 @njit(cache=True)
-def hysteresis_states(time_s, current, moved_per_amp, rate, h0, s0, h_out, s_out):
+def hysteresis_states(current, moved_per_amp, rate, h0, s0, h_out, s_out):
     """Dynamic (h) and instantaneous (s) hysteresis along one series, for identification.
 
     `moved_per_amp[k]` is the SoC moved per amp during step k (η·dt/3600Q).

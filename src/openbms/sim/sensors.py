@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -46,9 +46,6 @@ class Sensors:
             VOLTAGE: measured_v,
             CELL_TEMPERATURE: np.asarray(temperature_c, dtype=float) + self.temperature_offset_c,
         })
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 IDEAL = Sensors(voltage_noise_v=0.0, voltage_lsb_v=0.0)

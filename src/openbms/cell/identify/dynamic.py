@@ -68,7 +68,7 @@ class _Problem:
 
     def regressors(self, gamma: float, taus: np.ndarray) -> np.ndarray:
         """Columns [s, i·hats, i_R1·hats, ...]; leaves the dynamic hysteresis state in self.h."""
-        hysteresis_states(self.t, self.i, self.moved_per_amp, gamma, START_HYSTERESIS, START_HYSTERESIS, self.h, self.s)
+        hysteresis_states(self.i, self.moved_per_amp, gamma, START_HYSTERESIS, START_HYSTERESIS, self.h, self.s)
         columns = [self.s[self.rows, None], self.i[self.rows, None] * self.hats]
         for tau in taus:
             rc_current(self.t, self.i, tau, self.rc)
