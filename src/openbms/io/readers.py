@@ -26,7 +26,8 @@ def read_raw(path: str | Path) -> pd.DataFrame:
         else:
             raw = pd.read_csv(path, skipinitialspace=True)
     except Exception as exc:  # pandas and pyarrow raise many types; all mean "unreadable"
-        raise DataError(str(path), f"cannot read as {'Parquet' if path.suffix in PARQUET_SUFFIXES else 'CSV'}: {exc}") from exc
+        kind = "Parquet" if path.suffix.lower() in PARQUET_SUFFIXES else "CSV"
+        raise DataError(str(path), f"cannot read as {kind}: {exc}") from exc
     raw.columns = [str(c).strip() for c in raw.columns]
     if raw.empty:
         raise DataError(str(path), "has no data rows")
@@ -58,7 +59,7 @@ def read_timeseries(
     df = pd.DataFrame(index=raw.index)
     for src, label in column_map.columns.items():
         if src in raw.columns:
-            df[label] = raw[src] * column_map.scale.get(src, 1.0) if src in column_map.scale else raw[src]
+            df[label] = raw[src] * column_map.scale[src] if src in column_map.scale else raw[src]
     for extra in raw.columns:  # pack files carry per-cell BDF columns (Cell Voltage 3 / V)
         if " / " in extra and extra not in df.columns and extra not in column_map.columns:
             df[extra] = raw[extra]
