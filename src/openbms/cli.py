@@ -115,15 +115,9 @@ def _derive_cell(args) -> int:
     from .cell import load_cell
 
     source = load_cell(args.source)
-    factor = args.capacity_ah / float(source.param("capacity_ah", 25.0))
-    derived = source.scaled(capacity=factor, resistance=1.0 / factor, name=args.name)
-    derived = type(derived)(**{**derived.__dict__, "provenance": {
-        **source.provenance, "derived_from": source.name,
-        "derivation": f"capacity x{factor:.4g} to {args.capacity_ah:g} Ah at 25 degC; resistances /{factor:.4g} "
-                      f"(as {factor:.4g} source cells in parallel); OCV, hysteresis and time constants unchanged",
-        "command": args.command_line}})
+    derived = source.with_capacity(args.capacity_ah, args.name, args.command_line)
     derived.save(args.output)
-    console.print(f"wrote {args.output}: {args.name}, {args.capacity_ah:g} Ah (x{factor:.3f} {source.name})")
+    console.print(f"wrote {args.output}: {args.name}, {args.capacity_ah:g} Ah ({derived.provenance['derivation']})")
     return 0
 
 

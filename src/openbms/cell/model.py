@@ -113,6 +113,16 @@ class CellModel:
             rc_r_ohm=self.rc_r_ohm * resistance,
         )
 
+    def with_capacity(self, capacity_ah: float, name: str, command: str) -> "CellModel":
+        """A bigger or smaller cell of the same kind: capacity at 25 degC set, resistances scaled
+        inversely (as that many of this cell in parallel), provenance saying so."""
+        factor = capacity_ah / float(self.param("capacity_ah", 25.0))
+        derived = self.scaled(capacity=factor, resistance=1.0 / factor, name=name)
+        return replace(derived, provenance={
+            **self.provenance, "derived_from": self.name, "command": command,
+            "derivation": f"capacity x{factor:.4g} to {capacity_ah:g} Ah at 25 degC; resistances /{factor:.4g} "
+                          f"(as {factor:.4g} source cells in parallel); OCV, hysteresis and time constants unchanged"})
+
     # -- the JSON document -------------------------------------------------------------
     def to_dict(self) -> dict:
         doc = {

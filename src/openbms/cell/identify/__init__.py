@@ -7,7 +7,7 @@ a `CellModel`, scored by simulating every dynamic test with the finished model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -88,7 +88,7 @@ def identify(
     on_step("scoring the model on every dynamic test")
     scores = [score(model, t) for t in sorted(dynamic_tests, key=lambda t: t.temperature_c)]
     fit = {"rmse_mv": {f"{s.temperature_c:g}": round(s.rmse_mv, 2) for s in scores}, "n_rc": n_rc}
-    return CellModel(**{**model.__dict__, "fit": fit}), scores
+    return replace(model, fit=fit), scores
 
 
 def score(model: CellModel, test: CellTest) -> Score:

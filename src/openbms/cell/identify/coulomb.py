@@ -23,6 +23,7 @@ class ChargeBalance:
     coulombic_efficiency: float
     soc: np.ndarray  # reference SoC per row, 1 at the start
     empty_row: int
+    reference_efficiency: float = 1.0  # for rows run at the reference temperature
 
 
 def row_charge_ah(test: CellTest) -> tuple[np.ndarray, np.ndarray]:
@@ -63,20 +64,26 @@ def charge_balance(test: CellTest, reference_efficiency: float | None = None) ->
             test.name,
             f"coulombic efficiency {efficiency:.3f} is implausible: the test must start and end fully charged",
         )
-    return ChargeBalance(float(capacity), float(efficiency), 1.0 + count / capacity, empty)
+    return ChargeBalance(float(capacity), float(efficiency), 1.0 + count / capacity, empty,
+                         reference_efficiency or 1.0)
 
 
-def integrated_soc(test: CellTest, balance: ChargeBalance, reference_efficiency: float = 1.0) -> np.ndarray:
+def soc_per_amp(test: CellTest, balance: ChargeBalance) -> np.ndarray:
+    """SoC moved per amp during each row's interval: η·dt / 3600·Q (η only on charge)."""
+    t = test.data[TIME].to_numpy()
+    i = test.data[CURRENT].to_numpy()
+    eta = np.where(i > 0, np.where(test.at_temperature, balance.coulombic_efficiency, balance.reference_efficiency), 1.0)
+    return eta * np.diff(t, append=t[-1]) / (3600.0 * balance.capacity_ah)
+
+
+def integrated_soc(test: CellTest, balance: ChargeBalance) -> np.ndarray:
     """SoC from integrating the logged current, as a model or a BMS sees it.
 
     A cycler's capacity counters integrate faster than the logged samples; on a
     drive cycle the two differ by about 1 %, so a model is fitted on the SoC its
     own simulation would produce from the logged current.
     """
-    t = test.data[TIME].to_numpy()
-    i = test.data[CURRENT].to_numpy()
-    eta = np.where(i > 0, np.where(test.at_temperature, balance.coulombic_efficiency, reference_efficiency), 1.0)
-    moved = eta * i * np.diff(t, append=t[-1]) / (3600.0 * balance.capacity_ah)
+    moved = soc_per_amp(test, balance) * test.data[CURRENT].to_numpy()
     return 1.0 + np.concatenate([[0.0], np.cumsum(moved)[:-1]])
 
 

@@ -20,7 +20,7 @@ from scipy.optimize import minimize, nnls
 from ...io.a123 import CellTest
 from ...io.columns import CURRENT, TIME, VOLTAGE
 from ..kernels import hysteresis_states, rc_current
-from .coulomb import ChargeBalance
+from .coulomb import ChargeBalance, soc_per_amp
 
 # A complete test starts rested after a full charge: hysteresis at its charge side.
 START_HYSTERESIS = 1.0
@@ -53,9 +53,7 @@ class _Problem:
         df = test.data
         self.t = df[TIME].to_numpy()
         self.i = df[CURRENT].to_numpy()
-        own = test.at_temperature
-        eta = np.where(self.i > 0, np.where(own, balance.coulombic_efficiency, 1.0), 1.0)
-        self.moved_per_amp = eta * np.diff(self.t, append=self.t[-1]) / (3600.0 * balance.capacity_ah)
+        self.moved_per_amp = soc_per_amp(test, balance)
         self.rows = test.fit_rows
         self.y = (df[VOLTAGE].to_numpy() - ocv_v)[self.rows]
         self.m_v = m_v
