@@ -1,0 +1,280 @@
+"""`openbms.estimate`: state of charge with its bound, health and power limits from measurements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from ..cell.kernels import ocv_lookup
+from ..cell.model import CellModel
+from ..cell.packing import pack
+from ..cell.simulate import _broadcast
+from . import kernel as K
+
+CHUNK_STEPS = 4096
+
+
+@dataclass(frozen=True)
+class EstimateOptions:
+    """Noise levels, limits and switches; defaults suit a cell-level BMS at 1 Hz."""
+
+    voltage_std_v: float | None = None  # model error; default: the cell's fit RMSE at 25 degC, at least 5 mV
+    error_correlation_s: float = 300.0  # how long model voltage errors stay alike (weights each sample)
+    sensor_voltage_std_v: float = 0.002  # voltage sensor noise, for resistance steps
+    current_std_c: float = 0.002  # current noise, fraction of 1C
+    current_gain_std: float = 0.02  # relative current gain uncertainty
+    offset_std_c: float = 0.005  # prior std of the current-sensor offset, fraction of 1C
+    offset_drift_c: float = 1e-3  # offset random walk, fraction of 1C per sqrt(hour)
+    soc0_std: float = 0.05  # prior std when soc0 is given
+    hysteresis0: float | None = None  # known initial hysteresis state (−1..1); default unknown
+    anchor_std: float = 0.02  # SoC std below which an estimate anchors a capacity measurement
+    min_soc_moved: float = 0.1  # SoC moved between capacity anchors
+    capacity_memory: float = 0.95  # fading memory of capacity measurements
+    capacity_prior_std: float = 0.1  # relative std of the model's capacity for this cell
+    resistance_step_c: float = 0.2  # current step, fraction of 1C, that measures resistance
+    resistance_drift: float = 1e-8  # resistance-scale variance growth per second
+    innovation_gate: float = 3.0  # innovations beyond this many sigmas inflate the noise
+    soc_min: float = 0.0
+    soc_max: float = 1.0
+    max_charge_c: float = 1.0
+    max_discharge_c: float = 3.0
+    horizons_s: tuple[float, ...] = (10.0, 30.0)
+    sigma_points: bool = True  # False: extended Kalman filter
+    health: bool = True
+    limits: bool = True
+
+    def validate(self) -> "EstimateOptions":
+        positive = ("error_correlation_s", "sensor_voltage_std_v", "current_std_c", "current_gain_std", "offset_std_c", "soc0_std",
+                    "anchor_std", "min_soc_moved", "capacity_prior_std", "resistance_step_c", "innovation_gate",
+                    "max_charge_c", "max_discharge_c")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"estimate option {name} must be positive, got {getattr(self, name)}")
+        if self.voltage_std_v is not None and not self.voltage_std_v > 0:
+            raise ValueError(f"estimate option voltage_std_v must be positive, got {self.voltage_std_v}")
+        if not 0 < self.capacity_memory <= 1:
+            raise ValueError("estimate option capacity_memory must be in (0, 1]")
+        if not 0 <= self.soc_min < self.soc_max <= 1:
+            raise ValueError("estimate options need 0 <= soc_min < soc_max <= 1")
+        if not self.horizons_s or any(h <= 0 for h in self.horizons_s):
+            raise ValueError("estimate option horizons_s needs positive horizons")
+        if self.hysteresis0 is not None and not -1 <= self.hysteresis0 <= 1:
+            raise ValueError("estimate option hysteresis0 must be in [-1, 1]")
+        return self
+
+
+@dataclass
+class Limits:
+    """Largest sustained current and power (magnitudes, ≥ 0) over one horizon."""
+
+    charge_current_a: np.ndarray
+    discharge_current_a: np.ndarray
+    charge_power_w: np.ndarray
+    discharge_power_w: np.ndarray
+
+
+@dataclass
+class Estimate:
+    """Estimator outputs shaped like the current given: (time,) or (time, cells)."""
+
+    time_s: np.ndarray
+    soc: np.ndarray
+    soc_bound: np.ndarray  # 3 sigma
+    current_offset_a: np.ndarray | None = None
+    hysteresis: np.ndarray | None = None
+    capacity_ah: np.ndarray | None = None
+    capacity_bound_ah: np.ndarray | None = None  # 3 sigma
+    soh_capacity: np.ndarray | None = None  # capacity relative to the cell model's
+    resistance_ohm: np.ndarray | None = None  # R0 at the present SoC and temperature
+    soh_resistance: np.ndarray | None = None  # resistance relative to the cell model's
+    energy_wh: np.ndarray | None = None  # available down to soc_min
+    limits: dict[float, Limits] = field(default_factory=dict)
+
+    def frame(self, cell: int = 0) -> pd.DataFrame:
+        """One cell's estimates as BDF-style columns (powers and currents as magnitudes)."""
+        pick = (lambda a: a) if self.soc.ndim == 1 else (lambda a: a[:, cell])
+        columns = {"Test Time / s": self.time_s, "SOC / 1": pick(self.soc), "SOC Bound / 1": pick(self.soc_bound)}
+        if self.capacity_ah is not None:
+            columns |= {"Capacity / Ah": pick(self.capacity_ah), "Capacity Bound / Ah": pick(self.capacity_bound_ah),
+                        "Resistance / ohm": pick(self.resistance_ohm),
+                        "Current Offset / A": pick(self.current_offset_a)}
+        if self.energy_wh is not None:
+            columns["Energy / Wh"] = pick(self.energy_wh)
+        for n, (horizon, lim) in enumerate(self.limits.items()):
+            tag = "" if n == 0 else f" {horizon:g} s"
+            columns |= {f"Max Charge Power{tag} / W": pick(lim.charge_power_w),
+                        f"Max Discharge Power{tag} / W": pick(lim.discharge_power_w),
+                        f"Max Charge Current{tag} / A": pick(lim.charge_current_a),
+                        f"Max Discharge Current{tag} / A": pick(lim.discharge_current_a)}
+        return pd.DataFrame(columns)
+
+
+def estimate(
+    model: CellModel,
+    time_s,
+    current_a,
+    voltage_v,
+    temperature_c=25.0,
+    soc0=None,
+    options: EstimateOptions | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Estimate:
+    """Estimate SoC (with a 3-sigma bound), health and power limits of one or many cells.
+
+    current_a, voltage_v: (time,) or (time, cells), + = charging. temperature_c and soc0
+    broadcast. soc0=None starts from the first voltage with a wide prior.
+    """
+    options = (options or EstimateOptions()).validate()
+    time_s = np.asarray(time_s, dtype=float)
+    current = np.asarray(current_a, dtype=float)
+    voltage = np.asarray(voltage_v, dtype=float)
+    squeeze = current.ndim == 1
+    current = np.ascontiguousarray(current.reshape(len(current), -1))
+    voltage = np.ascontiguousarray(voltage.reshape(len(voltage), -1))
+    if voltage.shape != current.shape:
+        raise ValueError(f"voltage_v {voltage.shape} and current_a {current.shape} must have the same shape")
+    if time_s.ndim != 1 or len(time_s) != len(current) or len(time_s) < 1:
+        raise ValueError(f"time_s must be 1-D with one entry per row; got {time_s.shape} for {current.shape}")
+    if np.any(np.diff(time_s) <= 0):
+        raise ValueError("time_s must increase")
+    for name, a in (("current_a", current), ("voltage_v", voltage)):
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{name} has non-finite values (first at flat index {int(np.argmax(~np.isfinite(a)))})")
+    n_time, n_cells = current.shape
+    temperature = _broadcast(temperature_c, (n_time, n_cells), "temperature_c")
+    packed = pack(model, n_cells)
+    state, cov, i_rc = initial_state(model, packed.n_rc, current[0], voltage[0], temperature[0], soc0, options)
+    opt = options_array(model, options)
+    horizons = np.asarray(options.horizons_s, dtype=float)
+    soc = np.empty((n_time, n_cells))
+    std = np.empty((n_time, n_cells))
+    health = np.empty((n_time, n_cells, K.N_HEALTH) if options.health else (1, 1, K.N_HEALTH))
+    limits = np.empty((n_time, n_cells, K.N_LIMITS * len(horizons)) if options.limits else (1, 1, 1))
+    for start in range(0, n_time, CHUNK_STEPS):
+        stop = min(start + CHUNK_STEPS, n_time)
+        K.estimate_kernel(time_s[start : stop + 1], current[start:stop], voltage[start:stop], temperature[start:stop],
+                          packed.model_index, packed.axis, packed.tables, packed.knots, packed.ocv_axis, packed.z0,
+                          packed.dz, packed.ocv_tables, opt, options.sigma_points, options.health, horizons,
+                          state, cov, i_rc, soc[start:stop], std[start:stop],
+                          health[start:stop] if options.health else health,
+                          limits[start:stop] if options.limits else limits)
+        if on_progress:
+            on_progress(stop, n_time)
+    out = Estimate(time_s, soc, 3.0 * std)
+    q_model = _per_cell(model, "capacity_ah", temperature)
+    if options.health:
+        out.current_offset_a = health[..., K.OUT_OFFSET]
+        out.hysteresis = health[..., K.OUT_HYST]
+        out.soh_capacity = health[..., K.OUT_CAPACITY_SCALE]
+        out.capacity_ah = out.soh_capacity * q_model
+        out.capacity_bound_ah = 3.0 * health[..., K.OUT_CAPACITY_SCALE_STD] * q_model
+        out.soh_resistance = health[..., K.OUT_RHO]
+        out.resistance_ohm = out.soh_resistance * _r0(model, soc, temperature)
+    out.energy_wh = energy_wh(model, soc, temperature, options.soc_min) * (out.soh_capacity if options.health else 1.0)
+    if options.limits:
+        for n, horizon in enumerate(options.horizons_s):
+            block = limits[..., n * K.N_LIMITS : (n + 1) * K.N_LIMITS]
+            out.limits[float(horizon)] = Limits(*(block[..., j] for j in range(K.N_LIMITS)))
+    if squeeze:
+        _squeeze(out)
+    return out
+
+
+def initial_state(model, n_rc, i0, v0, t0, soc0, options):
+    """Per-cell filter state and covariance at the first sample."""
+    n_cells = len(i0)
+    state = np.zeros((n_cells, K.N_STATE))
+    cov = np.zeros((n_cells, 3, 3))
+    cell = model if isinstance(model, CellModel) else model[0]  # per-cell lists start from the first's OCV
+    m_v = cell.param("m_v", t0)
+    q = cell.param("capacity_ah", t0)
+    if soc0 is None:
+        # Rested-ish voltage less the resistive drop; hysteresis unknown, so OCV lies within ±M of it.
+        ocv_guess = v0 - cell.resistance_ohm(0.5, t0) * i0
+        z_hi = cell.soc_from_ocv(ocv_guess + m_v, t0)
+        z_lo = cell.soc_from_ocv(ocv_guess - m_v, t0)
+        state[:, K.Z] = 0.5 * (z_hi + z_lo)
+        cov[:, 0, 0] = np.maximum(0.5 * (z_hi - z_lo), 0.05) ** 2
+    else:
+        state[:, K.Z] = np.broadcast_to(np.asarray(soc0, dtype=float), (n_cells,))
+        cov[:, 0, 0] = options.soc0_std**2
+    if np.any(state[:, K.Z] < -0.05) or np.any(state[:, K.Z] > 1.05):
+        raise ValueError("soc0 must lie within [0, 1]")
+    known_h = options.hysteresis0 is not None
+    state[:, K.H] = options.hysteresis0 if known_h else 0.0
+    cov[:, 1, 1] = 0.05**2 if known_h else 0.6**2
+    state[:, K.S] = np.sign(state[:, K.H])
+    cov[:, 2, 2] = (options.offset_std_c * q) ** 2
+    state[:, K.RHO] = 1.0
+    state[:, K.RHO_VAR] = 0.3**2
+    state[:, K.S_INV] = 1.0
+    state[:, K.PREV_I] = i0
+    state[:, K.PREV_V] = v0
+    return state, cov, np.zeros((n_cells, n_rc))
+
+
+def options_array(model, o: EstimateOptions) -> np.ndarray:
+    cell = model if isinstance(model, CellModel) else model[0]
+    q25 = float(cell.param("capacity_ah", 25.0))
+    sigma_v = o.voltage_std_v if o.voltage_std_v is not None else max(0.005, 1e-3 * cell.fit.get("rmse_mv", {}).get("25", 10.0))
+    opt = np.empty(K.N_OPTIONS)
+    opt[K.O_SIGMA_V] = sigma_v
+    opt[K.O_SENSOR_V] = o.sensor_voltage_std_v
+    opt[K.O_SIGMA_I] = o.current_std_c * q25
+    opt[K.O_GAIN_STD] = o.current_gain_std
+    opt[K.O_Q_OFFSET] = (o.offset_drift_c * q25) ** 2 / 3600.0
+    opt[K.O_ANCHOR_STD] = o.anchor_std
+    opt[K.O_MIN_MOVED] = o.min_soc_moved
+    opt[K.O_FADE] = o.capacity_memory
+    opt[K.O_STEP_C] = o.resistance_step_c
+    opt[K.O_Q_RHO] = o.resistance_drift
+    opt[K.O_PRIOR_S_VAR] = o.capacity_prior_std**2
+    opt[K.O_SOC_MIN] = o.soc_min
+    opt[K.O_SOC_MAX] = o.soc_max
+    opt[K.O_MAX_CHARGE_C] = o.max_charge_c
+    opt[K.O_MAX_DISCHARGE_C] = o.max_discharge_c
+    opt[K.O_V_MIN] = cell.voltage_min_v
+    opt[K.O_V_MAX] = cell.voltage_max_v
+    opt[K.O_GATE] = o.innovation_gate
+    opt[K.O_CORRELATION_S] = o.error_correlation_s
+    return opt
+
+
+def energy_wh(model, soc, temperature, soc_min: float) -> np.ndarray:
+    """Energy from SoC down to soc_min at open circuit: Q·∫OCV dz (Wh), per cell model's table."""
+    cell = model if isinstance(model, CellModel) else model[0]
+    z = cell.soc
+    cumulative = np.concatenate([np.zeros((len(cell.ocv_temperature_c), 1)),
+                                 np.cumsum(0.5 * (cell.ocv_v[:, 1:] + cell.ocv_v[:, :-1]) * np.diff(z), axis=1)], axis=1)
+    lookup = np.empty(soc.size)
+    floor = np.empty(soc.size)
+    t = np.ascontiguousarray(temperature, dtype=float).ravel()
+    ocv_lookup(np.ascontiguousarray(soc).ravel(), t, cell.ocv_temperature_c, z[0], z[1] - z[0], cumulative, lookup)
+    ocv_lookup(np.full(soc.size, soc_min), t, cell.ocv_temperature_c, z[0], z[1] - z[0], cumulative, floor)
+    q = _per_cell(model, "capacity_ah", temperature)
+    return np.maximum(lookup - floor, 0.0).reshape(soc.shape) * q
+
+
+def _per_cell(model, name, temperature) -> np.ndarray:
+    if isinstance(model, CellModel):
+        return model.param(name, temperature)
+    return np.stack([m.param(name, temperature[:, c]) for c, m in enumerate(model)], axis=1)
+
+
+def _r0(model, soc, temperature) -> np.ndarray:
+    if isinstance(model, CellModel):
+        return model.resistance_ohm(soc, temperature)
+    return np.stack([m.resistance_ohm(soc[:, c], temperature[:, c]) for c, m in enumerate(model)], axis=1)
+
+
+def _squeeze(out: Estimate) -> None:
+    for f in fields(out):
+        value = getattr(out, f.name)
+        if isinstance(value, np.ndarray) and value.ndim == 2:
+            setattr(out, f.name, value[:, 0])
+    for lim in out.limits.values():
+        for f in fields(lim):
+            setattr(lim, f.name, getattr(lim, f.name)[:, 0])

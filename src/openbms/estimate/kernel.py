@@ -1,0 +1,310 @@
+"""The compiled estimator: SoC (sigma-point or extended Kalman filter), current-sensor
+offset, resistance and capacity, and power limits, batched over cells.
+
+Per cell the filter state is x = [z, h, b]: SoC, dynamic hysteresis and the current
+sensor's offset (measured = true + b). Given the measured current the ESC state
+equation is linear, so the time update is exact; the RC branch currents follow the
+measured current deterministically. The voltage is nonlinear only in z (OCV and the
+SoC-dependent resistances), so the sigma points take just three distinct z values.
+Resistances are scaled by ρ (resistance SoH, from voltage steps at current steps) and
+capacity by κ (capacity SoH, from an effective-variance weighted total least squares
+of SoC moved against charge counted, between confident SoC estimates).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..cell.kernels import N_FIXED, SIGN_THRESHOLD_A, _axis_position, ocv_at
+
+# Per-cell scalar state columns; the RC branch currents follow.
+Z, H, B, S, RHO, RHO_VAR, S_INV, SXX, SXY, ANCHOR_Z, ANCHOR_VAR, MOVED, ANCHORED, PREV_I, PREV_V = range(15)
+N_STATE = 15
+# Options array.
+(O_SIGMA_V, O_SENSOR_V, O_SIGMA_I, O_GAIN_STD, O_Q_OFFSET, O_ANCHOR_STD, O_MIN_MOVED, O_FADE, O_STEP_C,
+ O_Q_RHO, O_PRIOR_S_VAR, O_SOC_MIN, O_SOC_MAX, O_MAX_CHARGE_C, O_MAX_DISCHARGE_C, O_V_MIN, O_V_MAX, O_GATE,
+ O_CORRELATION_S) = range(19)
+N_OPTIONS = 19
+# Health outputs.
+OUT_OFFSET, OUT_HYST, OUT_CAPACITY_SCALE, OUT_CAPACITY_SCALE_STD, OUT_RHO, OUT_RHO_STD = range(6)
+N_HEALTH = 6
+# Limit outputs per horizon: max charge current, max discharge current (both ≥ 0), their powers.
+N_LIMITS = 4
+SIGMA_H = np.sqrt(3.0)  # central-difference step: with 3 states the centre weight is 0
+BISECTIONS = 18
+
+
+@njit(cache=True, inline="always")
+def _lerp(table, k, u, col):
+    return table[k, col] + u * (table[k + 1, col] - table[k, col]) if table.shape[0] > 1 else table[0, col]
+
+
+@njit(cache=True, inline="always")
+def _resistance(table, k, u, offset, z, knots):
+    """R(z, T) from its knot columns, bilinear."""
+    n_k = knots.shape[0]
+    if n_k == 1:
+        return _lerp(table, k, u, offset)
+    j, w = _axis_position(knots, z)
+    return _lerp(table, k, u, offset + j) * (1.0 - w) + _lerp(table, k, u, offset + j + 1) * w
+
+
+@njit(cache=True, inline="always")
+def _static_part(z, t, i, s, i_rc, tab, kt, ut, knots, ocv_t, z0, dz, ocv_tab, rho, n_rc):
+    """(OCV + M0·s + ρ·R0·i + Σ ρ·R_j·i_Rj, ρ·ΣR) at SoC z: the voltage without h and b."""
+    n_k = knots.shape[0]
+    base = N_FIXED + n_rc
+    r0 = _resistance(tab, kt, ut, base, z, knots)
+    v = ocv_at(z, t, ocv_t, z0, dz, ocv_tab) + _lerp(tab, kt, ut, 3) * s + rho * r0 * i
+    r_sum = r0
+    for j in range(n_rc):
+        rj = _resistance(tab, kt, ut, base + (j + 1) * n_k, z, knots)
+        v += rho * rj * i_rc[j]
+        r_sum += rj
+    return v, rho * r_sum
+
+
+@njit(cache=True)
+def _predict_voltage(I, horizon, z, h, i_rc, t, tab, kt, ut, knots, ocv_t, z0, dz, ocv_tab, rho, q_ah, n_rc):
+    """Voltage and SoC after holding current I for `horizon` seconds from the present state."""
+    eta = _lerp(tab, kt, ut, 1) if I > 0 else 1.0
+    moved = eta * I * horizon / (3600.0 * q_ah)
+    z_end = z + moved
+    decay = np.exp(-abs(moved) * _lerp(tab, kt, ut, 2))
+    sign = 1.0 if I > 0 else (-1.0 if I < 0 else 0.0)
+    h_end = decay * h + (1.0 - decay) * sign
+    n_k = knots.shape[0]
+    base = N_FIXED + n_rc
+    v = ocv_at(z_end, t, ocv_t, z0, dz, ocv_tab) + _lerp(tab, kt, ut, 3) * sign + _lerp(tab, kt, ut, 4) * h_end
+    v += rho * _resistance(tab, kt, ut, base, z_end, knots) * I
+    for j in range(n_rc):
+        a = np.exp(-horizon / _lerp(tab, kt, ut, N_FIXED + j))
+        v += rho * _resistance(tab, kt, ut, base + (j + 1) * n_k, z_end, knots) * (a * i_rc[j] + (1.0 - a) * I)
+    return v, z_end
+
+
+@njit(cache=True)
+def _limit(direction, i_max, horizon, z, h, i_rc, t, tab, kt, ut, knots, ocv_t, z0, dz, ocv_tab, rho, q_ah, n_rc, opt):
+    """Largest |I| in `direction` (+1 charge, −1 discharge) that keeps voltage and SoC in bounds."""
+    lo, hi = 0.0, i_max
+    for _ in range(BISECTIONS):
+        mid = 0.5 * (lo + hi)
+        v, z_end = _predict_voltage(direction * mid, horizon, z, h, i_rc, t, tab, kt, ut, knots, ocv_t, z0, dz,
+                                    ocv_tab, rho, q_ah, n_rc)
+        if direction > 0:
+            ok = v <= opt[O_V_MAX] and z_end <= opt[O_SOC_MAX]
+        else:
+            ok = v >= opt[O_V_MIN] and z_end >= opt[O_SOC_MIN]
+        if ok:
+            lo = mid
+        else:
+            hi = mid
+    v, _ = _predict_voltage(direction * lo, horizon, z, h, i_rc, t, tab, kt, ut, knots, ocv_t, z0, dz, ocv_tab,
+                            rho, q_ah, n_rc)
+    return lo, lo * v
+
+
+@njit(cache=True)
+def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz,
+                    ocv_tables, opt, sigma_points, with_health, horizons,
+                    state, cov, i_rc, soc_out, std_out, health_out, limits_out):
+    """Run the estimator over (time, cells); `state`, `cov` and `i_rc` carry over between calls."""
+    n_time, n_cells = current.shape
+    n_rc = i_rc.shape[1]
+    n_h = horizons.shape[0]
+    record_limits = limits_out.shape[0] == n_time
+    Xz = np.empty(3)
+    G = np.empty(3)
+    R = np.empty(3)
+    for k in range(n_time):
+        dt = time_s[k + 1] - time_s[k] if k + 1 < time_s.shape[0] else 0.0  # time_s may run one past
+        for c in range(n_cells):
+            m = model_index[c]
+            tab = tables[m]
+            t = temperature[k, c]
+            kt, ut = _axis_position(axis, t)
+            if axis.shape[0] == 1:
+                kt, ut = 0, 0.0
+            st = state[c]
+            P = cov[c]
+            i = current[k, c]
+            v_meas = voltage[k, c]
+            if abs(i) > SIGN_THRESHOLD_A:
+                st[S] = 1.0 if i > 0 else -1.0
+            rho = st[RHO]
+            m_v = _lerp(tab, kt, ut, 4)
+            # --- measurement update -------------------------------------------------
+            if sigma_points:
+                # Cholesky of the 3x3 covariance (lower), jittered if it lost definiteness.
+                l00 = np.sqrt(max(P[0, 0], 1e-12))
+                l10 = P[1, 0] / l00
+                l20 = P[2, 0] / l00
+                l11 = np.sqrt(max(P[1, 1] - l10 * l10, 1e-12))
+                l21 = (P[2, 1] - l20 * l10) / l11
+                l22 = np.sqrt(max(P[2, 2] - l20 * l20 - l21 * l21, 1e-16))
+                Xz[0] = st[Z]
+                Xz[1] = st[Z] + SIGMA_H * l00
+                Xz[2] = st[Z] - SIGMA_H * l00
+                for q in range(3):
+                    G[q], R[q] = _static_part(Xz[q], t, i, st[S], i_rc[c], tab, kt, ut, knots, ocv_t, z0, dz,
+                                              ocv_tables[m], rho, n_rc)
+                # Sigma points x ± √3·L[:, j]; weights 1/6 each, centre 0.
+                w = 1.0 / 6.0
+                y_mean = 0.0
+                pyy = 0.0
+                pxy0 = 0.0
+                pxy1 = 0.0
+                pxy2 = 0.0
+                for j in range(3):
+                    if j == 0:
+                        d0, d1, d2 = l00, l10, l20
+                    elif j == 1:
+                        d0, d1, d2 = 0.0, l11, l21
+                    else:
+                        d0, d1, d2 = 0.0, 0.0, l22
+                    for sgn in (1.0, -1.0):
+                        q = 0 if j > 0 else (1 if sgn > 0 else 2)
+                        hh = st[H] + sgn * SIGMA_H * d1
+                        bb = st[B] + sgn * SIGMA_H * d2
+                        y = G[q] + m_v * hh - R[q] * bb
+                        y_mean += w * y
+                # second pass for covariances
+                for j in range(3):
+                    if j == 0:
+                        d0, d1, d2 = l00, l10, l20
+                    elif j == 1:
+                        d0, d1, d2 = 0.0, l11, l21
+                    else:
+                        d0, d1, d2 = 0.0, 0.0, l22
+                    for sgn in (1.0, -1.0):
+                        q = 0 if j > 0 else (1 if sgn > 0 else 2)
+                        hh = st[H] + sgn * SIGMA_H * d1
+                        bb = st[B] + sgn * SIGMA_H * d2
+                        e = G[q] + m_v * hh - R[q] * bb - y_mean
+                        pyy += w * e * e
+                        pxy0 += w * sgn * SIGMA_H * d0 * e
+                        pxy1 += w * sgn * SIGMA_H * d1 * e
+                        pxy2 += w * sgn * SIGMA_H * d2 * e
+            else:
+                g0, r_sum = _static_part(st[Z], t, i, st[S], i_rc[c], tab, kt, ut, knots, ocv_t, z0, dz,
+                                         ocv_tables[m], rho, n_rc)
+                g1, _ = _static_part(st[Z] + 1e-3, t, i, st[S], i_rc[c], tab, kt, ut, knots, ocv_t, z0, dz,
+                                     ocv_tables[m], rho, n_rc)
+                h0 = (g1 - g0) / 1e-3
+                h1 = m_v
+                h2 = -r_sum
+                y_mean = g0 + m_v * st[H] - r_sum * st[B]
+                pxy0 = P[0, 0] * h0 + P[0, 1] * h1 + P[0, 2] * h2
+                pxy1 = P[1, 0] * h0 + P[1, 1] * h1 + P[1, 2] * h2
+                pxy2 = P[2, 0] * h0 + P[2, 1] * h1 + P[2, 2] * h2
+                pyy = h0 * pxy0 + h1 * pxy1 + h2 * pxy2
+            # Model error is slow and correlated: one independent look per correlation time.
+            step = time_s[k + 1] - time_s[k] if k + 1 < time_s.shape[0] else (time_s[k] - time_s[k - 1] if k > 0 else 1.0)
+            pyy += opt[O_SIGMA_V] ** 2 * max(1.0, opt[O_CORRELATION_S] / step)
+            innovation = v_meas - y_mean
+            gate = opt[O_GATE]
+            if innovation * innovation > gate * gate * pyy:  # beyond the model: trust it less, not more
+                pyy = innovation * innovation / (gate * gate)
+            k0, k1, k2 = pxy0 / pyy, pxy1 / pyy, pxy2 / pyy
+            st[Z] += k0 * innovation
+            st[H] = min(1.0, max(-1.0, st[H] + k1 * innovation))
+            st[B] += k2 * innovation
+            P[0, 0] -= k0 * k0 * pyy
+            P[1, 1] -= k1 * k1 * pyy
+            P[2, 2] -= k2 * k2 * pyy
+            P[0, 1] -= k0 * k1 * pyy
+            P[0, 2] -= k0 * k2 * pyy
+            P[1, 2] -= k1 * k2 * pyy
+            P[1, 0] = P[0, 1]
+            P[2, 0] = P[0, 2]
+            P[2, 1] = P[1, 2]
+            for d in range(3):
+                P[d, d] = max(P[d, d], 1e-12)
+            soc_out[k, c] = st[Z]
+            std_out[k, c] = np.sqrt(P[0, 0])
+            q_model = _lerp(tab, kt, ut, 0)
+            s_inv = st[S_INV]
+            # --- health: resistance from steps, capacity from confident SoC pairs ----------
+            if with_health:
+                if k > 0 and abs(i - st[PREV_I]) > opt[O_STEP_C] * q_model and time_s[k] - time_s[k - 1] < 2.5:
+                    step_dt = time_s[k] - time_s[k - 1]
+                    base = N_FIXED + n_rc
+                    r_fast = _resistance(tab, kt, ut, base, st[Z], knots)
+                    for j in range(n_rc):
+                        r_fast += (_resistance(tab, kt, ut, base + (j + 1) * knots.shape[0], st[Z], knots)
+                                   * (1.0 - np.exp(-step_dt / _lerp(tab, kt, ut, N_FIXED + j))))
+                    hr = r_fast * (i - st[PREV_I])
+                    dv = v_meas - st[PREV_V]
+                    noise = 2.0 * opt[O_SENSOR_V] ** 2 + (0.05 * hr) ** 2
+                    gain = st[RHO_VAR] * hr / (hr * hr * st[RHO_VAR] + noise)
+                    st[RHO] = min(5.0, max(0.2, st[RHO] + gain * (dv - st[RHO] * hr)))
+                    st[RHO_VAR] *= 1.0 - gain * hr
+                st[RHO_VAR] += opt[O_Q_RHO] * dt
+                var_z = P[0, 0]
+                if var_z < opt[O_ANCHOR_STD] ** 2:
+                    if st[ANCHORED] == 0.0:
+                        st[ANCHORED] = 1.0
+                        st[ANCHOR_Z] = st[Z]
+                        st[ANCHOR_VAR] = var_z
+                        st[MOVED] = 0.0
+                    elif abs(st[MOVED]) >= opt[O_MIN_MOVED]:
+                        x = st[MOVED]
+                        y = st[Z] - st[ANCHOR_Z]
+                        var_x = (opt[O_GAIN_STD] * x) ** 2
+                        weight = 1.0 / (var_z + st[ANCHOR_VAR] + s_inv * s_inv * var_x)
+                        st[SXX] = opt[O_FADE] * st[SXX] + weight * x * x
+                        st[SXY] = opt[O_FADE] * st[SXY] + weight * x * y
+                        prior = 1.0 / opt[O_PRIOR_S_VAR]
+                        st[S_INV] = (st[SXY] + prior) / (st[SXX] + prior)
+                        st[ANCHOR_Z] = st[Z]
+                        st[ANCHOR_VAR] = var_z
+                        st[MOVED] = 0.0
+                prior = 1.0 / opt[O_PRIOR_S_VAR]
+                s_var = 1.0 / (st[SXX] + prior)
+                health_out[k, c, OUT_OFFSET] = st[B]
+                health_out[k, c, OUT_HYST] = st[H]
+                health_out[k, c, OUT_CAPACITY_SCALE] = 1.0 / st[S_INV]
+                health_out[k, c, OUT_CAPACITY_SCALE_STD] = np.sqrt(s_var) / st[S_INV] ** 2
+                health_out[k, c, OUT_RHO] = st[RHO]
+                health_out[k, c, OUT_RHO_STD] = np.sqrt(st[RHO_VAR])
+            if record_limits:
+                q_now = q_model / st[S_INV]
+                for n in range(n_h):
+                    ic, pc = _limit(1.0, opt[O_MAX_CHARGE_C] * q_model, horizons[n], st[Z], st[H], i_rc[c], t, tab,
+                                    kt, ut, knots, ocv_t, z0, dz, ocv_tables[m], rho, q_now, n_rc, opt)
+                    idis, pdis = _limit(-1.0, opt[O_MAX_DISCHARGE_C] * q_model, horizons[n], st[Z], st[H], i_rc[c],
+                                        t, tab, kt, ut, knots, ocv_t, z0, dz, ocv_tables[m], rho, q_now, n_rc, opt)
+                    limits_out[k, c, n * N_LIMITS + 0] = ic
+                    limits_out[k, c, n * N_LIMITS + 1] = idis
+                    limits_out[k, c, n * N_LIMITS + 2] = pc
+                    limits_out[k, c, n * N_LIMITS + 3] = pdis
+            st[PREV_I] = i
+            st[PREV_V] = v_meas
+            # --- time update to the next sample ------------------------------------------
+            if dt > 0.0:
+                eta = _lerp(tab, kt, ut, 1) if i > 0 else 1.0
+                per_amp = eta * dt * s_inv / (3600.0 * q_model)
+                moved = per_amp * (i - st[B])
+                decay = np.exp(-abs(per_amp * i) * _lerp(tab, kt, ut, 2))
+                sign = 1.0 if i > 0 else (-1.0 if i < 0 else 0.0)
+                st[Z] += moved
+                st[H] = decay * st[H] + (1.0 - decay) * sign
+                if with_health:
+                    st[MOVED] += moved / s_inv
+                # P = F P F' + Q with F = [[1, 0, -per_amp], [0, decay, 0], [0, 0, 1]]
+                p00 = P[0, 0] - 2.0 * per_amp * P[0, 2] + per_amp * per_amp * P[2, 2]
+                p01 = decay * (P[0, 1] - per_amp * P[2, 1])
+                p02 = P[0, 2] - per_amp * P[2, 2]
+                P[0, 0] = p00 + per_amp * per_amp * opt[O_SIGMA_I] ** 2 + (opt[O_GAIN_STD] * moved) ** 2
+                P[0, 1] = p01
+                P[1, 0] = p01
+                P[0, 2] = p02
+                P[2, 0] = p02
+                P[1, 1] = decay * decay * P[1, 1] + (0.2 * (1.0 - decay)) ** 2
+                P[1, 2] = decay * P[1, 2]
+                P[2, 1] = P[1, 2]
+                P[2, 2] += opt[O_Q_OFFSET] * dt
+                for j in range(n_rc):
+                    a = np.exp(-dt / _lerp(tab, kt, ut, N_FIXED + j))
+                    i_rc[c, j] = a * i_rc[c, j] + (1.0 - a) * i
