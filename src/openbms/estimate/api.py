@@ -22,7 +22,7 @@ class EstimateOptions:
     """Noise levels, limits and switches; defaults suit a cell-level BMS at 1 Hz."""
 
     voltage_std_v: float | None = None  # model error; default: the cell's fit RMSE at 25 degC, at least 5 mV
-    error_correlation_s: float = 300.0  # how long model voltage errors stay alike (weights each sample)
+    error_correlation_s: float = 1800.0  # how long model voltage errors stay alike (weights each sample)
     sensor_voltage_std_v: float = 0.002  # voltage sensor noise, for resistance steps
     current_std_c: float = 0.002  # current noise, fraction of 1C
     current_gain_std: float = 0.02  # relative current gain uncertainty
@@ -44,6 +44,7 @@ class EstimateOptions:
     horizons_s: tuple[float, ...] = (10.0, 30.0)
     sigma_points: bool = True  # False: extended Kalman filter
     health: bool = True
+    adapt: bool = True  # feed the capacity estimate back into the SoC filter
     limits: bool = True
 
     def validate(self) -> "EstimateOptions":
@@ -157,7 +158,8 @@ def estimate(
         stop = min(start + CHUNK_STEPS, n_time)
         K.estimate_kernel(time_s[start : stop + 1], current[start:stop], voltage[start:stop], temperature[start:stop],
                           packed.model_index, packed.axis, packed.tables, packed.knots, packed.ocv_axis, packed.z0,
-                          packed.dz, packed.ocv_tables, opt, options.sigma_points, options.health, horizons,
+                          packed.dz, packed.ocv_tables, opt, options.sigma_points, options.health,
+                          options.health and options.adapt, horizons,
                           state, cov, i_rc, soc[start:stop], std[start:stop],
                           health[start:stop] if options.health else health,
                           limits[start:stop] if options.limits else limits)
@@ -213,6 +215,7 @@ def initial_state(model, n_rc, i0, v0, t0, soc0, options):
     state[:, K.S_INV] = 1.0
     state[:, K.PREV_I] = i0
     state[:, K.PREV_V] = v0
+    state[:, K.PREV_S] = state[:, K.S]
     return state, cov, np.zeros((n_cells, n_rc))
 
 

@@ -19,8 +19,8 @@ from numba import njit
 from ..cell.kernels import N_FIXED, SIGN_THRESHOLD_A, _axis_position, ocv_at
 
 # Per-cell scalar state columns; the RC branch currents follow.
-Z, H, B, S, RHO, RHO_VAR, S_INV, SXX, SXY, ANCHOR_Z, ANCHOR_VAR, MOVED, ANCHORED, PREV_I, PREV_V = range(15)
-N_STATE = 15
+Z, H, B, S, RHO, RHO_VAR, S_INV, SXX, SXY, ANCHOR_Z, ANCHOR_VAR, MOVED, ANCHORED, PREV_I, PREV_V, PREV_S, PREV_VRC = range(17)
+N_STATE = 17
 # Options array.
 (O_SIGMA_V, O_SENSOR_V, O_SIGMA_I, O_GAIN_STD, O_Q_OFFSET, O_ANCHOR_STD, O_MIN_MOVED, O_FADE, O_STEP_C,
  O_Q_RHO, O_PRIOR_S_VAR, O_SOC_MIN, O_SOC_MAX, O_MAX_CHARGE_C, O_MAX_DISCHARGE_C, O_V_MIN, O_V_MAX, O_GATE,
@@ -107,7 +107,7 @@ def _limit(direction, i_max, horizon, z, h, i_rc, t, tab, kt, ut, knots, ocv_t, 
 
 @njit(cache=True)
 def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz,
-                    ocv_tables, opt, sigma_points, with_health, horizons,
+                    ocv_tables, opt, sigma_points, with_health, adapt, horizons,
                     state, cov, i_rc, soc_out, std_out, health_out, limits_out):
     """Run the estimator over (time, cells); `state`, `cov` and `i_rc` carry over between calls."""
     n_time, n_cells = current.shape
@@ -132,7 +132,7 @@ def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, ta
             v_meas = voltage[k, c]
             if abs(i) > SIGN_THRESHOLD_A:
                 st[S] = 1.0 if i > 0 else -1.0
-            rho = st[RHO]
+            rho = 1.0  # the SoC filter keeps the model's resistances; ρ serves SoH and the power limits
             m_v = _lerp(tab, kt, ut, 4)
             # --- measurement update -------------------------------------------------
             if sigma_points:
@@ -224,22 +224,22 @@ def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, ta
             soc_out[k, c] = st[Z]
             std_out[k, c] = np.sqrt(P[0, 0])
             q_model = _lerp(tab, kt, ut, 0)
-            s_inv = st[S_INV]
+            s_inv = st[S_INV] if adapt else 1.0
             # --- health: resistance from steps, capacity from confident SoC pairs ----------
             if with_health:
+                # The model's own one-sample voltage change at a current step: ρ times this.
+                base = N_FIXED + n_rc
+                v_rc = 0.0
+                for j in range(n_rc):
+                    v_rc += _resistance(tab, kt, ut, base + (j + 1) * knots.shape[0], st[Z], knots) * i_rc[c, j]
                 if k > 0 and abs(i - st[PREV_I]) > opt[O_STEP_C] * q_model and time_s[k] - time_s[k - 1] < 2.5:
-                    step_dt = time_s[k] - time_s[k - 1]
-                    base = N_FIXED + n_rc
-                    r_fast = _resistance(tab, kt, ut, base, st[Z], knots)
-                    for j in range(n_rc):
-                        r_fast += (_resistance(tab, kt, ut, base + (j + 1) * knots.shape[0], st[Z], knots)
-                                   * (1.0 - np.exp(-step_dt / _lerp(tab, kt, ut, N_FIXED + j))))
-                    hr = r_fast * (i - st[PREV_I])
-                    dv = v_meas - st[PREV_V]
+                    hr = _resistance(tab, kt, ut, base, st[Z], knots) * (i - st[PREV_I]) + v_rc - st[PREV_VRC]
+                    dv = v_meas - st[PREV_V] - _lerp(tab, kt, ut, 3) * (st[S] - st[PREV_S])
                     noise = 2.0 * opt[O_SENSOR_V] ** 2 + (0.05 * hr) ** 2
                     gain = st[RHO_VAR] * hr / (hr * hr * st[RHO_VAR] + noise)
                     st[RHO] = min(5.0, max(0.2, st[RHO] + gain * (dv - st[RHO] * hr)))
                     st[RHO_VAR] *= 1.0 - gain * hr
+                st[PREV_VRC] = v_rc
                 st[RHO_VAR] += opt[O_Q_RHO] * dt
                 var_z = P[0, 0]
                 if var_z < opt[O_ANCHOR_STD] ** 2:
@@ -269,18 +269,19 @@ def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, ta
                 health_out[k, c, OUT_RHO] = st[RHO]
                 health_out[k, c, OUT_RHO_STD] = np.sqrt(st[RHO_VAR])
             if record_limits:
-                q_now = q_model / st[S_INV]
+                q_now = q_model / s_inv
                 for n in range(n_h):
                     ic, pc = _limit(1.0, opt[O_MAX_CHARGE_C] * q_model, horizons[n], st[Z], st[H], i_rc[c], t, tab,
-                                    kt, ut, knots, ocv_t, z0, dz, ocv_tables[m], rho, q_now, n_rc, opt)
+                                    kt, ut, knots, ocv_t, z0, dz, ocv_tables[m], st[RHO], q_now, n_rc, opt)
                     idis, pdis = _limit(-1.0, opt[O_MAX_DISCHARGE_C] * q_model, horizons[n], st[Z], st[H], i_rc[c],
-                                        t, tab, kt, ut, knots, ocv_t, z0, dz, ocv_tables[m], rho, q_now, n_rc, opt)
+                                        t, tab, kt, ut, knots, ocv_t, z0, dz, ocv_tables[m], st[RHO], q_now, n_rc, opt)
                     limits_out[k, c, n * N_LIMITS + 0] = ic
                     limits_out[k, c, n * N_LIMITS + 1] = idis
                     limits_out[k, c, n * N_LIMITS + 2] = pc
                     limits_out[k, c, n * N_LIMITS + 3] = pdis
             st[PREV_I] = i
             st[PREV_V] = v_meas
+            st[PREV_S] = st[S]
             # --- time update to the next sample ------------------------------------------
             if dt > 0.0:
                 eta = _lerp(tab, kt, ut, 1) if i > 0 else 1.0

@@ -51,14 +51,18 @@ def identify(
     if not ocv_tests or not dynamic_tests:
         raise ValueError("identification needs at least one OCV test and one dynamic test")
     on_step("charge balance of the OCV tests")
-    curves = [ocv_curve(t, b) for t, b in _with_balances(ocv_tests)]
+    ocv_balances = _with_balances(ocv_tests)
+    curves = [ocv_curve(t, b) for t, b in ocv_balances]
     ocv_t, ocv_v, envelope = _ocv_table(curves)
+    ocv_capacity = _by_temperature([(t.temperature_c, b.capacity_ah) for t, b in ocv_balances])
     dynamic_balances = balances(dynamic_tests)
     fits = []
     for test in sorted(dynamic_tests, key=lambda t: t.temperature_c):
         on_step(f"dynamic parameters at {test.temperature_c:g} degC")
         ocv_along = np.empty(len(test.data))
-        balance = dynamic_balances[test.name]
+        # The OCV's SoC axis is the slow tests' capacity: the model keeps to that one scale.
+        balance = replace(dynamic_balances[test.name],
+                          capacity_ah=float(np.interp(test.temperature_c, *ocv_capacity)))
         z = integrated_soc(test, balance)
         ocv_lookup(z, test.temperature, ocv_t, SOC_GRID[0], SOC_GRID[1] - SOC_GRID[0], ocv_v, ocv_along)
         m_v = float(np.interp(test.temperature_c, ocv_t, envelope[:, MID_PLATEAU].mean(axis=1)))
@@ -106,6 +110,12 @@ def score(model: CellModel, test: CellTest) -> Score:
 def _with_balances(tests: list[CellTest]):
     found = balances(tests)
     return [(t, found[t.name]) for t in tests]
+
+
+def _by_temperature(pairs):
+    """(temperatures, mean value at each) from (temperature, value) pairs."""
+    temps = sorted({t for t, _ in pairs})
+    return np.array(temps), np.array([np.mean([v for t, v in pairs if t == u]) for u in temps])
 
 
 def _ocv_table(curves):

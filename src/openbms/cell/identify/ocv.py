@@ -56,8 +56,8 @@ def ocv_curve(test: CellTest, balance: ChargeBalance) -> OcvCurve:
     dis_curve = _on_grid(z[dis], dis_v)
     chg_curve = _on_grid(z[chg], chg_v)
     mid = len(SOC_GRID) // 2
-    half_gap = 0.5 * (chg_curve[mid] - dis_curve[mid])
-    ocv = np.where(SOC_GRID < SOC_GRID[mid], chg_curve - half_gap, dis_curve + half_gap)
+    gap = chg_curve[mid] - dis_curve[mid]
+    ocv = np.where(SOC_GRID < SOC_GRID[mid], chg_curve - SOC_GRID * gap, dis_curve + (1.0 - SOC_GRID) * gap)
     envelope = np.clip(0.5 * (chg_curve - dis_curve), 0.0, None)
     return OcvCurve(test.temperature_c, ocv, envelope, float(v[dis].min()), float(v[chg].max()))
 
