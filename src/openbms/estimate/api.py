@@ -34,6 +34,8 @@ class EstimateOptions:
     min_soc_moved: float = 0.1  # SoC moved between capacity anchors
     capacity_memory: float = 0.95  # fading memory of capacity measurements
     capacity_prior_std: float = 0.1  # relative std of the model's capacity for this cell
+    joint_capacity_std: float = 0.0  # prior std of a capacity the filter also tracks itself (0: the certified only)
+    capacity_drift: float = 0.002  # relative capacity random walk in the filter, per sqrt(hour)
     resistance_step_c: float = 0.2  # current step, fraction of 1C, that measures resistance
     resistance_drift: float = 1e-8  # resistance-scale variance growth per second
     innovation_gate: float = 3.0  # innovations beyond this many sigmas inflate the noise
@@ -45,6 +47,7 @@ class EstimateOptions:
     sigma_points: bool = True  # False: extended Kalman filter
     health: bool = True
     adapt: bool = True  # feed the capacity estimate back into the SoC filter
+    adapt_resistance: bool = False  # scale the filter's resistances by the estimated ρ
     limits: bool = True
 
     def validate(self) -> "EstimateOptions":
@@ -189,7 +192,7 @@ def initial_state(model, n_rc, i0, v0, t0, soc0, options):
     """Per-cell filter state and covariance at the first sample."""
     n_cells = len(i0)
     state = np.zeros((n_cells, K.N_STATE))
-    cov = np.zeros((n_cells, 3, 3))
+    cov = np.zeros((n_cells, K.N_X, K.N_X))
     cell = model if isinstance(model, CellModel) else model[0]  # per-cell lists start from the first's OCV
     m_v = cell.param("m_v", t0)
     q = cell.param("capacity_ah", t0)
@@ -213,6 +216,8 @@ def initial_state(model, n_rc, i0, v0, t0, soc0, options):
     state[:, K.RHO] = 1.0
     state[:, K.RHO_VAR] = 0.3**2
     state[:, K.S_INV] = 1.0
+    state[:, K.G] = 1.0
+    cov[:, 3, 3] = options.joint_capacity_std**2
     state[:, K.PREV_I] = i0
     state[:, K.PREV_V] = v0
     state[:, K.PREV_S] = state[:, K.S]
@@ -243,6 +248,9 @@ def options_array(model, o: EstimateOptions) -> np.ndarray:
     opt[K.O_V_MAX] = cell.voltage_max_v
     opt[K.O_GATE] = o.innovation_gate
     opt[K.O_CORRELATION_S] = o.error_correlation_s
+    opt[K.O_Q_CAPACITY] = o.capacity_drift**2 / 3600.0
+    opt[K.O_ADAPT_RESISTANCE] = float(o.adapt_resistance)
+    opt[K.O_JOINT_VAR] = o.joint_capacity_std**2
     return opt
 
 

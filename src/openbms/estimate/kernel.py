@@ -1,14 +1,15 @@
 """The compiled estimator: SoC (sigma-point or extended Kalman filter), current-sensor
 offset, resistance and capacity, and power limits, batched over cells.
 
-Per cell the filter state is x = [z, h, b]: SoC, dynamic hysteresis and the current
-sensor's offset (measured = true + b). Given the measured current the ESC state
-equation is linear, so the time update is exact; the RC branch currents follow the
-measured current deterministically. The voltage is nonlinear only in z (OCV and the
-SoC-dependent resistances), so the sigma points take just three distinct z values.
-Resistances are scaled by ρ (resistance SoH, from voltage steps at current steps) and
-capacity by κ (capacity SoH, from an effective-variance weighted total least squares
-of SoC moved against charge counted, between confident SoC estimates).
+Per cell the filter state is x = [z, h, b, g]: SoC, dynamic hysteresis, the current
+sensor's offset (measured = true + b) and the inverse capacity scale g (the cell holds
+Q/g), so a cell whose capacity differs from the model's is followed as it drives. The
+RC branch currents follow the measured current deterministically. The voltage is
+nonlinear only in z (OCV and the SoC-dependent resistances), so the sigma points take
+just three distinct z values. The capacity reported as state of health comes from an
+effective-variance weighted total least squares of SoC moved against charge counted
+between confident SoC estimates, with its own bound; the resistance scale ρ from
+voltage steps at current steps.
 """
 
 from __future__ import annotations
@@ -19,19 +20,20 @@ from numba import njit
 from ..cell.kernels import N_FIXED, SIGN_THRESHOLD_A, _axis_position, ocv_at
 
 # Per-cell scalar state columns; the RC branch currents follow.
-Z, H, B, S, RHO, RHO_VAR, S_INV, SXX, SXY, ANCHOR_Z, ANCHOR_VAR, MOVED, ANCHORED, PREV_I, PREV_V, PREV_S, PREV_VRC = range(17)
-N_STATE = 17
+Z, H, B, G, S, RHO, RHO_VAR, S_INV, SXX, SXY, ANCHOR_Z, ANCHOR_VAR, MOVED, ANCHORED, PREV_I, PREV_V, PREV_S, PREV_VRC = range(18)
+N_STATE = 18
+N_X = 4  # filter states: the first four columns
 # Options array.
 (O_SIGMA_V, O_SENSOR_V, O_SIGMA_I, O_GAIN_STD, O_Q_OFFSET, O_ANCHOR_STD, O_MIN_MOVED, O_FADE, O_STEP_C,
  O_Q_RHO, O_PRIOR_S_VAR, O_SOC_MIN, O_SOC_MAX, O_MAX_CHARGE_C, O_MAX_DISCHARGE_C, O_V_MIN, O_V_MAX, O_GATE,
- O_CORRELATION_S) = range(19)
-N_OPTIONS = 19
+ O_CORRELATION_S, O_Q_CAPACITY, O_ADAPT_RESISTANCE, O_JOINT_VAR) = range(22)
+N_OPTIONS = 22
 # Health outputs.
 OUT_OFFSET, OUT_HYST, OUT_CAPACITY_SCALE, OUT_CAPACITY_SCALE_STD, OUT_RHO, OUT_RHO_STD = range(6)
 N_HEALTH = 6
 # Limit outputs per horizon: max charge current, max discharge current (both ≥ 0), their powers.
 N_LIMITS = 4
-SIGMA_H = np.sqrt(3.0)  # central-difference step: with 3 states the centre weight is 0
+SIGMA_H = np.sqrt(3.0)  # central-difference step (Plett's CDKF), weights (h²−n)/h² and 1/2h²
 BISECTIONS = 18
 
 
@@ -63,6 +65,24 @@ def _static_part(z, t, i, s, i_rc, tab, kt, ut, knots, ocv_t, z0, dz, ocv_tab, r
         v += rho * rj * i_rc[j]
         r_sum += rj
     return v, rho * r_sum
+
+
+@njit(cache=True, inline="always")
+def _cholesky(P, L):
+    """Lower Cholesky factor of a small covariance, each pivot floored so it never fails."""
+    n = P.shape[0]
+    for j in range(n):
+        acc = P[j, j]
+        for f in range(j):
+            acc -= L[j, f] * L[j, f]
+        L[j, j] = np.sqrt(max(acc, 1e-16))
+        for r in range(j + 1, n):
+            acc = P[r, j]
+            for f in range(j):
+                acc -= L[r, f] * L[j, f]
+            L[r, j] = acc / L[j, j]
+        for r in range(j):
+            L[r, j] = 0.0
 
 
 @njit(cache=True)
@@ -115,8 +135,14 @@ def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, ta
     n_h = horizons.shape[0]
     record_limits = limits_out.shape[0] == n_time
     Xz = np.empty(3)
-    G = np.empty(3)
-    R = np.empty(3)
+    Gv = np.empty(3)
+    Rv = np.empty(3)
+    L = np.empty((N_X, N_X))
+    Y = np.empty((N_X, 2))
+    pxy = np.empty(N_X)
+    Hrow = np.empty(N_X)
+    F = np.empty((N_X, N_X))
+    FP = np.empty((N_X, N_X))
     for k in range(n_time):
         dt = time_s[k + 1] - time_s[k] if k + 1 < time_s.shape[0] else 0.0  # time_s may run one past
         for c in range(n_cells):
@@ -132,73 +158,54 @@ def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, ta
             v_meas = voltage[k, c]
             if abs(i) > SIGN_THRESHOLD_A:
                 st[S] = 1.0 if i > 0 else -1.0
-            rho = 1.0  # the SoC filter keeps the model's resistances; ρ serves SoH and the power limits
+            rho = st[RHO] if adapt and opt[O_ADAPT_RESISTANCE] > 0 else 1.0
             m_v = _lerp(tab, kt, ut, 4)
             # --- measurement update -------------------------------------------------
             if sigma_points:
-                # Cholesky of the 3x3 covariance (lower), jittered if it lost definiteness.
-                l00 = np.sqrt(max(P[0, 0], 1e-12))
-                l10 = P[1, 0] / l00
-                l20 = P[2, 0] / l00
-                l11 = np.sqrt(max(P[1, 1] - l10 * l10, 1e-12))
-                l21 = (P[2, 1] - l20 * l10) / l11
-                l22 = np.sqrt(max(P[2, 2] - l20 * l20 - l21 * l21, 1e-16))
+                _cholesky(P, L)
                 Xz[0] = st[Z]
-                Xz[1] = st[Z] + SIGMA_H * l00
-                Xz[2] = st[Z] - SIGMA_H * l00
+                Xz[1] = st[Z] + SIGMA_H * L[0, 0]
+                Xz[2] = st[Z] - SIGMA_H * L[0, 0]
                 for q in range(3):
-                    G[q], R[q] = _static_part(Xz[q], t, i, st[S], i_rc[c], tab, kt, ut, knots, ocv_t, z0, dz,
-                                              ocv_tables[m], rho, n_rc)
-                # Sigma points x ± √3·L[:, j]; weights 1/6 each, centre 0.
-                w = 1.0 / 6.0
-                y_mean = 0.0
-                pyy = 0.0
-                pxy0 = 0.0
-                pxy1 = 0.0
-                pxy2 = 0.0
-                for j in range(3):
-                    if j == 0:
-                        d0, d1, d2 = l00, l10, l20
-                    elif j == 1:
-                        d0, d1, d2 = 0.0, l11, l21
-                    else:
-                        d0, d1, d2 = 0.0, 0.0, l22
-                    for sgn in (1.0, -1.0):
-                        q = 0 if j > 0 else (1 if sgn > 0 else 2)
-                        hh = st[H] + sgn * SIGMA_H * d1
-                        bb = st[B] + sgn * SIGMA_H * d2
-                        y = G[q] + m_v * hh - R[q] * bb
-                        y_mean += w * y
-                # second pass for covariances
-                for j in range(3):
-                    if j == 0:
-                        d0, d1, d2 = l00, l10, l20
-                    elif j == 1:
-                        d0, d1, d2 = 0.0, l11, l21
-                    else:
-                        d0, d1, d2 = 0.0, 0.0, l22
-                    for sgn in (1.0, -1.0):
-                        q = 0 if j > 0 else (1 if sgn > 0 else 2)
-                        hh = st[H] + sgn * SIGMA_H * d1
-                        bb = st[B] + sgn * SIGMA_H * d2
-                        e = G[q] + m_v * hh - R[q] * bb - y_mean
+                    Gv[q], Rv[q] = _static_part(Xz[q], t, i, st[S], i_rc[c], tab, kt, ut, knots, ocv_t, z0, dz,
+                                                ocv_tables[m], rho, n_rc)
+                w0 = (SIGMA_H * SIGMA_H - N_X) / (SIGMA_H * SIGMA_H)
+                w = 1.0 / (2.0 * SIGMA_H * SIGMA_H)
+                y0 = Gv[0] + m_v * st[H] - Rv[0] * st[B]
+                y_mean = w0 * y0
+                for j in range(N_X):  # y along each sigma point x ± h·L[:, j]
+                    for side in range(2):
+                        sgn = 1.0 if side == 0 else -1.0
+                        q = (1 + side) if j == 0 else 0
+                        Y[j, side] = (Gv[q] + m_v * (st[H] + sgn * SIGMA_H * L[1, j])
+                                      - Rv[q] * (st[B] + sgn * SIGMA_H * L[2, j]))
+                        y_mean += w * Y[j, side]
+                pyy = w0 * (y0 - y_mean) ** 2
+                for d in range(N_X):
+                    pxy[d] = 0.0
+                for j in range(N_X):
+                    for side in range(2):
+                        sgn = 1.0 if side == 0 else -1.0
+                        e = Y[j, side] - y_mean
                         pyy += w * e * e
-                        pxy0 += w * sgn * SIGMA_H * d0 * e
-                        pxy1 += w * sgn * SIGMA_H * d1 * e
-                        pxy2 += w * sgn * SIGMA_H * d2 * e
+                        for d in range(N_X):
+                            pxy[d] += w * sgn * SIGMA_H * L[d, j] * e
             else:
                 g0, r_sum = _static_part(st[Z], t, i, st[S], i_rc[c], tab, kt, ut, knots, ocv_t, z0, dz,
                                          ocv_tables[m], rho, n_rc)
                 g1, _ = _static_part(st[Z] + 1e-3, t, i, st[S], i_rc[c], tab, kt, ut, knots, ocv_t, z0, dz,
                                      ocv_tables[m], rho, n_rc)
-                h0 = (g1 - g0) / 1e-3
-                h1 = m_v
-                h2 = -r_sum
+                Hrow[0] = (g1 - g0) / 1e-3
+                Hrow[1] = m_v
+                Hrow[2] = -r_sum
+                Hrow[3] = 0.0
                 y_mean = g0 + m_v * st[H] - r_sum * st[B]
-                pxy0 = P[0, 0] * h0 + P[0, 1] * h1 + P[0, 2] * h2
-                pxy1 = P[1, 0] * h0 + P[1, 1] * h1 + P[1, 2] * h2
-                pxy2 = P[2, 0] * h0 + P[2, 1] * h1 + P[2, 2] * h2
-                pyy = h0 * pxy0 + h1 * pxy1 + h2 * pxy2
+                pyy = 0.0
+                for d in range(N_X):
+                    pxy[d] = 0.0
+                    for e2 in range(N_X):
+                        pxy[d] += P[d, e2] * Hrow[e2]
+                    pyy += Hrow[d] * pxy[d]
             # Model error is slow and correlated: one independent look per correlation time.
             step = time_s[k + 1] - time_s[k] if k + 1 < time_s.shape[0] else (time_s[k] - time_s[k - 1] if k > 0 else 1.0)
             pyy += opt[O_SIGMA_V] ** 2 * max(1.0, opt[O_CORRELATION_S] / step)
@@ -206,25 +213,18 @@ def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, ta
             gate = opt[O_GATE]
             if innovation * innovation > gate * gate * pyy:  # beyond the model: trust it less, not more
                 pyy = innovation * innovation / (gate * gate)
-            k0, k1, k2 = pxy0 / pyy, pxy1 / pyy, pxy2 / pyy
-            st[Z] += k0 * innovation
-            st[H] = min(1.0, max(-1.0, st[H] + k1 * innovation))
-            st[B] += k2 * innovation
-            P[0, 0] -= k0 * k0 * pyy
-            P[1, 1] -= k1 * k1 * pyy
-            P[2, 2] -= k2 * k2 * pyy
-            P[0, 1] -= k0 * k1 * pyy
-            P[0, 2] -= k0 * k2 * pyy
-            P[1, 2] -= k1 * k2 * pyy
-            P[1, 0] = P[0, 1]
-            P[2, 0] = P[0, 2]
-            P[2, 1] = P[1, 2]
-            for d in range(3):
+            for d in range(N_X):
+                st[d] += pxy[d] / pyy * innovation
+            st[H] = min(1.0, max(-1.0, st[H]))
+            st[G] = min(2.0, max(0.5, st[G]))
+            for d in range(N_X):
+                for e2 in range(N_X):
+                    P[d, e2] -= pxy[d] * pxy[e2] / pyy
+            for d in range(N_X):
                 P[d, d] = max(P[d, d], 1e-12)
             soc_out[k, c] = st[Z]
             std_out[k, c] = np.sqrt(P[0, 0])
             q_model = _lerp(tab, kt, ut, 0)
-            s_inv = st[S_INV] if adapt else 1.0
             # --- health: resistance from steps, capacity from confident SoC pairs ----------
             if with_health:
                 # The model's own one-sample voltage change at a current step: ρ times this.
@@ -252,11 +252,17 @@ def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, ta
                         x = st[MOVED]
                         y = st[Z] - st[ANCHOR_Z]
                         var_x = (opt[O_GAIN_STD] * x) ** 2
-                        weight = 1.0 / (var_z + st[ANCHOR_VAR] + s_inv * s_inv * var_x)
+                        weight = 1.0 / (var_z + st[ANCHOR_VAR] + st[S_INV] ** 2 * var_x)
                         st[SXX] = opt[O_FADE] * st[SXX] + weight * x * x
                         st[SXY] = opt[O_FADE] * st[SXY] + weight * x * y
                         prior = 1.0 / opt[O_PRIOR_S_VAR]
                         st[S_INV] = (st[SXY] + prior) / (st[SXX] + prior)
+                        if adapt:  # the filter's capacity restarts from the certified estimate
+                            st[G] = st[S_INV]
+                            for d in range(N_X):
+                                P[3, d] = 0.0
+                                P[d, 3] = 0.0
+                            P[3, 3] = max(1.0 / (st[SXX] + prior), opt[O_JOINT_VAR])
                         st[ANCHOR_Z] = st[Z]
                         st[ANCHOR_VAR] = var_z
                         st[MOVED] = 0.0
@@ -269,7 +275,7 @@ def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, ta
                 health_out[k, c, OUT_RHO] = st[RHO]
                 health_out[k, c, OUT_RHO_STD] = np.sqrt(st[RHO_VAR])
             if record_limits:
-                q_now = q_model / s_inv
+                q_now = q_model / (st[G] if adapt else 1.0)
                 for n in range(n_h):
                     ic, pc = _limit(1.0, opt[O_MAX_CHARGE_C] * q_model, horizons[n], st[Z], st[H], i_rc[c], t, tab,
                                     kt, ut, knots, ocv_t, z0, dz, ocv_tables[m], st[RHO], q_now, n_rc, opt)
@@ -285,27 +291,38 @@ def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, ta
             # --- time update to the next sample ------------------------------------------
             if dt > 0.0:
                 eta = _lerp(tab, kt, ut, 1) if i > 0 else 1.0
-                per_amp = eta * dt * s_inv / (3600.0 * q_model)
-                moved = per_amp * (i - st[B])
-                decay = np.exp(-abs(per_amp * i) * _lerp(tab, kt, ut, 2))
+                g = st[G] if adapt else 1.0
+                c0 = eta * dt / (3600.0 * q_model)
+                moved = c0 * g * (i - st[B])
+                decay = np.exp(-abs(c0 * g * i) * _lerp(tab, kt, ut, 2))
                 sign = 1.0 if i > 0 else (-1.0 if i < 0 else 0.0)
                 st[Z] += moved
                 st[H] = decay * st[H] + (1.0 - decay) * sign
                 if with_health:
-                    st[MOVED] += moved / s_inv
-                # P = F P F' + Q with F = [[1, 0, -per_amp], [0, decay, 0], [0, 0, 1]]
-                p00 = P[0, 0] - 2.0 * per_amp * P[0, 2] + per_amp * per_amp * P[2, 2]
-                p01 = decay * (P[0, 1] - per_amp * P[2, 1])
-                p02 = P[0, 2] - per_amp * P[2, 2]
-                P[0, 0] = p00 + per_amp * per_amp * opt[O_SIGMA_I] ** 2 + (opt[O_GAIN_STD] * moved) ** 2
-                P[0, 1] = p01
-                P[1, 0] = p01
-                P[0, 2] = p02
-                P[2, 0] = p02
-                P[1, 1] = decay * decay * P[1, 1] + (0.2 * (1.0 - decay)) ** 2
-                P[1, 2] = decay * P[1, 2]
-                P[2, 1] = P[1, 2]
+                    st[MOVED] += moved / g
+                # P = F P F' + Q, F the identity but for dz/db, dz/dg and dh/dh.
+                for d in range(N_X):
+                    for e2 in range(N_X):
+                        F[d, e2] = 1.0 if d == e2 else 0.0
+                F[0, 2] = -c0 * g
+                F[0, 3] = c0 * (i - st[B]) if adapt else 0.0
+                F[1, 1] = decay
+                for d in range(N_X):
+                    for e2 in range(N_X):
+                        acc = 0.0
+                        for f in range(N_X):
+                            acc += F[d, f] * P[f, e2]
+                        FP[d, e2] = acc
+                for d in range(N_X):
+                    for e2 in range(N_X):
+                        acc = 0.0
+                        for f in range(N_X):
+                            acc += FP[d, f] * F[e2, f]
+                        P[d, e2] = acc
+                P[0, 0] += (c0 * g * opt[O_SIGMA_I]) ** 2 + (opt[O_GAIN_STD] * moved) ** 2
+                P[1, 1] += (0.2 * (1.0 - decay)) ** 2
                 P[2, 2] += opt[O_Q_OFFSET] * dt
+                P[3, 3] += opt[O_Q_CAPACITY] * dt if opt[O_JOINT_VAR] > 0 else 0.0
                 for j in range(n_rc):
                     a = np.exp(-dt / _lerp(tab, kt, ut, N_FIXED + j))
                     i_rc[c, j] = a * i_rc[c, j] + (1.0 - a) * i
