@@ -55,6 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(run=_derive_cell)
 
+    p = sub.add_parser("estimate", help="estimate SoC with its bound, health and power limits from measurements",
+                       description="Run the SoC filter (sigma-point by default), capacity and resistance "
+                                   "estimation and 10 s / 30 s power limits over a cell's measurements.")
+    p.add_argument("data", help="measurements: BDF CSV or Parquet (Test Time / s, Current / A with + = charging, "
+                                "Voltage / V, and a temperature column or --temperature)")
+    p.add_argument("--cell", default="a123_lfp", help="cell model: bundled name or JSON path (default %(default)s)")
+    p.add_argument("--soc0", type=float, help="initial SoC, 0–1 (default: from the first voltage, wide prior)")
+    p.add_argument("--soc0-std", type=float, default=0.05, help="std of --soc0 (default %(default)s)")
+    p.add_argument("--temperature", type=float, help="degC, when the file has no temperature column")
+    p.add_argument("--ekf", action="store_true", help="extended instead of sigma-point Kalman filter")
+    p.add_argument("-o", "--output", default="out/states.csv", help="states, .csv or .parquet (default %(default)s)")
+    p.add_argument("--plot", nargs="?", const="", help="also write a PNG (default path: beside the output)")
+    _add_reader_options(p)
+    p.set_defaults(run=_estimate)
+
     p = sub.add_parser("simulate", help="run the physics validation plant and write measured data and truth",
                        description="Simulate a PyBaMM cell (the plant) on an experiment or FASTSim drive power, "
                                    "add sensor errors, and write the measurements (BDF) and the truth separately.")
@@ -108,6 +123,49 @@ def _identify(args) -> int:
                       f"{float(model.param('capacity_ah', s.temperature_c)):.3f}")
     Console().print(table)
     console.print(f"wrote {output} and {plot}")
+    return 0
+
+
+def _estimate(args) -> int:
+    from rich.progress import Progress
+
+    from .cell import load_cell
+    from .estimate import EstimateOptions, estimate
+    from .estimate.report import plot_estimate
+    from .io import read_timeseries, write_timeseries
+    from .io.columns import AMBIENT_TEMPERATURE, CELL_TEMPERATURE, CURRENT, TIME, VOLTAGE
+
+    cell = load_cell(args.cell)
+    df = read_timeseries(args.data, **_reader_options(args))
+    if args.temperature is not None:
+        temperature = args.temperature
+    elif CELL_TEMPERATURE in df or AMBIENT_TEMPERATURE in df:
+        temperature = df[CELL_TEMPERATURE if CELL_TEMPERATURE in df else AMBIENT_TEMPERATURE].to_numpy()
+    else:
+        raise DataError(args.data, f"no temperature column ({CELL_TEMPERATURE!r}); pass --temperature")
+    if args.soc0 is not None and not 0 <= args.soc0 <= 1:
+        raise ValueError(f"--soc0 must be a fraction in [0, 1], got {args.soc0}")
+    options = EstimateOptions(soc0_std=args.soc0_std, sigma_points=not args.ekf)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"estimating {Path(args.data).name}", total=len(df))
+        est = estimate(cell, df[TIME].to_numpy(), df[CURRENT].to_numpy(), df[VOLTAGE].to_numpy(), temperature,
+                       soc0=args.soc0, options=options,
+                       on_progress=lambda done, total: progress.update(task, completed=done))
+    output = write_timeseries(est.frame(), args.output)
+    written = [str(output)]
+    if args.plot is not None:
+        plot = args.plot or output.with_name(output.stem + ".png")
+        written.append(str(plot_estimate(est, plot, f"{Path(args.data).name} with {cell.name}")))
+    table = Table(title="estimate at the end")
+    for column in ("SoC / %", "3-sigma / %", "capacity / Ah", "resistance / mohm", "max charge / W",
+                   "max discharge / W"):
+        table.add_column(column, justify="right")
+    lim = next(iter(est.limits.values()))
+    table.add_row(f"{100 * est.soc[-1]:.1f}", f"{100 * est.soc_bound[-1]:.1f}", f"{est.capacity_ah[-1]:.3f}",
+                  f"{1e3 * est.resistance_ohm[-1]:.2f}", f"{lim.charge_power_w[-1]:.1f}",
+                  f"{lim.discharge_power_w[-1]:.1f}")
+    Console().print(table)
+    console.print("wrote " + " and ".join(written))
     return 0
 
 

@@ -1,0 +1,45 @@
+"""Plot of an estimate over time: SoC with its bound, capacity with its bound, power limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .api import Estimate  # noqa: E402
+
+
+def plot_estimate(est: Estimate, path: str | Path, title: str, cell: int = 0) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df = est.frame(cell)
+    hours = (df["Test Time / s"] - df["Test Time / s"].iloc[0]) / 3600.0
+    panels = 3 if "Capacity / Ah" in df else 1
+    fig, axes = plt.subplots(panels, 1, figsize=(10, 2.6 * panels + 0.6), sharex=True, squeeze=False)
+    ax = axes[0, 0]
+    soc, bound = 100 * df["SOC / 1"], 100 * df["SOC Bound / 1"]
+    ax.fill_between(hours, soc - bound, soc + bound, color="tab:blue", alpha=0.25, label="3-sigma bound")
+    ax.plot(hours, soc, color="tab:blue", lw=1, label="SoC")
+    ax.set_ylabel("SoC / %")
+    ax.legend(loc="upper right", fontsize=8)
+    if panels == 3:
+        ax = axes[1, 0]
+        cap, cap_bound = df["Capacity / Ah"], df["Capacity Bound / Ah"]
+        ax.fill_between(hours, cap - cap_bound, cap + cap_bound, color="tab:green", alpha=0.25)
+        ax.plot(hours, cap, color="tab:green", lw=1)
+        ax.set_ylabel("capacity / Ah")
+        ax = axes[2, 0]
+        if "Max Charge Power / W" in df:
+            ax.plot(hours, df["Max Discharge Power / W"], lw=0.8, label="max discharge power (10 s)")
+            ax.plot(hours, df["Max Charge Power / W"], lw=0.8, label="max charge power (10 s)")
+            ax.set_ylabel("W")
+            ax.legend(loc="upper right", fontsize=8)
+    axes[-1, 0].set_xlabel("time / h")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
