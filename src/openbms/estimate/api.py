@@ -63,7 +63,10 @@ class EstimateOptions:
             raise ValueError("estimate option capacity_memory must be in (0, 1]")
         if not 0 <= self.soc_min < self.soc_max <= 1:
             raise ValueError("estimate options need 0 <= soc_min < soc_max <= 1")
-        if not self.horizons_s or any(h <= 0 for h in self.horizons_s):
+        for name in ("offset_drift_c", "capacity_drift", "joint_capacity_std", "resistance_drift"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"estimate option {name} must not be negative, got {getattr(self, name)}")
+        if not self.horizons_s or not all(np.isfinite(h) and h > 0 for h in self.horizons_s):
             raise ValueError("estimate option horizons_s needs positive horizons")
         if self.hysteresis0 is not None and not -1 <= self.hysteresis0 <= 1:
             raise ValueError("estimate option hysteresis0 must be in [-1, 1]")
@@ -135,6 +138,9 @@ def estimate(
     time_s = np.asarray(time_s, dtype=float)
     current = np.asarray(current_a, dtype=float)
     voltage = np.asarray(voltage_v, dtype=float)
+    if current.ndim not in (1, 2) or len(current) < 1:
+        raise ValueError(f"time_s and current_a need at least one row, and current_a is (time,) or (time, cells); "
+                         f"got {time_s.shape} and {current.shape}")
     squeeze = current.ndim == 1
     current = np.ascontiguousarray(current.reshape(len(current), -1))
     voltage = np.ascontiguousarray(voltage.reshape(len(voltage), -1))
@@ -144,15 +150,17 @@ def estimate(
         raise ValueError(f"time_s must be 1-D with one entry per row; got {time_s.shape} for {current.shape}")
     if np.any(np.diff(time_s) <= 0):
         raise ValueError("time_s must increase")
-    for name, a in (("current_a", current), ("voltage_v", voltage)):
+    for name, a in (("time_s", time_s), ("current_a", current), ("voltage_v", voltage)):
         if not np.all(np.isfinite(a)):
             raise ValueError(f"{name} has non-finite values (first at flat index {int(np.argmax(~np.isfinite(a)))})")
     n_time, n_cells = current.shape
     temperature = _broadcast(temperature_c, (n_time, n_cells), "temperature_c")
+    if not np.all(np.isfinite(temperature)):
+        raise ValueError("temperature_c has non-finite values")
     packed = pack(model, n_cells)
     state, cov, i_rc = initial_state(model, packed.n_rc, current[0], voltage[0], temperature[0], soc0, options)
     opt = options_array(model, options)
-    horizons = np.asarray(options.horizons_s, dtype=float)
+    horizons = np.sort(np.asarray(options.horizons_s, dtype=float))
     soc = np.empty((n_time, n_cells))
     std = np.empty((n_time, n_cells))
     health = np.empty((n_time, n_cells, K.N_HEALTH) if options.health else (1, 1, K.N_HEALTH))
@@ -180,7 +188,7 @@ def estimate(
         out.resistance_ohm = out.soh_resistance * _r0(model, soc, temperature)
     out.energy_wh = energy_wh(model, soc, temperature, options.soc_min) * (out.soh_capacity if options.health else 1.0)
     if options.limits:
-        for n, horizon in enumerate(options.horizons_s):
+        for n, horizon in enumerate(horizons):
             block = limits[..., n * K.N_LIMITS : (n + 1) * K.N_LIMITS]
             out.limits[float(horizon)] = Limits(*(block[..., j] for j in range(K.N_LIMITS)))
     if squeeze:
@@ -201,13 +209,13 @@ def initial_state(model, n_rc, i0, v0, t0, soc0, options):
         ocv_guess = v0 - cell.resistance_ohm(0.5, t0) * i0
         z_hi = cell.soc_from_ocv(ocv_guess + m_v, t0)
         z_lo = cell.soc_from_ocv(ocv_guess - m_v, t0)
-        state[:, K.Z] = 0.5 * (z_hi + z_lo)
+        state[:, K.Z] = np.clip(0.5 * (z_hi + z_lo), 0.0, 1.0)
         cov[:, 0, 0] = np.maximum(0.5 * (z_hi - z_lo), 0.05) ** 2
     else:
         state[:, K.Z] = np.broadcast_to(np.asarray(soc0, dtype=float), (n_cells,))
         cov[:, 0, 0] = options.soc0_std**2
-    if np.any(state[:, K.Z] < -0.05) or np.any(state[:, K.Z] > 1.05):
-        raise ValueError("soc0 must lie within [0, 1]")
+    if soc0 is not None and not np.all((state[:, K.Z] >= 0) & (state[:, K.Z] <= 1)):
+        raise ValueError(f"soc0 must lie within [0, 1], got {soc0}")
     known_h = options.hysteresis0 is not None
     state[:, K.H] = options.hysteresis0 if known_h else 0.0
     cov[:, 1, 1] = 0.05**2 if known_h else 0.6**2

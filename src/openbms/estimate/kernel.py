@@ -106,23 +106,28 @@ def _predict_voltage(I, horizon, z, h, i_rc, t, tab, kt, ut, knots, ocv_t, z0, d
 
 @njit(cache=True)
 def _limit(direction, i_max, horizon, z, h, i_rc, t, tab, kt, ut, knots, ocv_t, z0, dz, ocv_tab, rho, q_ah, n_rc, opt):
-    """Largest |I| in `direction` (+1 charge, −1 discharge) that keeps voltage and SoC in bounds."""
+    """Largest |I| in `direction` (+1 charge, −1 discharge) that keeps voltage and SoC in bounds
+    at the start and at the end of the horizon, and the power at the lower of those voltages."""
     lo, hi = 0.0, i_max
     for _ in range(BISECTIONS):
         mid = 0.5 * (lo + hi)
-        v, z_end = _predict_voltage(direction * mid, horizon, z, h, i_rc, t, tab, kt, ut, knots, ocv_t, z0, dz,
-                                    ocv_tab, rho, q_ah, n_rc)
+        v0, _ = _predict_voltage(direction * mid, 1e-9, z, h, i_rc, t, tab, kt, ut, knots, ocv_t, z0, dz,
+                                 ocv_tab, rho, q_ah, n_rc)
+        v1, z_end = _predict_voltage(direction * mid, horizon, z, h, i_rc, t, tab, kt, ut, knots, ocv_t, z0, dz,
+                                     ocv_tab, rho, q_ah, n_rc)
         if direction > 0:
-            ok = v <= opt[O_V_MAX] and z_end <= opt[O_SOC_MAX]
+            ok = max(v0, v1) <= opt[O_V_MAX] and z_end <= opt[O_SOC_MAX]
         else:
-            ok = v >= opt[O_V_MIN] and z_end >= opt[O_SOC_MIN]
+            ok = min(v0, v1) >= opt[O_V_MIN] and z_end >= opt[O_SOC_MIN]
         if ok:
             lo = mid
         else:
             hi = mid
-    v, _ = _predict_voltage(direction * lo, horizon, z, h, i_rc, t, tab, kt, ut, knots, ocv_t, z0, dz, ocv_tab,
-                            rho, q_ah, n_rc)
-    return lo, lo * v
+    v0, _ = _predict_voltage(direction * lo, 1e-9, z, h, i_rc, t, tab, kt, ut, knots, ocv_t, z0, dz, ocv_tab,
+                             rho, q_ah, n_rc)
+    v1, _ = _predict_voltage(direction * lo, horizon, z, h, i_rc, t, tab, kt, ut, knots, ocv_t, z0, dz, ocv_tab,
+                             rho, q_ah, n_rc)
+    return lo, lo * min(v0, v1)
 
 
 @njit(cache=True)
@@ -276,15 +281,20 @@ def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, ta
                 health_out[k, c, OUT_RHO_STD] = np.sqrt(st[RHO_VAR])
             if record_limits:
                 q_now = q_model / (st[G] if adapt else 1.0)
+                # Horizons ascend; a longer pulse also has to hold over the shorter one's span.
+                ic_cap, idis_cap = opt[O_MAX_CHARGE_C] * q_model, opt[O_MAX_DISCHARGE_C] * q_model
+                pc_cap, pdis_cap = np.inf, np.inf
                 for n in range(n_h):
-                    ic, pc = _limit(1.0, opt[O_MAX_CHARGE_C] * q_model, horizons[n], st[Z], st[H], i_rc[c], t, tab,
+                    ic, pc = _limit(1.0, ic_cap, horizons[n], st[Z], st[H], i_rc[c], t, tab,
                                     kt, ut, knots, ocv_t, z0, dz, ocv_tables[m], st[RHO], q_now, n_rc, opt)
-                    idis, pdis = _limit(-1.0, opt[O_MAX_DISCHARGE_C] * q_model, horizons[n], st[Z], st[H], i_rc[c],
+                    idis, pdis = _limit(-1.0, idis_cap, horizons[n], st[Z], st[H], i_rc[c],
                                         t, tab, kt, ut, knots, ocv_t, z0, dz, ocv_tables[m], st[RHO], q_now, n_rc, opt)
+                    ic_cap, idis_cap = ic, idis
+                    pc_cap, pdis_cap = min(pc, pc_cap), min(pdis, pdis_cap)
                     limits_out[k, c, n * N_LIMITS + 0] = ic
                     limits_out[k, c, n * N_LIMITS + 1] = idis
-                    limits_out[k, c, n * N_LIMITS + 2] = pc
-                    limits_out[k, c, n * N_LIMITS + 3] = pdis
+                    limits_out[k, c, n * N_LIMITS + 2] = pc_cap
+                    limits_out[k, c, n * N_LIMITS + 3] = pdis_cap
             st[PREV_I] = i
             st[PREV_V] = v_meas
             st[PREV_S] = st[S]
@@ -319,7 +329,11 @@ def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, ta
                         for f in range(N_X):
                             acc += FP[d, f] * F[e2, f]
                         P[d, e2] = acc
-                P[0, 0] += (c0 * g * opt[O_SIGMA_I]) ** 2 + (opt[O_GAIN_STD] * moved) ** 2
+                # Moved charge is uncertain by the gain error, and by the capacity unless the filter tracks it.
+                relative_var = opt[O_GAIN_STD] ** 2
+                if opt[O_JOINT_VAR] == 0.0:
+                    relative_var += 1.0 / (st[SXX] + 1.0 / opt[O_PRIOR_S_VAR])
+                P[0, 0] += (c0 * g * opt[O_SIGMA_I]) ** 2 + relative_var * moved * moved
                 P[1, 1] += (0.2 * (1.0 - decay)) ** 2
                 P[2, 2] += opt[O_Q_OFFSET] * dt
                 P[3, 3] += opt[O_Q_CAPACITY] * dt if opt[O_JOINT_VAR] > 0 else 0.0

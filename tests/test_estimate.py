@@ -1,0 +1,498 @@
+"""State estimation: the API's shapes and refusals, tracking on the model's own simulation,
+on the A123 laboratory drive and on an aged physics cell, and the limits and energy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from openbms.cell import CellModel, load_cell, simulate
+from openbms.cell.identify.coulomb import balances
+from openbms.estimate import Estimate, EstimateOptions, estimate
+from openbms.io import read_tests
+
+CELL = load_cell("a123_lfp")
+Q = float(CELL.param("capacity_ah", 25.0))  # 1C in A
+VARIANTS = [pytest.param(True, id="sigma-point"), pytest.param(False, id="EKF")]
+
+# Floors, each over what was measured (in comments) on the fixed seeds below.
+OWN_RMSE = {True: 0.010, False: 0.010}  # started right: 0.41 % / 0.66 %
+OWN_FROM_VOLTAGE_RMSE = {True: 0.010, False: 0.020}  # soc0=None: 0.25 % / 1.17 %
+A123_RMSE = 0.010  # 0.75 % (sigma-point) / 0.77 % (EKF)
+A123_BOUND_HOLDS = 0.98  # 99.76 % / 99.60 %
+AGED_FACTOR_OVER_COULOMB = 1.6  # coulomb counting 2.41 % RMSE vs estimator 1.06 %: 2.28x
+AGED_BOUND_HOLDS = 0.95  # 100 %
+
+
+def cycling(cycles: int = 1, seed: int = 1, hours: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """Random pulses (rests, up to 1.5C out and 1C in) at 1 Hz; each `hours` block takes the
+    cell from 95 % down to 15 % in its first two thirds and back up in the last third."""
+    rng = np.random.default_rng(seed)
+    n = int(hours * 3600)
+    current = np.zeros(n * cycles)
+    k = 0
+    while k < len(current):
+        d = int(rng.integers(10, 90))
+        current[k : k + d] = 0.0 if rng.random() < 0.3 else rng.uniform(-1.5, 1.0) * Q
+        k += d
+    span_as = 0.8 * Q * 3600.0
+    down = np.arange(n) < 2 * n // 3
+    for c in range(cycles):
+        block = current[c * n : (c + 1) * n]  # a view
+        block[down] += -span_as / down.sum() - block[down].mean()
+        block[~down] += span_as / (~down).sum() - block[~down].mean()
+    return np.arange(float(len(current))), current
+
+
+def noisy(voltage: np.ndarray, seed: int = 0) -> np.ndarray:
+    return voltage + np.random.default_rng(seed).normal(0.0, 0.002, voltage.shape)
+
+
+def rmse(a, b) -> float:
+    return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
+
+
+def holds(est: Estimate, truth) -> float:
+    """Fraction of samples whose 3-sigma bound contains the truth."""
+    return float(np.mean(np.abs(est.soc - truth) <= est.soc_bound))
+
+
+@pytest.fixture(scope="module")
+def own():
+    """Three hours of pulses on the bundled cell's own simulation, 95 % → 15 % → 95 %, 2 mV noise."""
+    t, i = cycling()
+    sim = simulate(CELL, t, i, 25.0, soc0=0.95, hysteresis0=1.0)
+    assert 0.1 < sim.soc.min() < 0.2 and sim.soc.max() <= 0.96
+    return t, i, noisy(sim.voltage_v), sim.soc
+
+
+# -- 1. shapes and API ---------------------------------------------------------------------------
+
+def test_one_cell_gives_1d_outputs(own):
+    """(time,) in, (time,) out — every array field and every limit."""
+    t, i, v, _ = own
+    est = estimate(CELL, t, i, v, 25.0, soc0=0.95)
+    for name in ("soc", "soc_bound", "current_offset_a", "hysteresis", "capacity_ah", "capacity_bound_ah",
+                 "soh_capacity", "resistance_ohm", "soh_resistance", "energy_wh"):
+        assert getattr(est, name).shape == t.shape, name
+    assert list(est.limits) == [10.0, 30.0]
+    for lim in est.limits.values():
+        for a in (lim.charge_current_a, lim.discharge_current_a, lim.charge_power_w, lim.discharge_power_w):
+            assert a.shape == t.shape and np.all(a >= 0)
+    assert np.array_equal(est.time_s, t)
+
+
+@pytest.mark.parametrize("sigma_points", VARIANTS)
+def test_a_cell_in_a_batch_is_estimated_as_if_alone(own, sigma_points):
+    """Cells are independent: a column of a (time, cells) run is exactly the cell run alone."""
+    t, i, v, _ = own
+    t2, i2 = cycling(seed=2)
+    v2 = noisy(simulate(CELL, t2, i2, 25.0, soc0=0.95).voltage_v, seed=5)
+    options = EstimateOptions(sigma_points=sigma_points)
+    alone = estimate(CELL, t, i, v, 25.0, soc0=0.95, options=options)
+    batch = estimate(CELL, t, np.c_[i, i2], np.c_[v, v2], 25.0, soc0=[0.95, 0.9], options=options)
+    assert batch.soc.shape == batch.energy_wh.shape == batch.limits[30.0].charge_power_w.shape == (len(t), 2)
+    for name in ("soc", "soc_bound", "current_offset_a", "capacity_ah", "resistance_ohm", "energy_wh"):
+        assert np.array_equal(getattr(batch, name)[:, 0], getattr(alone, name)), name
+    for horizon, lim in alone.limits.items():
+        assert np.array_equal(batch.limits[horizon].discharge_power_w[:, 0], lim.discharge_power_w)
+        assert np.array_equal(batch.limits[horizon].charge_current_a[:, 0], lim.charge_current_a)
+    assert batch.soc[0, 1] == pytest.approx(0.9, abs=0.02)  # soc0 broadcast per cell
+
+
+def test_per_cell_models(own):
+    """A list gives each cell its model: a 10 % smaller cell is followed with its own capacity
+    (the first cell exactly as alone; options in C and the voltage-start use the first model)."""
+    t, i, v, truth = own
+    small = CELL.scaled(capacity=0.9)
+    t2, i2 = cycling(seed=2)
+    sim2 = simulate(small, t2, 0.9 * i2, 25.0, soc0=0.95, hysteresis0=1.0)
+    v2 = noisy(sim2.voltage_v, seed=5)
+    est = estimate([CELL, small], t, np.c_[i, 0.9 * i2], np.c_[v, v2], 25.0, soc0=0.95)
+    assert est.soc.shape == (len(t), 2)
+    assert np.array_equal(est.soc[:, 0], estimate(CELL, t, i, v, 25.0, soc0=0.95).soc)
+    assert est.capacity_ah[0, 1] == pytest.approx(0.9 * est.capacity_ah[0, 0])
+    alone = estimate(small, t2, 0.9 * i2, v2, 25.0, soc0=0.95)
+    assert np.max(np.abs(est.soc[:, 1] - alone.soc)) < 1e-3  # measured 9e-5
+    assert rmse(est.soc[:, 0], truth) < OWN_RMSE[True]
+    assert rmse(est.soc[:, 1], sim2.soc) < OWN_RMSE[True]  # measured 0.43 %
+    wrong = estimate(CELL, t2, 0.9 * i2, v2, 25.0, soc0=0.95)
+    assert rmse(wrong.soc, sim2.soc) > 2 * rmse(est.soc[:, 1], sim2.soc)  # the right model matters
+
+
+def test_frame_has_the_bdf_columns(own):
+    """One cell's outputs as BDF columns: the first horizon untagged, the others with ' 30 s'."""
+    t, i, v, _ = own
+    est = estimate(CELL, t, np.c_[i, i], np.c_[v, v], 25.0, soc0=[0.95, 0.9])
+    frame = est.frame(cell=1)
+    expected = ["Test Time / s", "SOC / 1", "SOC Bound / 1", "Capacity / Ah", "Resistance / ohm",
+                "Max Charge Power / W", "Max Discharge Power / W", "Max Charge Current / A",
+                "Max Discharge Current / A", "Max Charge Power 30 s / W", "Max Discharge Power 30 s / W",
+                "Max Charge Current 30 s / A", "Max Discharge Current 30 s / A"]
+    assert set(expected) <= set(frame.columns)
+    assert len(frame) == len(t)
+    assert np.array_equal(frame["SOC / 1"], est.soc[:, 1])
+    assert np.array_equal(frame["Max Discharge Power 30 s / W"], est.limits[30.0].discharge_power_w[:, 1])
+    assert np.array_equal(frame["Max Charge Current / A"], est.limits[10.0].charge_current_a[:, 1])
+    assert np.array_equal(estimate(CELL, t, i, v, 25.0, soc0=0.95).frame()["SOC / 1"], est.soc[:, 0])
+
+
+# -- 2. self-consistency on the model's own simulation ---------------------------------------------
+
+@pytest.mark.parametrize("sigma_points", VARIANTS)
+def test_tracks_its_own_model(own, sigma_points):
+    """Started right, the SoC follows the truth and the 3-sigma bound holds it — without being vacuous."""
+    t, i, v, truth = own
+    est = estimate(CELL, t, i, v, 25.0, soc0=0.95, options=EstimateOptions(sigma_points=sigma_points))
+    assert rmse(est.soc, truth) < OWN_RMSE[sigma_points]
+    assert holds(est, truth) >= 0.95  # measured 100 %
+    assert np.median(est.soc_bound) < 0.1  # measured 5.5 % / 6.0 %: a bound, not a shrug
+
+
+@pytest.mark.parametrize("sigma_points", VARIANTS)
+def test_converges_from_a_wrong_start(own, sigma_points):
+    """Told 75 % (±20 %) while the cell holds 95 %: within 2.5 % after 40 minutes, bound honest."""
+    t, i, v, truth = own
+    est = estimate(CELL, t, i, v, 25.0, soc0=0.75, options=EstimateOptions(sigma_points=sigma_points, soc0_std=0.2))
+    error = np.abs(est.soc - truth)
+    assert error[0] > 0.15
+    assert error[2400:].max() < 0.025  # measured 1.23 % / 1.18 %
+    assert holds(est, truth) >= 0.95  # measured 100 %
+
+
+@pytest.mark.parametrize("sigma_points", VARIANTS)
+def test_starts_from_the_voltage(own, sigma_points):
+    """soc0=None: the first voltage places the SoC, its bound holds the truth from the first sample."""
+    t, i, v, truth = own
+    est = estimate(CELL, t, i, v, 25.0, soc0=None, options=EstimateOptions(sigma_points=sigma_points))
+    assert abs(est.soc[0] - truth[0]) <= est.soc_bound[0]
+    assert rmse(est.soc, truth) < OWN_FROM_VOLTAGE_RMSE[sigma_points]
+    assert np.abs(est.soc - truth)[2400:].max() < 0.025  # measured 0.35 % / 1.73 %
+    assert holds(est, truth) >= 0.95
+
+
+@pytest.mark.parametrize("sigma_points", VARIANTS)
+def test_current_offset_does_not_drift_the_soc(sigma_points):
+    """A current sensor reading 0.5 % of 1C high: coulomb counting drifts 8 % in 12 h, the estimator
+    stays within 1.5 % and its offset estimate closes in on the bias."""
+    t, i = cycling(cycles=4)
+    sim = simulate(CELL, t, i, 25.0, soc0=0.95, hysteresis0=1.0)
+    bias = 0.005 * Q
+    measured = i + bias
+    est = estimate(CELL, t, measured, noisy(sim.voltage_v), 25.0, soc0=0.95,
+                   options=EstimateOptions(sigma_points=sigma_points))
+    counted = 0.95 + np.concatenate([[0.0], np.cumsum(measured[:-1])]) / 3600.0 / Q
+    assert counted[-1] - sim.soc[-1] > 0.07  # measured 8.2 %
+    assert np.abs(est.soc - sim.soc)[-3 * 3600:].max() < 0.015  # measured 0.63 % / 0.81 %
+    assert 0.5 * bias < est.current_offset_a[-1] < 1.5 * bias  # measured 0.74 / 0.80 of the bias
+    assert abs(est.current_offset_a[-1] - bias) < abs(est.current_offset_a[len(t) // 2] - bias)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known gap: with the default error_correlation_s=1800 the voltage corrects the SoC too weakly for the "
+    "certified (TLS) capacity to learn a cell 10 % smaller than its model within 12 h of deep cycles; "
+    "with error_correlation_s=60 it learns 0.91x, but that costs accuracy on the real A123 data"))
+def test_capacity_of_a_smaller_cell_is_learned_and_the_bound_stays_honest():
+    """A cell 10 % smaller than the model, otherwise identical: the capacity estimate should approach
+    0.9 of the model's and the SoC bound should keep holding the truth."""
+    t, i = cycling(cycles=4)
+    sim = simulate(CELL.scaled(capacity=0.9), t, 0.9 * i, 25.0, soc0=0.95, hysteresis0=1.0)
+    est = estimate(CELL, t, 0.9 * i, noisy(sim.voltage_v, seed=1), 25.0, soc0=0.95)
+    assert holds(est, sim.soc) >= 0.9
+    assert est.capacity_ah[-1] == pytest.approx(0.9 * Q, rel=0.05)
+
+
+# -- 3. the A123 25 degC dynamic test (real data) --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def a123_drive(a123_dir):
+    """The 25 degC drive (script 1 of the dynamic test) and its laboratory reference SoC:
+    1 at the start, then the logged current integrated with the OCV test's capacity and efficiency."""
+    (ocv,) = read_tests(sorted((a123_dir / "ocv").glob("A123_OCV_P25_S*.csv.gz")))
+    (dyn,) = read_tests(sorted((a123_dir / "dyn").glob("A123_DYN_*_P25_s*.csv.gz")))
+    balance = balances([ocv])[ocv.name]
+    drive = dyn.data[dyn.main_rows]
+    t = drive["Test Time / s"].to_numpy()
+    i = drive["Current / A"].to_numpy()
+    eta = np.where(i > 0, balance.coulombic_efficiency, 1.0)
+    steps = eta * i * np.diff(t, append=t[-1]) / 3600.0 / balance.capacity_ah
+    reference = 1.0 + np.concatenate([[0.0], np.cumsum(steps)[:-1]])
+    assert t[-1] > 10 * 3600 and reference.min() < 0.1  # a long drive down to nearly empty
+    return t, i, drive["Voltage / V"].to_numpy(), dyn.temperature[dyn.main_rows], reference
+
+
+@pytest.mark.parametrize("sigma_points", VARIANTS)
+def test_a123_drive_soc_against_the_laboratory(a123_drive, sigma_points):
+    """On the real 25 degC drive the SoC is within the floor and its bound holds the reference."""
+    t, i, v, temperature, reference = a123_drive
+    est = estimate(CELL, t, i, v, temperature, soc0=1.0, options=EstimateOptions(sigma_points=sigma_points))
+    assert rmse(est.soc, reference) < A123_RMSE
+    assert holds(est, reference) >= A123_BOUND_HOLDS
+
+
+@pytest.mark.parametrize("sigma_points", VARIANTS)
+def test_a123_drive_from_a_wrong_start(a123_drive, sigma_points):
+    """Told 80 % (±20 %) at full: within 2 % by 20 minutes and through the next 40, then on the floor."""
+    t, i, v, temperature, reference = a123_drive
+    est = estimate(CELL, t, i, v, temperature, soc0=0.8,
+                   options=EstimateOptions(sigma_points=sigma_points, soc0_std=0.2))
+    error = np.abs(est.soc - reference)
+    k20, k60 = np.searchsorted(t - t[0], [1200.0, 3600.0])
+    assert error[0] > 0.15
+    assert error[k20:k60].max() < 0.02  # measured 0.14 % / 0.13 % (at 20 min: 0.06 % / 0.13 %)
+    assert rmse(est.soc[k20:], reference[k20:]) < 1.2 * A123_RMSE  # measured 0.87 % / 0.79 %
+
+
+# -- 4. limits and energy -----------------------------------------------------------------------------
+
+def _charge_to_full():
+    """C/2 from 80 % to 99.9 %, then 36 minutes' rest."""
+    t = np.arange(3600.0)
+    i = np.where(t < 1440, 0.5 * Q, 0.0)
+    sim = simulate(CELL, t, i, 25.0, soc0=0.8, hysteresis0=-1.0)
+    return t, i, noisy(sim.voltage_v), sim.soc
+
+
+def _discharge_to_empty():
+    """C/2 from 30 % to 3 %, then half an hour's rest."""
+    t = np.arange(3600.0)
+    i = np.where(t < 1944, -0.5 * Q, 0.0)
+    sim = simulate(CELL, t, i, 25.0, soc0=0.3, hysteresis0=1.0)
+    return t, i, noisy(sim.voltage_v), sim.soc
+
+
+def test_charge_limit_shrinks_near_full():
+    """Far from full the 1C cap rules; above 99.7 % the voltage limit does and the limit falls to a
+    fraction of 1C (to exactly 0 at soc_max: see the window test)."""
+    t, i, v, truth = _charge_to_full()
+    est = estimate(CELL, t, i, v, 25.0, soc0=0.8, options=EstimateOptions(soc0_std=0.02))
+    assert truth.max() > 0.998
+    for lim in est.limits.values():
+        assert np.all(lim.charge_current_a[est.soc < 0.9] == pytest.approx(Q, rel=1e-4))  # max_charge_c = 1
+        near_full = est.soc > 0.997
+        assert near_full.sum() > 600
+        assert lim.charge_current_a[near_full].max() < 0.35 * Q  # measured 0.24C (10 s), 0.13C (30 s)
+        bound = near_full & (lim.charge_current_a > 0)
+        voltage = lim.charge_power_w[bound] / lim.charge_current_a[bound]
+        # Constant charge power draws the most current at the pulse's lowest (first) voltage.
+        assert np.all((voltage > CELL.voltage_min_v) & (voltage <= CELL.voltage_max_v))
+
+
+def test_discharge_limit_shrinks_near_empty():
+    """Far from empty the 3C cap rules; near empty the discharge limit collapses."""
+    t, i, v, _ = _discharge_to_empty()
+    est = estimate(CELL, t, i, v, 25.0, soc0=0.3, options=EstimateOptions(soc0_std=0.02))
+    for lim in est.limits.values():
+        assert np.all(lim.discharge_current_a[est.soc > 0.15] == pytest.approx(3 * Q, rel=1e-4))
+        near_empty = est.soc < 0.04
+        assert near_empty.sum() > 600
+        assert lim.discharge_current_a[near_empty].max() < 0.5 * 3 * Q  # measured 0.35 (10 s), 0.17 (30 s)
+        assert np.any(lim.discharge_current_a[near_empty] == 0.0)
+    assert est.limits[10.0].charge_current_a[-1] == pytest.approx(Q, rel=1e-4)  # charging is still fine
+
+
+def test_limits_keep_the_soc_window():
+    """With soc_min/soc_max a 20–90 % window, no charge above 90 %, no discharge below 20 %, and
+    in between the SoC a horizon's current would move never leaves the window."""
+    options = EstimateOptions(soc0_std=0.02, soc_min=0.2, soc_max=0.9)
+    t, i, v, _ = _charge_to_full()
+    up = estimate(CELL, t, i, v, 25.0, soc0=0.8, options=options)
+    t, i, v, _ = _discharge_to_empty()
+    down = estimate(CELL, t, i, v, 25.0, soc0=0.3, options=options)
+    for horizon in (10.0, 30.0):
+        assert np.all(up.limits[horizon].charge_current_a[up.soc >= 0.9] == 0.0)
+        assert np.all(down.limits[horizon].discharge_current_a[down.soc <= 0.2] == 0.0)
+        headroom = (0.9 - up.soc) * 3600 * up.capacity_ah / horizon  # charge counts η ≥ 0.99 of it
+        inside = up.soc < 0.9
+        assert np.all(up.limits[horizon].charge_current_a[inside] <= headroom[inside] / 0.99 + 1e-6)
+        room = (down.soc - 0.2) * 3600 * down.capacity_ah / horizon
+        inside = down.soc > 0.2
+        assert np.all(down.limits[horizon].discharge_current_a[inside] <= room[inside] * 1.001 + 1e-6)
+    assert up.limits[10.0].charge_current_a[0] == pytest.approx(Q, rel=1e-4)  # 80 %: room for 10 s at 1C
+
+
+
+
+@pytest.mark.parametrize("run", ["pulses", "to full", "to empty"])
+def test_30_s_limits_do_not_exceed_10_s_limits(own, run):
+    """What a cell sustains for 30 s it sustains for 10 s: currents both ways, discharge power —
+    on the pulses (C-rate caps bind), and to full and to empty (voltage limits bind)."""
+    t, i, v, truth = own if run == "pulses" else (_charge_to_full() if run == "to full" else _discharge_to_empty())
+    est = estimate(CELL, t, i, v, 25.0, soc0=truth[0], options=EstimateOptions(soc0_std=0.02))
+    l10, l30 = est.limits[10.0], est.limits[30.0]
+    assert np.all(l30.charge_current_a <= l10.charge_current_a)
+    assert np.all(l30.discharge_current_a <= l10.discharge_current_a)
+    assert np.all(l30.discharge_power_w <= l10.discharge_power_w)
+    assert np.mean(l30.discharge_power_w < l10.discharge_power_w) > 0.5  # the horizon matters
+    if run != "pulses":  # where a voltage limit binds, 30 s allows strictly less current
+        bound = l10.charge_current_a < 0.99 * Q if run == "to full" else l10.discharge_current_a < 0.99 * 3 * Q
+        assert bound.sum() > 300
+        assert np.all((l30.charge_current_a if run == "to full" else l30.discharge_current_a)[bound]
+                      <= (l10.charge_current_a if run == "to full" else l10.discharge_current_a)[bound])
+
+
+def test_30_s_charge_power_does_not_exceed_10_s(own):
+    """What the cell accepts for 30 s it accepts for 10 s, in watts too."""
+    t, i, v, _ = own
+    est = estimate(CELL, t, i, v, 25.0, soc0=0.95)
+    assert np.all(est.limits[30.0].charge_power_w <= est.limits[10.0].charge_power_w)
+
+
+def test_powers_are_current_times_a_cell_voltage(own):
+    """Each power limit is its current times a voltage within the cell's limits."""
+    t, i, v, _ = own
+    est = estimate(CELL, t, i, v, 25.0, soc0=0.95)
+    for lim in est.limits.values():
+        for current, power in ((lim.charge_current_a, lim.charge_power_w),
+                               (lim.discharge_current_a, lim.discharge_power_w)):
+            flowing = current > 1e-6
+            assert flowing.mean() > 0.95
+            voltage = power[flowing] / current[flowing]
+            assert np.all((voltage >= CELL.voltage_min_v - 1e-9) & (voltage <= CELL.voltage_max_v + 1e-9))
+            assert np.all(power[~flowing] <= 1e-6)
+
+
+def test_energy_falls_with_soc_to_zero_at_soc_min():
+    """Energy is Q·∫OCV dz from soc_min: it falls as the SoC falls and is zero at and below soc_min."""
+    t, i, v, _ = _discharge_to_empty()
+    plain = estimate(CELL, t, i, v, 25.0, soc0=0.3, options=EstimateOptions(soc0_std=0.02, health=False))
+    falling = np.diff(plain.soc) < 0
+    assert falling.sum() > 1800
+    assert np.all(np.diff(plain.energy_wh)[falling] < 0)
+    z = np.linspace(0.0, plain.soc[0], 2001)
+    assert plain.energy_wh[0] == pytest.approx(Q * np.trapezoid(CELL.ocv(z, 25.0), z), rel=1e-3)
+    windowed = estimate(CELL, t, i, v, 25.0, soc0=0.3, options=EstimateOptions(soc0_std=0.02, soc_min=0.2))
+    below = windowed.soc <= 0.2
+    assert below.sum() > 1000 and np.all(windowed.energy_wh[below] == 0.0)
+    near = np.abs(windowed.soc - 0.2) < 0.002
+    assert near.any() and np.all(windowed.energy_wh[near] < 0.003 * Q * 3.3)
+    full = estimate(CELL, [0.0, 1.0], [0.0, 0.0], [3.4, 3.4], 25.0, soc0=1.0,
+                    options=EstimateOptions(soc0_std=1e-3))
+    assert full.energy_wh[0] == pytest.approx(Q * 3.28, rel=0.02)  # measured 6.81 Wh for 2.075 Ah
+
+
+# -- 5. bad input ---------------------------------------------------------------------------------------
+
+T3, I3, V3 = np.arange(3.0), np.array([-1.0, -1.0, 0.0]), np.array([3.3, 3.29, 3.3])
+
+
+@pytest.mark.parametrize("time_s, current, voltage, match", [
+    (T3, I3, V3[:2], "voltage_v .* and current_a .* must have the same shape"),
+    (T3, np.c_[I3, I3], V3, "voltage_v .* and current_a .* must have the same shape"),
+    (T3[:2], I3, V3, "time_s must be 1-D with one entry per row"),
+    (T3[:, None], I3, V3, "time_s must be 1-D with one entry per row"),
+    (np.array([0.0, 1.0, 1.0]), I3, V3, "time_s must increase"),
+    (np.array([0.0, 2.0, 1.0]), I3, V3, "time_s must increase"),
+    (T3, np.array([-1.0, np.nan, 0.0]), V3, "current_a has non-finite values"),
+    (T3, I3, np.array([3.3, 3.3, np.inf]), "voltage_v has non-finite values"),
+], ids=["short voltage", "columns", "short time", "2-D time", "repeated time", "time backwards",
+        "NaN current", "inf voltage"])
+def test_refuses_bad_series(time_s, current, voltage, match):
+    with pytest.raises(ValueError, match=match):
+        estimate(CELL, time_s, current, voltage, 25.0, soc0=0.5)
+
+
+@pytest.mark.parametrize("options, match", [
+    (dict(sensor_voltage_std_v=-0.002), "sensor_voltage_std_v must be positive"),
+    (dict(current_std_c=-0.01), "current_std_c must be positive"),
+    (dict(voltage_std_v=0.0), "voltage_std_v must be positive"),
+    (dict(soc0_std=0.0), "soc0_std must be positive"),
+    (dict(capacity_memory=0.0), r"capacity_memory must be in \(0, 1\]"),
+    (dict(capacity_memory=1.5), r"capacity_memory must be in \(0, 1\]"),
+    (dict(soc_min=0.5, soc_max=0.5), "need 0 <= soc_min < soc_max <= 1"),
+    (dict(soc_min=0.6, soc_max=0.4), "need 0 <= soc_min < soc_max <= 1"),
+    (dict(soc_max=1.2), "need 0 <= soc_min < soc_max <= 1"),
+    (dict(horizons_s=()), "horizons_s needs positive horizons"),
+    (dict(horizons_s=(10.0, -30.0)), "horizons_s needs positive horizons"),
+    (dict(hysteresis0=1.5), r"hysteresis0 must be in \[-1, 1\]"),
+    (dict(hysteresis0=-2.0), r"hysteresis0 must be in \[-1, 1\]"),
+    (dict(horizons_s=(float("nan"),)), "horizons_s needs positive horizons"),
+])
+def test_refuses_invalid_options(options, match):
+    """validate() names the option; estimate() validates before it runs."""
+    with pytest.raises(ValueError, match=match):
+        EstimateOptions(**options).validate()
+    with pytest.raises(ValueError, match=match):
+        estimate(CELL, T3, I3, V3, 25.0, soc0=0.5, options=EstimateOptions(**options))
+
+
+@pytest.mark.parametrize("soc0", [
+    1.5, -0.2, [0.5, 1.2],
+    1.03, float("nan"),
+])
+def test_refuses_soc0_outside_0_1(soc0):
+    current = np.c_[I3, I3] if isinstance(soc0, list) else I3
+    voltage = np.c_[V3, V3] if isinstance(soc0, list) else V3
+    with pytest.raises(ValueError, match=r"soc0 must lie within \[0, 1\]"):
+        estimate(CELL, T3, current, voltage, 25.0, soc0=soc0)
+
+
+@pytest.mark.parametrize("time_s, temperature, match", [
+    (T3, np.array([25.0, np.nan, 25.0]), "temperature_c"),
+    (np.array([0.0, 1.0, np.nan]), 25.0, "time_s"),
+    (np.array([0.0, 1.0, np.inf]), 25.0, "time_s"),
+], ids=["NaN temperature", "NaN time", "inf time"])
+def test_refuses_non_finite_time_and_temperature(time_s, temperature, match):
+    with pytest.raises(ValueError, match=match):
+        estimate(CELL, time_s, I3, V3, temperature, soc0=0.5)
+
+
+def test_refuses_empty_series_by_name():
+    with pytest.raises(ValueError, match="time_s"):
+        estimate(CELL, np.array([]), np.array([]), np.array([]), 25.0, soc0=0.5)
+
+
+# -- 6. an aged physics cell (PyBaMM) --------------------------------------------------------------------
+
+PYBAMM_MODEL = Path("/tmp/pyb_lfp_model.json")
+
+
+@pytest.fixture(scope="module")
+def aged_lfp():
+    """The model identified from the fresh Prada2013 LFP plant's OCV and HPPC tests (cached at
+    /tmp/pyb_lfp_model.json when present), and an aged plant (10 % capacity fade, kinetics 35 %
+    slower) driven on (UDDS, HWFET, HWFET) x 4 from 97 % with a biased current sensor."""
+    pytest.importorskip("pybamm")
+    pytest.importorskip("fastsim")
+    from openbms.sim.plant import Plant
+    from openbms.sim.scenario import Scenario
+    from openbms.sim.sensors import Sensors
+
+    if PYBAMM_MODEL.exists():
+        model = CellModel.load(PYBAMM_MODEL)
+    else:
+        from openbms.cell.identify import identify
+        from openbms.io import CellTest
+
+        fresh = Plant("prada2013_lfp")
+        ocv, _ = Scenario(plant=fresh, experiment="ocv").run()
+        hppc, _ = Scenario(plant=fresh, experiment="hppc").run()
+        model, _ = identify([CellTest("ocv", 25.0, ocv)], [CellTest("hppc", 25.0, hppc)], name="prada_fresh")
+    aged = Plant("prada2013_lfp", capacity_fade=0.1, kinetics_slowdown=0.35)
+    measured, truth = Scenario(plant=aged, experiment="drive", cycles=("udds", "hwfet", "hwfet"), repeat=4,
+                               soc0=0.97, sensors=Sensors(current_offset_a=0.0115, current_gain_error=0.02)).run()
+    return model, measured, truth
+
+
+@pytest.mark.slow
+def test_aged_lfp_beats_coulomb_counting(aged_lfp):
+    """Model from the fresh cell, plant aged and its current sensor biased (+0.5 % of 1C, +2 % gain):
+    the estimator beats coulomb counting with the model's capacity, its bound holds the truth, and
+    its resistance estimate sees the slower kinetics."""
+    model, measured, truth = aged_lfp
+    t = measured["Test Time / s"].to_numpy()
+    i = measured["Current / A"].to_numpy()
+    v = measured["Voltage / V"].to_numpy()
+    q = float(model.param("capacity_ah", 25.0))
+    assert truth.capacity_ah < 0.92 * q and t[-1] > 3 * 3600
+    est = estimate(model, t, i, v, 25.0, soc0=float(truth.soc[0]))
+    eta = np.where(i > 0, float(model.param("coulombic_efficiency", 25.0)), 1.0)
+    counted = truth.soc[0] + np.concatenate([[0.0], np.cumsum(eta * i * np.diff(t, append=t[-1]))[:-1]]) / 3600 / q
+    assert rmse(counted, truth.soc) > 0.02  # measured 2.41 %
+    # measured 2.28x (1.06 % RMSE); it is sensitive to the prior: 1.35x with soc0_std=0.02, and the EKF
+    # variant does worse than counting here (2.65 %), so this floor guards the default only.
+    assert rmse(counted, truth.soc) > AGED_FACTOR_OVER_COULOMB * rmse(est.soc, truth.soc)
+    assert holds(est, truth.soc) >= AGED_BOUND_HOLDS
+    assert est.soh_resistance[-1] > 1.15  # measured 1.41
