@@ -173,7 +173,7 @@ def steps_dt(time_s: np.ndarray) -> np.ndarray:
 
 
 def run_openbms(inp: Inputs, sigma_points: bool) -> np.ndarray:
-    options = EstimateOptions(health=False, limits=False, sigma_points=sigma_points)
+    options = EstimateOptions(health=False, limits=False, energy=False, sigma_points=sigma_points)
     return estimate(CELL, inp.time_s, inp.current, inp.voltage, temperature_c=T_C, soc0=SOC0, options=options).soc
 
 

@@ -46,6 +46,7 @@ class EstimateOptions:
     horizons_s: tuple[float, ...] = (10.0, 30.0)
     sigma_points: bool = True  # False: extended Kalman filter
     health: bool = True
+    energy: bool = True  # remaining energy to soc_min (two OCV-table lookups per sample)
     adapt: bool = True  # feed the capacity estimate back into the SoC filter
     adapt_resistance: bool = False  # scale the filter's resistances by the estimated ρ
     limits: bool = True
@@ -177,8 +178,8 @@ def estimate(
         if on_progress:
             on_progress(stop, n_time)
     out = Estimate(time_s, soc, 3.0 * std)
-    q_model = _per_cell(model, "capacity_ah", temperature)
     if options.health:
+        q_model = _per_cell(model, "capacity_ah", temperature)
         out.current_offset_a = health[..., K.OUT_OFFSET]
         out.hysteresis = health[..., K.OUT_HYST]
         out.soh_capacity = health[..., K.OUT_CAPACITY_SCALE]
@@ -186,7 +187,8 @@ def estimate(
         out.capacity_bound_ah = 3.0 * health[..., K.OUT_CAPACITY_SCALE_STD] * q_model
         out.soh_resistance = health[..., K.OUT_RHO]
         out.resistance_ohm = out.soh_resistance * _r0(model, soc, temperature)
-    out.energy_wh = energy_wh(model, soc, temperature, options.soc_min) * (out.soh_capacity if options.health else 1.0)
+    if options.energy:
+        out.energy_wh = energy_wh(model, soc, temperature, options.soc_min) * (out.soh_capacity if options.health else 1.0)
     if options.limits:
         for n, horizon in enumerate(horizons):
             block = limits[..., n * K.N_LIMITS : (n + 1) * K.N_LIMITS]
