@@ -31,6 +31,8 @@ from openbms.io import CellTest, read_tests
 from openbms.io.a123 import default_a123_dir
 from openbms.sim.plant import Plant
 from openbms.sim.scenario import Scenario
+
+from common import print_sections
 from openbms.sim.sensors import Sensors
 
 OUT = Path("out/bench")
@@ -159,13 +161,12 @@ def main() -> int:
     with Progress(transient=True) as progress:
         a123 = a123_table(progress)
         physics = pybamm_table(progress)
-    print("## SoC error on every A123 dynamic test (real data, laboratory reference)\n")
-    print("\n".join(a123))
-    print("\n## SoC error on PyBaMM plants with biased sensors (true SoC known)\n")
-    print("Drive: FASTSim 2022 Model 3 RWD on (UDDS, HWFET, HWFET) x 11 scaled to the cell, until the cell's "
-          "limit; sensors: current offset and gain error as named, 2 mV voltage noise, 1 mV quantisation.\n")
-    print("\n".join(physics))
-    print(f"\nplots: {OUT}/")
+    print_sections([
+        ("SoC error on every A123 dynamic test (real data, laboratory reference)", "", a123),
+        ("SoC error on PyBaMM plants with biased sensors (true SoC known)",
+         "Drive: FASTSim 2022 Model 3 RWD on (UDDS, HWFET, HWFET) x 11 scaled to the cell, until the cell's "
+         "limit; sensors: current offset and gain error as named, 2 mV voltage noise, 1 mV quantisation.", physics),
+    ], OUT)
     return 0
 
 

@@ -25,6 +25,8 @@ from openbms.io.a123 import default_a123_dir
 from openbms.sim.plant import Plant
 from openbms.sim.scenario import Scenario
 
+from common import print_sections
+
 OUT = Path("out/bench")
 VARIANTS = {  # name: (n_rc, resistance SoC knots)
     "openbms: 3 RC, R(z, T)": dict(n_rc=3),
@@ -83,13 +85,12 @@ def main() -> int:
     with Progress(transient=True) as progress:
         a123 = a123_table(progress)
         physics = pybamm_table(progress)
-    print("## Model voltage error on every A123 dynamic test (real data)\n")
-    print("\n".join(a123))
-    print("\n## PyBaMM cells identified from simulated OCV + HPPC tests, checked on an unseen drive\n")
-    print("Drive: FASTSim 2022 Model 3 RWD on (UDDS, HWFET) x 3, scaled to the cell by energy; "
-          "sensors: 2 mV voltage noise, 1 mV quantisation. Error against the plant's true voltage.\n")
-    print("\n".join(physics))
-    print(f"\nplots: {OUT}/")
+    print_sections([
+        ("Model voltage error on every A123 dynamic test (real data)", "", a123),
+        ("PyBaMM cells identified from simulated OCV + HPPC tests, checked on an unseen drive",
+         "Drive: FASTSim 2022 Model 3 RWD on (UDDS, HWFET) x 3, scaled to the cell by energy; "
+         "sensors: 2 mV voltage noise, 1 mV quantisation. Error against the plant's true voltage.", physics),
+    ], OUT)
     return 0
 
 

@@ -146,7 +146,6 @@ def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, ta
     Y = np.empty((N_X, 2))
     pxy = np.empty(N_X)
     Hrow = np.empty(N_X)
-    F = np.empty((N_X, N_X))
     FP = np.empty((N_X, N_X))
     for k in range(n_time):
         dt = time_s[k + 1] - time_s[k] if k + 1 < time_s.shape[0] else 0.0  # time_s may run one past
@@ -310,25 +309,19 @@ def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, ta
                 st[H] = decay * st[H] + (1.0 - decay) * sign
                 if with_health:
                     st[MOVED] += moved / g
-                # P = F P F' + Q, F the identity but for dz/db, dz/dg and dh/dh.
+                # P = F P F' + Q, where F is the identity but for dz/db = a, dz/dg = b and dh/dh = decay.
+                a = -c0 * g
+                b = c0 * (i - st[B]) if adapt else 0.0
+                for e2 in range(N_X):
+                    FP[0, e2] = P[0, e2] + a * P[2, e2] + b * P[3, e2]
+                    FP[1, e2] = decay * P[1, e2]
+                    FP[2, e2] = P[2, e2]
+                    FP[3, e2] = P[3, e2]
                 for d in range(N_X):
-                    for e2 in range(N_X):
-                        F[d, e2] = 1.0 if d == e2 else 0.0
-                F[0, 2] = -c0 * g
-                F[0, 3] = c0 * (i - st[B]) if adapt else 0.0
-                F[1, 1] = decay
-                for d in range(N_X):
-                    for e2 in range(N_X):
-                        acc = 0.0
-                        for f in range(N_X):
-                            acc += F[d, f] * P[f, e2]
-                        FP[d, e2] = acc
-                for d in range(N_X):
-                    for e2 in range(N_X):
-                        acc = 0.0
-                        for f in range(N_X):
-                            acc += FP[d, f] * F[e2, f]
-                        P[d, e2] = acc
+                    P[d, 0] = FP[d, 0] + a * FP[d, 2] + b * FP[d, 3]
+                    P[d, 1] = decay * FP[d, 1]
+                    P[d, 2] = FP[d, 2]
+                    P[d, 3] = FP[d, 3]
                 # Moved charge is uncertain by the gain error, and by the capacity unless the filter tracks it.
                 relative_var = opt[O_GAIN_STD] ** 2
                 if opt[O_JOINT_VAR] == 0.0:
