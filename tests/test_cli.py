@@ -164,3 +164,44 @@ def test_usage_errors_exit_2(capsys):
         main(["simulate", "--plant", "sony_lco", "-o", "x.csv"])
     assert exc.value.code == 2
     assert "invalid choice: 'sony_lco'" in capsys.readouterr().err
+
+
+@pytest.fixture
+def drive_file(tmp_path):
+    """A cell drive simulated with the bundled model, as a BDF file with a temperature column."""
+    from openbms.cell import simulate
+
+    cell = load_cell("a123_lfp")
+    t = np.arange(0.0, 1800.0)
+    current = np.where((t // 30) % 3 == 0, -4.0, np.where((t // 30) % 3 == 1, 1.0, 0.0))
+    sim = simulate(cell, t, current, 25.0, soc0=0.8)
+    frame = pd.DataFrame({"Test Time / s": t, "Current / A": current, "Voltage / V": sim.voltage_v,
+                          "Temperature T1 / degC": 25.0})
+    path = tmp_path / "drive.csv"
+    frame.to_csv(path, index=False)
+    return path, sim.soc
+
+
+def test_estimate_writes_states_and_a_plot(drive_file, tmp_path, capsys):
+    path, truth = drive_file
+    out = tmp_path / "states.parquet"
+    assert main(["estimate", str(path), "--cell", "a123_lfp", "--soc0", "0.8", "-o", str(out), "--plot"]) == 0
+    states = pd.read_parquet(out)
+    for column in ("Test Time / s", "SOC / 1", "SOC Bound / 1", "Capacity / Ah", "Resistance / ohm",
+                   "Max Charge Power / W", "Max Discharge Power / W", "Max Charge Current / A",
+                   "Max Discharge Current / A", "Max Discharge Power 30 s / W"):
+        assert column in states
+    assert np.max(np.abs(states["SOC / 1"] - truth)) < 0.03
+    assert (tmp_path / "states.png").stat().st_size > 10_000
+    assert "estimate at the end" in capsys.readouterr().out
+
+
+def test_estimate_refuses_bad_soc0_and_missing_temperature(drive_file, tmp_path, capsys):
+    path, _ = drive_file
+    assert main(["estimate", str(path), "--soc0", "1.5", "-o", str(tmp_path / "s.csv")]) == 2
+    assert _flat("--soc0 must be a fraction in [0, 1]") in _error(capsys)
+    frame = pd.read_csv(path).drop(columns=["Temperature T1 / degC"])
+    frame.to_csv(tmp_path / "no_temp.csv", index=False)
+    assert main(["estimate", str(tmp_path / "no_temp.csv"), "-o", str(tmp_path / "s.csv")]) == 2
+    assert _flat("no temperature column") in _error(capsys)
+    assert main(["estimate", str(tmp_path / "no_temp.csv"), "--temperature", "25", "-o", str(tmp_path / "s.csv")]) == 0
