@@ -21,6 +21,8 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/identify.py
+	$(BIN)/python bench/accuracy.py
+	$(BIN)/python bench/throughput.py
 
 ## Regenerate the bundled cells from the A123 data (see README: Bundled cells).
 cells: $(VENV)/.installed

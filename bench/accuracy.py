@@ -151,7 +151,8 @@ def pybamm_table(progress) -> list[str]:
         cells = [f"{s[n][0]:.2f} / {s[n][1]:.1f}" for n in names]
         lines.append(f"| {label} | {run.time_s[-1] / 3600:.1f} | " + " | ".join(cells)
                      + f" | {s['openbms'][3]} | {capacity_error:+.1f} |")
-        plot_estimate(est, OUT / f"soc_{plant_name}_{int(100 * fade)}.png", f"{label}: openbms estimate")
+        plot_estimate(est, OUT / f"soc_{plant_name}_{int(100 * fade)}.png", f"{label}: openbms estimate",
+                      true_soc=truth.soc)
         progress.advance(task)
     return lines
 

@@ -12,31 +12,37 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .api import Estimate  # noqa: E402
 
 
-def plot_estimate(est: Estimate, path: str | Path, title: str, cell: int = 0) -> Path:
+def plot_estimate(est: Estimate, path: str | Path, title: str, cell: int = 0, true_soc=None) -> Path:
+    """One panel each for SoC (and the truth, when known), capacity and power limits, as available."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     df = est.frame(cell)
     hours = (df["Test Time / s"] - df["Test Time / s"].iloc[0]) / 3600.0
-    panels = 3 if "Capacity / Ah" in df else 1
+    has_capacity, has_limits = "Capacity / Ah" in df, "Max Charge Power / W" in df
+    panels = 1 + has_capacity + has_limits
     fig, axes = plt.subplots(panels, 1, figsize=(10, 2.6 * panels + 0.6), sharex=True, squeeze=False)
     ax = axes[0, 0]
     soc, bound = 100 * df["SOC / 1"], 100 * df["SOC Bound / 1"]
     ax.fill_between(hours, soc - bound, soc + bound, color="tab:blue", alpha=0.25, label="3-sigma bound")
     ax.plot(hours, soc, color="tab:blue", lw=1, label="SoC")
+    if true_soc is not None:
+        ax.plot(hours, 100 * true_soc, color="black", lw=0.8, ls="--", label="true SoC")
     ax.set_ylabel("SoC / %")
     ax.legend(loc="upper right", fontsize=8)
-    if panels == 3:
-        ax = axes[1, 0]
+    row = 1
+    if has_capacity:
+        ax = axes[row, 0]
         cap, cap_bound = df["Capacity / Ah"], df["Capacity Bound / Ah"]
         ax.fill_between(hours, cap - cap_bound, cap + cap_bound, color="tab:green", alpha=0.25)
         ax.plot(hours, cap, color="tab:green", lw=1)
         ax.set_ylabel("capacity / Ah")
-        ax = axes[2, 0]
-        if "Max Charge Power / W" in df:
-            ax.plot(hours, df["Max Discharge Power / W"], lw=0.8, label="max discharge power (10 s)")
-            ax.plot(hours, df["Max Charge Power / W"], lw=0.8, label="max charge power (10 s)")
-            ax.set_ylabel("W")
-            ax.legend(loc="upper right", fontsize=8)
+        row += 1
+    if has_limits:
+        ax = axes[row, 0]
+        ax.plot(hours, df["Max Discharge Power / W"], lw=0.8, label="max discharge power (10 s)")
+        ax.plot(hours, df["Max Charge Power / W"], lw=0.8, label="max charge power (10 s)")
+        ax.set_ylabel("W")
+        ax.legend(loc="upper right", fontsize=8)
     axes[-1, 0].set_xlabel("time / h")
     fig.suptitle(title)
     fig.tight_layout()
