@@ -154,8 +154,6 @@ def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, ta
             tab = tables[m]
             t = temperature[k, c]
             kt, ut = _axis_position(axis, t)
-            if axis.shape[0] == 1:
-                kt, ut = 0, 0.0
             st = state[c]
             P = cov[c]
             i = current[k, c]
@@ -211,7 +209,10 @@ def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, ta
                         pxy[d] += P[d, e2] * Hrow[e2]
                     pyy += Hrow[d] * pxy[d]
             # Model error is slow and correlated: one independent look per correlation time.
-            step = time_s[k + 1] - time_s[k] if k + 1 < time_s.shape[0] else (time_s[k] - time_s[k - 1] if k > 0 else 1.0)
+            if k + 1 < time_s.shape[0]:
+                step = time_s[k + 1] - time_s[k]
+            else:
+                step = time_s[k] - time_s[k - 1] if k > 0 else 1.0
             pyy += opt[O_SIGMA_V] ** 2 * max(1.0, opt[O_CORRELATION_S] / step)
             innovation = v_meas - y_mean
             gate = opt[O_GATE]
