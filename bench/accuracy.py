@@ -48,15 +48,17 @@ class Run:
 
 
 def methods(model: CellModel, run: Run, soc0: float, soc0_std: float):
-    """SoC from each method, by name."""
+    """SoC from each method, by name. Every drive here starts rested after a full charge, so the
+    hysteresis state is known to be on the charge side (+1) even where the SoC is not."""
     out = {}
     est = estimate(model, run.time_s, run.current_a, run.voltage_v, run.temperature_c, soc0=soc0,
-                   options=EstimateOptions(soc0_std=soc0_std, limits=False))
+                   options=EstimateOptions(soc0_std=soc0_std, hysteresis0=1.0, limits=False))
     out["openbms"] = est
     no_hysteresis = replace(model, m_v=0 * model.m_v, m0_v=0 * model.m0_v)
     out["EKF, no hysteresis"] = estimate(no_hysteresis, run.time_s, run.current_a, run.voltage_v, run.temperature_c,
                                          soc0=soc0, options=EstimateOptions(soc0_std=soc0_std, sigma_points=False,
-                                                                            health=False, limits=False))
+                                                                            hysteresis0=1.0, health=False,
+                                                                            limits=False))
     q = float(model.param("capacity_ah", run.temperature_c))
     eta = np.where(run.current_a > 0, float(model.param("coulombic_efficiency", run.temperature_c)), 1.0)
     steps = eta * run.current_a * np.diff(run.time_s, append=run.time_s[-1]) / 3600.0 / q

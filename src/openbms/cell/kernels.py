@@ -13,7 +13,7 @@ from numba import njit
 
 # Columns of a packed parameter table; then n_rc time constants; then the resistance
 # knots: R0 over the SoC knots, then R_1 over them, ... (n_k·(1 + n_rc) columns).
-PARAM_COLUMNS = ("capacity_ah", "coulombic_efficiency", "hysteresis_rate", "m0_v", "m_v")
+PARAM_COLUMNS = ("capacity_ah", "coulombic_efficiency", "hysteresis_rate", "m0_v", "m_v", "step_ratio")
 N_FIXED = len(PARAM_COLUMNS)
 SIGN_THRESHOLD_A = 1e-6  # below this the current counts as zero for the instantaneous hysteresis
 

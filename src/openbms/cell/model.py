@@ -35,6 +35,7 @@ UNITS = {
     "rc_tau_s": "s",
     "rc_r_ohm": "ohm",
     "resistance_soc": "1",
+    "step_ratio": "1",
 }
 PARAMETERS = ("capacity_ah", "coulombic_efficiency", "hysteresis_rate", "m0_v", "m_v")
 
@@ -61,10 +62,15 @@ class CellModel:
     r0_ohm: np.ndarray  # (n_t, n_k)
     rc_r_ohm: np.ndarray  # (n_t, n_rc, n_k)
     hysteresis_envelope_v: np.ndarray | None = None  # (n_ocv_t, n_z): half the charge–discharge gap
+    # (n_t,) measured over modelled voltage change at current steps on the identification data: the
+    # fresh cell's reference for resistance state of health (1 where unknown)
+    step_ratio: np.ndarray | None = None
     fit: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.step_ratio is None:
+            object.__setattr__(self, "step_ratio", np.ones(len(self.temperature_c)))
         validate(self)
 
     @property
@@ -141,6 +147,7 @@ class CellModel:
             "fit": self.fit,
             "provenance": self.provenance,
         }
+        doc["parameters"]["step_ratio"] = np.round(self.step_ratio, 6).tolist()
         if self.hysteresis_envelope_v is not None:
             doc["ocv"]["hysteresis_envelope_v"] = np.round(self.hysteresis_envelope_v, 6).tolist()
         return doc
@@ -175,6 +182,7 @@ class CellModel:
                 **{name: _array(par, name) for name in PARAMETERS},
                 **{name: _array(par, name, TABLES[name]) for name in TABLES},
                 hysteresis_envelope_v=None if envelope is None else _array(ocv, "hysteresis_envelope_v", 2),
+                step_ratio=_array(par, "step_ratio") if "step_ratio" in par else None,
                 fit=doc.get("fit", {}),
                 provenance=doc.get("provenance", {}),
             )
@@ -250,6 +258,8 @@ def validate(m: CellModel) -> None:
          "parameters.coulombic_efficiency must lie in (0.5, 1.05]"),
         (m.voltage_min_v < m.voltage_max_v, "limits: voltage_min_v must be below voltage_max_v"),
     ]
+    checks.append((m.step_ratio.shape == (n_t,) and bool(np.all(m.step_ratio > 0)),
+                   f"parameters.step_ratio must be {n_t} positive values"))
     for name in PARAMETERS:
         checks.append((getattr(m, name).shape == (n_t,), f"parameters.{name} must have {n_t} values"))
         checks.append((bool(np.all(np.isfinite(getattr(m, name)))), f"parameters.{name} must be finite"))

@@ -48,7 +48,7 @@ class EstimateOptions:
     health: bool = True
     energy: bool = True  # remaining energy to soc_min (two OCV-table lookups per sample)
     adapt: bool = True  # feed the capacity estimate back into the SoC filter
-    adapt_resistance: bool = False  # scale the filter's resistances by the estimated ρ
+    adapt_resistance: bool = False  # scale the filter's resistances by ρ (off: a few % off in ρ costs SoC accuracy)
     limits: bool = True
 
     def validate(self) -> "EstimateOptions":
@@ -205,7 +205,7 @@ def initial_state(model, n_rc, i0, v0, t0, soc0, options):
     cov = np.zeros((n_cells, K.N_X, K.N_X))
     cell = model if isinstance(model, CellModel) else model[0]  # per-cell lists start from the first's OCV
     m_v = cell.param("m_v", t0)
-    q = cell.param("capacity_ah", t0)
+    q = _per_cell(model, "capacity_ah", np.asarray(t0, dtype=float)[None, :])[0]
     if soc0 is None:
         # Rested-ish voltage less the resistive drop; hysteresis unknown, so OCV lies within ±M of it.
         ocv_guess = v0 - cell.resistance_ohm(0.5, t0) * i0
@@ -236,14 +236,13 @@ def initial_state(model, n_rc, i0, v0, t0, soc0, options):
 
 def options_array(model, o: EstimateOptions) -> np.ndarray:
     cell = model if isinstance(model, CellModel) else model[0]
-    q25 = float(cell.param("capacity_ah", 25.0))
     sigma_v = o.voltage_std_v if o.voltage_std_v is not None else max(0.005, 1e-3 * cell.fit.get("rmse_mv", {}).get("25", 10.0))
     opt = np.empty(K.N_OPTIONS)
     opt[K.O_SIGMA_V] = sigma_v
     opt[K.O_SENSOR_V] = o.sensor_voltage_std_v
-    opt[K.O_SIGMA_I] = o.current_std_c * q25
+    opt[K.O_SIGMA_I] = o.current_std_c  # options in C-rate are scaled by each cell's capacity in the kernel
     opt[K.O_GAIN_STD] = o.current_gain_std
-    opt[K.O_Q_OFFSET] = (o.offset_drift_c * q25) ** 2 / 3600.0
+    opt[K.O_Q_OFFSET] = o.offset_drift_c**2 / 3600.0
     opt[K.O_ANCHOR_STD] = o.anchor_std
     opt[K.O_MIN_MOVED] = o.min_soc_moved
     opt[K.O_FADE] = o.capacity_memory

@@ -232,13 +232,14 @@ def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, ta
             q_model = _lerp(tab, kt, ut, 0)
             # --- health: resistance from steps, capacity from confident SoC pairs ----------
             if with_health:
-                # The model's own one-sample voltage change at a current step: ρ times this.
+                # The model's one-sample voltage change at a current step, as the fresh cell showed it: ρ times this.
                 base = N_FIXED + n_rc
                 v_rc = 0.0
                 for j in range(n_rc):
                     v_rc += _resistance(tab, kt, ut, base + (j + 1) * knots.shape[0], st[Z], knots) * i_rc[c, j]
                 if k > 0 and abs(i - st[PREV_I]) > opt[O_STEP_C] * q_model and time_s[k] - time_s[k - 1] < 2.5:
-                    hr = _resistance(tab, kt, ut, base, st[Z], knots) * (i - st[PREV_I]) + v_rc - st[PREV_VRC]
+                    hr = _lerp(tab, kt, ut, 5) * (_resistance(tab, kt, ut, base, st[Z], knots) * (i - st[PREV_I])
+                                                  + v_rc - st[PREV_VRC])
                     dv = v_meas - st[PREV_V] - _lerp(tab, kt, ut, 3) * (st[S] - st[PREV_S])
                     noise = 2.0 * opt[O_SENSOR_V] ** 2 + (0.05 * hr) ** 2
                     gain = st[RHO_VAR] * hr / (hr * hr * st[RHO_VAR] + noise)
@@ -327,9 +328,9 @@ def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, ta
                 relative_var = opt[O_GAIN_STD] ** 2
                 if opt[O_JOINT_VAR] == 0.0:
                     relative_var += 1.0 / (st[SXX] + 1.0 / opt[O_PRIOR_S_VAR])
-                P[0, 0] += (c0 * g * opt[O_SIGMA_I]) ** 2 + relative_var * moved * moved
+                P[0, 0] += (c0 * g * opt[O_SIGMA_I] * q_model) ** 2 + relative_var * moved * moved
                 P[1, 1] += (0.2 * (1.0 - decay)) ** 2
-                P[2, 2] += opt[O_Q_OFFSET] * dt
+                P[2, 2] += opt[O_Q_OFFSET] * q_model * q_model * dt
                 P[3, 3] += opt[O_Q_CAPACITY] * dt if opt[O_JOINT_VAR] > 0 else 0.0
                 for j in range(n_rc):
                     a = np.exp(-dt / _lerp(tab, kt, ut, N_FIXED + j))
