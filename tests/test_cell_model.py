@@ -289,3 +289,17 @@ def test_simulate_rejects_wrong_model_count_and_bad_broadcast(cell):
         simulate([cell, cell], t, np.zeros((5, 3)))
     with pytest.raises(ValueError, match=r"soc0 of shape \(2,\) does not broadcast to \(3,\)"):
         simulate(cell, t, np.zeros((5, 3)), soc0=[0.5, 0.6])
+
+
+def test_step_ratio_is_stored_and_optional(tmp_path):
+    """The fresh cell's step reference for resistance SoH survives a round trip; older documents
+    without it load with a neutral 1."""
+    cell = load_cell("a123_lfp")
+    assert np.all((cell.step_ratio > 0.8) & (cell.step_ratio < 1.1))  # measured 0.91-0.99
+    doc = cell.to_dict()
+    np.testing.assert_allclose(CellModel.from_dict(doc).step_ratio, cell.step_ratio, atol=1e-6)
+    del doc["parameters"]["step_ratio"]
+    assert np.all(CellModel.from_dict(doc).step_ratio == 1.0)
+    doc["parameters"]["step_ratio"] = [0.0] * len(cell.temperature_c)
+    with pytest.raises(ValueError, match="step_ratio must be"):
+        CellModel.from_dict(doc)
