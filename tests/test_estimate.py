@@ -3,12 +3,11 @@ on the A123 laboratory drive and on an aged physics cell, and the limits and ene
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from openbms.cell import CellModel, load_cell, simulate
+from openbms.cell import load_cell, simulate
 from openbms.cell.identify.coulomb import balances
 from openbms.estimate import Estimate, EstimateOptions, estimate
 from openbms.io import read_tests
@@ -446,13 +445,9 @@ def test_refuses_empty_series_by_name():
 
 # -- 6. an aged physics cell (PyBaMM) --------------------------------------------------------------------
 
-PYBAMM_MODEL = Path("/tmp/pyb_lfp_model.json")
-
-
 @pytest.fixture(scope="module")
 def aged_lfp():
-    """The model identified from the fresh Prada2013 LFP plant's OCV and HPPC tests (cached at
-    /tmp/pyb_lfp_model.json when present), and an aged plant (10 % capacity fade, kinetics 35 %
+    """The model identified from the fresh Prada2013 LFP plant's OCV and HPPC tests, and an aged plant (10 % capacity fade, kinetics 35 %
     slower) driven on (UDDS, HWFET, HWFET) x 4 from 97 % with a biased current sensor."""
     pytest.importorskip("pybamm")
     pytest.importorskip("fastsim")
@@ -460,16 +455,13 @@ def aged_lfp():
     from openbms.sim.scenario import Scenario
     from openbms.sim.sensors import Sensors
 
-    if PYBAMM_MODEL.exists():
-        model = CellModel.load(PYBAMM_MODEL)
-    else:
-        from openbms.cell.identify import identify
-        from openbms.io import CellTest
+    from openbms.cell.identify import identify
+    from openbms.io import CellTest
 
-        fresh = Plant("prada2013_lfp")
-        ocv, _ = Scenario(plant=fresh, experiment="ocv").run()
-        hppc, _ = Scenario(plant=fresh, experiment="hppc").run()
-        model, _ = identify([CellTest("ocv", 25.0, ocv)], [CellTest("hppc", 25.0, hppc)], name="prada_fresh")
+    fresh = Plant("prada2013_lfp")
+    ocv, _ = Scenario(plant=fresh, experiment="ocv").run()
+    hppc, _ = Scenario(plant=fresh, experiment="hppc").run()
+    model, _ = identify([CellTest("ocv", 25.0, ocv)], [CellTest("hppc", 25.0, hppc)], name="prada_fresh")
     aged = Plant("prada2013_lfp", capacity_fade=0.1, kinetics_slowdown=0.35)
     measured, truth = Scenario(plant=aged, experiment="drive", cycles=("udds", "hwfet", "hwfet"), repeat=4,
                                soc0=0.97, sensors=Sensors(current_offset_a=0.0115, current_gain_error=0.02)).run()

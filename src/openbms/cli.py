@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "fully charged, goes to empty and back to full.")
     p.add_argument("--ocv", nargs="+", default=[], metavar="FILE", help="slow full discharge/charge tests")
     p.add_argument("--dynamic", nargs="+", default=[], metavar="FILE", help="drive-cycle or pulse tests")
-    p.add_argument("--a123", metavar="DIR", help=f"use every file of the A123 data set in DIR (its ocv/ and dyn/); "
+    p.add_argument("--a123", metavar="DIR", help="use every file of the A123 data set in DIR (its ocv/ and dyn/); "
                                                  "default when no files are given: $OPENBMS_A123_DIR or ../shared/data/a123")
     p.add_argument("-o", "--output", default="out/cell.json", help="cell model JSON to write (default %(default)s)")
     p.add_argument("--plot", help="PNG of measured vs model voltage (default: beside the output, *_fit.png)")
