@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from rich.progress import Progress
 
 import openbms
 from openbms.cell import CellModel
@@ -32,7 +31,7 @@ from openbms.io.a123 import default_a123_dir
 from openbms.sim.plant import Plant
 from openbms.sim.scenario import Scenario
 
-from common import print_sections
+from common import run_sections
 from openbms.sim.sensors import Sensors
 
 OUT = Path("out/bench")
@@ -160,17 +159,13 @@ def pybamm_table(progress) -> list[str]:
 
 
 def main() -> int:
-    OUT.mkdir(parents=True, exist_ok=True)
-    with Progress(transient=True) as progress:
-        a123 = a123_table(progress)
-        physics = pybamm_table(progress)
-    print_sections([
-        ("SoC error on every A123 dynamic test (real data, laboratory reference)", "", a123),
+    return run_sections([
+        ("SoC error on every A123 dynamic test (real data, laboratory reference)", "", a123_table),
         ("SoC error on PyBaMM plants with biased sensors (true SoC known)",
          "Drive: FASTSim 2022 Model 3 RWD on (UDDS, HWFET, HWFET) x 11 scaled to the cell, until the cell's "
-         "limit; sensors: current offset and gain error as named, 2 mV voltage noise, 1 mV quantisation.", physics),
+         "limit; sensors: current offset and gain error as named, 2 mV voltage noise, 1 mV quantisation.",
+         pybamm_table),
     ], OUT)
-    return 0
 
 
 if __name__ == "__main__":

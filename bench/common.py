@@ -1,16 +1,24 @@
-"""What every benchmark does at the end: print its tables as markdown sections."""
+"""What every benchmark does around its tables: progress while measuring, markdown after."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
+
+from rich.progress import Progress
+
+Section = tuple[str, str, Callable[[Progress], list[str]]]  # heading, what was measured, table maker
 
 
-def print_sections(sections: list[tuple[str, str, list[str]]], plots: Path | None = None) -> None:
-    """Each section: a heading, a line saying what was measured, and the table's lines."""
-    for n, (heading, intro, lines) in enumerate(sections):
+def run_sections(sections: list[Section], plots: Path) -> int:
+    """Measure every section with a progress bar, then print each as a markdown section."""
+    plots.mkdir(parents=True, exist_ok=True)
+    with Progress(transient=True) as progress:
+        tables = [(heading, intro, make(progress)) for heading, intro, make in sections]
+    for n, (heading, intro, lines) in enumerate(tables):
         print(("\n" if n else "") + f"## {heading}\n")
         if intro:
             print(intro + "\n")
         print("\n".join(lines))
-    if plots is not None:
-        print(f"\nplots: {plots}/")
+    print(f"\nplots: {plots}/")
+    return 0

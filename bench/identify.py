@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from rich.progress import Progress
 
 from openbms.cell import simulate
 from openbms.cell.identify import identify
@@ -25,7 +24,7 @@ from openbms.io.a123 import default_a123_dir
 from openbms.sim.plant import Plant
 from openbms.sim.scenario import Scenario
 
-from common import print_sections
+from common import run_sections
 
 OUT = Path("out/bench")
 VARIANTS = {  # name: (n_rc, resistance SoC knots)
@@ -81,17 +80,12 @@ def pybamm_table(progress) -> list[str]:
 
 
 def main() -> int:
-    OUT.mkdir(parents=True, exist_ok=True)
-    with Progress(transient=True) as progress:
-        a123 = a123_table(progress)
-        physics = pybamm_table(progress)
-    print_sections([
-        ("Model voltage error on every A123 dynamic test (real data)", "", a123),
+    return run_sections([
+        ("Model voltage error on every A123 dynamic test (real data)", "", a123_table),
         ("PyBaMM cells identified from simulated OCV + HPPC tests, checked on an unseen drive",
          "Drive: FASTSim 2022 Model 3 RWD on (UDDS, HWFET) x 3, scaled to the cell by energy; "
-         "sensors: 2 mV voltage noise, 1 mV quantisation. Error against the plant's true voltage.", physics),
+         "sensors: 2 mV voltage noise, 1 mV quantisation. Error against the plant's true voltage.", pybamm_table),
     ], OUT)
-    return 0
 
 
 if __name__ == "__main__":
