@@ -215,9 +215,9 @@ def initial_state(model, n_rc, i0, v0, t0, soc0, options):
         cov[:, 0, 0] = np.maximum(0.5 * (z_hi - z_lo), 0.05) ** 2
     else:
         state[:, K.Z] = np.broadcast_to(np.asarray(soc0, dtype=float), (n_cells,))
+        if not np.all((state[:, K.Z] >= 0) & (state[:, K.Z] <= 1)):
+            raise ValueError(f"soc0 must lie within [0, 1], got {soc0}")
         cov[:, 0, 0] = options.soc0_std**2
-    if soc0 is not None and not np.all((state[:, K.Z] >= 0) & (state[:, K.Z] <= 1)):
-        raise ValueError(f"soc0 must lie within [0, 1], got {soc0}")
     known_h = options.hysteresis0 is not None
     state[:, K.H] = options.hysteresis0 if known_h else 0.0
     cov[:, 1, 1] = 0.05**2 if known_h else 0.6**2
