@@ -303,3 +303,17 @@ def test_step_ratio_is_stored_and_optional(tmp_path):
     doc["parameters"]["step_ratio"] = [0.0] * len(cell.temperature_c)
     with pytest.raises(ValueError, match="step_ratio must be"):
         CellModel.from_dict(doc)
+
+
+def test_stepper_matches_simulate():
+    from openbms.cell.simulate import CellStepper
+
+    model = load_cell("a123_lfp")
+    t = np.arange(300.0)
+    current = np.where(t < 150, -5.0, 2.0)[:, None] * np.array([1.0, 0.5])
+    ref = simulate(model, t, current, soc0=[0.8, 0.6])
+    stepper = CellStepper(model, 2, soc0=[0.8, 0.6])
+    v = np.array([stepper.step(current[k], 1.0) for k in range(len(t))])
+    np.testing.assert_allclose(v, ref.voltage_v, atol=1e-12)
+    with pytest.raises(ValueError, match="dt_s"):
+        stepper.step(1.0, 0.0)

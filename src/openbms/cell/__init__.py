@@ -2,6 +2,6 @@
 
 from .bundled import BUNDLED, load_cell
 from .model import CellModel
-from .simulate import Simulation, simulate
+from .simulate import CellStepper, Simulation, simulate
 
-__all__ = ["BUNDLED", "CellModel", "Simulation", "load_cell", "simulate"]
+__all__ = ["BUNDLED", "CellModel", "CellStepper", "Simulation", "load_cell", "simulate"]

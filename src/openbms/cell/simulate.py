@@ -22,6 +22,37 @@ class Simulation:
     final_hysteresis: np.ndarray
 
 
+class CellStepper:
+    """Cells stepped forward one sample at a time, for closed loops (a charger, a balancer, a BMS).
+
+    The same ESC model and kernel as `simulate`; the state carries over between steps.
+    """
+
+    def __init__(self, model: CellModel | Sequence[CellModel], n_cells: int = 1, soc0=1.0, hysteresis0=0.0):
+        self.packed = pack(model, n_cells)
+        self.soc = _broadcast(soc0, (n_cells,), "soc0").copy()
+        self.hysteresis = _broadcast(hysteresis0, (n_cells,), "hysteresis0").copy()
+        self._s = np.sign(self.hysteresis)
+        self._i_rc = np.zeros((n_cells, self.packed.n_rc))
+        self._time = np.array([0.0, 1.0])
+        self._voltage = np.empty((2, n_cells))  # the kernel also evaluates the end of the step
+        self._soc_out = np.empty((2, n_cells))
+
+    def step(self, current_a, dt_s: float, temperature_c=25.0) -> np.ndarray:
+        """Terminal voltages while `current_a` (+ = charging, per cell or one for all) flows, then advance dt_s."""
+        if not dt_s > 0:
+            raise ValueError(f"dt_s must be positive, got {dt_s}")
+        n = len(self.soc)
+        current = _broadcast(current_a, (2, n), "current_a")
+        temperature = _broadcast(temperature_c, (2, n), "temperature_c")
+        self._time[1] = dt_s
+        p = self.packed
+        simulate_kernel(self._time, current, temperature, p.model_index, p.axis, p.tables, p.knots, p.ocv_axis, p.z0,
+                        p.dz, p.ocv_tables, self.soc, self.hysteresis, self._s, self._i_rc, self._voltage,
+                        self._soc_out)
+        return self._voltage[0].copy()
+
+
 def simulate(
     model: CellModel | Sequence[CellModel],
     time_s,
