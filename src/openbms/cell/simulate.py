@@ -43,8 +43,8 @@ class CellStepper:
         if not dt_s > 0:
             raise ValueError(f"dt_s must be positive, got {dt_s}")
         n = len(self.soc)
-        current = _broadcast(current_a, (2, n), "current_a")
-        temperature = _broadcast(temperature_c, (2, n), "temperature_c")
+        current = np.broadcast_to(_broadcast(current_a, (n,), "current_a"), (2, n))
+        temperature = np.broadcast_to(_broadcast(temperature_c, (n,), "temperature_c"), (2, n))
         self._time[1] = dt_s
         p = self.packed
         simulate_kernel(self._time, current, temperature, p.model_index, p.axis, p.tables, p.knots, p.ocv_axis, p.z0,
