@@ -118,7 +118,8 @@ class _LevelTracker:
         over = x[None, :] > th
         self._over_n = np.where(over, self._over_n + 1, 0)
         self._over_since = np.where(over & (self._over_n == 1), t, self._over_since)
-        entered = over & (self._over_n >= self.limits.debounce_samples) & (t - self._over_since >= self.limits.debounce_s)
+        lim = self.limits
+        entered = over & (self._over_n >= lim.debounce_samples) & (t - self._over_since >= lim.debounce_s)
         inside = x[None, :] <= th - self.hysteresis
         self._in_since = np.where(inside, np.where(np.isnan(self._in_since), t, self._in_since), np.nan)
         recovered = inside & (t - self._in_since >= self.limits.clear_hold_s)
