@@ -488,3 +488,22 @@ def test_aged_lfp_beats_coulomb_counting(aged_lfp):
     assert rmse(counted, truth.soc) > AGED_FACTOR_OVER_COULOMB * rmse(est.soc, truth.soc)
     assert holds(est, truth.soc) >= AGED_BOUND_HOLDS
     assert est.soh_resistance[-1] > 1.15  # measured 1.41
+
+
+def test_streaming_estimator_matches_batch():
+    """A BMS loop feeding one sample at a time gets the batch answer."""
+    from openbms.estimate import Estimator
+
+    model = load_cell("a123_lfp")
+    t = np.arange(600.0)
+    current = np.where((t // 60) % 2 == 0, -4.0, 1.0)[:, None] * np.array([1.0, 0.8, 1.2])
+    voltage = simulate(model, t, current, soc0=0.7).voltage_v
+    batch = estimate(model, t, current, voltage, soc0=0.7)
+    live = Estimator(model, 3, soc0=0.7)
+    rows = [live.update(t[k], current[k], voltage[k]) for k in range(len(t))]
+    np.testing.assert_allclose(np.concatenate([r.soc for r in rows]), batch.soc, atol=1e-12)
+    np.testing.assert_allclose(np.concatenate([r.soc_bound for r in rows]), batch.soc_bound, atol=1e-12)
+    with pytest.raises(ValueError, match="increase"):
+        live.update(t[-1], current[-1], voltage[-1])
+    with pytest.raises(ValueError, match="3 cells"):
+        live.update(t[-1] + 1, current[-1, :2], voltage[-1, :2])

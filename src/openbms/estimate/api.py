@@ -135,67 +135,108 @@ def estimate(
     current_a, voltage_v: (time,) or (time, cells), + = charging. temperature_c and soc0
     broadcast. soc0=None starts from the first voltage with a wide prior.
     """
-    options = (options or EstimateOptions()).validate()
-    time_s = np.asarray(time_s, dtype=float)
     current = np.asarray(current_a, dtype=float)
-    voltage = np.asarray(voltage_v, dtype=float)
-    if current.ndim not in (1, 2) or len(current) < 1:
-        raise ValueError(f"time_s and current_a need at least one row, and current_a is (time,) or (time, cells); "
-                         f"got {time_s.shape} and {current.shape}")
-    squeeze = current.ndim == 1
-    current = np.ascontiguousarray(current.reshape(len(current), -1))
-    voltage = np.ascontiguousarray(voltage.reshape(len(voltage), -1))
-    if voltage.shape != current.shape:
-        raise ValueError(f"voltage_v {voltage.shape} and current_a {current.shape} must have the same shape")
-    if time_s.ndim != 1 or len(time_s) != len(current) or len(time_s) < 1:
-        raise ValueError(f"time_s must be 1-D with one entry per row; got {time_s.shape} for {current.shape}")
-    if np.any(np.diff(time_s) <= 0):
-        raise ValueError("time_s must increase")
-    for name, a in (("time_s", time_s), ("current_a", current), ("voltage_v", voltage)):
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"{name} has non-finite values (first at flat index {int(np.argmax(~np.isfinite(a)))})")
-    n_time, n_cells = current.shape
-    temperature = _broadcast(temperature_c, (n_time, n_cells), "temperature_c")
-    if not np.all(np.isfinite(temperature)):
-        raise ValueError("temperature_c has non-finite values")
-    packed = pack(model, n_cells)
-    state, cov, i_rc = initial_state(model, packed.n_rc, current[0], voltage[0], temperature[0], soc0, options)
-    opt = options_array(model, options)
-    horizons = np.sort(np.asarray(options.horizons_s, dtype=float))
-    soc = np.empty((n_time, n_cells))
-    std = np.empty((n_time, n_cells))
-    health = np.empty((n_time, n_cells, K.N_HEALTH) if options.health else (1, 1, K.N_HEALTH))
-    limits = np.empty((n_time, n_cells, K.N_LIMITS * len(horizons)) if options.limits else (1, 1, 1))
-    for start in range(0, n_time, CHUNK_STEPS):
-        stop = min(start + CHUNK_STEPS, n_time)
-        K.estimate_kernel(time_s[start : stop + 1], current[start:stop], voltage[start:stop], temperature[start:stop],
-                          packed.model_index, packed.axis, packed.tables, packed.knots, packed.ocv_axis, packed.z0,
-                          packed.dz, packed.ocv_tables, opt, options.sigma_points, options.health,
-                          options.health and options.adapt, horizons,
-                          state, cov, i_rc, soc[start:stop], std[start:stop],
-                          health[start:stop] if options.health else health,
-                          limits[start:stop] if options.limits else limits)
-        if on_progress:
-            on_progress(stop, n_time)
-    out = Estimate(time_s, soc, 3.0 * std)
-    if options.health:
-        q_model = _per_cell(model, "capacity_ah", temperature)
-        out.current_offset_a = health[..., K.OUT_OFFSET]
-        out.hysteresis = health[..., K.OUT_HYST]
-        out.soh_capacity = health[..., K.OUT_CAPACITY_SCALE]
-        out.capacity_ah = out.soh_capacity * q_model
-        out.capacity_bound_ah = 3.0 * health[..., K.OUT_CAPACITY_SCALE_STD] * q_model
-        out.soh_resistance = health[..., K.OUT_RHO]
-        out.resistance_ohm = out.soh_resistance * _r0(model, soc, temperature)
-    if options.energy:
-        out.energy_wh = energy_wh(model, soc, temperature, options.soc_min) * (out.soh_capacity if options.health else 1.0)
-    if options.limits:
-        for n, horizon in enumerate(horizons):
-            block = limits[..., n * K.N_LIMITS : (n + 1) * K.N_LIMITS]
-            out.limits[float(horizon)] = Limits(*(block[..., j] for j in range(K.N_LIMITS)))
-    if squeeze:
+    n_cells = current.shape[1] if current.ndim == 2 else 1
+    out = Estimator(model, n_cells, soc0, options).update(time_s, current_a, voltage_v, temperature_c, on_progress)
+    if current.ndim == 1:
         _squeeze(out)
     return out
+
+
+class Estimator:
+    """The estimator as a running object for a BMS loop: feed samples as they arrive; states carry over.
+
+    The last sample of each update is held for the interval before it (a steady sample rate
+    makes this exact), so the next update starts from the right SoC.
+    """
+
+    def __init__(self, model: CellModel, n_cells: int, soc0=None, options: EstimateOptions | None = None):
+        self.model = model
+        self.n_cells = n_cells
+        self.soc0 = soc0
+        self.options = (options or EstimateOptions()).validate()
+        self.packed = pack(model, n_cells)
+        self.opt = options_array(model, self.options)
+        self.horizons = np.sort(np.asarray(self.options.horizons_s, dtype=float))
+        self.state = self.cov = self.i_rc = None
+        self.last_time_s = self.last_dt_s = None
+
+    def update(self, time_s, current_a, voltage_v, temperature_c=25.0,
+               on_progress: Callable[[int, int], None] | None = None) -> Estimate:
+        """Estimates at these samples, (time, cells); current_a and voltage_v are (time, cells) or (cells,) for one sample."""
+        time_s, current, voltage = self._checked(time_s, current_a, voltage_v)
+        n_time, n_cells = current.shape
+        temperature = _broadcast(temperature_c, (n_time, n_cells), "temperature_c")
+        if not np.all(np.isfinite(temperature)):
+            raise ValueError("temperature_c has non-finite values")
+        if self.state is None:
+            self.state, self.cov, self.i_rc = initial_state(self.model, self.packed.n_rc, current[0], voltage[0],
+                                                            temperature[0], self.soc0, self.options)
+        if n_time > 1:
+            self.last_dt_s = time_s[-1] - time_s[-2]
+        step = self.last_dt_s if self.last_dt_s is not None else 1.0
+        times = np.append(time_s, time_s[-1] + step)  # the time update after the last sample
+        o, p = self.options, self.packed
+        soc = np.empty((n_time, n_cells))
+        std = np.empty((n_time, n_cells))
+        health = np.empty((n_time, n_cells, K.N_HEALTH) if o.health else (1, 1, K.N_HEALTH))
+        limits = np.empty((n_time, n_cells, K.N_LIMITS * len(self.horizons)) if o.limits else (1, 1, 1))
+        for start in range(0, n_time, CHUNK_STEPS):
+            stop = min(start + CHUNK_STEPS, n_time)
+            K.estimate_kernel(times[start : stop + 1], current[start:stop], voltage[start:stop], temperature[start:stop],
+                              p.model_index, p.axis, p.tables, p.knots, p.ocv_axis, p.z0,
+                              p.dz, p.ocv_tables, self.opt, o.sigma_points, o.health,
+                              o.health and o.adapt, self.horizons,
+                              self.state, self.cov, self.i_rc, soc[start:stop], std[start:stop],
+                              health[start:stop] if o.health else health,
+                              limits[start:stop] if o.limits else limits)
+            if on_progress:
+                on_progress(stop, n_time)
+        self.last_time_s = time_s[-1]
+        return self._result(time_s, soc, std, health, limits, temperature)
+
+    def _checked(self, time_s, current_a, voltage_v):
+        time_s = np.atleast_1d(np.asarray(time_s, dtype=float))
+        current = np.atleast_1d(np.asarray(current_a, dtype=float))
+        voltage = np.atleast_1d(np.asarray(voltage_v, dtype=float))
+        if len(time_s) < 1 or current.size < 1:
+            raise ValueError(f"time_s and current_a need at least one sample, got {time_s.shape} and {current.shape}")
+        if current.ndim == 1 and len(time_s) == 1 and self.n_cells > 1:  # one sample of every cell
+            current, voltage = current[None, :], voltage[None, :]
+        current = np.ascontiguousarray(current.reshape(len(current), -1))
+        voltage = np.ascontiguousarray(voltage.reshape(len(voltage), -1))
+        if current.ndim != 2 or current.shape[1] != self.n_cells:
+            raise ValueError(f"current_a must be (time, {self.n_cells} cells), got {np.shape(current_a)}")
+        if voltage.shape != current.shape:
+            raise ValueError(f"voltage_v {np.shape(voltage_v)} and current_a {np.shape(current_a)} must have the same shape")
+        if time_s.ndim != 1 or len(time_s) != len(current):
+            raise ValueError(f"time_s must be 1-D with one entry per row; got {time_s.shape} for {current.shape}")
+        if np.any(np.diff(time_s) <= 0) or (self.last_time_s is not None and time_s[0] <= self.last_time_s):
+            raise ValueError("time_s must increase, also from one update to the next")
+        for name, a in (("time_s", time_s), ("current_a", current), ("voltage_v", voltage)):
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"{name} has non-finite values (first at flat index {int(np.argmax(~np.isfinite(a)))})")
+        return time_s, current, voltage
+
+    def _result(self, time_s, soc, std, health, limits, temperature) -> Estimate:
+        o, model = self.options, self.model
+        out = Estimate(time_s, soc, 3.0 * std)
+        if o.health:
+            q_model = _per_cell(model, "capacity_ah", temperature)
+            out.current_offset_a = health[..., K.OUT_OFFSET]
+            out.hysteresis = health[..., K.OUT_HYST]
+            out.soh_capacity = health[..., K.OUT_CAPACITY_SCALE]
+            out.capacity_ah = out.soh_capacity * q_model
+            out.capacity_bound_ah = 3.0 * health[..., K.OUT_CAPACITY_SCALE_STD] * q_model
+            out.soh_resistance = health[..., K.OUT_RHO]
+            out.resistance_ohm = out.soh_resistance * _r0(model, soc, temperature)
+        if o.energy:
+            out.energy_wh = energy_wh(model, soc, temperature, o.soc_min) * (out.soh_capacity if o.health else 1.0)
+        if o.limits:
+            for n, horizon in enumerate(self.horizons):
+                block = limits[..., n * K.N_LIMITS : (n + 1) * K.N_LIMITS]
+                out.limits[float(horizon)] = Limits(*(block[..., j] for j in range(K.N_LIMITS)))
+        return out
 
 
 def initial_state(model, n_rc, i0, v0, t0, soc0, options):
