@@ -41,8 +41,9 @@ class SoaLimits:
     overcurrent_charge_c: Levels = (1.1, 1.3, 1.6)
     overcurrent_discharge_c: Levels = (3.3, 4.0, 5.0)
     charge_detect_c: float = 0.02  # above this charging current the charge temperature window applies
-    hysteresis_v: float = 0.05
-    hysteresis_c: float = 3.0  # degC
+    # Recovery margins, each below the smallest gap between its levels so that every level can clear on its own.
+    hysteresis_v: float = 0.03
+    hysteresis_c: float = 1.5  # degC
     hysteresis_current_c: float = 0.1  # C-rate
     debounce_samples: int = 2
     debounce_s: float = 0.5  # at most 1 s: a critical level must open the contactors within about a second
@@ -62,18 +63,22 @@ class SoaLimits:
 
     def validate(self) -> "SoaLimits":
         """Raise ValueError naming the first wrong field; return self for chaining."""
-        for name, up in (("overvoltage_v", True), ("undervoltage_v", False), ("overtemperature_charge_c", True),
-                         ("undertemperature_charge_c", False), ("overtemperature_discharge_c", True),
-                         ("undertemperature_discharge_c", False), ("overcurrent_charge_c", True),
-                         ("overcurrent_discharge_c", True)):
+        for name, up, hysteresis in (
+                ("overvoltage_v", True, "hysteresis_v"), ("undervoltage_v", False, "hysteresis_v"),
+                ("overtemperature_charge_c", True, "hysteresis_c"), ("undertemperature_charge_c", False, "hysteresis_c"),
+                ("overtemperature_discharge_c", True, "hysteresis_c"),
+                ("undertemperature_discharge_c", False, "hysteresis_c"),
+                ("overcurrent_charge_c", True, "hysteresis_current_c"),
+                ("overcurrent_discharge_c", True, "hysteresis_current_c")):
             v = np.asarray(getattr(self, name), dtype=float)
             steps = np.diff(v) if up else -np.diff(v)
             _check(name, v.shape == (3,) and np.all(np.isfinite(v)) and np.all(steps > 0),
                    f"(warning, derate, critical), {'increasing' if up else 'decreasing'}", v)
+            _check(hysteresis, 0 < getattr(self, hysteresis) < steps.min(),
+                   f"positive and below the smallest gap between the levels of {name}", getattr(self, hysteresis))
         _check("undervoltage_v", self.undervoltage_v[0] < self.overvoltage_v[0], "below overvoltage_v",
                self.undervoltage_v)
-        for name in ("capacity_ah", "charge_detect_c", "hysteresis_v", "hysteresis_c", "hysteresis_current_c",
-                     "max_charge_c", "max_discharge_c"):
+        for name in ("capacity_ah", "charge_detect_c", "max_charge_c", "max_discharge_c"):
             _check(name, np.isfinite(getattr(self, name)) and getattr(self, name) > 0, "positive",
                    getattr(self, name))
         _check("debounce_samples", isinstance(self.debounce_samples, int) and self.debounce_samples >= 1,
