@@ -220,9 +220,10 @@ class PrechargeCircuit:
         if closed.main_negative:
             g = closed.main_positive / self.main_resistance_ohm + closed.precharge / self.precharge_resistance_ohm
         g_total = g + 1.0 / self.bleed_resistance_ohm
-        target = self.pack_voltage_v * g / g_total
-        decay = math.exp(-dt_s * g_total / self.link_capacitance_f)
-        self.link_voltage_v = target + (self.link_voltage_v - target) * decay
+        if g_total > 0:  # else the link floats and keeps its charge
+            target = self.pack_voltage_v * g / g_total
+            decay = math.exp(-dt_s * g_total / self.link_capacitance_f)
+            self.link_voltage_v = target + (self.link_voltage_v - target) * decay
         return self.link_voltage_v
 
 
