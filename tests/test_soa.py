@@ -98,6 +98,13 @@ def test_every_cell_is_checked_and_numbered_from_one():
     assert m.levels["overvoltage"] == "critical" and m.levels["overtemperature"] == "info"
 
 
+def test_a_changed_number_of_cells_is_refused():
+    m = SoaMonitor(LIMITS)
+    m.update(0.0, np.full(4, 3.3), np.full(4, 25.0), 0.0)
+    with pytest.raises(ValueError, match="voltage has 3 channels, earlier samples had 4"):
+        m.update(0.5, np.full(3, 3.3), np.full(4, 25.0), 0.0)
+
+
 def test_charging_uses_the_charge_temperature_window():
     """At -1 degC: fine at rest (discharge window), critical while charging (LFP must not charge below 0)."""
     m = SoaMonitor(LIMITS)

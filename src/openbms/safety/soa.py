@@ -127,7 +127,7 @@ class _LevelTracker:
         entered = over & (self._over_n >= lim.debounce_samples) & (t - self._over_since >= lim.debounce_s)
         inside = x[None, :] <= th - self.hysteresis
         self._in_since = np.where(inside, np.where(np.isnan(self._in_since), t, self._in_since), np.nan)
-        recovered = inside & (t - self._in_since >= self.limits.clear_hold_s)
+        recovered = inside & (t - self._in_since >= lim.clear_hold_s)
         kept = (self.level[None, :] > np.arange(3)[:, None]) & ~recovered
         previous = self.level
         self.level = np.maximum(_highest(entered), _highest(kept))
@@ -173,13 +173,17 @@ class SoaMonitor:
         )
         events = []
         for kind, shown, x, thresholds, hysteresis, unit, what in checks:
-            tracker = self._trackers.get(kind)
-            if tracker is None or len(tracker.level) != len(x):
-                tracker = self._trackers[kind] = _LevelTracker(len(x), hysteresis, lim)
+            if kind not in self._trackers:
+                self._trackers[kind] = _LevelTracker(len(x), hysteresis, lim)
+            tracker = self._trackers[kind]
+            if len(tracker.level) != len(x):
+                raise ValueError(f"SoaMonitor.update: {what} has {len(x)} channels, earlier samples had "
+                                 f"{len(tracker.level)}")
             before = tracker.update(time_s, x, thresholds)
             for k in np.flatnonzero(tracker.level != before):
+                cell = None if kind.startswith("overcurrent") else int(k) + 1
                 events.append(_event(time_s, kind, int(before[k]), int(tracker.level[k]), what,
-                                     float(shown[k]), unit, int(k) + 1 if len(x) > 1 else None))
+                                     float(shown[k]), unit, cell))
         return events
 
     def cell_levels(self, kind: str) -> np.ndarray:
