@@ -13,7 +13,7 @@ its time stamps: the same sequence of ticks gives the same commands.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import astuple, dataclass, fields
 
 from .events import Event
 
@@ -32,6 +32,7 @@ class Contactors:
 
 
 OPEN = Contactors()
+_NAMES = tuple(f.name for f in fields(Contactors))
 
 
 @dataclass(frozen=True)
@@ -115,14 +116,14 @@ class ContactorController:
             else:
                 self.state = _RUNNING[request]
         elif state == "opening":
-            if not any(_as_tuple(feedback)) and now - self._phase_since >= cfg.weld_check_s:
+            if not any(astuple(feedback)) and now - self._phase_since >= cfg.weld_check_s:
                 if link_v > cfg.weld_fraction * pack_v:  # a missing reading (NaN) leaves this to the feedback
                     self._enter("error", now)
                     return [Event(now, "contactor_welded", "critical", f"link voltage {link_v:.1f} V still "
                                   f"{link_v / pack_v:.0%} of the pack {cfg.weld_check_s:g} s after opening: both "
                                   "main contactors appear welded", value=link_v)]
                 self._enter(self._after_opening, now)
-        elif state == "error" and reset and not open_request and not any(_as_tuple(feedback)):
+        elif state == "error" and reset and not open_request and not any(astuple(feedback)):
             self.attempts, self._retry_at = 0, -math.inf
             self._enter("standby", now)
         return []
@@ -166,7 +167,7 @@ class ContactorController:
     def _check_feedback(self, now, feedback: Contactors) -> list[Event]:
         """A contactor disagreeing with its command for longer than feedback_timeout_s: welded or not closing."""
         events = []
-        for name, commanded, closed in zip(_NAMES, _as_tuple(self.command), _as_tuple(feedback)):
+        for name, commanded, closed in zip(_NAMES, astuple(self.command), astuple(feedback)):
             if commanded == closed:
                 self._mismatch_since.pop(name, None)
                 self._reported.discard(name)
@@ -188,13 +189,6 @@ class ContactorController:
     def _open(self, now: float, then: str) -> None:
         self._enter("opening", now)
         self._after_opening = then
-
-
-_NAMES = tuple(f.name for f in fields(Contactors))
-
-
-def _as_tuple(c: Contactors) -> tuple[bool, bool, bool]:
-    return c.main_positive, c.main_negative, c.precharge
 
 
 @dataclass
