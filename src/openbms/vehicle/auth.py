@@ -1,0 +1,161 @@
+"""Owner consent as signed access tokens: who may read or actuate which signals, until when.
+
+The owner grants an app a set of scopes; the grant is stored and the app gets a JWT
+signed with EdDSA (Ed25519), whose `jti` is the grant id and whose `aud` is this
+vehicle's id, so a token for one car is useless on another. Every request re-checks the
+grant in the store, so a revocation takes effect on the next request.
+
+Scopes (space-separated in the `scope` claim):
+  read:<path>      read and subscribe to `path`, or every signal below it if it is a branch
+  actuate:<path>   request sets of `path` (or its actuators below); also reads the same
+                   path, because an app must see what the BMS actually applied
+  owner            the owner's own credential: every read and actuate, plus the owner
+                   endpoints (grants, audit, history); issued by `openbms token --owner`
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from . import vss
+from .store import Grant, Store
+
+OWNER_SCOPE = "owner"
+_SCOPE_VERBS = ("read", "actuate")
+_KEY_NAME = "token-signing-key-ed25519"
+_ALGORITHM = "EdDSA"
+
+
+class AuthError(Exception):
+    """A token that does not authorize the request; carries the VISS error number and reason."""
+
+    def __init__(self, number: int, reason: str, message: str):
+        super().__init__(message)
+        self.number, self.reason, self.message = number, reason, message
+
+
+def parse_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
+    """Check each scope names a verb and a catalogue path; ValueError says which one is wrong."""
+    checked = []
+    for scope in scopes:
+        if scope == OWNER_SCOPE:
+            checked.append(scope)
+            continue
+        verb, _, path = scope.partition(":")
+        if verb not in _SCOPE_VERBS or not path:
+            raise ValueError(f"scope {scope!r} must be 'read:<path>', 'actuate:<path>' or 'owner'")
+        try:
+            vss.node(vss.normalize_path(path))
+        except (vss.UnknownPath, vss.InvalidValue) as exc:
+            raise ValueError(f"scope {scope!r}: {exc}") from None
+        checked.append(f"{verb}:{vss.normalize_path(path)}")
+    if not checked:
+        raise ValueError("a grant needs at least one scope")
+    return tuple(dict.fromkeys(checked))
+
+
+@dataclass(frozen=True)
+class Access:
+    """What a verified token allows."""
+
+    grant_id: str
+    app: str
+    scopes: tuple[str, ...]
+    expires_at: float
+
+    @property
+    def is_owner(self) -> bool:
+        return OWNER_SCOPE in self.scopes
+
+    def can_read(self, path: str) -> bool:
+        return self.is_owner or any(vss.covers(scope.partition(":")[2], path) for scope in self.scopes)
+
+    def can_actuate(self, path: str) -> bool:
+        return self.is_owner or any(scope.startswith("actuate:") and vss.covers(scope[8:], path)
+                                    for scope in self.scopes)
+
+
+class Authority:
+    """Issues grants and tokens for one vehicle and verifies tokens against the store."""
+
+    def __init__(self, store: Store, vehicle_id: str, clock: Callable[[], float] = time.time):
+        if not vehicle_id:
+            raise ValueError("a vehicle id (VIN-like) is required: tokens are bound to it")
+        self.store, self.vehicle_id, self._clock = store, vehicle_id, clock
+        pem = store.secret(_KEY_NAME, _new_private_key_pem)
+        self._private_key = serialization.load_pem_private_key(pem.encode(), password=None)
+        self._public_key = self._private_key.public_key()
+        self._decode = lru_cache(maxsize=4096)(self._decode_signed)
+
+    def grant(self, app: str, scopes: Iterable[str], ttl_s: float) -> Grant:
+        """Record the owner's consent; `token(grant)` gives the app its credential."""
+        if not app or not app.strip():
+            raise ValueError("the app name must not be empty")
+        if not ttl_s > 0:
+            raise ValueError(f"ttl must be a positive number of seconds, got {ttl_s}")
+        now = int(self._clock())
+        grant = Grant(secrets.token_urlsafe(12), app.strip(), parse_scopes(scopes), now, now + int(ttl_s))
+        self.store.add_grant(grant)
+        return grant
+
+    def token(self, grant: Grant) -> str:
+        """The signed token of a grant (Ed25519 is deterministic: the same grant gives the same token)."""
+        claims = {"iss": "openbms", "aud": self.vehicle_id, "sub": grant.app, "scope": " ".join(grant.scopes),
+                  "iat": int(grant.issued_at), "exp": int(grant.expires_at), "jti": grant.id}
+        return jwt.encode(claims, self._private_key, algorithm=_ALGORITHM)
+
+    def grants(self) -> list[Grant]:
+        return self.store.grants()
+
+    def revoke(self, grant_id: str) -> None:
+        if not self.store.revoke_grant(grant_id, self._clock()):
+            raise ValueError(f"no grant with id {grant_id!r}")
+
+    def verify(self, token: object) -> Access:
+        """The access a token gives now, or AuthError: 401 missing, invalid (bad signature, another vehicle,
+        revoked or unknown grant, unknown scope path) or expired."""
+        if token is None or token == "":
+            raise AuthError(401, "token_missing", "an access token is required: pass it as 'authorization'")
+        if not isinstance(token, str):
+            raise AuthError(401, "token_invalid", "the access token must be a string")
+        claims = self._decode(token)
+        if claims["aud"] != self.vehicle_id:
+            raise AuthError(401, "token_invalid", f"the token was issued for vehicle {claims['aud']!r}, "
+                                                  f"not this one ({self.vehicle_id!r})")
+        if self._clock() >= claims["exp"]:
+            raise AuthError(401, "token_expired", "the access token has expired; ask the owner for a new grant")
+        grant = self.store.grant(claims["jti"])
+        if grant is None:
+            raise AuthError(401, "token_invalid", "the token's grant is unknown to this vehicle")
+        if grant.revoked_at is not None:
+            raise AuthError(401, "token_invalid", f"the owner revoked grant {grant.id}")
+        try:
+            scopes = parse_scopes(claims["scope"].split())
+        except ValueError as exc:
+            raise AuthError(401, "token_invalid", f"the token's scope is not valid here: {exc}") from None
+        return Access(grant.id, claims["sub"], scopes, float(claims["exp"]))
+
+    def _decode_signed(self, token: str) -> dict:
+        """Signature and claim shape only (cached per token); expiry and revocation are checked per request."""
+        try:
+            claims = jwt.decode(token, self._public_key, algorithms=[_ALGORITHM],
+                                options={"verify_aud": False, "verify_exp": False,
+                                         "require": ["aud", "sub", "scope", "exp", "iat", "jti"]})
+        except jwt.InvalidTokenError as exc:
+            raise AuthError(401, "token_invalid", f"the access token is not valid: {exc}") from None
+        if not all(isinstance(claims[k], str) for k in ("aud", "sub", "scope", "jti")):
+            raise AuthError(401, "token_invalid", "the access token's aud, sub, scope and jti must be strings")
+        return claims
+
+
+def _new_private_key_pem() -> str:
+    return Ed25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption()).decode()

@@ -1,0 +1,99 @@
+"""The seam between the BMS runtime and the vehicle interface.
+
+The runtime pushes its latest values (VSS units: SoC in percent) with `publish`, from
+any thread, and decides what an actuation request does through the handler it installs
+with `set_actuator_handler`. A set is a request: the `SetResult` says what the BMS
+applied, and why when it refused or clamped. Nothing here knows about sockets or tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from . import vss
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asks for an actuation: the app, its grant, and the request id (for the runtime's own logs)."""
+
+    app: str
+    grant_id: str
+    request_id: str
+
+
+@dataclass(frozen=True)
+class SetResult:
+    accepted: bool
+    applied: object = None
+    reason: str = ""
+
+
+ActuatorHandler = Callable[[str, object, Requester], SetResult]
+Listener = Callable[[dict[str, tuple[object, float]]], None]
+
+
+class SignalHub:
+    """Latest value and timestamp of every catalogue signal; wakes asyncio listeners on each publish."""
+
+    def __init__(self, clock: Callable[[], float] = time.time):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._values: dict[str, tuple[object, float]] = {}
+        self._listeners: dict[int, tuple[asyncio.AbstractEventLoop, Listener]] = {}
+        self._handler: ActuatorHandler | None = None
+        self._keys = itertools.count()
+
+    def publish(self, values: dict[str, object], time_s: float | None = None) -> None:
+        """Validate and store new values, then notify listeners on their own event loops (thread-safe)."""
+        ts = self._clock() if time_s is None else float(time_s)
+        checked = {path: (vss.coerce(path, value), ts) for path, value in values.items()}
+        with self._lock:
+            self._values.update(checked)
+            listeners = list(self._listeners.values())
+        for loop, listener in listeners:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(listener, checked)
+
+    def read(self, path: str) -> tuple[object, float | None]:
+        """(value, timestamp) of a leaf; (None, None) before the runtime first published it."""
+        if not vss.node(path).is_leaf:
+            raise vss.InvalidValue(f"{path} is a branch; read its signals")
+        with self._lock:
+            return self._values.get(path, (None, None))
+
+    def read_many(self, paths: Iterable[str]) -> dict[str, tuple[object, float | None]]:
+        with self._lock:
+            return {path: self._values.get(path, (None, None)) for path in paths}
+
+    def set_actuator_handler(self, fn: ActuatorHandler) -> None:
+        """Install the runtime's decision; it is called from a worker thread, one set at a time."""
+        self._handler = fn
+
+    def request_set(self, path: str, value: object, requester: Requester) -> SetResult:
+        """Ask the runtime to apply a value; an accepted result's applied value is published at once."""
+        if vss.node(path).type != "actuator":
+            raise vss.InvalidValue(f"{path} is a {vss.node(path).type}, not an actuator: it cannot be set")
+        value = vss.coerce(path, value)
+        if self._handler is None:
+            return SetResult(False, None, "the BMS runtime accepts no actuation requests right now")
+        result = self._handler(path, value, requester)
+        if result.accepted and result.applied is not None:
+            self.publish({path: result.applied})
+        return result
+
+    def add_listener(self, listener: Listener, loop: asyncio.AbstractEventLoop) -> int:
+        """Call `listener({path: (value, ts)})` on `loop` after every publish; returns the key to remove it."""
+        key = next(self._keys)
+        with self._lock:
+            self._listeners[key] = (loop, listener)
+        return key
+
+    def remove_listener(self, key: int) -> None:
+        with self._lock:
+            self._listeners.pop(key, None)

@@ -1,0 +1,142 @@
+"""The vehicle interface without a network: catalogue rules, tokens and grants, and the store across restarts."""
+
+from __future__ import annotations
+
+import pytest
+
+from openbms.vehicle import vss
+from openbms.vehicle.auth import AuthError, Authority
+from openbms.vehicle.hub import Requester, SetResult, SignalHub
+from openbms.vehicle.store import AuditRecord, Store
+
+SOC = "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current"
+LIMIT = "Vehicle.Powertrain.TractionBattery.Charging.ChargeLimit"
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(f"sqlite:///{tmp_path / 'vehicle.db'}")
+    yield s
+    s.close()
+
+
+def test_catalogue_follows_vss_datatypes_and_units():
+    assert vss.node(SOC).unit == "percent" and vss.node(SOC).datatype == "float"
+    assert vss.node(LIMIT).type == "actuator" and vss.node(LIMIT).datatype == "uint8"
+    assert vss.node("Vehicle.Powertrain.TractionBattery.Range").unit == "m"
+    assert not vss.node("Vehicle.Powertrain.TractionBattery.Charging").is_leaf
+
+
+def test_coerce_accepts_wire_strings_and_names_the_broken_rule():
+    assert vss.coerce(LIMIT, "80") == 80
+    assert vss.coerce(SOC, "55.5") == 55.5
+    assert vss.coerce("Vehicle.Powertrain.TractionBattery.Charging.IsCharging", "true") is True
+    with pytest.raises(vss.InvalidValue, match=r"within \[0, 100\] percent"):
+        vss.coerce(LIMIT, "120")
+    with pytest.raises(vss.InvalidValue, match="whole number"):
+        vss.coerce(LIMIT, "80.5")
+    with pytest.raises(vss.InvalidValue, match="START, STOP"):
+        vss.coerce("Vehicle.Powertrain.TractionBattery.Charging.StartStopCharging", "GO")
+    with pytest.raises(vss.InvalidValue, match="finite"):
+        vss.coerce(SOC, "nan")
+    with pytest.raises(vss.UnknownPath, match="not a signal"):
+        vss.coerce("Vehicle.Powertrain.TractionBattery.Nope", 1)
+
+
+def test_branches_and_paths_filter_select_leaves():
+    soc_leaves = vss.select("Vehicle.Powertrain.TractionBattery.StateOfCharge")
+    assert soc_leaves == [SOC, "Vehicle.Powertrain.TractionBattery.StateOfCharge.Displayed",
+                          "Vehicle.Powertrain.TractionBattery.StateOfCharge.CurrentEnergy"]
+    picked = vss.select("Vehicle.Powertrain.TractionBattery", ["StateOfCharge.Current", "Temperature/*"])
+    assert picked[0] == SOC and len(picked) == 4
+    with pytest.raises(vss.InvalidValue, match="characters long"):
+        vss.normalize_path("Vehicle." + "x" * 300)
+    assert vss.normalize_path("Vehicle/Powertrain/TractionBattery") == "Vehicle.Powertrain.TractionBattery"
+
+
+def test_hub_asks_the_handler_and_publishes_what_was_applied():
+    hub = SignalHub()
+    hub.set_actuator_handler(lambda path, value, who: SetResult(True, max(50, min(100, value)), "clamped"))
+    result = hub.request_set(LIMIT, "30", Requester("app", "g", "r1"))
+    assert result == SetResult(True, 50, "clamped")
+    assert hub.read(LIMIT)[0] == 50
+    with pytest.raises(vss.InvalidValue, match="not an actuator"):
+        hub.request_set(SOC, 10, Requester("app", "g", "r2"))
+
+
+def test_tokens_are_bound_to_vehicle_expiry_scope_and_live_grants(store):
+    clock = Clock()
+    authority = Authority(store, "VIN00000000000001", clock)
+    grant = authority.grant("charger-app", ["read:Vehicle.Powertrain.TractionBattery.StateOfCharge",
+                                            f"actuate:{LIMIT}"], ttl_s=60)
+    access = authority.verify(authority.token(grant))
+    assert access.app == "charger-app" and access.grant_id == grant.id
+    assert access.can_read(SOC) and access.can_read(LIMIT) and access.can_actuate(LIMIT)
+    assert not access.can_read("Vehicle.Powertrain.TractionBattery.CurrentVoltage")
+    assert not access.can_actuate(SOC)
+
+    other_vehicle = Authority(store, "VIN00000000000002", clock)
+    with pytest.raises(AuthError, match="issued for vehicle") as exc:
+        other_vehicle.verify(authority.token(grant))
+    assert exc.value.number == 401
+    with pytest.raises(AuthError) as exc:
+        authority.verify(authority.token(grant)[:-4] + "AAAA")
+    assert exc.value.reason == "token_invalid"
+    with pytest.raises(AuthError) as exc:
+        authority.verify(None)
+    assert exc.value.reason == "token_missing"
+
+    clock.now += 61
+    with pytest.raises(AuthError) as exc:
+        authority.verify(authority.token(grant))
+    assert exc.value.reason == "token_expired"
+
+    clock.now -= 61
+    authority.revoke(grant.id)
+    with pytest.raises(AuthError, match="revoked"):
+        authority.verify(authority.token(grant))
+    with pytest.raises(ValueError, match="no grant"):
+        authority.revoke("nope")
+
+
+@pytest.mark.parametrize("scopes, message", [
+    ([], "at least one scope"),
+    (["write:Vehicle"], "must be 'read:<path>'"),
+    (["read:Vehicle.Nope"], "not a signal"),
+])
+def test_grants_refuse_bad_scopes(store, scopes, message):
+    with pytest.raises(ValueError, match=message):
+        Authority(store, "VIN1").grant("app", scopes, 60)
+
+
+def test_a_restart_keeps_grants_audit_key_history_and_nv_state(tmp_path):
+    url = f"sqlite:///{tmp_path / 'persist.db'}"
+    first = Store(url)
+    authority = Authority(first, "VIN1")
+    grant = authority.grant("app", ["read:Vehicle"], 3600)
+    token = authority.token(grant)
+    first.record_set(AuditRecord(1.0, "app", grant.id, "req-1", LIMIT, "30", 50, True, "clamped to 50 %"))
+    first.append_history([(t, SOC, 50.0 + t) for t in range(10)])
+    first.save_nv("estimator", {"soc": 0.5, "capacity_ah": 201.0})
+    first.close()
+
+    second = Store(url)
+    again = Authority(second, "VIN1")
+    assert again.verify(token).grant_id == grant.id  # the same key signs and verifies
+    assert [g.id for g in second.grants()] == [grant.id]
+    record = second.audit()[0]
+    assert (record.requested, record.applied, record.reason) == ("30", 50, "clamped to 50 %")
+    assert second.seen_request(grant.id, "req-1") and not second.seen_request(grant.id, "req-2")
+    assert second.load_nv("estimator") == {"soc": 0.5, "capacity_ah": 201.0}
+    assert second.load_nv("missing") is None
+    points = second.history(SOC, 0, 9, max_points=5)
+    assert len(points) == 5 and points[0] == (0.5, 50.5)
+    second.close()
