@@ -1,0 +1,422 @@
+"""The VISS v2 server: WebSocket and HTTP transports, the owner's endpoints, and how to run them.
+
+Two listening ports in one process: `viss_port` speaks VISS v2 over WebSocket (subprotocol
+`VISSv2`, at `/`, where kuksa-client connects), `port` serves HTTP (VISS reads and sets
+at `/Vehicle/...`, the owner's endpoints at `/owner/...`, the same WebSocket at `/viss`
+for a browser dashboard, and an optional static directory at `/`). With a certificate
+and key both are TLS (wss/https).
+
+Owner endpoints take a Bearer token carrying the `owner` scope (`openbms token --owner`):
+  GET /owner/grants · POST /owner/grants {app, scopes, ttl_s} → {grant, token} ·
+  DELETE /owner/grants/{id} · GET /owner/audit?limit=&grant= ·
+  GET /owner/history?path=&start=&end=&points=
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request as HttpRequest
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from . import viss
+from .auth import Access, Authority, parse_scopes
+from .history import HistoryRecorder
+from .hub import SignalHub
+from .limits import Limits, RateLimiter
+from .service import VehicleService
+from .store import Store
+from .subscriptions import Fanout
+
+SUBPROTOCOL = "VISSv2"
+
+
+class VehicleInterface:
+    """The transports around one hub, store and vehicle; `start`/`stop` its background tasks on the serving loop."""
+
+    def __init__(self, hub: SignalHub, store: Store, vehicle_id: str, *, limits: Limits | None = None,
+                 static_dir: str | Path | None = None, history_period_s: float = 1.0):
+        self.limits = (limits or Limits()).validate()
+        self.authority = Authority(store, vehicle_id)
+        self.service = VehicleService(hub, store, self.authority)
+        self.fanout = Fanout(hub, self.service)
+        self.history = HistoryRecorder(hub, store, history_period_s)
+        self.rate = RateLimiter(self.limits.requests_per_s, self.limits.burst)
+        if static_dir is not None and not Path(static_dir).is_dir():
+            raise FileNotFoundError(f"static directory {static_dir} does not exist")
+        self.static_dir = static_dir
+
+    async def start(self) -> None:
+        self.fanout.start()
+        self.history.start()
+
+    async def stop(self) -> None:
+        await self.fanout.stop()
+        await self.history.stop()
+
+    def viss_app(self) -> Starlette:
+        return Starlette(routes=[WebSocketRoute("/", self._websocket)])
+
+    def http_app(self) -> Starlette:
+        routes = [
+            WebSocketRoute("/viss", self._websocket),
+            Route("/Vehicle", self._http_signal, methods=["GET", "POST"]),
+            Route("/Vehicle/{rest:path}", self._http_signal, methods=["GET", "POST"]),
+            Route("/owner/grants", self._owner_grants, methods=["GET", "POST"]),
+            Route("/owner/grants/{grant_id}", self._owner_revoke, methods=["DELETE"]),
+            Route("/owner/audit", self._owner_audit),
+            Route("/owner/history", self._owner_history),
+        ]
+        if self.static_dir is not None:
+            routes.append(Mount("/", StaticFiles(directory=self.static_dir, html=True)))
+        return Starlette(routes=routes)
+
+    # WebSocket
+    async def _websocket(self, ws: WebSocket) -> None:
+        if SUBPROTOCOL not in ws.scope.get("subprotocols", []):
+            await ws.close(code=1002, reason=f"offer the WebSocket subprotocol {SUBPROTOCOL}")
+            return
+        await ws.accept(subprotocol=SUBPROTOCOL)
+        await Connection(ws, self).run()
+
+    # HTTP transport
+    async def _http_signal(self, request: HttpRequest) -> JSONResponse:
+        now = self.service.clock()
+        path = request.url.path.strip("/").replace("/", ".")
+        token = _bearer(request)
+        try:
+            self.check_rate(token or f"ip:{request.client.host if request.client else '?'}")
+            access = self.service.authorize(token)
+            if request.method == "GET":
+                filters = viss.parse_filters(_json_query(request, "filter"), "get")
+                if filters.metadata:
+                    return JSONResponse({"metadata": self.service.metadata(access, path), "ts": viss.timestamp(now)})
+                return JSONResponse({"data": viss.data_points(self.service.read(access, path, filters)),
+                                     "ts": viss.timestamp(now)})
+            body = await _json_body(request, self.limits.max_message_bytes)
+            request_id = viss.request_id_of(body)
+            if request_id is None or "value" not in body:
+                raise viss.bad_request('POST {"value": ..., "requestId": "<unique per grant>"} to set a signal')
+            outcome = await asyncio.to_thread(self.service.request_set, access, path, body["value"], request_id)
+            return JSONResponse(_set_members(outcome, request_id))
+        except viss.VissError as exc:
+            return _http_error(exc)
+
+    # owner endpoints
+    async def _owner(self, request: HttpRequest) -> Access:
+        access = self.service.authorize(_bearer(request))
+        if not access.is_owner:
+            raise viss.VissError(403, "user_forbidden", "the owner endpoints need a token with the 'owner' scope")
+        return access
+
+    async def _owner_grants(self, request: HttpRequest) -> JSONResponse:
+        try:
+            await self._owner(request)
+            if request.method == "GET":
+                now = self.service.clock()
+                return JSONResponse([{**g.as_dict(), "status": g.status(now)} for g in self.authority.grants()])
+            body = await _json_body(request, self.limits.max_message_bytes)
+            try:
+                grant = self.authority.grant(str(body.get("app", "")), parse_scopes(body.get("scopes") or []),
+                                             float(body.get("ttl_s", 0)))
+            except (TypeError, ValueError) as exc:
+                raise viss.bad_request(f'POST {{"app", "scopes": [...], "ttl_s"}}: {exc}') from None
+            return JSONResponse({"grant": grant.as_dict(), "token": self.authority.token(grant)}, status_code=201)
+        except viss.VissError as exc:
+            return _http_error(exc)
+
+    async def _owner_revoke(self, request: HttpRequest) -> JSONResponse:
+        grant_id = request.path_params["grant_id"]
+        try:
+            await self._owner(request)
+            try:
+                self.authority.revoke(grant_id)
+            except ValueError as exc:
+                raise viss.VissError(404, "unavailable_data", str(exc)) from None
+            self.fanout.end_grant(grant_id, viss.VissError(401, "token_invalid", f"the owner revoked grant {grant_id}"))
+            return JSONResponse({"revoked": grant_id})
+        except viss.VissError as exc:
+            return _http_error(exc)
+
+    async def _owner_audit(self, request: HttpRequest) -> JSONResponse:
+        try:
+            await self._owner(request)
+            limit = _int_query(request, "limit", 100)
+            records = self.service.store.audit(limit, request.query_params.get("grant"))
+            return JSONResponse([r.as_dict() for r in records])
+        except viss.VissError as exc:
+            return _http_error(exc)
+
+    async def _owner_history(self, request: HttpRequest) -> JSONResponse:
+        try:
+            access = await self._owner(request)
+            path = request.query_params.get("path", "")
+            now = self.service.clock()
+            self.service.select(access, path, viss.Filters())
+            start, end = _float_query(request, "start", now - 3600), _float_query(request, "end", now)
+            points = await asyncio.to_thread(self.service.store.history, path, start, end,
+                                             _int_query(request, "points", 500))
+            return JSONResponse({"path": path, "points": [[t, v] for t, v in points]})
+        except viss.VissError as exc:
+            return _http_error(exc)
+
+    def check_rate(self, key: str) -> None:
+        if not self.rate.allow(key):
+            raise viss.VissError(429, "too_many_requests", f"at most {self.limits.requests_per_s:g} requests/s "
+                                                           f"(bursts of {self.limits.burst:g}) per token")
+
+
+class Connection:
+    """One WebSocket client: its requests in order, its subscriptions, and a send queue so a slow
+    client only delays itself (and is disconnected when it falls `Limits.send_queue` messages behind)."""
+
+    def __init__(self, ws: WebSocket, interface: VehicleInterface):
+        self.ws, self.interface, self.service = ws, interface, interface.service
+        self.token: str | None = None  # from an `authorize` request (kuksa dialect), used when a request has none
+        self.subscriptions: set[str] = set()
+        self.outbox: asyncio.Queue[str | None] = asyncio.Queue(interface.limits.send_queue)
+
+    async def run(self) -> None:
+        writer = asyncio.create_task(self._write())
+        try:
+            while True:
+                message = await self.ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                await self.handle(message.get("text") if message.get("text") is not None else message.get("bytes", b""))
+        except WebSocketDisconnect:
+            pass
+        finally:
+            for sub_id in self.subscriptions:
+                self.interface.fanout.remove(sub_id)
+            writer.cancel()
+
+    def send(self, body: dict) -> None:
+        try:
+            self.outbox.put_nowait(json.dumps(body))
+        except asyncio.QueueFull:
+            for sub_id in self.subscriptions:
+                self.interface.fanout.remove(sub_id)
+            self.subscriptions.clear()
+            self.outbox = asyncio.Queue(1)
+            self.outbox.put_nowait(None)  # the writer closes the connection
+
+    async def _write(self) -> None:
+        while (text := await self.outbox.get()) is not None:
+            await self.ws.send_text(text)
+        await self.ws.close(code=1013, reason="the client reads notifications too slowly")
+
+    async def handle(self, frame: str | bytes) -> None:
+        now = self.service.clock()
+        msg: dict = {}
+        try:
+            msg = viss.decode(frame, self.interface.limits.max_message_bytes)
+            token = msg.get("authorization", msg.get("tokens")) or self.token
+            self.interface.check_rate(token if isinstance(token, str) else f"connection:{id(self)}")
+            reply = await self.dispatch(viss.parse_request(msg), now)
+        except viss.VissError as exc:
+            sub_id = msg.get("subscriptionId") if msg.get("action") == "unsubscribe" else None
+            reply = viss.error_response(msg.get("action"), viss.request_id_of(msg), exc, now,
+                                        str(sub_id) if isinstance(sub_id, (str, int)) else None)
+        if reply is not None:
+            self.send(reply)
+
+    async def dispatch(self, request: viss.Request, now: float) -> dict | None:
+        if request.action == "unsubscribe":
+            if request.subscription_id not in self.subscriptions:
+                raise viss.VissError(404, "invalid_subscriptionId",
+                                     f"this connection has no subscription {request.subscription_id!r}")
+            self.interface.fanout.remove(request.subscription_id)
+            self.subscriptions.discard(request.subscription_id)
+            return viss.response(request, now)
+        access = self.service.authorize(request.token or self.token)
+        if request.action == "authorize":
+            self.token = request.token
+            return viss.response(request, now, TTL=int(access.expires_at))
+        if request.action == "get":
+            if request.filters.metadata:
+                return viss.response(request, now, metadata=self.service.metadata(access, request.path))
+            return viss.response(request, now, data=viss.data_points(
+                self.service.read(access, request.path, request.filters)))
+        if request.action == "set":
+            outcome = await asyncio.to_thread(self.service.request_set, access, request.path, request.value,
+                                              request.request_id)
+            return viss.response(request, now, **_set_members(outcome, None))
+        return self._subscribe(request, access, now)
+
+    def _subscribe(self, request: viss.Request, access: Access, now: float) -> None:
+        limit = self.interface.limits.max_subscriptions
+        if len(self.subscriptions) >= limit:
+            raise viss.VissError(429, "too_many_subscriptions", f"at most {limit} subscriptions per connection; "
+                                                                 "unsubscribe first")
+        leaves = self.service.select(access, request.path, request.filters)
+        sub = self.interface.fanout.add(access, leaves, self.send, request.filters.period_s, request.filters.change)
+        self.subscriptions.add(sub.id)
+        self.send(viss.response(request, now, subscriptionId=sub.id))
+        if sub.period_s is None:  # event subscriptions start with the current values
+            current = self.service.hub.read_many(leaves)
+            sub.notify([(p, v, ts) for p, (v, ts) in current.items() if ts is not None], now)
+
+
+def _set_members(outcome, request_id: str | None) -> dict:
+    """What the BMS applied (it may differ from the request), and why."""
+    members = {"data": viss.data_points([(outcome.path, outcome.applied, outcome.time_s)])}
+    if outcome.reason:
+        members["reason"] = outcome.reason
+    if request_id is not None:
+        members["requestId"] = request_id
+    return members
+
+
+def _bearer(request: HttpRequest) -> str | None:
+    header = request.headers.get("authorization", "")
+    return header[7:].strip() if header[:7].lower() == "bearer " else None
+
+
+def _http_error(exc: viss.VissError) -> JSONResponse:
+    headers = {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc.reason}"'} \
+        if exc.number == 401 else None
+    return JSONResponse({"error": exc.as_dict()}, status_code=exc.number, headers=headers)
+
+
+async def _json_body(request: HttpRequest, max_bytes: int) -> dict:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise viss.VissError(413, "payload_too_large", f"the body has {declared} bytes; at most {max_bytes} are accepted")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            break
+    return viss.decode(body, max_bytes)
+
+
+def _json_query(request: HttpRequest, name: str) -> object:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise viss.bad_request(f"query parameter {name!r} must be JSON, got {raw!r}") from None
+
+
+def _int_query(request: HttpRequest, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise viss.bad_request(f"query parameter {name!r} must be a positive whole number, got {raw!r}")
+    return int(raw)
+
+
+def _float_query(request: HttpRequest, name: str, default: float) -> float:
+    raw = request.query_params.get(name)
+    try:
+        return default if raw is None else float(raw)
+    except ValueError:
+        raise viss.bad_request(f"query parameter {name!r} must be a number (Unix seconds), got {raw!r}") from None
+
+
+class VehicleServer:
+    """Both transports of one `VehicleInterface` under uvicorn, on one event loop."""
+
+    def __init__(self, hub: SignalHub, store: Store, *, host: str, port: int, viss_port: int, vehicle_id: str,
+                 cert: str | None = None, key: str | None = None, static_dir: str | Path | None = None,
+                 limits: Limits | None = None, history_period_s: float = 1.0):
+        if (cert is None) != (key is None):
+            raise ValueError("TLS needs both a certificate and its key")
+        self.interface = VehicleInterface(hub, store, vehicle_id, limits=limits, static_dir=static_dir,
+                                          history_period_s=history_period_s)
+        common = {"host": host, "ssl_certfile": cert, "ssl_keyfile": key, "lifespan": "off", "access_log": False,
+                  "log_level": "warning", "ws": "websockets-sansio", "ws_per_message_deflate": False,
+                  "ws_max_size": self.interface.limits.max_frame_bytes}
+        self.servers = [uvicorn.Server(uvicorn.Config(self.interface.http_app(), port=port, **common)),
+                        uvicorn.Server(uvicorn.Config(self.interface.viss_app(), port=viss_port, **common))]
+        self.ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def run(self, sockets: tuple[socket.socket, socket.socket] | None = None) -> None:
+        """Serve until `stop()` (or a signal stops either transport)."""
+        self._loop = asyncio.get_running_loop()
+        await self.interface.start()
+        tasks = [asyncio.create_task(server.serve(sockets=[sock] if sockets else None))
+                 for server, sock in zip(self.servers, sockets or (None, None))]
+        try:
+            while not all(s.started for s in self.servers) and not any(t.done() for t in tasks):
+                await asyncio.sleep(0.01)
+            self.ready.set()
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            self._request_exit()
+            await asyncio.gather(*tasks)
+        finally:
+            await self.interface.stop()
+
+    def stop(self) -> None:
+        """Thread-safe."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._request_exit)
+
+    def _request_exit(self) -> None:
+        for server in self.servers:
+            server.should_exit = True
+
+
+async def serve(hub: SignalHub, store: Store, *, host: str = "127.0.0.1", port: int = 8080, viss_port: int = 8090,
+                vehicle_id: str, cert: str | None = None, key: str | None = None,
+                static_dir: str | Path | None = None, limits: Limits | None = None) -> None:
+    """Serve HTTP on `port` and VISS v2 WebSocket on `viss_port` until cancelled or signalled."""
+    await VehicleServer(hub, store, host=host, port=port, viss_port=viss_port, vehicle_id=vehicle_id, cert=cert,
+                        key=key, static_dir=static_dir, limits=limits).run()
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    http_url: str
+    viss_url: str
+    server: VehicleServer
+
+    @property
+    def authority(self) -> Authority:
+        return self.server.interface.authority
+
+
+@contextmanager
+def running_server(hub: SignalHub, store: Store, *, vehicle_id: str = "OPENBMS0000000001", host: str = "127.0.0.1",
+                   **options) -> Iterator[RunningServer]:
+    """Serve on free ports in a background thread (for tests, benchmarks and notebooks)."""
+    sockets = tuple(_bound_socket(host) for _ in range(2))
+    server = VehicleServer(hub, store, host=host, port=0, viss_port=0, vehicle_id=vehicle_id, **options)
+    thread = threading.Thread(target=asyncio.run, args=(server.run(sockets),), name="openbms-vehicle", daemon=True)
+    thread.start()
+    try:
+        if not server.ready.wait(10):
+            raise RuntimeError("the vehicle interface did not start within 10 s")
+        secure = options.get("cert") is not None
+        http_port, viss_port = (s.getsockname()[1] for s in sockets)
+        yield RunningServer(f"{'https' if secure else 'http'}://{host}:{http_port}",
+                            f"{'wss' if secure else 'ws'}://{host}:{viss_port}", server)
+    finally:
+        server.stop()
+        thread.join(10)
+        for sock in sockets:
+            sock.close()
+
+
+def _bound_socket(host: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    return sock
