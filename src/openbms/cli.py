@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .sim.cli import add_arguments
 
     add_arguments(p)
+
+    from .vehicle.cli import add_commands as add_vehicle_commands
+
+    add_vehicle_commands(sub)
     return parser
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import Boolean, Float, Index, Integer, String, Text, create_engine, event, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 DEFAULT_URL = "sqlite:///out/openbms.db"
@@ -116,7 +116,11 @@ class Store:
     """One database for grants, audit, history, non-volatile BMS state and secrets."""
 
     def __init__(self, url: str = DEFAULT_URL):
-        parsed = make_url(url)
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise ValueError(f"{url!r} is not a database URL (e.g. sqlite:///out/openbms.db or "
+                             "postgresql://user@host/openbms)") from None
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         self.url = url

@@ -1,0 +1,106 @@
+"""`openbms token`, `grant`, `grants`, `revoke`: the owner's consent from the command line.
+
+They work on the same database as `openbms serve` (`--db`), so a token printed here is
+accepted by the server, and a revocation here ends the app's access at its next request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from .store import DEFAULT_URL
+
+DEFAULT_VEHICLE_ID = "OPENBMS0000000001"
+DEFAULT_TTL_S = 30 * 24 * 3600
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    for name, help_, run in (("token", "grant an app access and print only its token", _token),
+                             ("grant", "grant an app access and print the grant (with its token) as JSON", _grant)):
+        p = sub.add_parser(name, help=help_, description=help_ + ". Scopes: read:<VSS path>, actuate:<VSS path> "
+                           "(a branch covers its signals; actuate also reads), or --owner for the owner's token.")
+        p.add_argument("--app", help="the app's name, as the owner will see it in grants and the audit log")
+        p.add_argument("--scope", nargs="+", default=[], metavar="SCOPE",
+                       help="e.g. read:Vehicle.Powertrain.TractionBattery "
+                            "actuate:Vehicle.Powertrain.TractionBattery.Charging.ChargeLimit")
+        p.add_argument("--owner", action="store_true", help="the owner's own token (scope 'owner': everything, "
+                                                            "plus the dashboard's owner endpoints)")
+        p.add_argument("--ttl", type=float, default=DEFAULT_TTL_S, metavar="SECONDS",
+                       help="validity (default %(default)g s = 30 days)")
+        _add_store_options(p)
+        p.set_defaults(run=run)
+
+    p = sub.add_parser("grants", help="list the owner's grants", description="List every grant and its status.")
+    _add_store_options(p)
+    p.set_defaults(run=_grants)
+
+    p = sub.add_parser("revoke", help="revoke a grant now", description="Revoke a grant: its token stops working "
+                       "at its next request, and its live subscriptions end within a second.")
+    p.add_argument("grant_id")
+    _add_store_options(p)
+    p.set_defaults(run=_revoke)
+
+
+def _add_store_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", default=DEFAULT_URL, help="database URL, shared with `openbms serve` (default %(default)s)")
+    p.add_argument("--vehicle-id", default=os.environ.get("OPENBMS_VEHICLE_ID", DEFAULT_VEHICLE_ID),
+                   help="the vehicle tokens are bound to (default $OPENBMS_VEHICLE_ID or %(default)s)")
+
+
+def _authority(args):
+    from .auth import Authority
+    from .store import Store
+
+    return Authority(Store(args.db), args.vehicle_id)
+
+
+def _issue(args) -> tuple:
+    if args.owner == bool(args.scope):
+        raise ValueError("give either --scope SCOPE... or --owner")
+    if not args.owner and not args.app:
+        raise ValueError("--app NAME is required (the app the owner grants access to)")
+    authority = _authority(args)
+    grant = authority.grant(args.app or "owner", ["owner"] if args.owner else args.scope, args.ttl)
+    return grant, authority.token(grant)
+
+
+def _token(args) -> int:
+    print(_issue(args)[1])
+    return 0
+
+
+def _grant(args) -> int:
+    grant, token = _issue(args)
+    print(json.dumps({**grant.as_dict(), "token": token}, indent=2))
+    return 0
+
+
+def _grants(args) -> int:
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"grants for {args.vehicle_id}")
+    for column in ("id", "app", "scopes", "issued (UTC)", "expires (UTC)", "status"):
+        table.add_column(column, no_wrap=column == "id")
+    now = time.time()
+    for grant in _authority(args).grants():
+        table.add_row(grant.id, grant.app, "\n".join(grant.scopes), _utc(grant.issued_at), _utc(grant.expires_at),
+                      grant.status(now))
+    Console().print(table)
+    return 0
+
+
+def _revoke(args) -> int:
+    _authority(args).revoke(args.grant_id)
+    print(f"revoked {args.grant_id}")
+    return 0
+
+
+def _utc(time_s: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(time_s, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
