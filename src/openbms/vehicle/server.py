@@ -392,6 +392,14 @@ class RunningServer:
     def authority(self) -> Authority:
         return self.server.interface.authority
 
+    @property
+    def hub(self) -> SignalHub:
+        return self.server.interface.service.hub
+
+    @property
+    def store(self) -> Store:
+        return self.server.interface.service.store
+
 
 @contextmanager
 def running_server(hub: SignalHub, store: Store, *, vehicle_id: str = "OPENBMS0000000001", host: str = "127.0.0.1",

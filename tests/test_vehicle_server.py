@@ -1,0 +1,380 @@
+"""The VISS v2 server over the network: every message kind and filter, HTTP, TLS, and every refusal,
+each answered with a clear VISS error while another connected client keeps getting its updates."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from contextlib import ExitStack
+
+import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from openbms.vehicle.auth import Authority
+from openbms.vehicle.hub import SignalHub
+from openbms.vehicle.limits import Limits
+from openbms.vehicle.server import running_server
+from openbms.vehicle.store import Store
+from test_vehicle_demo import CONDITIONING, LIMIT, ROOT, SOC, DemoVehicle
+
+VIN = "TESTVIN0000000001"
+RANGE = f"{ROOT}.Range"
+LIMITS = Limits(max_message_bytes=2048, max_subscriptions=3, requests_per_s=20, burst=30)
+
+
+@pytest.fixture(scope="module")
+def vehicle(tmp_path_factory):
+    hub = SignalHub()
+    demo = DemoVehicle(hub)
+    demo.publish()
+    stop = demo.run_in_thread(0.05)
+    store = Store(f"sqlite:///{tmp_path_factory.mktemp('vehicle') / 'openbms.db'}")
+    static = tmp_path_factory.mktemp("dashboard")
+    (static / "index.html").write_text("<h1>dashboard</h1>")
+    with running_server(hub, store, vehicle_id=VIN, limits=LIMITS, static_dir=static) as server:
+        yield server
+    stop.set()
+    store.close()
+
+
+def token(vehicle, *scopes: str, ttl_s: float = 600, app: str = "test-app") -> str:
+    authority = vehicle.authority
+    return authority.token(authority.grant(app, scopes or (f"read:{ROOT}", f"actuate:{LIMIT}"), ttl_s))
+
+
+class Client:
+    """A strict VISS v2 client on the websockets library's synchronous API."""
+
+    def __init__(self, url: str):
+        self._connection = ExitStack()
+        self.ws = self._connection.enter_context(connect(url, subprotocols=["VISSv2"], open_timeout=5))
+
+    def send(self, **msg) -> dict:
+        msg.setdefault("requestId", uuid.uuid4().hex)
+        self.ws.send(json.dumps(msg))
+        return self.reply(msg["requestId"])
+
+    def reply(self, request_id: str | None) -> dict:
+        while True:
+            msg = json.loads(self.ws.recv(timeout=5))
+            if msg.get("action") != "subscription" or request_id is None:
+                assert request_id is None or msg.get("requestId") == request_id, msg
+                return msg
+
+    def notification(self, timeout: float = 5) -> dict:
+        while True:
+            msg = json.loads(self.ws.recv(timeout=timeout))
+            if msg.get("action") == "subscription":
+                return msg
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+class Watcher:
+    """Another app, subscribed to the SoC, that must keep receiving while others misbehave."""
+
+    def __init__(self, vehicle):
+        self.client = Client(vehicle.viss_url)
+        reply = self.client.send(action="subscribe", path=SOC, authorization=token(vehicle, f"read:{SOC}"))
+        assert "subscriptionId" in reply, reply
+        self.count = 0
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                if json.loads(self.client.ws.recv()).get("action") == "subscription":
+                    self.count += 1
+        except Exception:
+            return
+
+    def assert_alive(self) -> None:
+        before = self.count
+        deadline = time.monotonic() + 3
+        while self.count < before + 2:
+            assert time.monotonic() < deadline, "the other client stopped getting its subscription updates"
+            time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def watcher(vehicle):
+    w = Watcher(vehicle)
+    yield w
+    w.client.close()
+
+
+@pytest.fixture
+def client(vehicle, watcher):
+    c = Client(vehicle.viss_url)
+    yield c
+    c.close()
+    watcher.assert_alive()
+
+
+def error_of(reply: dict) -> tuple[int, str]:
+    assert "error" in reply, reply
+    assert reply["error"]["message"], reply
+    return reply["error"]["number"], reply["error"]["reason"]
+
+
+# --- every message kind and filter -------------------------------------------------------------
+
+def test_get_one_signal_with_a_viss_timestamp(client, vehicle):
+    reply = client.send(action="get", path=SOC, authorization=token(vehicle))
+    assert reply["action"] == "get" and reply["data"]["path"] == SOC
+    assert 0 <= float(reply["data"]["dp"]["value"]) <= 100
+    assert reply["data"]["dp"]["ts"].endswith("Z") and reply["ts"][10] == "T"
+
+
+def test_get_a_branch_with_the_paths_filter_and_slash_separators(client, vehicle):
+    reply = client.send(action="get", path=ROOT.replace(".", "/"), authorization=token(vehicle),
+                        filter={"type": "paths", "parameter": ["StateOfCharge.Current", "Temperature/Average"]})
+    assert [d["path"] for d in reply["data"]] == [SOC, f"{ROOT}.Temperature.Average"]
+    reply = client.send(action="get", path=f"{ROOT}.CellVoltage", authorization=token(vehicle))
+    assert reply["data"]["dp"]["value"] == ["3.3"] * 4  # only the array has a value: one data point
+
+
+def test_get_static_metadata(client, vehicle):
+    reply = client.send(action="get", path=f"{ROOT}.Charging", authorization=token(vehicle),
+                        filter={"type": "static-metadata", "parameter": ""})
+    limit = reply["metadata"]["Charging"]["children"]["ChargeLimit"]
+    assert limit == {"type": "actuator", "description": limit["description"], "datatype": "uint8",
+                     "unit": "percent", "min": 0, "max": 100}
+
+
+def test_set_returns_what_the_bms_applied_and_audits_it_first(client, vehicle):
+    request_id = uuid.uuid4().hex
+    reply = client.send(action="set", path=LIMIT, value="30", requestId=request_id, authorization=token(vehicle))
+    assert "error" not in reply, reply
+    assert reply["data"]["dp"]["value"] == "50" and "clamped to 50 %" in reply["reason"]
+    record = next(r for r in vehicle.store.audit(20) if r.request_id == request_id)
+    assert (record.requested, record.applied, record.accepted) == ("30", 50, True)
+    assert client.send(action="get", path=LIMIT, authorization=token(vehicle))["data"]["dp"]["value"] == "50"
+
+
+def test_a_refusal_by_the_bms_says_why(client, vehicle):
+    reply = client.send(action="set", path=CONDITIONING, value="FAST_CHARGING_PREPARATION",
+                        authorization=token(vehicle, f"actuate:{ROOT}.BatteryConditioning"))
+    assert error_of(reply) == (409, "refused_by_bms") and "no charger" in reply["error"]["message"]
+
+
+def test_subscribe_notifies_then_unsubscribe_ends_it(client, vehicle):
+    reply = client.send(action="subscribe", path=SOC, authorization=token(vehicle))
+    sub = reply["subscriptionId"]
+    first, second = client.notification(), client.notification()
+    assert first["subscriptionId"] == sub and first["data"]["path"] == SOC
+    assert float(second["data"]["dp"]["value"]) != float(first["data"]["dp"]["value"])
+    reply = client.send(action="unsubscribe", subscriptionId=sub)
+    assert reply["action"] == "unsubscribe" and reply["subscriptionId"] == sub and "error" not in reply
+    reply = client.send(action="unsubscribe", subscriptionId=sub)
+    assert error_of(reply) == (404, "invalid_subscriptionId") and reply["subscriptionId"] == sub
+
+
+def test_timebased_subscription_keeps_its_period(client, vehicle):
+    client.send(action="subscribe", path=f"{ROOT}.Temperature.Average", authorization=token(vehicle),
+                filter={"type": "timebased", "parameter": {"period": "200"}})
+    stamps = []
+    for _ in range(4):
+        client.notification()
+        stamps.append(time.monotonic())
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    assert all(0.1 < gap < 0.4 for gap in gaps), gaps
+
+
+def test_change_subscription_notifies_only_beyond_the_difference(client, vehicle):
+    vehicle.hub.publish({RANGE: 100_000})
+    client.send(action="subscribe", path=RANGE, authorization=token(vehicle),
+                filter={"type": "change", "parameter": {"logic-op": "gt", "diff": "1000"}})
+    assert client.notification()["data"]["dp"]["value"] == "100000"  # the current value starts it
+    vehicle.hub.publish({RANGE: 100_500})
+    vehicle.hub.publish({RANGE: 102_000})
+    assert client.notification()["data"]["dp"]["value"] == "102000"
+
+
+def test_bad_filters_are_explained(client, vehicle):
+    tok = token(vehicle)
+    for bad, reason in (({"type": "timebased", "parameter": {"period": "5"}}, "invalid_duration"),
+                        ({"type": "change", "parameter": {"logic-op": "about"}}, "filter_invalid"),
+                        ({"type": "curvelog", "parameter": {}}, "filter_invalid")):
+        assert error_of(client.send(action="subscribe", path=SOC, authorization=tok, filter=bad)) == (400, reason)
+
+
+# --- refusals, each while the watcher keeps receiving -------------------------------------------
+
+def test_no_token(client):
+    assert error_of(client.send(action="get", path=SOC)) == (401, "token_missing")
+
+
+def test_expired_token(client, vehicle):
+    past = Authority(vehicle.store, VIN, clock=lambda: time.time() - 3600)
+    expired = past.token(past.grant("old-app", [f"read:{SOC}"], 60))
+    assert error_of(client.send(action="get", path=SOC, authorization=expired)) == (401, "token_expired")
+
+
+def test_token_for_another_vehicle(client, vehicle):
+    other = Authority(vehicle.store, "OTHERVIN000000000")
+    foreign = other.token(other.grant("app", [f"read:{SOC}"], 60))
+    reply = client.send(action="get", path=SOC, authorization=foreign)
+    assert error_of(reply) == (401, "token_invalid") and "OTHERVIN" in reply["error"]["message"]
+
+
+def test_tampered_token(client, vehicle):
+    tampered = token(vehicle)[:-6] + "AAAAAA"
+    assert error_of(client.send(action="get", path=SOC, authorization=tampered)) == (401, "token_invalid")
+
+
+def test_out_of_scope_paths(client, vehicle):
+    soc_only = token(vehicle, f"read:{SOC}")
+    assert error_of(client.send(action="get", path=f"{ROOT}.CurrentVoltage", authorization=soc_only)) \
+        == (403, "user_forbidden")
+    assert error_of(client.send(action="set", path=LIMIT, value="80", authorization=soc_only)) \
+        == (403, "user_forbidden")
+    assert error_of(client.send(action="set", path=SOC, value="80", authorization=token(vehicle))) \
+        == (401, "read_only")
+
+
+def test_revocation_is_immediate_for_requests_and_subscriptions(client, vehicle):
+    authority = vehicle.authority
+    grant = authority.grant("revoked-app", [f"read:{ROOT}"], 600)
+    tok = authority.token(grant)
+    sub = client.send(action="subscribe", path=SOC, authorization=tok)["subscriptionId"]
+    client.notification()
+    response = httpx.delete(f"{vehicle.http_url}/owner/grants/{grant.id}",
+                            headers={"Authorization": f"Bearer {token(vehicle, 'owner')}"})
+    assert response.status_code == 200
+    while "error" not in (ended := client.notification()):  # notifications queued before the revocation
+        pass
+    assert ended["subscriptionId"] == sub and error_of(ended) == (401, "token_invalid")
+    assert "revoked" in client.send(action="get", path=SOC, authorization=tok)["error"]["message"]
+
+
+def test_revocation_from_another_process_ends_subscriptions(client, vehicle):
+    grant = vehicle.authority.grant("cli-revoked-app", [f"read:{ROOT}"], 600)
+    tok = vehicle.authority.token(grant)
+    client.send(action="subscribe", path=SOC, authorization=tok)
+    Store(vehicle.store.url).revoke_grant(grant.id, time.time())  # as `openbms revoke` does
+    assert error_of(client.send(action="get", path=SOC, authorization=tok)) == (401, "token_invalid")
+    deadline = time.monotonic() + 3
+    while "error" not in (msg := client.notification()):
+        assert time.monotonic() < deadline
+    assert error_of(msg) == (401, "token_invalid")
+
+
+def test_replayed_command(client, vehicle):
+    tok, request_id = token(vehicle), uuid.uuid4().hex
+    assert "error" not in client.send(action="set", path=LIMIT, value="70", requestId=request_id, authorization=tok)
+    replay = client.send(action="set", path=LIMIT, value="70", requestId=request_id, authorization=tok)
+    assert error_of(replay) == (409, "duplicate_request") and replay["requestId"] == request_id
+
+
+def test_malformed_json_and_requests(client, vehicle):
+    client.ws.send("{not json")
+    assert error_of(client.reply(None)) == (400, "bad_request")
+    client.ws.send("[1, 2]")
+    assert error_of(client.reply(None)) == (400, "bad_request")
+    assert error_of(client.send(action="fly", path=SOC)) == (400, "bad_request")
+    reply = client.send(action="set", path=LIMIT, value="101", authorization=token(vehicle))
+    assert error_of(reply) == (400, "bad_request") and "within [0, 100]" in reply["error"]["message"]
+
+
+def test_oversized_message_and_long_path(client, vehicle):
+    client.ws.send(json.dumps({"action": "get", "path": SOC, "requestId": "big", "padding": "x" * 4096}))
+    assert error_of(client.reply(None)) == (413, "payload_too_large")  # not parsed, so no requestId to echo
+    reply = client.send(action="get", path="Vehicle." + "A" * 300, authorization=token(vehicle))
+    assert error_of(reply) == (400, "bad_request") and "characters long" in reply["error"]["message"]
+    assert "data" in client.send(action="get", path=SOC, authorization=token(vehicle))  # still served
+
+
+def test_unknown_path(client, vehicle):
+    reply = client.send(action="get", path=f"{ROOT}.Flux", authorization=token(vehicle))
+    assert error_of(reply) == (404, "invalid_path")
+
+
+def test_too_many_subscriptions(client, vehicle):
+    tok = token(vehicle)
+    for _ in range(LIMITS.max_subscriptions):
+        assert "subscriptionId" in client.send(action="subscribe", path=SOC, authorization=tok)
+    assert error_of(client.send(action="subscribe", path=SOC, authorization=tok)) == (429, "too_many_subscriptions")
+
+
+def test_rate_limit_per_token(client, vehicle):
+    tok = token(vehicle)
+    replies = [client.send(action="get", path=SOC, authorization=tok) for _ in range(int(LIMITS.burst) + 5)]
+    assert error_of(replies[-1]) == (429, "too_many_requests")
+    assert "data" in client.send(action="get", path=SOC, authorization=token(vehicle))  # other tokens are served
+
+
+def test_a_client_without_the_subprotocol_is_turned_away(vehicle):
+    with pytest.raises(InvalidStatus, match="403"), connect(vehicle.viss_url, open_timeout=5):
+        pass
+
+
+# --- HTTP ---------------------------------------------------------------------------------------
+
+def bearer(tok: str) -> dict:
+    return {"Authorization": f"Bearer {tok}"}
+
+
+def test_http_get_and_set(vehicle):
+    url = f"{vehicle.http_url}/{LIMIT.replace('.', '/')}"
+    tok = token(vehicle)
+    response = httpx.post(url, json={"value": "95", "requestId": uuid.uuid4().hex}, headers=bearer(tok))
+    assert response.status_code == 200 and response.json()["data"]["dp"]["value"] == "95"
+    assert httpx.get(url, headers=bearer(tok)).json()["data"]["dp"]["value"] == "95"
+    filtered = httpx.get(f"{vehicle.http_url}/{ROOT.replace('.', '/')}", headers=bearer(tok),
+                         params={"filter": json.dumps({"type": "paths", "parameter": ["StateOfCharge/Current"]})})
+    assert filtered.json()["data"]["path"] == SOC
+
+
+def test_http_refusals(vehicle):
+    url = f"{vehicle.http_url}/{LIMIT.replace('.', '/')}"
+    missing = httpx.get(url)
+    assert missing.status_code == 401 and missing.json()["error"]["reason"] == "token_missing"
+    assert "invalid_token" in missing.headers["www-authenticate"]
+    no_request_id = httpx.post(url, json={"value": "80"}, headers=bearer(token(vehicle)))
+    assert no_request_id.status_code == 400 and "requestId" in no_request_id.json()["error"]["message"]
+    too_big = httpx.post(url, content=b"x" * 5000, headers=bearer(token(vehicle)))
+    assert too_big.status_code == 413
+    unknown = httpx.get(f"{vehicle.http_url}/Vehicle/Flux", headers=bearer(token(vehicle)))
+    assert unknown.status_code == 404
+
+
+def test_owner_endpoints(vehicle):
+    owner = bearer(token(vehicle, "owner", app="owner"))
+    created = httpx.post(f"{vehicle.http_url}/owner/grants", headers=owner,
+                         json={"app": "fleet-app", "scopes": [f"read:{SOC}"], "ttl_s": 60})
+    assert created.status_code == 201
+    app_token, grant_id = created.json()["token"], created.json()["grant"]["id"]
+    assert httpx.get(f"{vehicle.http_url}/{SOC.replace('.', '/')}", headers=bearer(app_token)).status_code == 200
+    listed = httpx.get(f"{vehicle.http_url}/owner/grants", headers=owner).json()
+    assert {"id": grant_id, "status": "active"}.items() <= next(g for g in listed if g["id"] == grant_id).items()
+    assert httpx.get(f"{vehicle.http_url}/owner/grants", headers=bearer(app_token)).status_code == 403
+    bad = httpx.post(f"{vehicle.http_url}/owner/grants", headers=owner, json={"app": "x", "scopes": ["read:Nope"]})
+    assert bad.status_code == 400 and "read:Nope" in bad.json()["error"]["message"]
+    assert httpx.delete(f"{vehicle.http_url}/owner/grants/nope", headers=owner).status_code == 404
+
+    audit = httpx.get(f"{vehicle.http_url}/owner/audit", headers=owner, params={"limit": 5}).json()
+    assert 0 < len(audit) <= 5 and {"app", "grant_id", "path", "requested", "applied", "accepted"} <= audit[0].keys()
+
+    time.sleep(1.2)  # one history period
+    history = httpx.get(f"{vehicle.http_url}/owner/history", headers=owner,
+                        params={"path": SOC, "start": time.time() - 60, "points": 10}).json()
+    assert history["path"] == SOC and 0 < len(history["points"]) <= 10
+    bad_points = httpx.get(f"{vehicle.http_url}/owner/history", headers=owner, params={"path": SOC, "points": "x"})
+    assert bad_points.status_code == 400
+
+
+def test_static_dashboard_is_served(vehicle):
+    assert "dashboard" in httpx.get(f"{vehicle.http_url}/").text
+
+
+def test_dashboard_websocket_on_the_http_port(vehicle):
+    c = Client(vehicle.http_url.replace("http", "ws") + "/viss")
+    assert "data" in c.send(action="get", path=SOC, authorization=token(vehicle))
+    c.close()
