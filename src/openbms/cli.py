@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -30,6 +31,16 @@ def main(argv: list[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openbms", description="An open battery management system for LFP packs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("monitor", help="run the pack's safety checks over a pack file, write events",
+                       description="Sensor plausibility, safe operating area, internal shorts and thermal runaway "
+                                   "(GB 38031-2025) over a pack file with 'Test Time / s', 'Current / A' (+ = "
+                                   "charging), 'Cell Voltage {i} / V' and 'Cell Temperature {j} / degC'.")
+    p.add_argument("data", metavar="PACK", help="pack time series (CSV, CSV.gz or Parquet)")
+    p.add_argument("--cell", required=True, help="cell model: a bundled name or a JSON file")
+    p.add_argument("-o", "--output", default="out/events.jsonl", help="events, one JSON object per line")
+    p.add_argument("--temperature", type=float, help="degC, for files without temperature columns")
+    p.set_defaults(run=_monitor)
 
     p = sub.add_parser("identify", help="identify a cell model from OCV and dynamic test files",
                        description="Identify an ESC cell model (OCV with hysteresis, SoC-dependent R0 and RC "
@@ -170,6 +181,45 @@ def _estimate(args) -> int:
                   f"{lim.discharge_power_w[-1]:.1f}")
     Console().print(table)
     console.print("wrote " + " and ".join(written))
+    return 0
+
+
+def _monitor(args) -> int:
+    import json
+
+    from rich.progress import Progress
+
+    from .cell import load_cell
+    from .io.pack import read_pack
+    from .safety.monitor import PackMonitor
+
+    cell = load_cell(args.cell)
+    data = read_pack(args.data, args.temperature)
+    n_time, series = data.cell_voltage_v.shape
+    monitor = PackMonitor(cell, series, data.temperature_c.shape[1])
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    chunk = 3600
+    with output.open("w") as out, Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"monitoring {Path(args.data).name}: {series} cells", total=n_time)
+        for start in range(0, n_time, chunk):
+            part = slice(start, min(start + chunk, n_time))
+            events, est = monitor.update(data.time_s[part], data.current_a[part], data.cell_voltage_v[part],
+                                         data.temperature_c[part])
+            for event in events:
+                out.write(json.dumps(event.record()) + "\n")
+            progress.update(task, completed=part.stop)
+    table = Table(title=f"events in {Path(args.data).name} ({series} cells, {n_time:,} samples)")
+    for column in ("kind", "severity", "count"):
+        table.add_column(column, justify="right" if column == "count" else "left")
+    for (kind, severity), count in sorted(monitor.counts.items()):
+        table.add_row(kind, severity, str(count))
+    if not monitor.counts:
+        table.add_row("none", "", "0")
+    Console().print(table)
+    end = est.row()
+    console.print(f"at the end: pack SoC {100 * end['soc']:.1f} %, weakest cell {1 + int(np.argmin(end['cell_soc']))} "
+                  f"at {100 * min(end['cell_soc']):.1f} %, energy {end['energy_wh']:.0f} Wh; wrote {output}")
     return 0
 
 

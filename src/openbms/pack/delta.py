@@ -1,0 +1,112 @@
+"""Per-cell "delta" filters of Plett's bar-delta method: each cell as the pack's mean cell plus differences.
+
+In a series string every cell carries the same current, so what tells one cell from the
+others is slow: its SoC offset Δz, a leakage current ℓ (an internal short drains it while
+the others do not), a relative capacity difference Δc (it moves faster or slower under the
+same current) and a relative resistance difference δ. Measured against the mean cell at the
+same instant, the model errors common to all cells cancel, so an extended Kalman filter on
+
+    y = V_i − V_mean = OCV(z̄ + Δz) − mean OCV + (δ − mean δ)·η̄    (η̄: the mean cell's modelled overpotential)
+    Δz ← Δz − dt/(3600 Q)·(I·Δc + ℓ + bleed_i − mean bleed)
+
+sees millivolt-level differences that a full per-cell filter has to trust less. The leakage
+state is the internal-short detector's evidence.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..cell.kernels import N_FIXED, ocv_at, params_at, resistance_at
+
+DZ, LEAK, DC, DR = range(4)
+N_DELTA = 4
+SLOPE_STEP = 2e-3  # SoC step of the OCV slope's central difference
+
+
+@njit(cache=True)
+def delta_kernel(time_s, dv, current, bleed, zbar, zbar_std, tbar, axis, table, knots, ocv_t, z0, dz, ocv_tab, noise_v, q_leak,
+                 gate, i_rc, x, P, x_out, std_out):
+    """Run the delta filters over (time, cells); x (cells, 4) and P (cells, 4, 4) carry over between calls.
+
+    dv: V_i − V_mean (NaN skips a cell's update: a sensor flagged as faulty); current: (time,) string
+    current, + = charging; bleed: (time, cells) balancing current drawn from each cell (A); zbar, zbar_std,
+    tbar: the mean cell's SoC, its std and temperature; i_rc: the mean cell's RC branch currents (carried over).
+    Where the OCV slope differs between cells, an error in zbar looks like a difference between them: its
+    std enters each cell's measurement noise.
+    time_s runs one past the samples.
+    """
+    n_time, n_cells = dv.shape
+    n_rc = i_rc.shape[0]
+    H = np.zeros(N_DELTA)
+    PH = np.empty(N_DELTA)
+    ocv = np.empty(n_cells)
+    slope = np.empty(n_cells)
+    p = np.empty(table.shape[1])
+    for k in range(n_time):
+        dt = time_s[k + 1] - time_s[k]
+        i = current[k]
+        # the mean cell's modelled overpotential: a cell with (1 + δ) times its resistances shows δ times it more
+        params_at(tbar[k], axis, table, p)
+        q_ah = p[0]
+        eta = resistance_at(p, N_FIXED + n_rc, zbar[k], knots) * i
+        for j in range(n_rc):
+            eta += resistance_at(p, N_FIXED + n_rc + (j + 1) * knots.shape[0], zbar[k], knots) * i_rc[j]
+        mean_bleed = 0.0
+        for c in range(n_cells):
+            mean_bleed += bleed[k, c]
+        mean_bleed /= n_cells
+        a = -dt / (3600.0 * q_ah)
+        # The measured mean is the mean of the cells' voltages, not the voltage at the mean SoC: predict it so.
+        mean_ocv, mean_slope, mean_dr, n_valid = 0.0, 0.0, 0.0, 0
+        for c in range(n_cells):
+            z = zbar[k] + x[c, DZ]
+            ocv[c] = ocv_at(z, tbar[k], ocv_t, z0, dz, ocv_tab)
+            slope[c] = (ocv_at(z + SLOPE_STEP, tbar[k], ocv_t, z0, dz, ocv_tab)
+                        - ocv_at(z - SLOPE_STEP, tbar[k], ocv_t, z0, dz, ocv_tab)) / (2.0 * SLOPE_STEP)
+            if dv[k, c] == dv[k, c]:
+                mean_ocv += ocv[c]
+                mean_slope += slope[c]
+                mean_dr += x[c, DR]
+                n_valid += 1
+        mean_ocv /= max(n_valid, 1)
+        mean_slope /= max(n_valid, 1)
+        mean_dr /= max(n_valid, 1)
+        H[DR] = eta
+        for c in range(n_cells):
+            xc = x[c]
+            Pc = P[c]
+            y = dv[k, c]
+            if y == y:  # NaN: a sensor flagged as faulty, no update
+                H[DZ] = slope[c]
+                innovation = y - (ocv[c] - mean_ocv + (xc[DR] - mean_dr) * eta)
+                s = noise_v * noise_v + ((slope[c] - mean_slope) * zbar_std[k]) ** 2
+                for d in range(N_DELTA):
+                    acc = 0.0
+                    for e in range(N_DELTA):
+                        acc += Pc[d, e] * H[e]
+                    PH[d] = acc
+                    s += H[d] * acc
+                if innovation * innovation > gate * gate * s:  # a transient the model does not share: trust it less
+                    s = innovation * innovation / (gate * gate)
+                for d in range(N_DELTA):
+                    xc[d] += PH[d] / s * innovation
+                for d in range(N_DELTA):
+                    for e in range(N_DELTA):
+                        Pc[d, e] -= PH[d] * PH[e] / s
+            x_out[k, c, :] = xc
+            for d in range(N_DELTA):
+                std_out[k, c, d] = np.sqrt(max(Pc[d, d], 0.0))
+            # time update: Δz moves by the leak, the capacity difference under current, and the bleed
+            xc[DZ] += a * (i * xc[DC] + xc[LEAK] + bleed[k, c] - mean_bleed)
+            # P = F P F' with F = I + a·e_z·(e_leak + i·e_c)', then the random walks
+            for e in range(N_DELTA):
+                Pc[DZ, e] += a * (Pc[LEAK, e] + i * Pc[DC, e])
+            for d in range(N_DELTA):
+                Pc[d, DZ] += a * (Pc[d, LEAK] + i * Pc[d, DC])
+            Pc[LEAK, LEAK] += q_leak * dt
+        for j in range(n_rc):
+            decay = np.exp(-dt / p[N_FIXED + j])
+            i_rc[j] = decay * i_rc[j] + (1.0 - decay) * i
+

@@ -1,0 +1,68 @@
+"""The pack's safety supervisor: every check on every sample, one stream of events.
+
+Per sample: sensor plausibility (which readings to trust), the pack estimator (bar-delta),
+the safe operating area, thermal runaway; per chunk: internal shorts from the estimator's
+leak evidence and the current sensor's offset. The same object serves a file
+(`openbms monitor`) and the live runtime.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..cell import CellModel
+from ..pack.estimator import PackEstimate, PackEstimator
+from .events import Event
+from .plausibility import PlausibilityChecker, PlausibilityRule
+from .runaway import RunawayDetector, RunawayRule, sensor_cells
+from .short import ShortDetector, ShortRule
+from .soa import SoaLimits, SoaMonitor
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    soa: SoaLimits | None = None  # default: LFP limits scaled to the cell's capacity
+    plausibility: PlausibilityRule = field(default_factory=PlausibilityRule)
+    runaway: RunawayRule = field(default_factory=RunawayRule)
+    short: ShortRule = field(default_factory=ShortRule)
+
+
+class PackMonitor:
+    def __init__(self, model: CellModel, series: int, n_sensors: int, soc0=None, config: MonitorConfig = MonitorConfig()):
+        if not 1 <= n_sensors <= series:
+            raise ValueError(f"need between 1 and {series} temperature sensors for {series} cells, got {n_sensors}")
+        q = float(model.param("capacity_ah", 25.0))
+        self.series = series
+        self.estimator = PackEstimator(model, series, soc0)
+        self.soa = SoaMonitor(config.soa or SoaLimits(capacity_ah=q))
+        self.plausibility = PlausibilityChecker(series, n_sensors, q, config.plausibility)
+        self.runaway = RunawayDetector(series, n_sensors, config.runaway)
+        self.shorts = ShortDetector(series, config.short)
+        self.sensor_of_cell = np.empty(series, dtype=int)
+        for j, cells in enumerate(sensor_cells(n_sensors, series)):
+            self.sensor_of_cell[cells] = j
+        self.counts: Counter = Counter()
+
+    def update(self, time_s, current_a, cell_voltage_v, temperature_c, bleed_a=None) -> tuple[list[Event], PackEstimate]:
+        """A chunk of samples: time (time,), current (time,), cell voltages (time, cells), sensors (time, sensors)."""
+        time_s = np.atleast_1d(np.asarray(time_s, dtype=float))
+        current = np.atleast_1d(np.asarray(current_a, dtype=float))
+        v = np.asarray(cell_voltage_v, dtype=float).reshape(len(time_s), self.series)
+        temps = np.asarray(temperature_c, dtype=float).reshape(len(time_s), -1)
+        events: list[Event] = []
+        valid = np.empty(v.shape, dtype=bool)
+        for k, t in enumerate(time_s):
+            found, valid[k] = self.plausibility.update(t, v[k], temps[k], current[k])
+            events += found
+            events += self.soa.update(t, np.where(valid[k], v[k], np.nan), temps[k], current[k])
+            events += self.runaway.update(t, v[k], temps[k])
+        cell_temps = temps[:, self.sensor_of_cell]
+        est = self.estimator.update(time_s, current, v, cell_temps, bleed_a, valid)
+        events += self.shorts.update(time_s, est.leak_a, v, valid)
+        events += self.plausibility.check_offset(time_s[-1], est.current_offset_a[-1])
+        events.sort(key=lambda e: e.time_s)
+        self.counts.update((e.kind, e.severity) for e in events if not e.cleared)
+        return events, est
