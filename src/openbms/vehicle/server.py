@@ -6,6 +6,8 @@ at `/Vehicle/...`, the owner's endpoints at `/owner/...`, the same WebSocket at 
 for a browser dashboard, and an optional static directory at `/`). With a certificate
 and key both are TLS (wss/https).
 
+Every read and set needs a token; the catalogue's static metadata (a VSS `static-metadata`
+get) does not, since it describes the vehicle model, not this vehicle's data.
 Owner endpoints take a Bearer token carrying the `owner` scope (`openbms token --owner`):
   GET /owner/grants · POST /owner/grants {app, scopes, ttl_s} → {grant, token} ·
   DELETE /owner/grants/{id} · GET /owner/audit?limit=&grant= ·
@@ -98,11 +100,11 @@ class VehicleInterface:
         token = _bearer(request)
         try:
             self.check_rate(token or f"ip:{request.client.host if request.client else '?'}")
+            filters = viss.parse_filters(_json_query(request, "filter"), request.method.lower())
+            if request.method == "GET" and filters.metadata:
+                return JSONResponse({"metadata": self.service.metadata(path), "ts": viss.timestamp(now)})
             access = self.service.authorize(token)
             if request.method == "GET":
-                filters = viss.parse_filters(_json_query(request, "filter"), "get")
-                if filters.metadata:
-                    return JSONResponse({"metadata": self.service.metadata(access, path), "ts": viss.timestamp(now)})
                 return JSONResponse({"data": viss.data_points(self.service.read(access, path, filters)),
                                      "ts": viss.timestamp(now)})
             body = await _json_body(request, self.limits.max_message_bytes)
@@ -241,13 +243,13 @@ class Connection:
             self.interface.fanout.remove(request.subscription_id)
             self.subscriptions.discard(request.subscription_id)
             return viss.response(request, now)
+        if request.action == "get" and request.filters.metadata:
+            return viss.response(request, now, metadata=self.service.metadata(request.path))
         access = self.service.authorize(request.token or self.token)
         if request.action == "authorize":
             self.token = request.token
             return viss.response(request, now, TTL=int(access.expires_at))
         if request.action == "get":
-            if request.filters.metadata:
-                return viss.response(request, now, metadata=self.service.metadata(access, request.path))
             return viss.response(request, now, data=viss.data_points(
                 self.service.read(access, request.path, request.filters)))
         if request.action == "set":

@@ -59,14 +59,12 @@ class VehicleService:
             raise VissError(404, "unavailable_data", f"the BMS has not published {path} yet")
         return found
 
-    def metadata(self, access: Access, path: str) -> dict:
+    def metadata(self, path: str) -> dict:
+        """The catalogue's static metadata of a subtree: public, as the VSS specification is."""
         try:
-            node = vss.node(path)
+            return vss.metadata(path)
         except vss.UnknownPath as exc:
             raise VissError(404, "invalid_path", str(exc)) from None
-        if not access.can_read(node.path):
-            raise VissError(403, "user_forbidden", f"grant {access.grant_id} ({access.app}) may not read {path}")
-        return vss.metadata(path)
 
     def request_set(self, access: Access, path: str, value: object, request_id: str) -> SetOutcome:
         """Ask the BMS to apply a value; the request and its outcome are audited before this returns.

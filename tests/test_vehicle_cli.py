@@ -1,0 +1,72 @@
+"""`openbms token`, `grant`, `grants`, `revoke`, run in-process on one database, as `openbms serve` would share it."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from openbms.cli import main
+from openbms.vehicle.auth import Authority
+from openbms.vehicle.store import Store
+
+SCOPE = "read:Vehicle.Powertrain.TractionBattery.StateOfCharge"
+
+
+@pytest.fixture
+def db(tmp_path):
+    return f"sqlite:///{tmp_path / 'openbms.db'}"
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.lstrip().startswith("error:"), err
+    return re.sub(r"\s+", " ", err)
+
+
+def test_token_prints_only_a_token_the_server_accepts(db, capsys):
+    assert main(["token", "--app", "charger", "--scope", SCOPE, "--ttl", "60", "--db", db,
+                 "--vehicle-id", "VIN7"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert token.count(".") == 2 and "\n" not in token
+    access = Authority(Store(db), "VIN7").verify(token)
+    assert access.app == "charger" and access.scopes == (SCOPE,)
+
+
+def test_owner_token(db, capsys):
+    assert main(["token", "--owner", "--db", db]) == 0
+    assert Authority(Store(db), "OPENBMS0000000001").verify(capsys.readouterr().out.strip()).is_owner
+
+
+def test_grant_grants_and_revoke(db, capsys):
+    assert main(["grant", "--app", "fleet", "--scope", SCOPE, "--db", db]) == 0
+    grant = json.loads(capsys.readouterr().out)
+    assert grant["app"] == "fleet" and grant["scopes"] == [SCOPE] and grant["token"]
+
+    assert main(["grants", "--db", db]) == 0
+    table = capsys.readouterr().out
+    assert grant["id"] in table and "active" in table
+
+    assert main(["revoke", grant["id"], "--db", db]) == 0
+    assert f"revoked {grant['id']}" in capsys.readouterr().out
+    main(["grants", "--db", db])
+    assert "revoked" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["token", "--app", "x", "--scope", "read:Vehicle.Nope"], "'Vehicle.Nope' is not a signal or branch"),
+    (["token", "--app", "x", "--scope", "drive:Vehicle"], "must be 'read:<path>', 'actuate:<path>' or 'owner'"),
+    (["token", "--scope", SCOPE], "--app NAME is required"),
+    (["token", "--app", "x"], "give either --scope SCOPE... or --owner"),
+    (["token", "--app", "x", "--scope", SCOPE, "--ttl", "-5"], "ttl must be a positive number"),
+    (["revoke", "no-such-grant"], "no grant with id 'no-such-grant'"),
+])
+def test_bad_input_is_exit_2_with_a_clear_message(db, capsys, argv, message):
+    assert main([*argv, "--db", db]) == 2
+    assert message in _error(capsys)
+
+
+def test_a_malformed_database_url_is_exit_2(capsys):
+    assert main(["grants", "--db", "not a url"]) == 2
+    assert "is not a database URL" in _error(capsys)
