@@ -378,3 +378,50 @@ def test_dashboard_websocket_on_the_http_port(vehicle):
     c = Client(vehicle.http_url.replace("http", "ws") + "/viss")
     assert "data" in c.send(action="get", path=SOC, authorization=token(vehicle))
     c.close()
+
+
+# --- TLS ----------------------------------------------------------------------------------------
+
+def self_signed(tmp_path) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "openbms test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def test_tls_for_both_transports(tmp_path):
+    import ssl
+
+    cert, key = self_signed(tmp_path)
+    trust = ssl.create_default_context(cafile=cert)
+    hub = SignalHub()
+    DemoVehicle(hub).publish()
+    store = Store(f"sqlite:///{tmp_path / 'tls.db'}")
+    with running_server(hub, store, vehicle_id=VIN, cert=cert, key=key) as server:
+        assert server.viss_url.startswith("wss://") and server.http_url.startswith("https://")
+        tok = token(server)
+        with connect(server.viss_url, subprotocols=["VISSv2"], ssl=trust, open_timeout=5) as ws:
+            ws.send(json.dumps({"action": "get", "path": SOC, "requestId": "1", "authorization": tok}))
+            assert json.loads(ws.recv(timeout=5))["data"]["path"] == SOC
+        response = httpx.get(f"{server.http_url}/{SOC.replace('.', '/')}", headers=bearer(tok), verify=trust)
+        assert response.status_code == 200
+    store.close()
