@@ -12,9 +12,11 @@ effective-variance weighted total least squares of SoC moved against charge coun
 between confident SoC estimates, with its own bound; the resistance scale ρ from
 voltage steps at current steps.
 
-Speed: cells are advanced in blocks through a chunk's time steps, so a block's state stays
-in cache however many cells there are, and each cell keeps its parameters interpolated at
-its temperature until the temperature changes.
+Speed: cells go through a chunk in blocks, so a block's state stays in cache however many
+cells there are, and within a block each stage of a time step runs over all its cells
+before the next (a structure of arrays, cells last): one cell's step is a long chain of
+dependent operations, and the cells' independent chains then overlap. Each cell keeps its
+parameters interpolated at its temperature until the temperature changes.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..cell.kernels import N_FIXED, SIGN_THRESHOLD_A, _axis_position, params_at
+from ..cell.kernels import N_FIXED, SIGN_THRESHOLD_A, _axis_position
 
 # Per-cell scalar state columns; the RC branch currents follow.
 Z, H, B, G, S, RHO, RHO_VAR, S_INV, SXX, SXY, ANCHOR_Z, ANCHOR_VAR, MOVED, ANCHORED, PREV_I, PREV_V, PREV_S, PREV_VRC = range(18)
@@ -40,13 +42,13 @@ N_HEALTH = 6
 N_LIMITS = 4
 SIGMA_H = np.sqrt(3.0)  # central-difference step (Plett's CDKF), weights (h²−n)/h² and 1/2h²
 BISECTIONS = 18
-CELL_BLOCK = 32  # cells advanced together through a chunk: their state and parameters stay in L1
+CELL_BLOCK = 64  # cells advanced together through a chunk: their state and parameters stay in L1
 
 
 @njit(cache=True, inline="always")
-def _resistance(p, offset, j, w, n_k):
-    """R from its knot values p[offset:offset + n_k] at the knot position (j, w) of the SoC."""
-    return p[offset] if n_k == 1 else p[offset + j] * (1.0 - w) + p[offset + j + 1] * w
+def _resistance(rows, b, offset, j, w, n_k):
+    """R from its knot values rows[b, offset:offset + n_k] at the knot position (j, w) of the SoC."""
+    return rows[b, offset] if n_k == 1 else rows[b, offset + j] * (1.0 - w) + rows[b, offset + j + 1] * w
 
 
 @njit(cache=True, inline="always")
@@ -63,119 +65,103 @@ def _knot_position(knots, z):
 
 
 @njit(cache=True, inline="always")
-def _ocv(z, kt, ut, z0, dz, table):
-    """OCV(z) at the temperature position (kt, ut), interpolated as `ocv_at` does; the
-    position is found once per cell and temperature instead of once per call."""
-    n_z = table.shape[1]
+def _ocv(z, tables, m, kt, ut, z0, dz):
+    """OCV(z) from model m's (n_t, n_z) table at the temperature position (kt, ut), interpolated
+    as `ocv_at` does; the position is found once per cell and temperature, not once per call."""
+    n_t, n_z = tables.shape[1], tables.shape[2]
     pos = (z - z0) / dz
-    j = int(np.floor(pos))
-    if j < 0:
-        j = 0
-    elif j > n_z - 2:
-        j = n_z - 2
+    j = min(max(int(np.floor(pos)), 0), n_z - 2)
     w = pos - j
-    lo = table[kt, j] + w * (table[kt, j + 1] - table[kt, j])
-    if table.shape[0] == 1:
+    lo = tables[m, kt, j] + w * (tables[m, kt, j + 1] - tables[m, kt, j])
+    if n_t == 1:
         return lo
-    hi = table[kt + 1, j] + w * (table[kt + 1, j + 1] - table[kt + 1, j])
+    hi = tables[m, kt + 1, j] + w * (tables[m, kt + 1, j + 1] - tables[m, kt + 1, j])
     return lo + ut * (hi - lo)
 
 
 @njit(cache=True, inline="always")
-def _static_part(z, i, s, i_rc, p, knots, kt, ut, z0, dz, ocv_tab, rho):
+def _static_part(z, i, s, rho, i_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz):
     """(OCV + M0·s + ρ·R0·i + Σ ρ·R_j·i_Rj, ρ·ΣR) at SoC z: the voltage without h and b."""
     n_k = knots.shape[0]
     n_rc = i_rc.shape[0]
     base = N_FIXED + n_rc
     j, w = _knot_position(knots, z)
-    r0 = _resistance(p, base, j, w, n_k)
-    v = _ocv(z, kt, ut, z0, dz, ocv_tab) + p[3] * s + rho * r0 * i
+    r0 = _resistance(rows, b, base, j, w, n_k)
+    v = _ocv(z, ocv_tables, m, kt, ut, z0, dz) + rows[b, 3] * s + rho * r0 * i
     r_sum = r0
     for n in range(n_rc):
-        rn = _resistance(p, base + (n + 1) * n_k, j, w, n_k)
-        v += rho * rn * i_rc[n]
+        rn = _resistance(rows, b, base + (n + 1) * n_k, j, w, n_k)
+        v += rho * rn * i_rc[n, b]
         r_sum += rn
     return v, rho * r_sum
 
 
 @njit(cache=True, inline="always")
-def _sigma_point_moments(x, P, i, s, i_rc, p, knots, kt, ut, z0, dz, ocv_tab, rho, pxy):
-    """Mean and variance of the predicted voltage, and its covariance with the state (into pxy),
-    of the central-difference filter with sigma points x ± h·L[:, j] (L the Cholesky factor of P).
+def _sigma_point_moments(g0, r0, g_up, r_up, g_dn, r_dn, h, bias, m_v, p00, p01, p02, p11, p12, p22):
+    """Mean and variance of the predicted voltage of the central-difference filter with sigma
+    points x ± h·L[:, j] (L the Cholesky factor of P), and dy/dz such that P·[dy/dz, M, −R, 0]'
+    is its covariance with the state.
 
     The voltage is linear in h and b, so the six points off the z axis contribute exactly what
-    a linearisation at z would, and that is a quadratic form in P: only L's first column
-    P[:, 0]/√P00 is needed, not the factor itself.
+    a linearisation at z would: a quadratic form in P. Only L's first column P[:, 0]/√P00 is
+    needed, not the factor itself.
     """
-    root = np.sqrt(max(P[0, 0], 1e-16))
-    l1 = P[1, 0] / root
-    l2 = P[2, 0] / root
-    m_v = p[4]
-    g0, r0 = _static_part(x[Z], i, s, i_rc, p, knots, kt, ut, z0, dz, ocv_tab, rho)
-    g_up, r_up = _static_part(x[Z] + SIGMA_H * root, i, s, i_rc, p, knots, kt, ut, z0, dz, ocv_tab, rho)
-    g_dn, r_dn = _static_part(x[Z] - SIGMA_H * root, i, s, i_rc, p, knots, kt, ut, z0, dz, ocv_tab, rho)
-    y0 = g0 + m_v * x[H] - r0 * x[B]
-    y_up = g_up + m_v * (x[H] + SIGMA_H * l1) - r_up * (x[B] + SIGMA_H * l2)
-    y_dn = g_dn + m_v * (x[H] - SIGMA_H * l1) - r_dn * (x[B] - SIGMA_H * l2)
+    root = np.sqrt(max(p00, 1e-16))
+    l1 = p01 / root
+    l2 = p02 / root
+    y0 = g0 + m_v * h - r0 * bias
+    y_up = g_up + m_v * (h + SIGMA_H * l1) - r_up * (bias + SIGMA_H * l2)
+    y_dn = g_dn + m_v * (h - SIGMA_H * l1) - r_dn * (bias - SIGMA_H * l2)
     w = 1.0 / (2.0 * SIGMA_H * SIGMA_H)  # weight of each of the 8 outer points; the centre and
     y_mean = (1.0 - 2.0 * w) * y0 + w * (y_up + y_dn)  # the 6 off-axis ones average to y0
-    slope = (y_up - y_dn) / (2.0 * SIGMA_H)
-    along_z = m_v * l1 - r0 * l2  # linear part of the z-axis pair, counted by the quadratic form too
-    off_axis = m_v * m_v * P[1, 1] - 2.0 * m_v * r0 * P[1, 2] + r0 * r0 * P[2, 2] - along_z * along_z
+    along_z = m_v * l1 - r0 * l2  # linear part of the z-axis pair, also counted by the quadratic form
+    off_axis = m_v * m_v * p11 - 2.0 * m_v * r0 * p12 + r0 * r0 * p22 - along_z * along_z
     e0 = y0 - y_mean
-    pyy = ((1.0 - 2.0 * w) * e0 * e0 + w * ((y_up - y_mean) ** 2 + (y_dn - y_mean) ** 2)
-           + max(off_axis, 0.0))
-    pxy[0] = root * slope
-    for d in range(1, N_X):
-        pxy[d] = P[d, 0] / root * (slope - along_z) + m_v * P[d, 1] - r0 * P[d, 2]
-    return y_mean, pyy
+    pyy = (1.0 - 2.0 * w) * e0 * e0 + w * ((y_up - y_mean) ** 2 + (y_dn - y_mean) ** 2) + max(off_axis, 0.0)
+    return y_mean, pyy, ((y_up - y_dn) / (2.0 * SIGMA_H) - along_z) / root
 
 
 @njit(cache=True, inline="always")
-def _linearised_moments(x, P, i, s, i_rc, p, knots, kt, ut, z0, dz, ocv_tab, rho, pxy):
-    """The extended filter's predicted voltage, HPH' and PH' (into pxy), H numerical in z."""
-    m_v = p[4]
-    g0, r_sum = _static_part(x[Z], i, s, i_rc, p, knots, kt, ut, z0, dz, ocv_tab, rho)
-    g1, _ = _static_part(x[Z] + 1e-3, i, s, i_rc, p, knots, kt, ut, z0, dz, ocv_tab, rho)
-    dv_dz = (g1 - g0) / 1e-3
-    for d in range(N_X):
-        pxy[d] = P[d, 0] * dv_dz + P[d, 1] * m_v - P[d, 2] * r_sum
-    pyy = dv_dz * pxy[0] + m_v * pxy[1] - r_sum * pxy[2]
-    return g0 + m_v * x[H] - r_sum * x[B], pyy
+def _counted_charge_var(sxx, opt):
+    """Relative variance of counted charge: the gain error, and the capacity unless the filter tracks it."""
+    relative_var = opt[O_GAIN_STD] ** 2
+    if opt[O_JOINT_VAR] == 0.0:
+        relative_var += 1.0 / (sxx + 1.0 / opt[O_PRIOR_S_VAR])
+    return relative_var
 
 
 @njit(cache=True)
-def _predict_voltage(I, horizon, z, h, i_rc, p, knots, ocv_k, ocv_u, z0, dz, ocv_tab, rho, q_ah):
+def _predict_voltage(I, horizon, z, h, i_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah):
     """Voltage and SoC after holding current I for `horizon` seconds from the present state."""
-    eta = p[1] if I > 0 else 1.0
+    eta = rows[b, 1] if I > 0 else 1.0
     moved = eta * I * horizon / (3600.0 * q_ah)
     z_end = z + moved
-    decay = np.exp(-abs(moved) * p[2])
+    decay = np.exp(-abs(moved) * rows[b, 2])
     sign = 1.0 if I > 0 else (-1.0 if I < 0 else 0.0)
     h_end = decay * h + (1.0 - decay) * sign
     n_k = knots.shape[0]
     n_rc = i_rc.shape[0]
     base = N_FIXED + n_rc
     j, w = _knot_position(knots, z_end)
-    v = _ocv(z_end, ocv_k, ocv_u, z0, dz, ocv_tab) + p[3] * sign + p[4] * h_end
-    v += rho * _resistance(p, base, j, w, n_k) * I
+    v = _ocv(z_end, ocv_tables, m, kt, ut, z0, dz) + rows[b, 3] * sign + rows[b, 4] * h_end
+    v += rho * _resistance(rows, b, base, j, w, n_k) * I
     for n in range(n_rc):
-        a = np.exp(-horizon / p[N_FIXED + n])
-        v += rho * _resistance(p, base + (n + 1) * n_k, j, w, n_k) * (a * i_rc[n] + (1.0 - a) * I)
+        a = np.exp(-horizon / rows[b, N_FIXED + n])
+        v += rho * _resistance(rows, b, base + (n + 1) * n_k, j, w, n_k) * (a * i_rc[n, b] + (1.0 - a) * I)
     return v, z_end
 
 
 @njit(cache=True)
-def _limit(direction, i_max, horizon, z, h, i_rc, p, knots, ocv_k, ocv_u, z0, dz, ocv_tab, rho, q_ah, opt):
+def _limit(direction, i_max, horizon, z, h, i_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah, opt):
     """Largest |I| in `direction` (+1 charge, −1 discharge) that keeps voltage and SoC in bounds
     at the start and at the end of the horizon, and the power at the lower of those voltages."""
     lo, hi = 0.0, i_max
     for _ in range(BISECTIONS):
         mid = 0.5 * (lo + hi)
-        v0, _ = _predict_voltage(direction * mid, 1e-9, z, h, i_rc, p, knots, ocv_k, ocv_u, z0, dz, ocv_tab,
+        v0, _ = _predict_voltage(direction * mid, 1e-9, z, h, i_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz,
                                  rho, q_ah)
-        v1, z_end = _predict_voltage(direction * mid, horizon, z, h, i_rc, p, knots, ocv_k, ocv_u, z0, dz,
-                                     ocv_tab, rho, q_ah)
+        v1, z_end = _predict_voltage(direction * mid, horizon, z, h, i_rc, b, rows, knots, ocv_tables, m, kt, ut,
+                                     z0, dz, rho, q_ah)
         if direction > 0:
             ok = max(v0, v1) <= opt[O_V_MAX] and z_end <= opt[O_SOC_MAX]
         else:
@@ -184,61 +170,61 @@ def _limit(direction, i_max, horizon, z, h, i_rc, p, knots, ocv_k, ocv_u, z0, dz
             lo = mid
         else:
             hi = mid
-    v0, _ = _predict_voltage(direction * lo, 1e-9, z, h, i_rc, p, knots, ocv_k, ocv_u, z0, dz, ocv_tab, rho, q_ah)
-    v1, _ = _predict_voltage(direction * lo, horizon, z, h, i_rc, p, knots, ocv_k, ocv_u, z0, dz, ocv_tab, rho,
+    v0, _ = _predict_voltage(direction * lo, 1e-9, z, h, i_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah)
+    v1, _ = _predict_voltage(direction * lo, horizon, z, h, i_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho,
                              q_ah)
     return lo, lo * min(v0, v1)
 
 
 @njit(cache=True, inline="always")
-def _update_health(k, time_s, dt, i, v_meas, st, P, i_rc, p, knots, adapt, opt, health_out):
+def _update_health(k, time_s, dt, i, v_meas, st, x, P, b, i_rc, rows, knots, adapt, opt, health_out):
     """Resistance scale from voltage steps at current steps; capacity from confident SoC pairs."""
     # The model's one-sample voltage change at a current step, as the fresh cell showed it: ρ times this.
     n_k = knots.shape[0]
     n_rc = i_rc.shape[0]
     base = N_FIXED + n_rc
-    j, w = _knot_position(knots, st[Z])
+    j, w = _knot_position(knots, x[Z, b])
     v_rc = 0.0
     for n in range(n_rc):
-        v_rc += _resistance(p, base + (n + 1) * n_k, j, w, n_k) * i_rc[n]
-    if k > 0 and abs(i - st[PREV_I]) > opt[O_STEP_C] * p[0] and time_s[k] - time_s[k - 1] < 2.5:
-        hr = p[5] * (_resistance(p, base, j, w, n_k) * (i - st[PREV_I]) + v_rc - st[PREV_VRC])
-        dv = v_meas - st[PREV_V] - p[3] * (st[S] - st[PREV_S])
+        v_rc += _resistance(rows, b, base + (n + 1) * n_k, j, w, n_k) * i_rc[n, b]
+    if k > 0 and abs(i - st[PREV_I]) > opt[O_STEP_C] * rows[b, 0] and time_s[k] - time_s[k - 1] < 2.5:
+        hr = rows[b, 5] * (_resistance(rows, b, base, j, w, n_k) * (i - st[PREV_I]) + v_rc - st[PREV_VRC])
+        dv = v_meas - st[PREV_V] - rows[b, 3] * (st[S] - st[PREV_S])
         noise = 2.0 * opt[O_SENSOR_V] ** 2 + (0.05 * hr) ** 2
         gain = st[RHO_VAR] * hr / (hr * hr * st[RHO_VAR] + noise)
         st[RHO] = min(5.0, max(0.2, st[RHO] + gain * (dv - st[RHO] * hr)))
         st[RHO_VAR] *= 1.0 - gain * hr
     st[PREV_VRC] = v_rc
     st[RHO_VAR] += opt[O_Q_RHO] * dt
-    var_z = P[0, 0]
+    var_z = P[0, 0, b]
     if var_z < opt[O_ANCHOR_STD] ** 2:
         if st[ANCHORED] == 0.0:
             st[ANCHORED] = 1.0
-            st[ANCHOR_Z] = st[Z]
+            st[ANCHOR_Z] = x[Z, b]
             st[ANCHOR_VAR] = var_z
             st[MOVED] = 0.0
         elif abs(st[MOVED]) >= opt[O_MIN_MOVED]:
-            x = st[MOVED]
-            y = st[Z] - st[ANCHOR_Z]
-            var_x = (opt[O_GAIN_STD] * x) ** 2
-            weight = 1.0 / (var_z + st[ANCHOR_VAR] + st[S_INV] ** 2 * var_x)
-            st[SXX] = opt[O_FADE] * st[SXX] + weight * x * x
-            st[SXY] = opt[O_FADE] * st[SXY] + weight * x * y
+            moved = st[MOVED]
+            y = x[Z, b] - st[ANCHOR_Z]
+            var_moved = (opt[O_GAIN_STD] * moved) ** 2
+            weight = 1.0 / (var_z + st[ANCHOR_VAR] + st[S_INV] ** 2 * var_moved)
+            st[SXX] = opt[O_FADE] * st[SXX] + weight * moved * moved
+            st[SXY] = opt[O_FADE] * st[SXY] + weight * moved * y
             prior = 1.0 / opt[O_PRIOR_S_VAR]
             st[S_INV] = (st[SXY] + prior) / (st[SXX] + prior)
             if adapt:  # the filter's capacity restarts from the certified estimate
-                st[G] = st[S_INV]
+                x[G, b] = st[S_INV]
                 for d in range(N_X):
-                    P[3, d] = 0.0
-                    P[d, 3] = 0.0
-                P[3, 3] = max(1.0 / (st[SXX] + prior), opt[O_JOINT_VAR])
-            st[ANCHOR_Z] = st[Z]
+                    P[3, d, b] = 0.0
+                    P[d, 3, b] = 0.0
+                P[3, 3, b] = max(1.0 / (st[SXX] + prior), opt[O_JOINT_VAR])
+            st[ANCHOR_Z] = x[Z, b]
             st[ANCHOR_VAR] = var_z
             st[MOVED] = 0.0
     prior = 1.0 / opt[O_PRIOR_S_VAR]
     s_var = 1.0 / (st[SXX] + prior)
-    health_out[OUT_OFFSET] = st[B]
-    health_out[OUT_HYST] = st[H]
+    health_out[OUT_OFFSET] = x[B, b]
+    health_out[OUT_HYST] = x[H, b]
     health_out[OUT_CAPACITY_SCALE] = 1.0 / st[S_INV]
     health_out[OUT_CAPACITY_SCALE_STD] = np.sqrt(s_var) / st[S_INV] ** 2
     health_out[OUT_RHO] = st[RHO]
@@ -246,137 +232,204 @@ def _update_health(k, time_s, dt, i, v_meas, st, P, i_rc, p, knots, adapt, opt, 
 
 
 @njit(cache=True, inline="always")
-def _time_update(dt, i, st, P, i_rc, rc_decay, p, with_health, adapt, opt):
-    """SoC, hysteresis and RC currents to the next sample; P = F P F' + Q."""
-    q_model = p[0]
-    eta = p[1] if i > 0 else 1.0
-    g = st[G] if adapt else 1.0
-    c0 = eta * dt / (3600.0 * q_model)
-    moved = c0 * g * (i - st[B])
-    decay = np.exp(-abs(c0 * g * i) * p[2])
-    sign = 1.0 if i > 0 else (-1.0 if i < 0 else 0.0)
-    st[Z] += moved
-    st[H] = decay * st[H] + (1.0 - decay) * sign
-    if with_health:
-        st[MOVED] += moved / g
-    # F is the identity but for dz/db = a, dz/dg = b and dh/dh = decay.
-    a = -c0 * g
-    b = c0 * (i - st[B]) if adapt else 0.0
-    p00, p01, p02, p03 = P[0, 0], P[0, 1], P[0, 2], P[0, 3]
-    p11, p12, p13, p22, p23, p33 = P[1, 1], P[1, 2], P[1, 3], P[2, 2], P[2, 3], P[3, 3]
-    f0 = (p00 + a * p02 + b * p03, p01 + a * p12 + b * p13, p02 + a * p22 + b * p23, p03 + a * p23 + b * p33)
-    P[0, 0] = f0[0] + a * f0[2] + b * f0[3]
-    P[0, 1] = P[1, 0] = decay * f0[1]
-    P[0, 2] = P[2, 0] = f0[2]
-    P[0, 3] = P[3, 0] = f0[3]
-    P[1, 1] = decay * (decay * p11)
-    P[1, 2] = P[2, 1] = decay * p12
-    P[1, 3] = P[3, 1] = decay * p13
-    # Moved charge is uncertain by the gain error, and by the capacity unless the filter tracks it.
-    relative_var = opt[O_GAIN_STD] ** 2
-    if opt[O_JOINT_VAR] == 0.0:
-        relative_var += 1.0 / (st[SXX] + 1.0 / opt[O_PRIOR_S_VAR])
-    P[0, 0] += (c0 * g * opt[O_SIGMA_I] * q_model) ** 2 + relative_var * moved * moved
-    P[1, 1] += (0.2 * (1.0 - decay)) ** 2
-    P[2, 2] += opt[O_Q_OFFSET] * q_model * q_model * dt
-    P[3, 3] += opt[O_Q_CAPACITY] * dt if opt[O_JOINT_VAR] > 0 else 0.0
-    for n in range(i_rc.shape[0]):
-        i_rc[n] = rc_decay[n] * i_rc[n] + (1.0 - rc_decay[n]) * i
+def _params_at(t, axis, tables, m, rows, b):
+    """rows[b] = model m's parameter row interpolated at temperature t, as `params_at` makes it."""
+    k, u = _axis_position(axis, t)
+    for col in range(tables.shape[2]):
+        rows[b, col] = tables[m, k, col] + u * (tables[m, k + 1, col] - tables[m, k, col]) if axis.shape[0] > 1 \
+            else tables[m, 0, col]
 
 
 @njit(cache=True)
+def _block_arrays(n_rc, n_columns):
+    """Work arrays for one block of cells (cells last): the filter state in a structure of arrays;
+    per cell the temperature and step its cached values hold for, the parameter row and OCV table
+    position at that temperature, the RC decays over that step; the model at its evaluation points."""
+    return (np.empty((N_X, CELL_BLOCK)), np.empty((N_X, N_X, CELL_BLOCK)), np.empty(CELL_BLOCK),
+            np.empty((n_rc, CELL_BLOCK)), np.empty(CELL_BLOCK), np.empty(CELL_BLOCK),
+            np.empty(CELL_BLOCK), np.empty(CELL_BLOCK), np.empty((CELL_BLOCK, n_columns)),
+            np.empty(CELL_BLOCK, dtype=np.int64), np.empty(CELL_BLOCK), np.empty((n_rc, CELL_BLOCK)),
+            np.empty((3, CELL_BLOCK)), np.empty((3, CELL_BLOCK)), np.empty((3, CELL_BLOCK)))
+
+
 def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz,
                     ocv_tables, opt, sigma_points, with_health, adapt, horizons,
                     state, cov, i_rc, soc_out, std_out, health_out, limits_out):
     """Run the estimator over (time, cells); `state`, `cov` and `i_rc` carry over between calls."""
+    _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz, ocv_tables,
+                opt, sigma_points, with_health, adapt, horizons, state, cov, i_rc, soc_out, std_out, health_out,
+                limits_out, *_block_arrays(i_rc.shape[1], tables.shape[2]))
+
+
+# Without the runtime's reference counting: every inlined helper that takes an array would
+# otherwise count references to it on each call, an atomic operation that costs more than the
+# arithmetic. Nothing here allocates; the work arrays come from `_block_arrays`.
+@njit(cache=True, _nrt=False)
+def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz, ocv_tables,
+                opt, sigma_points, with_health, adapt, horizons, state, cov, i_rc, soc_out, std_out, health_out,
+                limits_out, x, P, sign_s, irc, rho, charge_var, seen_t, seen_dt, rows, ocv_k, ocv_u, rc_decay,
+                z_at, g_at, r_at):
     n_time, n_cells = current.shape
     n_rc = i_rc.shape[1]
     n_h = horizons.shape[0]
-    record_limits = limits_out.shape[0] == n_time
-    pxy = np.empty(N_X)
-    # Per cell of a block: the temperature its cached values hold for, the parameter row and the
-    # OCV table position there, and the RC decays over the step they were computed for.
-    seen_t = np.empty(CELL_BLOCK)
-    rows = np.empty((CELL_BLOCK, tables.shape[2]))
-    ocv_k = np.empty(CELL_BLOCK, dtype=np.int64)
-    ocv_u = np.empty(CELL_BLOCK)
-    seen_dt = np.empty(CELL_BLOCK)
-    rc_decay = np.empty((CELL_BLOCK, n_rc))
+    record_limits = limits_out.shape[0] == n_time and limits_out.shape[2] == N_LIMITS * n_h
+    adapt_rho = adapt and opt[O_ADAPT_RESISTANCE] > 0
+    n_points = 3 if sigma_points else 2
     for first in range(0, n_cells, CELL_BLOCK):
-        seen_t[:] = np.nan
-        seen_dt[:] = np.nan
+        n_b = min(CELL_BLOCK, n_cells - first)
+        for b in range(n_b):
+            c = first + b
+            for d in range(N_X):
+                x[d, b] = state[c, d]
+                for e in range(N_X):
+                    P[d, e, b] = cov[c, d, e]
+            for n in range(n_rc):
+                irc[n, b] = i_rc[c, n]
+            sign_s[b] = state[c, S]
+            rho[b] = state[c, RHO] if adapt_rho else 1.0
+            charge_var[b] = _counted_charge_var(state[c, SXX], opt)
+            seen_t[b] = np.nan
         for k in range(n_time):
             dt = time_s[k + 1] - time_s[k] if k + 1 < time_s.shape[0] else 0.0  # time_s may run one past
             # Model error is slow and correlated: one independent look per correlation time.
             step = dt if dt > 0.0 else (time_s[k] - time_s[k - 1] if k > 0 else 1.0)
             r_v = opt[O_SIGMA_V] ** 2 * max(1.0, opt[O_CORRELATION_S] / step)
-            for c in range(first, min(first + CELL_BLOCK, n_cells)):
-                b = c - first
-                m = model_index[c]
-                t = temperature[k, c]
-                p = rows[b]
+            for b in range(n_b):
+                t = temperature[k, first + b]
                 if t != seen_t[b]:
-                    params_at(t, axis, tables[m], p)
+                    _params_at(t, axis, tables, model_index[first + b], rows, b)
                     ocv_k[b], ocv_u[b] = _axis_position(ocv_t, t)
                     seen_t[b] = t
                     seen_dt[b] = np.nan
-                st = state[c]
-                P = cov[c]
-                i = current[k, c]
-                v_meas = voltage[k, c]
+                if dt > 0.0 and dt != seen_dt[b]:
+                    for n in range(n_rc):
+                        rc_decay[n, b] = np.exp(-dt / rows[b, N_FIXED + n])
+                    seen_dt[b] = dt
+            # --- measurement update -------------------------------------------------------
+            for b in range(n_b):
+                i = current[k, first + b]
                 if abs(i) > SIGN_THRESHOLD_A:
-                    st[S] = 1.0 if i > 0 else -1.0
-                rho = st[RHO] if adapt and opt[O_ADAPT_RESISTANCE] > 0 else 1.0
-                # --- measurement update -------------------------------------------------
+                    sign_s[b] = 1.0 if i > 0 else -1.0
+                z_at[0, b] = x[Z, b]
                 if sigma_points:
-                    y_mean, pyy = _sigma_point_moments(st, P, i, st[S], i_rc[c], p, knots, ocv_k[b], ocv_u[b],
-                                                       z0, dz, ocv_tables[m], rho, pxy)
+                    spread = SIGMA_H * np.sqrt(max(P[0, 0, b], 1e-16))
+                    z_at[1, b] = x[Z, b] + spread
+                    z_at[2, b] = x[Z, b] - spread
                 else:
-                    y_mean, pyy = _linearised_moments(st, P, i, st[S], i_rc[c], p, knots, ocv_k[b], ocv_u[b],
-                                                      z0, dz, ocv_tables[m], rho, pxy)
+                    z_at[1, b] = x[Z, b] + 1e-3
+            for q in range(n_points):
+                for b in range(n_b):
+                    g_at[q, b], r_at[q, b] = _static_part(z_at[q, b], current[k, first + b], sign_s[b], rho[b], irc, b,
+                                                          rows, knots, ocv_tables, model_index[first + b], ocv_k[b],
+                                                          ocv_u[b], z0, dz)
+            for b in range(n_b):
+                c = first + b
+                m_v = rows[b, 4]
+                r = r_at[0, b]
+                if sigma_points:
+                    y_mean, pyy, dv_dz = _sigma_point_moments(g_at[0, b], r, g_at[1, b], r_at[1, b], g_at[2, b],
+                                                              r_at[2, b], x[H, b], x[B, b], m_v, P[0, 0, b],
+                                                              P[0, 1, b], P[0, 2, b], P[1, 1, b], P[1, 2, b], P[2, 2, b])
+                else:
+                    dv_dz = (g_at[1, b] - g_at[0, b]) / 1e-3
+                    y_mean = g_at[0, b] + m_v * x[H, b] - r * x[B, b]
+                p_y0 = P[0, 0, b] * dv_dz + P[0, 1, b] * m_v - P[0, 2, b] * r  # P·H', H = [dv/dz, M, −R, 0]
+                p_y1 = P[1, 0, b] * dv_dz + P[1, 1, b] * m_v - P[1, 2, b] * r
+                p_y2 = P[2, 0, b] * dv_dz + P[2, 1, b] * m_v - P[2, 2, b] * r
+                p_y3 = P[3, 0, b] * dv_dz + P[3, 1, b] * m_v - P[3, 2, b] * r
+                if not sigma_points:
+                    pyy = dv_dz * p_y0 + m_v * p_y1 - r * p_y2
                 pyy += r_v
-                innovation = v_meas - y_mean
+                innovation = voltage[k, c] - y_mean
                 gate = opt[O_GATE]
                 if innovation * innovation > gate * gate * pyy:  # beyond the model: trust it less, not more
                     pyy = innovation * innovation / (gate * gate)
                 inv_pyy = 1.0 / pyy
+                p_y = (p_y0, p_y1, p_y2, p_y3)
                 for d in range(N_X):
-                    st[d] += pxy[d] * inv_pyy * innovation
-                st[H] = min(1.0, max(-1.0, st[H]))
-                st[G] = min(2.0, max(0.5, st[G]))
-                for d in range(N_X):
+                    x[d, b] += p_y[d] * inv_pyy * innovation
                     for e in range(N_X):
-                        P[d, e] -= pxy[d] * pxy[e] * inv_pyy
-                for d in range(N_X):
-                    P[d, d] = max(P[d, d], 1e-12)
-                soc_out[k, c] = st[Z]
-                std_out[k, c] = np.sqrt(P[0, 0])
-                if with_health:
-                    _update_health(k, time_s, dt, i, v_meas, st, P, i_rc[c], p, knots, adapt, opt, health_out[k, c])
-                if record_limits:
-                    q_model = p[0]
-                    q_now = q_model / (st[G] if adapt else 1.0)
+                        P[d, e, b] -= p_y[d] * p_y[e] * inv_pyy
+                    P[d, d, b] = max(P[d, d, b], 1e-12)
+                x[H, b] = min(1.0, max(-1.0, x[H, b]))
+                x[G, b] = min(2.0, max(0.5, x[G, b]))
+                soc_out[k, c] = x[Z, b]
+                std_out[k, c] = np.sqrt(P[0, 0, b])
+            if with_health:
+                for b in range(n_b):
+                    c = first + b
+                    st = state[c]
+                    st[S] = sign_s[b]
+                    _update_health(k, time_s, dt, current[k, c], voltage[k, c], st, x, P, b, irc, rows, knots, adapt,
+                                   opt, health_out[k, c])
+                    st[PREV_I] = current[k, c]
+                    st[PREV_V] = voltage[k, c]
+                    st[PREV_S] = sign_s[b]
+                    rho[b] = st[RHO] if adapt_rho else 1.0
+                    charge_var[b] = _counted_charge_var(st[SXX], opt)
+            if record_limits:
+                for b in range(n_b):
+                    c = first + b
+                    m = model_index[c]
+                    q_model = rows[b, 0]
+                    q_now = q_model / (x[G, b] if adapt else 1.0)
                     # Horizons ascend; a longer pulse also has to hold over the shorter one's span.
                     ic_cap, idis_cap = opt[O_MAX_CHARGE_C] * q_model, opt[O_MAX_DISCHARGE_C] * q_model
                     pc_cap, pdis_cap = np.inf, np.inf
                     for n in range(n_h):
-                        ic, pc = _limit(1.0, ic_cap, horizons[n], st[Z], st[H], i_rc[c], p, knots, ocv_k[b],
-                                        ocv_u[b], z0, dz, ocv_tables[m], st[RHO], q_now, opt)
-                        idis, pdis = _limit(-1.0, idis_cap, horizons[n], st[Z], st[H], i_rc[c], p, knots,
-                                            ocv_k[b], ocv_u[b], z0, dz, ocv_tables[m], st[RHO], q_now, opt)
+                        ic, pc = _limit(1.0, ic_cap, horizons[n], x[Z, b], x[H, b], irc, b, rows, knots, ocv_tables,
+                                        m, ocv_k[b], ocv_u[b], z0, dz, state[c, RHO], q_now, opt)
+                        idis, pdis = _limit(-1.0, idis_cap, horizons[n], x[Z, b], x[H, b], irc, b, rows, knots,
+                                            ocv_tables, m, ocv_k[b], ocv_u[b], z0, dz, state[c, RHO], q_now, opt)
                         ic_cap, idis_cap = ic, idis
                         pc_cap, pdis_cap = min(pc, pc_cap), min(pdis, pdis_cap)
                         limits_out[k, c, n * N_LIMITS + 0] = ic
                         limits_out[k, c, n * N_LIMITS + 1] = idis
                         limits_out[k, c, n * N_LIMITS + 2] = pc_cap
                         limits_out[k, c, n * N_LIMITS + 3] = pdis_cap
-                st[PREV_I] = i
-                st[PREV_V] = v_meas
-                st[PREV_S] = st[S]
-                # --- time update to the next sample ------------------------------------------
-                if dt > 0.0:
-                    if dt != seen_dt[b]:
-                        for n in range(n_rc):
-                            rc_decay[b, n] = np.exp(-dt / p[N_FIXED + n])
-                        seen_dt[b] = dt
-                    _time_update(dt, i, st, P, i_rc[c], rc_decay[b], p, with_health, adapt, opt)
+            # --- time update to the next sample: P = F P F' + Q --------------------------------
+            if dt > 0.0:
+                for b in range(n_b):
+                    i = current[k, first + b]
+                    q_model = rows[b, 0]
+                    eta = rows[b, 1] if i > 0 else 1.0
+                    g = x[G, b] if adapt else 1.0
+                    c0 = eta * dt / (3600.0 * q_model)
+                    moved = c0 * g * (i - x[B, b])
+                    decay = np.exp(-abs(c0 * g * i) * rows[b, 2])
+                    sign = 1.0 if i > 0 else (-1.0 if i < 0 else 0.0)
+                    x[Z, b] += moved
+                    x[H, b] = decay * x[H, b] + (1.0 - decay) * sign
+                    if with_health:
+                        state[first + b, MOVED] += moved / g
+                    # F is the identity but for dz/db = a, dz/dg = f and dh/dh = decay.
+                    a = -c0 * g
+                    f = c0 * (i - x[B, b]) if adapt else 0.0
+                    f00 = P[0, 0, b] + a * P[0, 2, b] + f * P[0, 3, b]
+                    f01 = P[0, 1, b] + a * P[1, 2, b] + f * P[1, 3, b]
+                    f02 = P[0, 2, b] + a * P[2, 2, b] + f * P[2, 3, b]
+                    f03 = P[0, 3, b] + a * P[2, 3, b] + f * P[3, 3, b]
+                    P[0, 0, b] = (f00 + a * f02 + f * f03
+                                  + ((c0 * g * opt[O_SIGMA_I] * q_model) ** 2 + charge_var[b] * moved * moved))
+                    P[0, 1, b] = P[1, 0, b] = decay * f01
+                    P[0, 2, b] = P[2, 0, b] = f02
+                    P[0, 3, b] = P[3, 0, b] = f03
+                    P[1, 1, b] = decay * (decay * P[1, 1, b]) + (0.2 * (1.0 - decay)) ** 2
+                    P[1, 2, b] = P[2, 1, b] = decay * P[1, 2, b]
+                    P[1, 3, b] = P[3, 1, b] = decay * P[1, 3, b]
+                    P[2, 2, b] += opt[O_Q_OFFSET] * q_model * q_model * dt
+                    P[3, 3, b] += opt[O_Q_CAPACITY] * dt if opt[O_JOINT_VAR] > 0 else 0.0
+                    for n in range(n_rc):
+                        irc[n, b] = rc_decay[n, b] * irc[n, b] + (1.0 - rc_decay[n, b]) * i
+        for b in range(n_b):
+            c = first + b
+            for d in range(N_X):
+                state[c, d] = x[d, b]
+                for e in range(N_X):
+                    cov[c, d, e] = P[d, e, b]
+            for n in range(n_rc):
+                i_rc[c, n] = irc[n, b]
+            state[c, S] = sign_s[b]
+            state[c, PREV_I] = current[n_time - 1, c]
+            state[c, PREV_V] = voltage[n_time - 1, c]
+            state[c, PREV_S] = sign_s[b]
