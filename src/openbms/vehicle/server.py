@@ -20,7 +20,7 @@ import asyncio
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,7 +166,8 @@ class VehicleInterface:
             access = await self._owner(request)
             path = request.query_params.get("path", "")
             now = self.service.clock()
-            self.service.select(access, path, viss.Filters())
+            if self.service.select(access, path, viss.Filters()) != [path]:
+                raise viss.bad_request(f"history is kept per signal; {path} is a branch")
             start, end = _float_query(request, "start", now - 3600), _float_query(request, "end", now)
             points = await asyncio.to_thread(self.service.store.history, path, start, end,
                                              _int_query(request, "points", 500))
@@ -205,14 +206,15 @@ class Connection:
                 self.interface.fanout.remove(sub_id)
             writer.cancel()
 
-    def send(self, body: dict) -> None:
+    def send(self, body: dict | str) -> None:
         try:
-            self.outbox.put_nowait(json.dumps(body))
+            self.outbox.put_nowait(body if isinstance(body, str) else json.dumps(body))
         except asyncio.QueueFull:
             for sub_id in self.subscriptions:
                 self.interface.fanout.remove(sub_id)
             self.subscriptions.clear()
-            self.outbox = asyncio.Queue(1)
+            while not self.outbox.empty():
+                self.outbox.get_nowait()
             self.outbox.put_nowait(None)  # the writer closes the connection
 
     async def _write(self) -> None:
@@ -296,7 +298,8 @@ def _http_error(exc: viss.VissError) -> JSONResponse:
 async def _json_body(request: HttpRequest, max_bytes: int) -> dict:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise viss.VissError(413, "payload_too_large", f"the body has {declared} bytes; at most {max_bytes} are accepted")
+        raise viss.VissError(413, "payload_too_large",
+                             f"the body has {declared} bytes; at most {max_bytes} are accepted")
     body = b""
     async for chunk in request.stream():
         body += chunk
@@ -409,7 +412,7 @@ def running_server(hub: SignalHub, store: Store, *, vehicle_id: str = "OPENBMS00
     """Serve on free ports in a background thread (for tests, benchmarks and notebooks)."""
     sockets = tuple(_bound_socket(host) for _ in range(2))
     server = VehicleServer(hub, store, host=host, port=0, viss_port=0, vehicle_id=vehicle_id, **options)
-    thread = threading.Thread(target=asyncio.run, args=(server.run(sockets),), name="openbms-vehicle", daemon=True)
+    thread = threading.Thread(target=run_fast, args=(server.run(sockets),), name="openbms-vehicle", daemon=True)
     thread.start()
     try:
         if not server.ready.wait(10):
@@ -423,6 +426,17 @@ def running_server(hub: SignalHub, store: Store, *, vehicle_id: str = "OPENBMS00
         thread.join(10)
         for sock in sockets:
             sock.close()
+
+
+def run_fast(coroutine: Coroutine) -> object:
+    """`asyncio.run` on uvloop where it is installed (it roughly halves the p99 notification latency
+    in bench/interface_load.py)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coroutine)
 
 
 def _bound_socket(host: str) -> socket.socket:

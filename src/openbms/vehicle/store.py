@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sqlalchemy import Boolean, Float, Index, Integer, String, Text, create_engine, event, select, update
+from sqlalchemy import Boolean, Float, Index, Integer, String, Text, create_engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -173,7 +173,8 @@ class Store:
         """Append one actuation request and its outcome; returns only once committed."""
         with self._session() as s, s.begin():
             s.add(_AuditRow(time=record.time, app=record.app, grant_id=record.grant_id, request_id=record.request_id,
-                            path=record.path, requested=json.dumps(record.requested), applied=json.dumps(record.applied),
+                            path=record.path, requested=json.dumps(record.requested),
+                            applied=json.dumps(record.applied),
                             accepted=record.accepted, reason=record.reason))
 
     def seen_request(self, grant_id: str, request_id: str) -> bool:

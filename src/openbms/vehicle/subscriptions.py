@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from .service import VehicleService
 from .viss import ChangeFilter, VissError, data_points, timestamp
 
 log = logging.getLogger(__name__)
-Send = Callable[[dict], None]
+Send = Callable[[dict | str], None]  # a message, or one already serialised
 
 
 @dataclass(eq=False)
@@ -34,13 +35,20 @@ class Subscription:
     last_sent: dict[str, object] = field(default_factory=dict)
     timer: asyncio.Task | None = None
 
-    def notify(self, values: list[tuple[str, object, float]], now: float) -> None:
+    def notify(self, values: list[tuple[str, object, float]], now: float, shared: dict | None = None) -> None:
+        """Send the values that pass the filter; `shared` caches their JSON across the subscriptions of one
+        publish, so a thousand subscribers to one signal cost one serialisation, not a thousand."""
         if self.change is not None:
             values = [v for v in values if self.change.passes(self.last_sent.get(v[0]), v[1])]
-        if values:
-            self.last_sent.update((path, value) for path, value, _ in values)
-            self.send({"action": "subscription", "subscriptionId": self.id, "data": data_points(values),
-                       "ts": timestamp(now)})
+        if not values:
+            return
+        self.last_sent.update((path, value) for path, value, _ in values)
+        key = tuple((path, ts) for path, _, ts in values)
+        shared = {} if shared is None else shared
+        if key not in shared:
+            shared[key] = json.dumps(data_points(values))
+        self.send(f'{{"action": "subscription", "subscriptionId": "{self.id}", "data": {shared[key]}, '
+                  f'"ts": "{timestamp(now)}"}}')
 
 
 class Fanout:
@@ -100,8 +108,9 @@ class Fanout:
         for path, (value, ts) in values.items():
             for sub in self._by_leaf.get(path, ()):
                 touched.setdefault(sub, []).append((path, value, ts))
+        shared: dict = {}
         for sub, points in touched.items():
-            sub.notify(points, now)
+            sub.notify(points, now, shared)
 
     async def _tick(self, sub: Subscription) -> None:
         while True:
