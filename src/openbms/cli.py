@@ -88,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(p)
 
+    p = sub.add_parser("serve", help="run the BMS live behind the VSS / VISS v2 vehicle interface (the main job)",
+                       description="The BMS in a real-time loop on a simulated blade-pack vehicle (default), a "
+                                   "recorded pack file or a CAN bus, serving VSS signals over VISS v2 (WebSocket "
+                                   "and HTTP) to apps the owner grants access.")
+    from .runtime.cli import add_arguments as add_serve_arguments
+
+    add_serve_arguments(p)
+
     from .vehicle.cli import add_commands as add_vehicle_commands
 
     add_vehicle_commands(sub)

@@ -39,10 +39,12 @@ class ShortDetector:
             self.average += np.where(valid[k], min(dt / self.rule.average_s, 1.0) * (leak - self.average), 0.0)
             level = (self.average > self.rule.warning_a).astype(int) + (self.average > self.rule.critical_a)
             for c in np.flatnonzero(level > self.level):
-                r_ohm = cell_voltage_v[k, c] / self.average[c]
+                # the average lags a short's onset: its size is the filter's present estimate
+                drain = max(leak[c], self.average[c])
+                r_ohm = cell_voltage_v[k, c] / drain
                 events.append(Event(float(t), "internal_short", "critical" if level[c] == 2 else "warning",
-                                    f"cell {c + 1} loses {1000 * self.average[c]:.1f} mA the others do not "
-                                    f"(averaged over {self.rule.average_s / 3600:g} h): an internal short of about "
-                                    f"{r_ohm:.0f} ohm", cell=int(c) + 1, value=float(r_ohm)))
+                                    f"cell {c + 1} loses {1000 * drain:.1f} mA the others do not (on average "
+                                    f"{1000 * self.average[c]:.1f} mA over {self.rule.average_s / 3600:g} h): an "
+                                    f"internal short of about {r_ohm:.0f} ohm", cell=int(c) + 1, value=float(r_ohm)))
             self.level = np.maximum(self.level, level)  # a short does not heal: the level latches
         return events

@@ -31,16 +31,34 @@ def pack_power(cycle: str) -> tuple[np.ndarray, np.ndarray, float]:
     return time_s, -out_w, float(battery["energy_capacity_joules"]) / 3600.0
 
 
+@lru_cache(maxsize=None)
+def cycle_speed(cycle: str) -> np.ndarray:
+    """The cycle's speed (m/s) at the times of `pack_power`."""
+    import fastsim as fsim
+
+    if cycle not in CYCLES:
+        raise ValueError(f"unknown drive cycle {cycle!r}: choose from {sorted(CYCLES)}")
+    return np.asarray(fsim.Cycle.from_resource(CYCLES[cycle]).to_dict()["speed_meters_per_second"], dtype=float)
+
+
 def cell_power(cycles: list[str], cell_energy_wh: float, gap_s: float = 60.0) -> tuple[np.ndarray, np.ndarray]:
     """Cycles driven one after another with `gap_s` stops between, as cell power (+ = charging)."""
-    times, powers, t0 = [], [], 0.0
+    time_s, power_w, _ = drive(cycles, cell_energy_wh, gap_s)
+    return time_s, power_w
+
+
+def drive(cycles: list[str], cell_energy_wh: float, gap_s: float = 60.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`cell_power` and the vehicle's speed (m/s) along it."""
+    times, powers, speeds, t0 = [], [], [], 0.0
     for cycle in cycles:
         t, p, pack_wh = pack_power(cycle)
         times.append(t0 + t)
         powers.append(p * cell_energy_wh / pack_wh)
+        speeds.append(cycle_speed(cycle)[: len(t)])
         t0 += t[-1] + 1.0
         if gap_s > 0:
             times.append(t0 + np.arange(0.0, gap_s))
             powers.append(np.zeros(int(gap_s)))
+            speeds.append(np.zeros(int(gap_s)))
             t0 += gap_s
-    return np.concatenate(times), np.concatenate(powers)
+    return np.concatenate(times), np.concatenate(powers), np.concatenate(speeds)

@@ -1,0 +1,196 @@
+"""One BMS, sample by sample: estimation and safety, then charging, balancing and contactors.
+
+`Bms.step` turns a `Sample` into a `BmsOutput` (for CAN and the vehicle) and the VSS values
+the vehicle interface publishes; `Bms.actuate` is what an app's set request reaches, and
+its answer says what was applied. Everything an app can set, and everything the BMS learns,
+is in `nv_state`, so a restart resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+import numpy as np
+
+from ..cell import CellModel
+from ..pack.balancing import Balancer
+from ..safety.charging import ChargeConfig, ChargeController
+from ..safety.contactors import ContactorController, Contactors, PrechargeCircuit
+from ..safety.events import Event, rank
+from ..safety.monitor import PackMonitor
+from ..safety.soa import SoaLimits
+from ..vehicle.hub import Requester, SetResult
+from ..vehicle.vss import ROOT
+from .sample import BmsOutput, Sample
+
+CONTACTOR_TICK_S = 0.01
+DEFAULT_CONSUMPTION_WH_PER_KM = 150.0
+CONDITIONING_MODES = ("INACTIVE", "FAST_CHARGING_PREPARATION", "DRIVING_PREPARATION")
+
+
+class Bms:
+    def __init__(self, model: CellModel, series: int, sensors: int, nv: dict | None = None,
+                 charger_max_current_c: float = 0.5, charger_max_power_w: float = 50_000.0):
+        nv = nv or {}
+        self.model, self.series = model, series
+        self.q_ah = float(model.param("capacity_ah", 25.0))
+        soc0 = nv.get("cell_soc")
+        if soc0 is not None and len(soc0) != series:
+            soc0 = None  # saved for another pack: start from the voltages
+        self.monitor = PackMonitor(model, series, sensors, soc0)
+        limits = SoaLimits(capacity_ah=self.q_ah)
+        self.charger = ChargeController(
+            ChargeConfig(limits, cell_resistance_ohm=float(model.resistance_ohm(0.5, 25.0)) * 2,
+                         charger_max_current_a=charger_max_current_c * self.q_ah,
+                         charger_max_power_w=charger_max_power_w),
+            soc_target=nv.get("charge_limit", 0.9))
+        self.charge_wanted = nv.get("charge_wanted", True)
+        self.conditioning = nv.get("conditioning", "INACTIVE")
+        self.consumption_wh_per_km = nv.get("consumption_wh_per_km", DEFAULT_CONSUMPTION_WH_PER_KM)
+        self.latched: list[dict] = list(nv.get("latched", []))  # critical faults survive a restart until serviced
+        self.contactors = ContactorController()
+        self.circuit = PrechargeCircuit(pack_voltage_v=3.3 * series)  # the HV side as the BMS sees it
+        self.balancer = Balancer()
+        self.bleed_a = np.zeros(series)
+        self.active: dict[tuple[str, int | None], Event] = {}
+        self.recent: deque[Event] = deque(maxlen=200)
+        self.lock = threading.Lock()
+        self._trip_wh, self._trip_km = 0.0, 0.0
+        self._was_plugged = False
+        self.last: BmsOutput | None = None
+        self.last_estimate = None
+
+    # -- each sample -----------------------------------------------------------------------------
+    def step(self, s: Sample) -> tuple[BmsOutput, dict]:
+        with self.lock:
+            events, est = self.monitor.update(s.time_s, s.current_a, s.cell_voltage_v[None, :],
+                                              s.temperature_c[None, :], self.bleed_a[None, :])
+            self._track(events)
+            row = est.row()
+            worst = max((e.severity for e in self.active.values()), key=rank, default="info")
+            cell_soc = np.asarray(row["cell_soc"])
+            charge = self._charge(s, cell_soc, worst)
+            contactor_state = self._contactors(s, worst)
+            selected = self.balancer.select(cell_soc, self.q_ah, s.cell_voltage_v, s.current_a)
+            self.bleed_a = self.balancer.bleed_a(selected, s.cell_voltage_v)
+            self._learn_consumption(s)
+            out = BmsOutput(s.time_s, row["soc"], row["soh_capacity"], row["soh_resistance"],
+                            row["max_charge_current_a"], row["max_discharge_current_a"], row["max_charge_power_w"],
+                            row["max_discharge_power_w"], charge.current_a, contactor_state, worst,
+                            tuple(sorted({e.kind for e in self.active.values()})))
+            self.last, self.last_estimate, self._charge_command = out, row, charge
+            return out, self._signals(s, row, charge)
+
+    def _track(self, events: list[Event]) -> None:
+        for e in events:
+            self.recent.append(e)
+            key = (e.kind, e.cell)
+            if e.cleared:
+                self.active.pop(key, None)
+            else:
+                self.active[key] = e
+            if e.severity == "critical" and not e.cleared:
+                self.latched.append(e.record())
+
+    def _charge(self, s: Sample, cell_soc, worst: str):
+        if s.plugged_in and not self._was_plugged and self.charge_wanted:
+            self.charger.start()
+        self._was_plugged = s.plugged_in
+        if not s.plugged_in and self.charger.state not in ("idle", "stopped"):
+            self.charger.stop()
+        temps = np.repeat(s.temperature_c, int(np.ceil(self.series / len(s.temperature_c))))[: self.series]
+        return self.charger.tick(s.cell_voltage_v, temps, cell_soc, worst)
+
+    def _contactors(self, s: Sample, worst: str) -> str:
+        request = "charge" if s.plugged_in else ("drive" if s.speed_kmh > 0 or abs(s.current_a) > 1.0 else "off")
+        self.circuit.pack_voltage_v = float(np.nansum(s.cell_voltage_v))
+        feedback = self.contactors.command
+        for n in range(int(round(1.0 / CONTACTOR_TICK_S))):
+            out = self.contactors.tick(s.time_s + n * CONTACTOR_TICK_S, request, self.circuit.pack_voltage_v,
+                                       self.circuit.link_voltage_v, feedback, open_request=rank(worst) >= rank("critical"))
+            self._track(list(out.events))
+            self.circuit.step(out.command, CONTACTOR_TICK_S)
+            feedback = out.command
+        return self.contactors.state
+
+    def _learn_consumption(self, s: Sample) -> None:
+        """Wh per km over the last kilometres driven: range follows how this car is driven now."""
+        if s.speed_kmh <= 0:
+            return
+        self._trip_wh += -s.current_a * float(np.nansum(s.cell_voltage_v)) / 3600.0
+        self._trip_km += s.speed_kmh / 3600.0
+        if self._trip_km >= 1.0:
+            self.consumption_wh_per_km += 0.1 * (self._trip_wh / self._trip_km - self.consumption_wh_per_km)
+            self._trip_wh = self._trip_km = 0.0
+
+    def _signals(self, s: Sample, row: dict, charge) -> dict:
+        v = s.cell_voltage_v
+        pack_v = float(np.nansum(v))
+        cell_soc = np.asarray(row["cell_soc"])
+        nominal_v = 3.2 * self.series
+        charging = s.plugged_in and s.current_a > 0.01 * self.q_ah
+        return {
+            f"{ROOT}.StateOfCharge.Current": _pct(np.mean(cell_soc)),
+            f"{ROOT}.StateOfCharge.Displayed": _pct(row["soc"]),
+            f"{ROOT}.StateOfCharge.CurrentEnergy": row["energy_wh"] / 1000.0,
+            f"{ROOT}.StateOfHealth": _pct(row["soh_capacity"]),
+            f"{ROOT}.CellVoltage.Min": float(np.nanmin(v)),
+            f"{ROOT}.CellVoltage.Max": float(np.nanmax(v)),
+            f"{ROOT}.CellVoltage.IdMin": int(np.nanargmin(v)),
+            f"{ROOT}.CellVoltage.IdMax": int(np.nanargmax(v)),
+            f"{ROOT}.CellVoltage.CellVoltages": [round(float(x), 4) for x in np.nan_to_num(v)],
+            f"{ROOT}.Temperature.Average": float(np.mean(s.temperature_c)),
+            f"{ROOT}.Temperature.Min": float(np.min(s.temperature_c)),
+            f"{ROOT}.Temperature.Max": float(np.max(s.temperature_c)),
+            f"{ROOT}.CurrentVoltage": pack_v,
+            f"{ROOT}.CurrentCurrent": s.current_a,
+            f"{ROOT}.CurrentPower": pack_v * s.current_a,
+            f"{ROOT}.NetCapacity": int(round((row["available_ah"] + row["headroom_ah"]) * nominal_v / 1000.0)),
+            f"{ROOT}.Range": int(max(row["energy_wh"], 0.0) / self.consumption_wh_per_km * 1000.0),
+            f"{ROOT}.ErrorCodes": sorted(f"{e.kind}:cell{e.cell}" if e.cell else e.kind for e in self.active.values()
+                                         if rank(e.severity) >= rank("warning")),
+            f"{ROOT}.Charging.IsCharging": bool(charging),
+            f"{ROOT}.Charging.ChargeLimit": int(round(100 * self.charger.soc_target)),
+            f"{ROOT}.Charging.TimeToComplete": int(min(charge.time_to_complete_s, 2**32 - 1)) if charging else 0,
+            f"{ROOT}.Charging.MaximumChargingCurrent.DC": float(row["max_charge_current_a"]),
+            f"{ROOT}.BatteryConditioning.RequestedMode": self.conditioning,
+        }
+
+    # -- what apps may ask ---------------------------------------------------------------------
+    def actuate(self, path: str, value, requester: Requester) -> SetResult:
+        with self.lock:
+            if path == f"{ROOT}.Charging.ChargeLimit":
+                why = self.charger.set_target(float(value) / 100.0)
+                applied = int(round(100 * self.charger.soc_target))
+                if self.charger.state == "complete" and self._was_plugged and self.charge_wanted:
+                    self.charger.start()  # a higher limit resumes a finished charge
+                return SetResult(True, applied, why or f"charge limit set to {applied} %")
+            if path == f"{ROOT}.Charging.StartStopCharging":
+                self.charge_wanted = value == "START"
+                if value == "STOP":
+                    self.charger.stop()
+                    return SetResult(True, "STOP", "charging stopped")
+                if not self._was_plugged:
+                    return SetResult(True, "START", "charging will start when a charger is connected")
+                if any(e.severity == "critical" for e in self.active.values()):
+                    return SetResult(False, "STOP", "refused: a critical fault is active")
+                self.charger.start()
+                return SetResult(True, "START", "charging started")
+            if path == f"{ROOT}.BatteryConditioning.RequestedMode":
+                self.conditioning = str(value)
+                return SetResult(True, self.conditioning, f"conditioning {self.conditioning.lower()}")
+        return SetResult(False, None, f"{path} is not controlled by the BMS")
+
+    def nv_state(self) -> dict:
+        """What a restart must not lose."""
+        with self.lock:
+            row = self.last_estimate or {}
+            return {"cell_soc": row.get("cell_soc"), "capacity_ah": row.get("capacity_ah"),
+                    "resistance_ohm": row.get("resistance_ohm"), "charge_limit": self.charger.soc_target,
+                    "charge_wanted": self.charge_wanted, "conditioning": self.conditioning,
+                    "consumption_wh_per_km": self.consumption_wh_per_km, "latched": self.latched[-50:]}
+
+
+def _pct(x: float) -> float:
+    return float(np.clip(100.0 * x, 0.0, 100.0))

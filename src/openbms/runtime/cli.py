@@ -1,0 +1,74 @@
+"""`openbms serve`: the BMS running live behind the vehicle interface — the project's main job."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+
+from ..vehicle.cli import DEFAULT_VEHICLE_ID
+from ..vehicle.store import DEFAULT_URL
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000, help="HTTP: the dashboard, HTTP VISS and the owner's endpoints")
+    p.add_argument("--viss-port", type=int, default=8090, help="VISS v2 over WebSocket (subprotocol VISSv2)")
+    p.add_argument("--db", default=DEFAULT_URL, help="database URL (grants, audit, history, BMS state)")
+    p.add_argument("--source", default="sim", help="sim, replay:FILE (a pack file) or can:INTERFACE:CHANNEL")
+    p.add_argument("--speed", type=float, default=1.0, help="run the source this many times faster than real time")
+    p.add_argument("--cell", default="blade_lfp", help="cell model: a bundled name or a JSON file")
+    p.add_argument("--series", type=int, default=100, help="cells in series (sim and CAN sources)")
+    p.add_argument("--sensors", type=int, default=10, help="temperature sensors (sim and CAN sources)")
+    p.add_argument("--vehicle-id", default=os.environ.get("OPENBMS_VEHICLE_ID", DEFAULT_VEHICLE_ID))
+    p.add_argument("--cert", help="TLS certificate (PEM): serve https and wss")
+    p.add_argument("--key", help="TLS private key (PEM)")
+    p.set_defaults(run=run)
+
+
+def make_source(spec: str, model, series: int, sensors: int):
+    from .sources import ReplaySource, SimSource
+    from .vehicle import SimulatedVehicle
+
+    kind, _, rest = spec.partition(":")
+    if kind == "sim" and not rest:
+        return SimSource(SimulatedVehicle(model, series, sensors))
+    if kind == "replay" and rest:
+        return ReplaySource(rest)
+    if kind == "can" and rest:
+        from .can import CanBusSource
+
+        return CanBusSource(rest, series, sensors)
+    raise ValueError(f"--source must be sim, replay:FILE or can:INTERFACE:CHANNEL, got {spec!r}")
+
+
+def run(args) -> int:
+    from rich.console import Console
+
+    from ..cell import load_cell
+    from ..vehicle.hub import SignalHub
+    from ..vehicle.server import serve
+    from ..vehicle.store import Store
+    from .bms import Bms
+    from .service import NV_KEY, BmsLoop
+
+    console = Console(stderr=True)
+    model = load_cell(args.cell)
+    store = Store(args.db)
+    source = make_source(args.source, model, args.series, args.sensors)
+    bms = Bms(model, source.series, source.sensors, nv=store.load_nv(NV_KEY))
+    hub = SignalHub()
+    loop = BmsLoop(source, bms, hub, store, speed=args.speed, sink=getattr(source, "sink", None)).start()
+    scheme = "https" if args.cert else "http"
+    console.print(f"openbms: {source.series} cells from {args.source} at {args.speed:g}x; dashboard "
+                  f"{scheme}://{args.host}:{args.port}/, VISS v2 {'wss' if args.cert else 'ws'}://{args.host}:"
+                  f"{args.viss_port}; tokens: openbms token --db {args.db} --app NAME --scope read:... ; Ctrl-C stops")
+    try:
+        asyncio.run(serve(hub, store, host=args.host, port=args.port, viss_port=args.viss_port,
+                          vehicle_id=args.vehicle_id, cert=args.cert, key=args.key))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        loop.stop()
+        console.print(f"openbms: stopped after {loop.samples:,} samples; state saved to {args.db}")
+    return 0

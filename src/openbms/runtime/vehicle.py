@@ -1,0 +1,71 @@
+"""The built-in simulated vehicle: a blade-cell LFP pack on days of driving, parking and charging.
+
+The pack is the project's ESC plant (`pack.plant.PackPlant`) with cell-to-cell variation;
+the days are FASTSim EPA cycles (`sim.day`). Charging is closed loop: while plugged in, the
+pack carries what the BMS asks the charger for; balancing bleeds what the BMS switches on.
+The cell temperatures follow a lumped thermal model with the conditioning mode's target.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..cell import CellModel
+from ..pack.plant import PackPlant, Spread
+from ..sim.day import CHARGE, DRIVE, plan_days
+from .sample import Sample
+
+HEAT_CAPACITY_J_PER_K_AH = 22.0  # an LFP cell: ~1 J/(g K) at ~22 g per Ah
+CONDITIONING_TARGET_C = {"INACTIVE": None, "FAST_CHARGING_PREPARATION": 30.0, "DRIVING_PREPARATION": 25.0}
+
+
+class SimulatedVehicle:
+    def __init__(self, model: CellModel, series: int = 100, sensors: int = 10, days: int = 7, soc0: float = 0.8,
+                 ambient_c: float = 20.0, seed: int = 0, noise_v: float = 0.002):
+        if not 1 <= sensors <= series:
+            raise ValueError(f"need 1..{series} temperature sensors, got {sensors}")
+        self.q_ah = float(model.param("capacity_ah", 25.0))
+        self.plan = plan_days(self.q_ah, days, seed=seed)
+        self.plant = PackPlant(model, series, Spread(), soc0=soc0, seed=seed)
+        self.rng = np.random.default_rng(seed + 1)
+        self.sensors, self.ambient_c, self.noise_v = sensors, ambient_c, noise_v
+        self.temperature_c = np.full(sensors, ambient_c) + self.rng.normal(0, 0.5, sensors)
+        # Plugged in from the plan's charge start until the next drive.
+        plugged = np.zeros(len(self.plan.phase), dtype=bool)
+        on = False
+        for k, phase in enumerate(self.plan.phase):
+            on = (on or phase == CHARGE) and phase != DRIVE
+            plugged[k] = on
+        self.plugged = plugged
+        self.k = 0
+        self.charge_request_a = 0.0
+        self.bleed_a = np.zeros(series)
+        self.conditioning = "INACTIVE"
+
+    @property
+    def time_s(self) -> float:
+        return float(self.plan.time_s[self.k % len(self.plan.time_s)] + len(self.plan.time_s) * (self.k // len(self.plan.time_s)))
+
+    def next_sample(self) -> Sample:
+        """The measurements now; then the plant advances one second with the present requests."""
+        k = self.k % len(self.plan.time_s)
+        plugged = bool(self.plugged[k])
+        current = self.charge_request_a if plugged else float(self.plan.current_a[k] if self.plan.phase[k] == DRIVE else 0.0)
+        v = self.plant.step(current, 1.0, self._cell_temperatures(), self.bleed_a)
+        self._heat(current, 1.0)
+        measured = np.round((v + self.rng.normal(0, self.noise_v, v.shape)) / 0.001) * 0.001
+        sample = Sample(self.time_s, current, measured, self.temperature_c + self.rng.normal(0, 0.1, self.sensors),
+                        plugged_in=plugged, speed_kmh=3.6 * float(self.plan.speed_ms[k]))
+        self.k += 1
+        return sample
+
+    def _cell_temperatures(self) -> np.ndarray:
+        return np.repeat(self.temperature_c, int(np.ceil(self.plant.series / self.sensors)))[: self.plant.series]
+
+    def _heat(self, current: float, dt: float) -> None:
+        """Joule heat of the cell against cooling to ambient, or to the conditioning target when one is set."""
+        target = CONDITIONING_TARGET_C[self.conditioning]
+        sink, tau = (self.ambient_c, 3600.0) if target is None else (target, 900.0)
+        r = float(self.plant.cells[0].r0_ohm.mean())
+        heat_c_per_s = current**2 * r / (HEAT_CAPACITY_J_PER_K_AH * self.q_ah)
+        self.temperature_c += dt * (heat_c_per_s + (sink - self.temperature_c) / tau)

@@ -1,0 +1,136 @@
+"""Pack layer: bar-delta estimation, balancing, and the safety monitor on a simulated string."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from openbms.cell import load_cell
+from openbms.cli import main
+from openbms.io import DataError
+from openbms.io.pack import read_pack
+from openbms.pack.balancing import Balancer, usable_ah
+from openbms.pack.estimator import PackEstimator
+from openbms.pack.plant import PackPlant, Short
+from openbms.safety.monitor import PackMonitor
+from openbms.safety.plausibility import PlausibilityChecker
+from openbms.safety.runaway import RunawayDetector
+from openbms.sim import faults
+
+CELL = load_cell("a123_lfp")
+Q = float(CELL.param("capacity_ah", 25.0))
+
+
+def cycling(hours: float, seed: int = 0):
+    """Discharge pulses with rests and a charge: the SoC moves across the plateau's informative parts."""
+    t = np.arange(int(hours * 3600), dtype=float)
+    phase = (t // 1800) % 4
+    current = np.select([phase == 0, phase == 2], [-0.5 * Q, 0.4 * Q], 0.0)
+    current = current + np.random.default_rng(seed).normal(0, 0.02 * Q, len(t)) * (current != 0)
+    return t, current
+
+
+def measured(v, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.round((v + rng.normal(0, 0.002, v.shape)) / 0.001) * 0.001
+
+
+@pytest.fixture(scope="module")
+def shorted_pack():
+    t, i = cycling(10)
+    plant = PackPlant(CELL, 8, soc0=0.6, shorts=[Short(5, 100.0, 2 * 3600.0)], seed=2)
+    v, z = plant.run(t, i)
+    return t, i, measured(v), z
+
+
+def test_pack_estimator_follows_every_cell_and_streams_like_a_batch(shorted_pack):
+    t, i, v, z = shorted_pack
+    n = 2 * 3600  # before the short: a healthy string
+    batch = PackEstimator(CELL, 8).update(t[:n], i[:n], v[:n], 25.0)
+    assert np.sqrt(np.mean((batch.cell_soc[600:] - z[600:n]) ** 2)) < 0.03
+    live = PackEstimator(CELL, 8)
+    parts = [live.update(t[a : a + 900], i[a : a + 900], v[a : a + 900], 25.0) for a in range(0, n, 900)]
+    np.testing.assert_allclose(np.concatenate([p.cell_soc for p in parts]), batch.cell_soc, atol=1e-9)
+    assert 0 <= batch.soc[-1] <= 1 and batch.energy_wh[-1] > 0 and batch.max_discharge_power_w[-1] > 0
+    with pytest.raises(ValueError, match="8 cell voltages"):
+        live.update(t[n], i[n], v[n, :7], 25.0)
+
+
+def test_internal_short_is_found_in_the_right_cell_and_a_healthy_string_stays_quiet(shorted_pack):
+    t, i, v, _ = shorted_pack
+    monitor = PackMonitor(CELL, 8, 1)
+    events, _ = monitor.update(t, i, v, np.full((len(t), 1), 25.0))
+    shorts = [e for e in events if e.kind == "internal_short"]
+    assert shorts and {e.cell for e in shorts} == {6}
+    assert shorts[0].time_s - 2 * 3600 < 6 * 3600
+    assert 30 < shorts[0].value < 400  # estimated ohms for a 100 ohm short
+
+    healthy = PackPlant(CELL, 8, soc0=0.6, seed=2)
+    hv, _ = healthy.run(t, i)
+    quiet, _ = PackMonitor(CELL, 8, 1).update(t, i, measured(hv), np.full((len(t), 1), 25.0))
+    assert not [e for e in quiet if e.severity in ("derate", "critical") or e.kind == "internal_short"]
+
+
+def test_thermal_runaway_alarm_within_5_s_of_the_gb38031_condition():
+    t = np.arange(600.0)
+    v = np.full((600, 12), 3.3) + np.random.default_rng(0).normal(0, 0.002, (600, 12))
+    temps = 30 + np.random.default_rng(1).normal(0, 0.3, (600, 4))
+    met = faults.thermal_runaway(t, v, temps, cell=4, sensor=1, onset_s=300.0)
+    detector = RunawayDetector(12, 4)
+    alarms = [e for k in range(600) for e in detector.update(t[k], v[k], temps[k]) if e.kind == "thermal_runaway"]
+    assert alarms and alarms[0].cell == 5 and alarms[0].severity == "critical"
+    assert 0 <= alarms[0].time_s - met <= 5.0
+    noisy = RunawayDetector(12, 4)  # noise alone, or heating without a drop or a hot cell, is not runaway
+    calm = np.full((600, 12), 3.3)
+    warm = 30 + 1.5 * np.clip(t - 300, 0, 10)[:, None] * np.ones((1, 4))
+    assert not [e for k in range(600) for e in noisy.update(t[k], calm[k], warm[k]) if e.kind == "thermal_runaway"]
+
+
+def test_plausibility_flags_open_wires_and_stuck_readings_and_trusts_clean_ones():
+    t = np.arange(2000.0)
+    current = 2.0 * np.sin(t / 50.0)
+    v = 3.3 + 0.01 * np.sin(t / 50.0)[:, None] + np.random.default_rng(0).normal(0, 0.001, (2000, 6))
+    faults.open_wire(v, 2, 500.0, t)
+    faults.stuck(v, 5, 100.0, t)
+    checker = PlausibilityChecker(6, 1, Q)
+    events = [e for k in range(2000) for e in checker.update(t[k], v[k], [25.0], current[k])[0]]
+    flagged = {e.cell: e.explanation for e in events if not e.cleared}
+    assert "open sense wire" in flagged[3] and 4 in flagged and "read" in flagged[6]
+    assert set(flagged) == {3, 4, 6}
+
+
+def test_soc_balancing_recovers_usable_capacity():
+    plant = PackPlant(CELL, 6, soc0=0.6, seed=5)
+    before = usable_ah(plant.soc, [c.param("capacity_ah", 25.0) for c in plant.cells])
+    balancer = Balancer()
+    q = np.array([float(c.param("capacity_ah", 25.0)) for c in plant.cells])
+    for _ in range(4 * 3600 // 10):  # four hours parked, balancing on the (here known) SoC
+        bleed = balancer.bleed_a(balancer.select(plant.soc, q, plant.voltage_v, 0.0), plant.voltage_v)
+        plant.step(0.0, 10.0, 25.0, bleed)
+    after = usable_ah(plant.soc, q)
+    assert after > before + 0.03 * Q  # this seed starts 4.5 % of capacity short
+    assert np.ptp(plant.soc) < 2 * balancer.threshold_ah / q.min()  # SoCs equal to the bleed threshold
+    with pytest.raises(ValueError, match="bleed_resistance_ohm"):
+        Balancer(bleed_resistance_ohm=0)
+
+
+def test_monitor_cli_writes_events_and_refuses_bad_files(tmp_path, shorted_pack):
+    t, i, v, _ = shorted_pack
+    n = 3 * 3600
+    frame = pd.DataFrame({"Test Time / s": t[:n], "Current / A": i[:n]}
+                         | {f"Cell Voltage {c + 1} / V": v[:n, c] for c in range(8)}
+                         | {"Cell Temperature 1 / degC": np.full(n, 25.0)})
+    path = tmp_path / "pack.csv"
+    frame.to_csv(path, index=False)
+    out = tmp_path / "events.jsonl"
+    assert main(["monitor", str(path), "--cell", "a123_lfp", "-o", str(out)]) == 0
+    for line in out.read_text().splitlines():
+        assert {"time_s", "kind", "severity", "explanation"} <= set(json.loads(line))
+    frame.drop(columns=["Cell Voltage 3 / V"]).to_csv(tmp_path / "gap.csv", index=False)
+    with pytest.raises(DataError, match="number 3 is missing"):
+        read_pack(tmp_path / "gap.csv")
+    frame.drop(columns=["Current / A"]).to_csv(tmp_path / "nocurrent.csv", index=False)
+    assert main(["monitor", str(tmp_path / "nocurrent.csv"), "--cell", "a123_lfp", "-o", str(out)]) == 2
