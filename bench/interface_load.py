@@ -81,8 +81,10 @@ def echo_server(publish_period_s: float, tokens_needed: int):
         subscribers.discard(ws)
 
     async def publish_forever():
+        tick = time.monotonic()
         while True:
-            await asyncio.sleep(publish_period_s)
+            tick += publish_period_s  # a fixed rate, as the demo vehicle's thread keeps
+            await asyncio.sleep(max(0.0, tick - time.monotonic()))
             now = time.time()
             websockets.broadcast(subscribers, json.dumps(
                 {"action": "subscription", "subscriptionId": "1",
