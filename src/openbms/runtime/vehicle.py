@@ -21,7 +21,7 @@ CONDITIONING_TARGET_C = {"INACTIVE": None, "FAST_CHARGING_PREPARATION": 30.0, "D
 
 class SimulatedVehicle:
     def __init__(self, model: CellModel, series: int = 100, sensors: int = 10, days: int = 7, soc0: float = 0.8,
-                 ambient_c: float = 20.0, seed: int = 0, noise_v: float = 0.002):
+                 ambient_c: float = 20.0, seed: int = 0, noise_v: float = 0.002, plugged_at_start: bool = False):
         if not 1 <= sensors <= series:
             raise ValueError(f"need 1..{series} temperature sensors, got {sensors}")
         self.q_ah = float(model.param("capacity_ah", 25.0))
@@ -30,9 +30,9 @@ class SimulatedVehicle:
         self.rng = np.random.default_rng(seed + 1)
         self.sensors, self.ambient_c, self.noise_v = sensors, ambient_c, noise_v
         self.temperature_c = np.full(sensors, ambient_c) + self.rng.normal(0, 0.5, sensors)
-        # Plugged in from the plan's charge start until the next drive.
+        # Plugged in from the plan's charge start (or from the start, if so) until the next drive.
         plugged = np.zeros(len(self.plan.phase), dtype=bool)
-        on = False
+        on = plugged_at_start
         for k, phase in enumerate(self.plan.phase):
             on = (on or phase == CHARGE) and phase != DRIVE
             plugged[k] = on

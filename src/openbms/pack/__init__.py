@@ -1,0 +1,1 @@
+"""Pack layer: configuration-free estimation of a series string (bar-delta), balancing, and a simulated pack."""

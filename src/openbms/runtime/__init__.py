@@ -1,0 +1,1 @@
+"""The running BMS: sources of measurements, the per-sample BMS, and the loop behind `openbms serve`."""

@@ -1,0 +1,123 @@
+"""The running BMS behind the vehicle interface: an unmodified third-party client reads the
+state, sets the charge limit, and the BMS visibly obeys; a restart resumes from the store."""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+
+import numpy as np
+import pytest
+
+from openbms.cell import load_cell
+from openbms.runtime.bms import Bms
+from openbms.runtime.cli import make_source
+from openbms.runtime.service import NV_KEY, BmsLoop
+from openbms.runtime.sources import SimSource
+from openbms.runtime.vehicle import SimulatedVehicle
+from openbms.vehicle.hub import Requester, SignalHub
+from openbms.vehicle.server import running_server
+from openbms.vehicle.store import Store
+from openbms.vehicle.vss import ROOT
+
+kuksa_client = pytest.importorskip("kuksa_client")
+CELL = load_cell("blade_lfp")
+SOC = f"{ROOT}.StateOfCharge.Current"
+LIMIT = f"{ROOT}.Charging.ChargeLimit"
+WHO = Requester("test", "grant", "1")
+
+
+def charging_vehicle(series=30):
+    """Plugged in at 60 %: the BMS charges at once, so its decisions show within seconds."""
+    return SimSource(SimulatedVehicle(CELL, series, 3, soc0=0.6, plugged_at_start=True, seed=3))
+
+
+@pytest.fixture
+def live(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'openbms.db'}")
+    source = charging_vehicle()
+    bms = Bms(CELL, source.series, source.sensors, nv=store.load_nv(NV_KEY))
+    hub = SignalHub()
+    loop = BmsLoop(source, bms, hub, store, speed=100.0).start()
+    with running_server(hub, store) as server:
+        yield server, bms, loop, store
+    loop.stop()
+    store.close()
+
+
+def kuksa_connect(url: str):
+    host, port = url.removeprefix("ws://").rsplit(":", 1)
+    client = kuksa_client.KuksaClientThread({"ip": host, "port": int(port), "protocol": "ws", "insecure": True})
+    client.start()
+    deadline = time.monotonic() + 5
+    while not client.connection_established():
+        assert time.monotonic() < deadline, "kuksa-client did not connect"
+        time.sleep(0.02)
+    return client
+
+
+def test_kuksa_client_reads_the_bms_and_the_bms_obeys_its_charge_limit(live):
+    server, bms, loop, _ = live
+    client = kuksa_connect(server.viss_url)
+    try:
+        token = server.authority.token(server.authority.grant("other-brand-app", (f"read:{ROOT}", f"actuate:{LIMIT}"), 600))
+        client.authorize(token)
+        deadline = time.monotonic() + 10
+        while "error" in (soc := json.loads(client.getValue(SOC))):
+            assert time.monotonic() < deadline, soc
+            time.sleep(0.1)
+        assert 40 < float(soc["data"]["dp"]["value"]) < 80
+
+        updates: queue.Queue = queue.Queue()
+        client.subscribe(SOC, lambda message: updates.put(json.loads(message)))
+        values = [float(updates.get(timeout=5)["data"]["dp"]["value"]) for _ in range(3)]
+        assert values[-1] > values[0]  # charging: the SoC rises live
+
+        refused = json.loads(client.setValue(LIMIT, "30", attribute="targetValue"))
+        assert refused["data"]["dp"]["value"] == "50" and "0.50" in refused["reason"]  # clamped, and why
+        applied = json.loads(client.setValue(LIMIT, "62", attribute="targetValue"))
+        assert applied["data"]["dp"]["value"] == "62"
+        assert bms.charger.soc_target == pytest.approx(0.62)
+        deadline = time.monotonic() + 30  # the BMS stops charging at the new limit
+        while bms.charger.state != "complete":
+            assert time.monotonic() < deadline, (bms.charger.state, bms.last)
+            time.sleep(0.1)
+        assert bms.last.charge_request_a == 0
+        assert max(bms.last_estimate["cell_soc"]) == pytest.approx(0.62, abs=0.02)
+    finally:
+        client.stop()
+        client.join(5)
+
+
+def test_a_restart_resumes_from_the_store(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'openbms.db'}")
+    source = charging_vehicle()
+    bms = Bms(CELL, source.series, source.sensors)
+    bms.actuate(LIMIT, 75, WHO)
+    loop = BmsLoop(source, bms, SignalHub(), store, speed=1000.0).start()
+    time.sleep(1.0)
+    loop.stop()
+    saved = store.load_nv(NV_KEY)
+    assert saved["charge_limit"] == pytest.approx(0.75) and len(saved["cell_soc"]) == source.series
+    again = Bms(CELL, source.series, source.sensors, nv=saved)
+    assert again.charger.soc_target == pytest.approx(0.75)
+    np.testing.assert_allclose(again.monitor.estimator.x[:, 0] + np.mean(saved["cell_soc"]), saved["cell_soc"])
+    store.close()
+
+
+def test_actuators_answer_what_was_applied():
+    source = charging_vehicle()
+    bms = Bms(CELL, source.series, source.sensors)
+    assert not bms.actuate(f"{ROOT}.CurrentCurrent", 1.0, WHO).accepted
+    assert bms.actuate(f"{ROOT}.BatteryConditioning.RequestedMode", "FAST_CHARGING_PREPARATION", WHO).applied \
+        == "FAST_CHARGING_PREPARATION"
+    stop = bms.actuate(f"{ROOT}.Charging.StartStopCharging", "STOP", WHO)
+    assert stop.accepted and bms.charger.state == "stopped"
+
+
+def test_bad_sources_are_refused_clearly():
+    with pytest.raises(ValueError, match="--source must be"):
+        make_source("tcp:1234", CELL, 10, 2)
+    with pytest.raises(Exception, match="no such file"):
+        make_source("replay:/nonexistent.csv", CELL, 10, 2)
