@@ -6,8 +6,13 @@ import argparse
 import asyncio
 import os
 
+from pathlib import Path
+
 from ..vehicle.cli import DEFAULT_VEHICLE_ID
 from ..vehicle.store import DEFAULT_URL
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"  # the dashboard: static files, no build step
+OWNER_TOKEN_TTL_S = 7 * 24 * 3600
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,6 +51,7 @@ def run(args) -> int:
     from rich.console import Console
 
     from ..cell import load_cell
+    from ..vehicle.auth import OWNER_SCOPE, Authority
     from ..vehicle.hub import SignalHub
     from ..vehicle.server import serve
     from ..vehicle.store import Store
@@ -59,13 +65,17 @@ def run(args) -> int:
     bms = Bms(model, source.series, source.sensors, nv=store.load_nv(NV_KEY))
     hub = SignalHub()
     loop = BmsLoop(source, bms, hub, store, speed=args.speed, sink=getattr(source, "sink", None)).start()
+    # The owner opens the dashboard with their own token in the URL's fragment (never sent to a server log).
+    authority = Authority(store, args.vehicle_id)
+    owner = authority.token(authority.grant("owner dashboard", [OWNER_SCOPE], OWNER_TOKEN_TTL_S))
     scheme = "https" if args.cert else "http"
-    console.print(f"openbms: {source.series} cells from {args.source} at {args.speed:g}x; dashboard "
-                  f"{scheme}://{args.host}:{args.port}/, VISS v2 {'wss' if args.cert else 'ws'}://{args.host}:"
-                  f"{args.viss_port}; tokens: openbms token --db {args.db} --app NAME --scope read:... ; Ctrl-C stops")
+    console.print(f"openbms: {source.series} cells from {args.source} at {args.speed:g}x. VISS v2 on "
+                  f"{'wss' if args.cert else 'ws'}://{args.host}:{args.viss_port}; apps get tokens with "
+                  f"`openbms token --db {args.db} --app NAME --scope read:...`. Ctrl-C stops.")
+    print(f"{scheme}://{args.host}:{args.port}/#token={owner}", flush=True)
     try:
         asyncio.run(serve(hub, store, host=args.host, port=args.port, viss_port=args.viss_port,
-                          vehicle_id=args.vehicle_id, cert=args.cert, key=args.key))
+                          vehicle_id=args.vehicle_id, cert=args.cert, key=args.key, static_dir=WEB_DIR))
     except KeyboardInterrupt:
         pass
     finally:
