@@ -134,3 +134,22 @@ def test_monitor_cli_writes_events_and_refuses_bad_files(tmp_path, shorted_pack)
         read_pack(tmp_path / "gap.csv")
     frame.drop(columns=["Current / A"]).to_csv(tmp_path / "nocurrent.csv", index=False)
     assert main(["monitor", str(tmp_path / "nocurrent.csv"), "--cell", "a123_lfp", "-o", str(out)]) == 2
+
+
+def test_pack_config_file_sets_limits_and_detectors_and_names_bad_fields(tmp_path):
+    from openbms.pack.config import load_pack
+
+    good = tmp_path / "pack.yaml"
+    good.write_text("name: test\ncell: a123_lfp\nseries: 8\ntemperature_sensors: 2\n"
+                    "limits: {overvoltage_v: [3.5, 3.6, 3.65]}\nshort: {warning_a: 0.004}\n")
+    config = load_pack(good)
+    settings = config.monitor_config(Q)
+    assert settings.soa.overvoltage_v == (3.5, 3.6, 3.65) and settings.short.warning_a == 0.004
+    assert config.cell_model().name == "a123_lfp"
+    for text, message in (("series: 1\n", "series"), ("series: 4\ntemperature_sensors: 6\n", "temperature sensors"),
+                          ("limits: {overvoltage: 3}\n", "unknown field 'overvoltage'"), ("colour: red\n", "colour"),
+                          ("- a list\n", "mapping")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            load_pack(bad).monitor_config(Q)

@@ -121,3 +121,35 @@ def test_bad_sources_are_refused_clearly():
         make_source("tcp:1234", CELL, 10, 2)
     with pytest.raises(Exception, match="no such file"):
         make_source("replay:/nonexistent.csv", CELL, 10, 2)
+
+
+def test_the_bms_runs_on_a_can_bus_and_answers_on_it():
+    """Measurements in as CAN frames (the shipped DBC) on python-can's virtual bus; the BMS's frames out."""
+    can = pytest.importorskip("can")
+    from openbms.runtime.can import CanBusSource, encode_sample, load_dbc
+
+    source = charging_vehicle(series=12)
+    feed = can.Bus(interface="virtual", channel="openbms-test")
+    listen = can.Bus(interface="virtual", channel="openbms-test")
+    bus_source = CanBusSource("virtual:openbms-test", 12, 3)
+    bms = Bms(CELL, 12, 3)
+    loop = BmsLoop(bus_source, bms, SignalHub(), speed=1e6, sink=bus_source.sink).start()
+    try:
+        for _ in range(5):
+            for frame in encode_sample(source.next_sample()):
+                feed.send(frame)
+            time.sleep(0.05)
+        deadline = time.monotonic() + 5
+        while loop.samples < 3:
+            assert time.monotonic() < deadline, "the BMS did not process the CAN samples"
+            time.sleep(0.05)
+        dbc = load_dbc()
+        state = None
+        while (frame := listen.recv(1.0)) is not None:
+            if frame.arbitration_id == dbc.get_message_by_name("BMS_State").frame_id:
+                state = dbc.decode_message(frame.arbitration_id, frame.data)
+        assert state is not None and 40 < state["SOC"] < 80
+    finally:
+        loop.stop()
+        feed.shutdown()
+        listen.shutdown()

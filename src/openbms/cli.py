@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(GB 38031-2025) over a pack file with 'Test Time / s', 'Current / A' (+ = "
                                    "charging), 'Cell Voltage {i} / V' and 'Cell Temperature {j} / degC'.")
     p.add_argument("data", metavar="PACK", help="pack time series (CSV, CSV.gz or Parquet)")
-    p.add_argument("--cell", required=True, help="cell model: a bundled name or a JSON file")
+    p.add_argument("--cell", help="cell model: a bundled name or a JSON file (default: the pack file's)")
+    p.add_argument("--pack", help="pack description (YAML or JSON): cell, series, sensors, limits, detectors")
     p.add_argument("-o", "--output", default="out/events.jsonl", help="events, one JSON object per line")
     p.add_argument("--temperature", type=float, help="degC, for files without temperature columns")
     p.set_defaults(run=_monitor)
@@ -199,12 +200,23 @@ def _monitor(args) -> int:
 
     from .cell import load_cell
     from .io.pack import read_pack
-    from .safety.monitor import PackMonitor
+    from .pack.config import load_pack
+    from .safety.monitor import MonitorConfig, PackMonitor
 
-    cell = load_cell(args.cell)
     data = read_pack(args.data, args.temperature)
     n_time, series = data.cell_voltage_v.shape
-    monitor = PackMonitor(cell, series, data.temperature_c.shape[1])
+    if args.pack:
+        config = load_pack(args.pack)
+        if config.series != series:
+            raise DataError(args.data, f"has {series} cell voltage columns but {args.pack} describes "
+                                       f"{config.series} cells in series")
+        cell = config.cell_model(Path(args.pack).parent) if args.cell is None else load_cell(args.cell)
+        settings = config.monitor_config(float(cell.param("capacity_ah", 25.0)))
+    else:  # a series string inferred from the columns, default limits
+        if args.cell is None:
+            raise ValueError("give the cell model (--cell) or a pack file (--pack) that names it")
+        cell, settings = load_cell(args.cell), MonitorConfig()
+    monitor = PackMonitor(cell, series, data.temperature_c.shape[1], config=settings)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     chunk = 3600

@@ -11,6 +11,8 @@ import logging
 import threading
 import time
 
+import numpy as np
+
 from ..vehicle.hub import SignalHub
 from ..vehicle.store import Store
 from .bms import Bms
@@ -38,6 +40,9 @@ class BmsLoop:
         self.stop_event.set()
         self.thread.join(timeout=10)
         self.save()
+        bus = getattr(self.source, "bus", None)
+        if bus is not None:
+            bus.shutdown()
 
     def save(self) -> None:
         if self.store is not None and self.bms.last is not None:
@@ -48,8 +53,13 @@ class BmsLoop:
         while not self.stop_event.is_set():
             sample = self.source.next_sample()
             if sample is None:
-                log.info("the source has ended after %d samples", self.samples)
-                break
+                if getattr(self.source, "finite", False):
+                    log.info("the source has ended after %d samples", self.samples)
+                    break
+                continue  # a bus that is quiet for now
+            if not np.isfinite(sample.cell_voltage_v).any():
+                log.warning("sample at %.1f s has no cell voltage yet: waiting for the cell monitors", sample.time_s)
+                continue
             first_t = sample.time_s if first_t is None else first_t
             due = start + (sample.time_s - first_t) / self.speed
             delay = due - time.monotonic()

@@ -11,6 +11,8 @@ from .sample import BmsOutput, Sample
 class ReplaySource:
     """A recorded pack file (see `io.pack`), one row per sample; ends with the file."""
 
+    finite = True
+
     def __init__(self, path: str | Path, temperature_c: float | None = 25.0):
         self.data = read_pack(path, temperature_c)
         self.series, self.sensors = self.data.cell_voltage_v.shape[1], self.data.temperature_c.shape[1]
