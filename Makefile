@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CELLS := src/openbms/cell/data
 
-.PHONY: run test bench cells clean
+.PHONY: run identify test bench cells clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,8 +12,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[sim,test]'
 	touch $@
 
-## The main job on embedded defaults: identify the A123 cell, print its fit, plot it.
+## The main job on embedded defaults: the BMS live on a simulated blade pack behind the VISS v2
+## interface and the dashboard (open the printed URL); 10x faster than real time.
 run: $(VENV)/.installed
+	$(BIN)/openbms serve --speed 10
+
+## Identify the A123 cell from the laboratory data, print its fit, plot it.
+identify: $(VENV)/.installed
 	$(BIN)/openbms identify --name a123_lfp --chemistry LFP -o out/a123_lfp.json
 
 test: $(VENV)/.installed
@@ -23,6 +28,8 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/identify.py
 	$(BIN)/python bench/accuracy.py
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/faults.py
+	$(BIN)/python bench/interface_load.py
 
 ## Regenerate the bundled cells from the A123 data (see README: Bundled cells).
 cells: $(VENV)/.installed

@@ -37,7 +37,8 @@ class SimulatedVehicle:
             on = (on or phase == CHARGE) and phase != DRIVE
             plugged[k] = on
         self.plugged = plugged
-        self.k = 0
+        # Start a minute before the first drive (or plugged in, at once): something happens from the first look.
+        self.k = 0 if plugged_at_start else max(0, int(np.argmax(self.plan.phase == DRIVE)) - 60)
         self.charge_request_a = 0.0
         self.bleed_a = np.zeros(series)
         self.conditioning = "INACTIVE"
