@@ -83,6 +83,8 @@ def test_thermal_runaway_alarm_within_5_s_of_the_gb38031_condition():
     alarms = [e for k in range(600) for e in detector.update(t[k], v[k], temps[k]) if e.kind == "thermal_runaway"]
     assert alarms and alarms[0].cell == 5 and alarms[0].severity == "critical"
     assert 0 <= alarms[0].time_s - met <= 5.0
+    at_once = [e for e in RunawayDetector(12, 4).update(t, v, temps) if e.kind == "thermal_runaway"]
+    assert at_once == alarms  # a chunk gives what sample by sample gives
     noisy = RunawayDetector(12, 4)  # noise alone, or heating without a drop or a hot cell, is not runaway
     calm = np.full((600, 12), 3.3)
     warm = 30 + 1.5 * np.clip(t - 300, 0, 10)[:, None] * np.ones((1, 4))

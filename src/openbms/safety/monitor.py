@@ -54,11 +54,13 @@ class PackMonitor:
         temps = np.asarray(temperature_c, dtype=float).reshape(len(time_s), -1)
         events: list[Event] = []
         valid = np.empty(v.shape, dtype=bool)
+        quiet = self.soa.quiet(v, temps, current)
         for k, t in enumerate(time_s):
             found, valid[k] = self.plausibility.update(t, v[k], temps[k], current[k])
             events += found
-            events += self.soa.update(t, np.where(valid[k], v[k], np.nan), temps[k], current[k])
-            events += self.runaway.update(t, v[k], temps[k])
+            if not (quiet[k] and valid[k].all() and self.soa.idle):
+                events += self.soa.update(t, np.where(valid[k], v[k], np.nan), temps[k], current[k])
+        events += self.runaway.update(time_s, v, temps)
         cell_temps = temps[:, self.sensor_of_cell]
         est = self.estimator.update(time_s, current, v, cell_temps, bleed_a, valid)
         events += self.shorts.update(time_s, est.leak_a, v, valid)

@@ -18,7 +18,7 @@ class PlausibilityRule:
     voltage_range_v: tuple[float, float] = (1.0, 4.5)  # outside: no LFP cell, a sensor or wiring fault
     temperature_range_c: tuple[float, float] = (-40.0, 125.0)
     stuck_s: float = 600.0  # a reading unchanged this long while the current moves
-    stuck_current_c: float = 0.2  # ... by at least this much (C-rate span) over the same time
+    stuck_current_c: float = 0.2  # ... by at least this much (C-rate span) since it last changed
     offset_c: float = 0.01  # estimated current-sensor offset beyond 1 % of 1C
 
 
@@ -31,7 +31,8 @@ class PlausibilityChecker:
         self.bad_t = np.zeros(n_sensors, dtype=bool)
         self.last_v = np.full(n_cells, np.nan)
         self.v_since = np.zeros(n_cells)
-        self.i_span: list[tuple[float, float]] = []
+        self.i_low = np.full(n_cells, np.inf)  # the current's range since each reading last changed
+        self.i_high = np.full(n_cells, -np.inf)
         self.offset_flagged = False
 
     def update(self, time_s: float, cell_voltages_v, temperatures_c, current_a: float) -> tuple[list[Event], np.ndarray]:
@@ -43,10 +44,10 @@ class PlausibilityChecker:
         out_v = ~np.isfinite(v) | (v < lo) | (v > hi)
         changed = v != self.last_v
         self.v_since = np.where(changed, time_s, self.v_since)
+        self.i_low = np.where(changed, current_a, np.minimum(self.i_low, current_a))
+        self.i_high = np.where(changed, current_a, np.maximum(self.i_high, current_a))
         self.last_v = v
-        self.i_span = [(t, i) for t, i in self.i_span if time_s - t <= r.stuck_s] + [(time_s, current_a)]
-        currents = [i for _, i in self.i_span]
-        moving = (max(currents) - min(currents)) >= r.stuck_current_c * self.capacity_ah
+        moving = self.i_high - self.i_low >= r.stuck_current_c * self.capacity_ah
         stuck = moving & (time_s - self.v_since >= r.stuck_s)
         bad_v = out_v | stuck
         for c in np.flatnonzero(bad_v & ~self.bad_v):

@@ -36,66 +36,85 @@ def sensor_cells(n_sensors: int, n_cells: int) -> list[np.ndarray]:
 
 
 class RunawayDetector:
-    """Streaming: feed samples in order; each alarm or warning is reported once per cell."""
+    """Fed chunks of samples in order (a chunk may be one sample); each alarm or warning is reported once per cell."""
 
     def __init__(self, n_cells: int, n_sensors: int, rule: RunawayRule = RunawayRule()):
         self.rule, self.n_cells = rule, n_cells
         self.cells_of = sensor_cells(n_sensors, n_cells)
-        self.history: list[tuple[float, np.ndarray]] = []
+        self.tail_t = np.empty(0)  # the samples of the last slope window, carried into the next chunk
+        self.tail_temps = np.empty((0, n_sensors))
         self.rise_since = np.full(n_sensors, np.nan)
         self.warm_since = np.full(n_sensors, np.nan)
         self.collapse_since = np.full(n_cells, np.nan)
         self.alarmed = np.zeros(n_cells, dtype=bool)
         self.warned = np.zeros(n_cells, dtype=bool)
 
-    def update(self, time_s: float, cell_voltages_v: np.ndarray, temperatures_c: np.ndarray) -> list[Event]:
+    def update(self, time_s, cell_voltages_v, temperatures_c) -> list[Event]:
+        """time_s (time,), cell_voltages_v (time, cells), temperatures_c (time, sensors); or one sample of each."""
         r = self.rule
-        v = np.asarray(cell_voltages_v, dtype=float)
-        temps = np.asarray(temperatures_c, dtype=float)
-        self.history = [(t, x) for t, x in self.history if time_s - t <= r.slope_window_s + 1e-9] + [(time_s, temps)]
-        t0, old = self.history[0]
-        rate = (temps - old) / (time_s - t0) if time_s > t0 else np.zeros_like(temps)
-        rising = rate >= r.rise_c_per_s
-        self.rise_since = np.where(rising, np.where(np.isnan(self.rise_since), time_s, self.rise_since), np.nan)
-        rise_held = rising & (time_s - self.rise_since > r.rise_hold_s)
-        median_v = np.nanmedian(v)
-        drop = 1.0 - v / median_v
-        events = []
+        t = np.atleast_1d(np.asarray(time_s, dtype=float))
+        v = np.asarray(cell_voltages_v, dtype=float).reshape(len(t), self.n_cells)
+        temps = np.asarray(temperatures_c, dtype=float).reshape(len(t), -1)
+        # dT/dt over the slope window: against the earliest sample still inside it (this chunk or the tail)
+        all_t = np.concatenate([self.tail_t, t])
+        all_temps = np.concatenate([self.tail_temps, temps])
+        first = np.searchsorted(all_t, all_t[len(self.tail_t):] - r.slope_window_s - 1e-9)
+        span = all_t[len(self.tail_t):] - all_t[first]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rate = np.where(span[:, None] > 0, (temps - all_temps[first]) / span[:, None], 0.0)
+            median_v = np.nanmedian(v, axis=1, keepdims=True)
+            drop = 1.0 - v / median_v
+            excess = temps - np.nanmedian(temps, axis=1, keepdims=True)
+        keep = all_t > t[-1] - r.slope_window_s - 1e-9
+        self.tail_t, self.tail_temps = all_t[keep], all_temps[keep]
+        rise_held = self._held(t, rate >= r.rise_c_per_s, "rise_since") > r.rise_hold_s
+        warm_held = self._held(t, (rate >= r.warning_rise_c_per_s) & (excess >= r.warning_excess_c),
+                               "warm_since") >= r.warning_hold_s
+        collapse_held = self._held(t, drop > r.warning_drop, "collapse_since") >= r.warning_hold_s
+        sensor = np.empty(self.n_cells, dtype=int)
         for j, cells in enumerate(self.cells_of):
-            hot = temps[j] >= r.max_temperature_c
-            for c in cells:
-                if rise_held[j] and (drop[c] > r.voltage_drop or hot) and not self.alarmed[c]:
-                    self.alarmed[c] = True
-                    why = (f"voltage {v[c]:.3f} V is {100 * drop[c]:.0f} % below the median cell"
-                           if drop[c] > r.voltage_drop else f"temperature {temps[j]:.1f} degC at or above "
-                                                            f"{r.max_temperature_c:g} degC")
-                    events.append(Event(time_s, "thermal_runaway", "critical",
-                                        f"GB 38031 thermal runaway: {why}, and sensor {j + 1} rising {rate[j]:.2f} "
-                                        f"degC/s for more than {r.rise_hold_s:g} s", cell=int(c) + 1,
-                                        value=float(temps[j])))
-        events += self._warnings(time_s, v, drop, temps, rate)
+            sensor[cells] = j
+        hot = temps[:, sensor] >= r.max_temperature_c
+        alarm = rise_held[:, sensor] & ((drop > r.voltage_drop) | hot)
+        events = []
+        for k, c in self._first(alarm, self.alarmed):
+            j = sensor[c]
+            why = (f"voltage {v[k, c]:.3f} V is {100 * drop[k, c]:.0f} % below the median cell"
+                   if drop[k, c] > r.voltage_drop else f"temperature {temps[k, j]:.1f} degC at or above "
+                                                       f"{r.max_temperature_c:g} degC")
+            events.append(Event(float(t[k]), "thermal_runaway", "critical",
+                                f"GB 38031 thermal runaway: {why}, and sensor {j + 1} rising {rate[k, j]:.2f} degC/s "
+                                f"for more than {r.rise_hold_s:g} s", cell=int(c) + 1, value=float(temps[k, j])))
+        for k, c in self._first(collapse_held | warm_held[:, sensor], self.warned):
+            j = sensor[c]
+            if collapse_held[k, c]:
+                events.append(Event(float(t[k]), "voltage_collapse", "warning",
+                                    f"voltage {v[k, c]:.3f} V has stayed {100 * drop[k, c]:.0f} % below the median "
+                                    f"cell for {r.warning_hold_s:g} s: an internal short or a failing cell",
+                                    cell=int(c) + 1, value=float(v[k, c])))
+            else:
+                events.append(Event(float(t[k]), "abnormal_heating", "warning",
+                                    f"sensor {j + 1} at {temps[k, j]:.1f} degC is {excess[k, j]:.1f} degC above the "
+                                    f"others and rising {rate[k, j]:.2f} degC/s", cell=int(c) + 1,
+                                    value=float(temps[k, j])))
         return events
 
-    def _warnings(self, time_s, v, drop, temps, rate) -> list[Event]:
-        r = self.rule
-        collapsing = drop > r.warning_drop
-        self.collapse_since = np.where(collapsing, np.where(np.isnan(self.collapse_since), time_s,
-                                                            self.collapse_since), np.nan)
-        warm = (rate >= r.warning_rise_c_per_s) & (temps - np.nanmedian(temps) >= r.warning_excess_c)
-        self.warm_since = np.where(warm, np.where(np.isnan(self.warm_since), time_s, self.warm_since), np.nan)
-        events = []
-        for c in np.flatnonzero(collapsing & (time_s - self.collapse_since >= r.warning_hold_s) & ~self.warned):
-            self.warned[c] = True
-            events.append(Event(time_s, "voltage_collapse", "warning",
-                                f"voltage {v[c]:.3f} V has stayed {100 * drop[c]:.0f} % below the median cell for "
-                                f"{r.warning_hold_s:g} s: an internal short or a failing cell", cell=int(c) + 1,
-                                value=float(v[c])))
-        for j in np.flatnonzero(warm & (time_s - self.warm_since >= r.warning_hold_s)):
-            for c in self.cells_of[j]:
-                if not self.warned[c]:
-                    self.warned[c] = True
-                    events.append(Event(time_s, "abnormal_heating", "warning",
-                                        f"sensor {j + 1} at {temps[j]:.1f} degC is {temps[j] - np.nanmedian(temps):.1f}"
-                                        f" degC above the others and rising {rate[j]:.2f} degC/s", cell=int(c) + 1,
-                                        value=float(temps[j])))
-        return events
+    def _held(self, t: np.ndarray, condition: np.ndarray, state: str) -> np.ndarray:
+        """How long each condition has held at each sample (NaN where it does not), carrying its start over."""
+        n = len(t)
+        last_false = np.maximum.accumulate(np.where(condition, -1, np.arange(n)[:, None]), axis=0)
+        carried = getattr(self, state)
+        before = np.where(np.isnan(carried), t[0], carried)  # a run that began before this chunk
+        start = np.where(last_false < 0, before[None, :], t[np.minimum(last_false + 1, n - 1)])
+        held = np.where(condition, t[:, None] - start, np.nan)
+        setattr(self, state, np.where(condition[-1], start[-1], np.nan))
+        return held
+
+    @staticmethod
+    def _first(condition: np.ndarray, done: np.ndarray) -> list[tuple[int, int]]:
+        """(sample, cell) of each cell's first true condition not yet reported; marks them reported."""
+        hits = condition & ~done[None, :]
+        cells = np.flatnonzero(hits.any(axis=0))
+        rows = np.argmax(hits[:, cells], axis=0)
+        done[cells] = True
+        return sorted(zip(rows.tolist(), cells.tolist()))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from .events import Event
 
@@ -26,25 +27,41 @@ class ShortDetector:
     def __init__(self, n_cells: int, rule: ShortRule = ShortRule()):
         self.rule = rule
         self.average = np.zeros(n_cells)
-        self.level = np.zeros(n_cells, dtype=int)  # 0 none, 1 warning, 2 critical
-        self.last_time_s: float | None = None
+        self.level = np.zeros(n_cells, dtype=int)  # 0 none, 1 warning, 2 critical; latched: a short does not heal
+        self.last_time_s = np.nan
 
     def update(self, time_s: np.ndarray, leak_a: np.ndarray, cell_voltage_v: np.ndarray, valid: np.ndarray) -> list[Event]:
         """leak_a, cell_voltage_v, valid: (time, cells); a cell whose sensor is not valid keeps its average."""
+        t = np.atleast_1d(np.asarray(time_s, dtype=float))
+        with np.errstate(invalid="ignore"):
+            leak = leak_a - np.nanmedian(np.where(valid, leak_a, np.nan), axis=1, keepdims=True)
+        averages = np.empty(leak.shape)
+        self.last_time_s = _average(t, leak, valid, self.rule.average_s, self.last_time_s, self.average, averages)
+        level = (averages > self.rule.warning_a).astype(int) + (averages > self.rule.critical_a)
         events = []
-        for k, t in enumerate(np.atleast_1d(time_s)):
-            dt = 0.0 if self.last_time_s is None else t - self.last_time_s
-            self.last_time_s = t
-            leak = leak_a[k] - np.median(leak_a[k, valid[k]]) if valid[k].any() else np.zeros_like(self.average)
-            self.average += np.where(valid[k], min(dt / self.rule.average_s, 1.0) * (leak - self.average), 0.0)
-            level = (self.average > self.rule.warning_a).astype(int) + (self.average > self.rule.critical_a)
-            for c in np.flatnonzero(level > self.level):
+        for severity, n in (("warning", 1), ("critical", 2)):
+            hits = (level >= n) & (self.level < n)[None, :]
+            for c in np.flatnonzero(hits.any(axis=0)):
+                k = int(np.argmax(hits[:, c]))
                 # the average lags a short's onset: its size is the filter's present estimate
-                drain = max(leak[c], self.average[c])
+                drain = max(leak[k, c], averages[k, c])
                 r_ohm = cell_voltage_v[k, c] / drain
-                events.append(Event(float(t), "internal_short", "critical" if level[c] == 2 else "warning",
+                events.append(Event(float(t[k]), "internal_short", severity,
                                     f"cell {c + 1} loses {1000 * drain:.1f} mA the others do not (on average "
-                                    f"{1000 * self.average[c]:.1f} mA over {self.rule.average_s / 3600:g} h): an "
+                                    f"{1000 * averages[k, c]:.1f} mA over {self.rule.average_s / 3600:g} h): an "
                                     f"internal short of about {r_ohm:.0f} ohm", cell=int(c) + 1, value=float(r_ohm)))
-            self.level = np.maximum(self.level, level)  # a short does not heal: the level latches
-        return events
+        self.level = np.maximum(self.level, level.max(axis=0))
+        return sorted(events, key=lambda e: e.time_s)
+
+
+@njit(cache=True)
+def _average(t, leak, valid, average_s, last_t, average, out):
+    """Exponential average over time (each sample weighted by its interval), in place; returns the last time."""
+    for k in range(t.shape[0]):
+        w = 0.0 if last_t != last_t else min((t[k] - last_t) / average_s, 1.0)
+        last_t = t[k]
+        for c in range(leak.shape[1]):
+            if valid[k, c]:
+                average[c] += w * (leak[k, c] - average[c])
+            out[k, c] = average[c]
+    return last_t

@@ -186,6 +186,24 @@ class SoaMonitor:
                                      float(shown[k]), unit, cell))
         return events
 
+    def quiet(self, cell_voltages_v, cell_temperatures_c, current_a) -> np.ndarray:
+        """Per sample of a chunk (time, channels): True where nothing is beyond any warning threshold, in
+        either temperature window. While `idle`, such samples cannot change a level: they may be skipped."""
+        lim = self.limits
+        v = np.asarray(cell_voltages_v, dtype=float)
+        t = np.asarray(cell_temperatures_c, dtype=float)
+        c = np.asarray(current_a, dtype=float) / lim.capacity_ah
+        with np.errstate(invalid="ignore"):
+            return ((np.nanmax(v, axis=1) <= lim.overvoltage_v[0]) & (np.nanmin(v, axis=1) >= lim.undervoltage_v[0])
+                    & (t.max(axis=1) <= min(lim.overtemperature_charge_c[0], lim.overtemperature_discharge_c[0]))
+                    & (t.min(axis=1) >= max(lim.undertemperature_charge_c[0], lim.undertemperature_discharge_c[0]))
+                    & (c <= lim.overcurrent_charge_c[0]) & (-c <= lim.overcurrent_discharge_c[0]))
+
+    @property
+    def idle(self) -> bool:
+        """Every level inside and no debounce under way."""
+        return bool(self._trackers) and all(not t.level.any() and not t._over_n.any() for t in self._trackers.values())
+
     def cell_levels(self, kind: str) -> np.ndarray:
         """Per-channel level ranks (0 = inside .. 3 = critical) of one event kind."""
         return self._trackers[kind].level.copy() if kind in self._trackers else np.zeros(0, dtype=int)
