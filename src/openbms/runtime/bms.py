@@ -8,6 +8,7 @@ is in `nv_state`, so a restart resumes where it stopped.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import deque
 
@@ -24,6 +25,7 @@ from ..vehicle.hub import Requester, SetResult
 from ..vehicle.vss import ROOT
 from .sample import BmsOutput, Sample
 
+OVERLAY = f"{ROOT}.OpenBMS"
 CONTACTOR_TICK_S = 0.01
 DEFAULT_CONSUMPTION_WH_PER_KM = 150.0
 CONDITIONING_MODES = ("INACTIVE", "FAST_CHARGING_PREPARATION", "DRIVING_PREPARATION")
@@ -155,6 +157,16 @@ class Bms:
             f"{ROOT}.Charging.TimeToComplete": int(min(charge.time_to_complete_s, 2**32 - 1)) if charging else 0,
             f"{ROOT}.Charging.MaximumChargingCurrent.DC": float(row["max_charge_current_a"]),
             f"{ROOT}.BatteryConditioning.RequestedMode": self.conditioning,
+            f"{OVERLAY}.StateOfChargeBound": _pct(float(np.mean(row["cell_soc_bound"]))),
+            f"{OVERLAY}.ResistanceHealth": max(0.0, 100.0 * row["soh_resistance"]),
+            f"{OVERLAY}.MaxChargePower": max(0.0, row["max_charge_power_w"]),
+            f"{OVERLAY}.MaxDischargePower": max(0.0, row["max_discharge_power_w"]),
+            f"{OVERLAY}.CellStateOfCharge": [round(_pct(z), 2) for z in cell_soc],
+            f"{OVERLAY}.CellTemperatures": [round(float(x), 2) for x in s.temperature_c],
+            f"{OVERLAY}.BalancingCells": np.flatnonzero(self.bleed_a > 0).tolist(),
+            f"{OVERLAY}.WeakestCell": int(np.argmin(cell_soc)),
+            f"{OVERLAY}.Events": [json.dumps(e.record()) for e in list(self.recent)[-20:]],
+            f"{OVERLAY}.ChargingState": f"{charge.state}: {charge.reason}",
         }
 
     # -- what apps may ask ---------------------------------------------------------------------

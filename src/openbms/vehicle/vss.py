@@ -79,6 +79,7 @@ _BRANCHES = {
     f"{ROOT}.Charging.MaximumChargingCurrent": "Maximum charging current that can be accepted by the system, "
                                                "as measured at the charging inlet.",
     f"{ROOT}.BatteryConditioning": "Properties related to battery conditioning (heating or cooling).",
+    f"{ROOT}.OpenBMS": "Overlay: what this BMS knows beyond VSS 6.0 (estimate bounds, power limits, cells).",
 }
 
 _LEAVES = [
@@ -119,6 +120,23 @@ _LEAVES = [
           "be accepted by the system.", "A"),
     _leaf("BatteryConditioning.RequestedMode", "actuator", "string", "Defines requested mode for battery "
           "conditioning.", allowed=("INACTIVE", "FAST_CHARGING_PREPARATION", "DRIVING_PREPARATION")),
+    # The overlay (VSS allows vendor branches): an app may ignore it and still see the standard signals.
+    _leaf("OpenBMS.StateOfChargeBound", "sensor", "float", "Three-sigma bound of StateOfCharge.Current: the true "
+          "state of charge lies within plus or minus this.", "percent", 0, 100),
+    _leaf("OpenBMS.ResistanceHealth", "sensor", "float", "Internal resistance relative to the fresh cell's "
+          "(100 = as new; higher is worse).", "percent", 0),
+    _leaf("OpenBMS.MaxChargePower", "sensor", "float", "Charge power the pack accepts for the next 10 s.", "W", 0),
+    _leaf("OpenBMS.MaxDischargePower", "sensor", "float", "Discharge power the pack delivers for the next 10 s.",
+          "W", 0),
+    _leaf("OpenBMS.CellStateOfCharge", "sensor", "float[]", "Estimated state of charge of each cell, in percent, "
+          "by relative position."),
+    _leaf("OpenBMS.CellTemperatures", "sensor", "float[]", "Temperature sensors along the string, in celsius."),
+    _leaf("OpenBMS.BalancingCells", "sensor", "uint16[]", "0-based indexes of the cells being balanced now."),
+    _leaf("OpenBMS.WeakestCell", "sensor", "uint16", "0-based index of the cell that empties first."),
+    _leaf("OpenBMS.Events", "sensor", "string[]", "Recent safety events, newest last, each a JSON object with "
+          "time_s, kind, severity, cell (1-based), explanation."),
+    _leaf("OpenBMS.ChargingState", "sensor", "string", "What the charge controller does and why.",
+          ),
 ]
 
 
