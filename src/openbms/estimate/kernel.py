@@ -42,7 +42,7 @@ N_HEALTH = 6
 N_LIMITS = 4
 SIGMA_H = np.sqrt(3.0)  # central-difference step (Plett's CDKF), weights (h²−n)/h² and 1/2h²
 BISECTIONS = 18
-CELL_BLOCK = 64  # cells advanced together through a chunk: their state and parameters stay in L1
+CELL_BLOCK = 64  # cells advanced together through a chunk: their state and parameters stay in cache
 
 
 @njit(cache=True, inline="always")
@@ -327,9 +327,9 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                 m_v = rows[b, 4]
                 r = r_at[0, b]
                 if sigma_points:
-                    y_mean, pyy, dv_dz = _sigma_point_moments(g_at[0, b], r, g_at[1, b], r_at[1, b], g_at[2, b],
-                                                              r_at[2, b], x[H, b], x[B, b], m_v, P[0, 0, b],
-                                                              P[0, 1, b], P[0, 2, b], P[1, 1, b], P[1, 2, b], P[2, 2, b])
+                    y_mean, pyy, dv_dz = _sigma_point_moments(
+                        g_at[0, b], r, g_at[1, b], r_at[1, b], g_at[2, b], r_at[2, b], x[H, b], x[B, b], m_v,
+                        P[0, 0, b], P[0, 1, b], P[0, 2, b], P[1, 1, b], P[1, 2, b], P[2, 2, b])
                 else:
                     dv_dz = (g_at[1, b] - g_at[0, b]) / 1e-3
                     y_mean = g_at[0, b] + m_v * x[H, b] - r * x[B, b]
