@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .vehicle.cli import add_commands as add_vehicle_commands
 
     add_vehicle_commands(sub)
+
+    from .fleet.cli import add_commands as add_fleet_commands
+
+    add_fleet_commands(sub)
     return parser
 
 

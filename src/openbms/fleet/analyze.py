@@ -1,0 +1,153 @@
+"""One vehicle's telemetry through the pack's safety monitor, day by day; the fleet mapped over Dask workers.
+
+Each task reads one vehicle-day at a time and keeps only summaries (per day, per hour, the
+events), so memory does not grow with the record's length or the fleet's size. The monitor is
+the one the vehicle runs (`safety.monitor.PackMonitor`: plausibility, bar-delta estimation,
+shorts); only its short rule is tuned for a fleet, which looks back over days, not minutes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..cell import load_cell
+from ..io import DataError
+from ..io.columns import TIME
+from ..safety.monitor import MonitorConfig, PackMonitor
+from ..safety.short import ShortRule
+from .cluster import map_with_progress
+from .dataset import FleetInfo, read_day, vehicle_days
+from .rank import rank_vehicles
+
+HOUR_S = 3600.0
+
+
+@dataclass(frozen=True)
+class FleetTuning:
+    """The short rule for fleet telemetry: a day of averaging, thresholds as fractions of 1C (cell size free)."""
+
+    short_average_s: float = 24 * 3600.0
+    short_warning_c: float = 0.0015
+    short_critical_c: float = 0.01
+
+    def monitor_config(self, capacity_ah: float) -> MonitorConfig:
+        return MonitorConfig(short=ShortRule(self.short_average_s, self.short_warning_c * capacity_ah,
+                                             self.short_critical_c * capacity_ah))
+
+
+@dataclass
+class VehicleAnalysis:
+    summary: dict
+    days: list[dict]
+    hourly: pd.DataFrame
+    events: list[dict]
+    samples: int
+    series: int
+
+
+@dataclass
+class FleetAnalysis:
+    vehicles: pd.DataFrame  # one row per vehicle, ranked: who needs service first
+    days: pd.DataFrame  # health per vehicle-day: the trends
+    hourly: pd.DataFrame  # per vehicle-hour: SoC, every cell's SoC, capacity (the drill-down)
+    events: pd.DataFrame  # every event the monitors reported
+    meta: dict = field(default_factory=dict)
+
+
+def analyze_fleet(root, client, cell: str | None = None, tuning: FleetTuning = FleetTuning()) -> FleetAnalysis:
+    """Every vehicle of the dataset at `root`, one Dask task each; the fleet's cell from _fleet.json unless given."""
+    fleet = vehicle_days(root)
+    info = FleetInfo.load(root) if cell is None else FleetInfo(cell, 0, 0, "", "")
+    load_cell(info.cell)  # a wrong cell name fails here, not on every worker
+    started = time.perf_counter()
+    tasks = [(vehicle, [str(p) for p in paths]) for vehicle, paths in fleet.items()]
+    results = map_with_progress(client, analyze_vehicle, tasks, info.cell, tuning,
+                                description=f"analysing {len(fleet)} vehicles")
+    wall_s = time.perf_counter() - started
+    samples = sum(r.samples for r in results)
+    cell_steps = sum(r.samples * r.series for r in results)
+    vehicles = rank_vehicles(pd.DataFrame([r.summary for r in results]))
+    meta = {"dataset": str(root), "cell": info.cell, "vehicles": len(results), "samples": samples,
+            "cell_steps": cell_steps, "wall_s": wall_s, "cell_steps_per_s": cell_steps / wall_s,
+            "workers": len(client.scheduler_info()["workers"]), "tuning": vars(tuning)}
+    return FleetAnalysis(vehicles, pd.DataFrame([d for r in results for d in r.days]),
+                         pd.concat([r.hourly for r in results], ignore_index=True),
+                         pd.DataFrame([e for r in results for e in r.events]), meta)
+
+
+def analyze_vehicle(vehicle: str, paths: list[str], cell: str, tuning: FleetTuning = FleetTuning()) -> VehicleAnalysis:
+    """The monitor over the vehicle's days in order (its filters carry state from one day to the next)."""
+    model = load_cell(cell)
+    monitor = series = None
+    days, hourly, events, samples, last_time = [], [], [], 0, None
+    for path in paths:
+        data = read_day(path, vehicle, series)
+        if monitor is None:
+            series, sensors = data.cell_voltage_v.shape[1], data.temperature_c.shape[1]
+            q = float(model.param("capacity_ah", 25.0))
+            monitor = PackMonitor(model, series, sensors, config=tuning.monitor_config(q))
+        elif data.temperature_c.shape[1] != monitor.plausibility.bad_t.size:
+            raise DataError(path, f"has {data.temperature_c.shape[1]} temperature columns, the days before "
+                                  f"{monitor.plausibility.bad_t.size}")
+        if last_time is not None and data.time_s[0] <= last_time:
+            raise DataError(path, f"time must continue from the day before (which ended at {last_time} s), "
+                                  f"starts at {data.time_s[0]} s", TIME, 1)
+        last_time = data.time_s[-1]
+        found, est = monitor.update(data.time_s, data.current_a, data.cell_voltage_v, data.temperature_c)
+        day = Path(path).parent.name.removeprefix("day=")
+        events += [{"Vehicle": vehicle, "Day": day} | e.record() for e in found]
+        days.append(_day_row(vehicle, day, est))
+        hourly.append(_hourly(vehicle, est))
+        samples += len(data.time_s)
+    return VehicleAnalysis(_summary(vehicle, days, events), days, pd.concat(hourly, ignore_index=True), events,
+                           samples, series)
+
+
+def _day_row(vehicle: str, day: str, est) -> dict:
+    spread = est.cell_soc.max(axis=1) - est.cell_soc.min(axis=1)
+    return {"Vehicle": vehicle, "Day": day, "Capacity / Ah": est.capacity_ah[-1],
+            "Capacity Bound / Ah": est.capacity_bound_ah[-1], "SOH Capacity / 1": est.soh_capacity[-1],
+            "SOH Resistance / 1": est.soh_resistance[-1], "Resistance / ohm": float(np.median(est.resistance_ohm)),
+            "Cell SOC Spread / 1": spread[-1], "Weakest Cell": int(np.argmin(est.cell_soc[-1])) + 1,
+            "Max Leak / A": float(np.max(est.leak_a.mean(axis=0) - np.median(est.leak_a.mean(axis=0))))}
+
+
+def _hourly(vehicle: str, est) -> pd.DataFrame:
+    """Hour means of what the drill-down plots: the pack's SoC, each cell's, and the capacity estimate."""
+    hour = (est.time_s // HOUR_S).astype(int)
+    hours, index = np.unique(hour, return_inverse=True)
+    count = np.bincount(index)
+
+    def mean(values):
+        return np.bincount(index, weights=values, minlength=len(hours)) / count
+
+    columns = {"Vehicle": vehicle, TIME: hours * HOUR_S, "SOC / 1": mean(est.soc),
+               "Capacity / Ah": mean(est.capacity_ah), "Capacity Bound / Ah": mean(est.capacity_bound_ah)}
+    columns |= {f"Cell SOC {c + 1} / 1": mean(est.cell_soc[:, c]) for c in range(est.cell_soc.shape[1])}
+    return pd.DataFrame(columns)
+
+
+def _summary(vehicle: str, days: list[dict], events: list[dict]) -> dict:
+    """The vehicle's state at the end of its record, how it moved per day, and what the monitor found."""
+    last = days[-1]
+    row = {k: v for k, v in last.items() if k not in ("Day", "Max Leak / A")} | {"Days": len(days)}
+    for name in ("SOH Capacity / 1", "SOH Resistance / 1", "Cell SOC Spread / 1"):
+        values = np.array([d[name] for d in days])
+        row[name.replace(" / 1", " Trend / 1 per day")] = float(np.polyfit(np.arange(len(values)), values, 1)[0]) \
+            if len(values) > 1 else float("nan")
+    faulty = sorted({e["cell"] for e in events if e["kind"] == "sensor_fault" and "cell" in e and not e["cleared"]})
+    shorts = [e for e in events if e["kind"] == "internal_short"]
+    believed = [e for e in shorts if e["cell"] not in faulty]  # a faulty voltage sensor fakes a leak on its cell
+    worst = min(believed, key=lambda e: (e["severity"] != "critical", e["value"]), default=None)
+    row |= {"Short Cell": worst["cell"] if worst else None, "Short Resistance / ohm": worst["value"] if worst else None,
+            "Short Severity": worst["severity"] if worst else None, "Short Time / s": worst["time_s"] if worst else None,
+            "Short Cells": ",".join(str(c) for c in sorted({e["cell"] for e in believed})),
+            "Sensor Fault Cells": ",".join(str(c) for c in faulty),
+            "Other Sensor Faults": sum(e["kind"] == "sensor_fault" and "cell" not in e for e in events),
+            "Events": len(events)}
+    return row

@@ -1,0 +1,100 @@
+"""The fleet report: one self-contained HTML page (plots embedded as PNG) and the results as Parquet and JSON."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ..io.columns import TIME  # noqa: E402
+from .analyze import FleetAnalysis  # noqa: E402
+
+TABLE_COLUMNS = ["Rank", "Vehicle", "Service Reason", "Capacity / Ah", "Capacity Bound / Ah", "SOH Capacity / 1",
+                 "SOH Capacity Trend / 1 per day", "SOH Resistance / 1", "Cell SOC Spread / 1", "Short Cell",
+                 "Short Resistance / ohm", "Sensor Fault Cells"]
+EVENT_COLUMNS = ["Vehicle", "Day", "time_s", "kind", "severity", "explanation"]
+
+
+def write_report(out_dir, analysis: FleetAnalysis, drill_down: int = 8, table_rows: int = 100) -> list[Path]:
+    """report.html, vehicles/days/hourly/events.parquet and results.json in out_dir; returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    events = analysis.events if len(analysis.events) else pd.DataFrame(columns=EVENT_COLUMNS)
+    paths = []
+    for name, frame in (("vehicles", analysis.vehicles), ("days", analysis.days), ("hourly", analysis.hourly),
+                        ("events", events)):
+        paths.append(out / f"{name}.parquet")
+        frame.to_parquet(paths[-1], index=False)
+    results = {"meta": analysis.meta, "ranking": json.loads(analysis.vehicles.to_json(orient="records"))}
+    paths.append(out / "results.json")
+    paths[-1].write_text(json.dumps(results, indent=1))
+    paths.append(out / "report.html")
+    paths[-1].write_text(_html(analysis, drill_down, table_rows))
+    return paths
+
+
+def _html(a: FleetAnalysis, drill_down: int, table_rows: int) -> str:
+    v = a.vehicles
+    m = a.meta
+    found = (v["Short Cell"].notna().sum(), (v["Sensor Fault Cells"] != "").sum())
+    parts = [f"<h1>Fleet health: {m['vehicles']} vehicles</h1>",
+             f"<p>{html.escape(m['dataset'])}: cell {html.escape(m['cell'])}, {m['samples']:,} samples, "
+             f"{m['cell_steps']:,} cell-steps in {m['wall_s']:.0f} s on {m['workers']} worker(s). "
+             f"Suspected internal shorts: {found[0]}; faulty cell-voltage sensors: {found[1]}.</p>",
+             "<h2>State of health</h2>", _img(_soh_figure(v)),
+             f"<h2>Who needs service first</h2><p>The first {min(table_rows, len(v))} of {len(v)} vehicles "
+             "(all in vehicles.parquet and results.json). Capacity bound: 3 sigma.</p>",
+             v[TABLE_COLUMNS].head(table_rows).to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep=""),
+             f"<h2>Drill-down: the first {min(drill_down, len(v))} vehicles</h2>"]
+    for vehicle, reason in v[["Vehicle", "Service Reason"]].head(drill_down).itertuples(index=False):
+        parts += [f"<h3>{html.escape(vehicle)}: {html.escape(reason)}</h3>",
+                  _img(_vehicle_figure(vehicle, a.hourly[a.hourly["Vehicle"] == vehicle],
+                                       a.days[a.days["Vehicle"] == vehicle]))]
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;font-size:12px}"
+             "td,th{border:1px solid #ccc;padding:2px 6px}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>openbms fleet report</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+
+
+def _soh_figure(v: pd.DataFrame):
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    axes[0].hist(100 * v["SOH Capacity / 1"], bins=30, color="tab:blue")
+    axes[0].set(xlabel="capacity, % of new", ylabel="vehicles")
+    axes[1].hist(100 * v["SOH Resistance / 1"], bins=30, color="tab:red")
+    axes[1].set(xlabel="resistance, % of new")
+    return fig
+
+
+def _vehicle_figure(vehicle: str, hourly: pd.DataFrame, days: pd.DataFrame):
+    cells = hourly.filter(regex=r"^Cell SOC \d+ / 1$")
+    hours = hourly[TIME] / 86400.0
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+    axes[0].fill_between(hours, 100 * cells.min(axis=1), 100 * cells.max(axis=1), alpha=0.3, label="cells")
+    axes[0].plot(hours, 100 * hourly["SOC / 1"], label="pack")
+    axes[0].set(xlabel="day", ylabel="SoC / %", title="SoC (hour means)")
+    axes[0].legend(fontsize=8)
+    axes[1].errorbar(range(1, len(days) + 1), days["Capacity / Ah"], yerr=days["Capacity Bound / Ah"], fmt="o-",
+                     capsize=3)
+    axes[1].set(xlabel="day", ylabel="Ah", title="capacity at the end of each day (3 sigma)")
+    divergence = 100 * cells.sub(cells.mean(axis=1), axis=0)
+    for n, column in enumerate(divergence.columns):
+        axes[2].plot(hours, divergence[column], lw=1.8 if n == divergence.iloc[-1].abs().argmax() else 0.7)
+    axes[2].set(xlabel="day", ylabel="SoC − mean / %", title="cell divergence")
+    fig.suptitle(vehicle)
+    fig.tight_layout()
+    return fig
+
+
+def _img(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    plt.close(fig)
+    return f"<img src='data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}'>"

@@ -1,0 +1,103 @@
+"""Fleet analytics: the telemetry layout, the simulator's truth, the analysis on Dask, the report and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from openbms.cli import main
+from openbms.fleet.analyze import analyze_fleet
+from openbms.fleet.cluster import dask_client
+from openbms.fleet.dataset import FleetInfo, read_day, vehicle_days, write_partition
+from openbms.fleet.report import write_report
+from openbms.fleet.simulate import SAMPLING, VehicleSpec, simulate_vehicle, write_labels
+from openbms.io import DataError
+
+SERIES = 8
+
+
+def spec(n: int, **fault) -> VehicleSpec:
+    return VehicleSpec(f"V{n:04d}", seed=n, capacity_scale=0.9, resistance_scale=1.2, usage=1.2, soc0=0.93,
+                       ambient_c=25.0, **fault)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    """4 vehicles x 1 day: V0002 with a strong short in cell 3 (1-based) from the start."""
+    root = tmp_path_factory.mktemp("fleet")
+    info = FleetInfo("a123_lfp", SERIES, 2, SAMPLING, "2026-01-05")
+    info.save(root)
+    specs = [spec(1), spec(2, short_cell=2, short_ohm=100.0, short_onset_s=0.0), spec(3), spec(4)]
+    write_labels(root, [simulate_vehicle(s, str(root), info, 1) for s in specs])
+    return root
+
+
+def test_simulator_writes_the_documented_layout_and_labels(fleet):
+    days = vehicle_days(fleet)
+    assert list(days) == ["V0001", "V0002", "V0003", "V0004"]
+    assert days["V0002"] == [fleet / "vehicle=V0002" / "day=2026-01-05" / "part.parquet"]
+    frame = pd.read_parquet(days["V0001"][0])
+    assert list(frame.columns[:4]) == ["Vehicle", "Unix Time / s", "Test Time / s", "Current / A"]
+    assert [f"Cell Voltage {i} / V" for i in range(1, SERIES + 1)] == list(frame.filter(like="Cell Voltage"))
+    assert list(frame.filter(like="Cell Temperature")) == ["Cell Temperature 1 / degC", "Cell Temperature 2 / degC"]
+    step = frame["Test Time / s"].diff().dropna()
+    assert set(step.unique()) <= set(range(1, 11)) and step.max() == 10  # 1 s driving, 10 s otherwise
+    labels = {v["vehicle"]: v for v in json.loads((fleet / "_labels.json").read_text())["vehicles"]}
+    assert labels["V0002"]["short"] == {"cell": 3, "resistance_ohm": 100.0, "onset_s": 0.0}
+    assert labels["V0001"]["short"] is None and 0.85 < labels["V0001"]["true_capacity_ah"] / 2.075 < 0.95
+
+
+def test_malformed_datasets_are_refused_naming_the_place(fleet, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        vehicle_days(tmp_path / "nowhere")
+    with pytest.raises(DataError, match="no vehicle=ID partitions"):
+        vehicle_days(tmp_path)
+    (tmp_path / "vehicle=V1" / "day=2026-13-01").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"day=2026-13-01: day '2026-13-01' is not a date"):
+        vehicle_days(tmp_path)
+    frame = pd.read_parquet(vehicle_days(fleet)["V0001"][0])
+    with pytest.raises(DataError, match="names another vehicle than 'V1'"):
+        write_partition(tmp_path / "b", "V1", "2026-01-05", frame)
+    bad = write_partition(tmp_path / "b", "V1", "2026-01-05", frame.drop(columns=["Vehicle", "Cell Voltage 3 / V"]))
+    with pytest.raises(DataError, match="number 3 is missing"):
+        read_day(bad, "V1")
+    moved = tmp_path / "c" / "vehicle=V9" / "day=2026-01-05" / "part.parquet"
+    moved.parent.mkdir(parents=True)
+    frame.to_parquet(moved)
+    with pytest.raises(DataError, match=r"column 'Vehicle', row 1: names vehicle 'V0001' inside the partition of 'V9'"):
+        read_day(moved, "V9")
+    with pytest.raises(DataError, match="'Test Time / s'"):
+        write_partition(tmp_path / "d", "V1", "2026-01-05", frame.drop(columns=["Test Time / s"]))
+
+
+def test_analysis_ranks_the_shorted_vehicle_first_and_writes_the_report(fleet, tmp_path):
+    with dask_client(workers=2, processes=False) as client:
+        analysis = analyze_fleet(fleet, client)
+    first = analysis.vehicles.iloc[0]
+    assert first["Vehicle"] == "V0002" and first["Short Cell"] == 3 and first["Rank"] == 1
+    assert 20 < first["Short Resistance / ohm"] < 300  # a 100 ohm short
+    assert analysis.vehicles["Short Cell"].notna().sum() == 1
+    assert len(analysis.days) == 4 and len(analysis.hourly) == 4 * 24
+    paths = write_report(tmp_path, analysis)
+    assert {p.name for p in paths} == {"vehicles.parquet", "days.parquet", "hourly.parquet", "events.parquet",
+                                       "results.json", "report.html"}
+    page = (tmp_path / "report.html").read_text()
+    assert "data:image/png;base64," in page and "<script src" not in page and "V0002" in page
+    assert json.loads((tmp_path / "results.json").read_text())["ranking"][0]["Vehicle"] == "V0002"
+
+
+def test_cli_errors_are_clear(fleet, tmp_path, capsys):
+    def error() -> str:  # without white space: rich wraps long paths anywhere
+        return "".join(capsys.readouterr().err.split())
+
+    assert main(["fleet", "analyze", str(tmp_path / "missing"), "-o", str(tmp_path / "r")]) == 2
+    assert "missing:nosuchdirectory" in error()
+    assert main(["fleet", "analyze", str(fleet), "--scheduler", "localhost:8786"]) == 2
+    assert "expectedtcp://HOST:PORT" in error()
+    assert main(["fleet", "analyze", str(fleet), "--scheduler", "tcp://127.0.0.1:9"]) == 2
+    assert "cannotreachtheDaskschedulerattcp://127.0.0.1:9" in error()
+    (tmp_path / "vehicle=V1" / "day=2026-01-05").mkdir(parents=True)
+    assert main(["fleet", "analyze", str(tmp_path)]) == 2
+    assert "day=2026-01-05:missingpart.parquet" in error()
