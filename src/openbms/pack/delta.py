@@ -27,14 +27,15 @@ SLOPE_STEP = 2e-3  # SoC step of the OCV slope's central difference
 
 @njit(cache=True)
 def delta_kernel(time_s, dv, current, bleed, zbar, zbar_std, tbar, axis, table, knots, ocv_t, z0, dz, ocv_tab, noise_v, q_leak,
-                 gate, i_rc, x, P, x_out, std_out):
+                 q_dz, gate, zbar_corr_s, i_rc, x, P, x_out, std_out):
     """Run the delta filters over (time, cells); x (cells, 4) and P (cells, 4, 4) carry over between calls.
 
     dv: V_i − V_mean (NaN skips a cell's update: a sensor flagged as faulty); current: (time,) string
     current, + = charging; bleed: (time, cells) balancing current drawn from each cell (A); zbar, zbar_std,
     tbar: the mean cell's SoC, its std and temperature; i_rc: the mean cell's RC branch currents (carried over).
     Where the OCV slope differs between cells, an error in zbar looks like a difference between them: its
-    std enters each cell's measurement noise.
+    std enters each cell's measurement noise, as an error that stays alike for zbar_corr_s (the bar
+    filter's own error correlation time), so hours of it do not add up to a leak.
     time_s runs one past the samples.
     """
     n_time, n_cells = dv.shape
@@ -81,7 +82,7 @@ def delta_kernel(time_s, dv, current, bleed, zbar, zbar_std, tbar, axis, table, 
             if y == y:  # NaN: a sensor flagged as faulty, no update
                 H[DZ] = slope[c]
                 innovation = y - (ocv[c] - mean_ocv + (xc[DR] - mean_dr) * eta)
-                s = noise_v * noise_v + ((slope[c] - mean_slope) * zbar_std[k]) ** 2
+                s = noise_v * noise_v + ((slope[c] - mean_slope) * zbar_std[k]) ** 2 * max(1.0, zbar_corr_s / dt)
                 for d in range(N_DELTA):
                     acc = 0.0
                     for e in range(N_DELTA):
@@ -106,6 +107,7 @@ def delta_kernel(time_s, dv, current, bleed, zbar, zbar_std, tbar, axis, table, 
             for d in range(N_DELTA):
                 Pc[d, DZ] += a * (Pc[d, LEAK] + i * Pc[d, DC])
             Pc[LEAK, LEAK] += q_leak * dt
+            Pc[DZ, DZ] += q_dz * dt
         for j in range(n_rc):
             decay = np.exp(-dt / p[N_FIXED + j])
             i_rc[j] = decay * i_rc[j] + (1.0 - decay) * i

@@ -23,6 +23,7 @@ from .delta import DC, DR, DZ, LEAK, N_DELTA, delta_kernel
 class DeltaOptions:
     noise_v: float = 0.01  # cell-to-cell voltage difference the model does not explain (sensors and cells)
     leak_drift_a: float = 1e-3  # how fast a cell's leakage may change, A per sqrt(hour)
+    soc_drift: float = 0.0  # how fast a cell's SoC difference may wander unexplained, per sqrt(hour)
     soc_spread: float = 0.05  # prior std of a cell's SoC difference from the mean cell
     capacity_spread: float = 0.03  # prior std of a cell's relative capacity difference
     resistance_spread: float = 0.1  # prior std of a cell's relative resistance difference
@@ -111,7 +112,8 @@ class PackEstimator:
         p, d = self.packed, self.delta
         delta_kernel(times, np.ascontiguousarray(dv), np.ascontiguousarray(current), np.ascontiguousarray(bleed),
                      np.ascontiguousarray(bar.soc[:, 0]), bar.soc_bound[:, 0] / 3.0, np.ascontiguousarray(t_mean), p.axis, p.tables[0], p.knots,
-                     p.ocv_axis, p.z0, p.dz, p.ocv_tables[0], d.noise_v, d.leak_drift_a**2 / 3600.0, d.gate,
+                     p.ocv_axis, p.z0, p.dz, p.ocv_tables[0], d.noise_v, d.leak_drift_a**2 / 3600.0, d.soc_drift**2 / 3600.0, d.gate,
+                     self.options.error_correlation_s,
                      self.i_rc, self.x, self.P, x_out, std_out)
         return self._result(time_s, bar, x_out, std_out, current)
 

@@ -2,8 +2,10 @@
 
 The pack estimator's delta filters estimate each cell's leakage current against the mean cell.
 A leak that persists (its average over hours, relative to the median cell, above a threshold)
-is a short; its resistance is the cell voltage over the leak. Hours of averaging are what
-separates a short from the filters' transient excursions where the LFP plateau hides SoC.
+and stands alone (above every other cell's by a margin) is a short; its resistance is the cell
+voltage over the leak. Hours of averaging separate a short from the filters' transient
+excursions; standing alone separates it from an error of the mean cell's SoC on LFP's curved
+plateau, which moves every cell near the same SoC together.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from .events import Event
 
 @dataclass(frozen=True)
 class ShortRule:
-    average_s: float = 6 * 3600.0  # exponential averaging time of the leak evidence
-    warning_a: float = 0.006  # averaged leak that is reported as a short
-    critical_a: float = 0.03  # ... and as a critical one (stop charging, service now)
+    average_s: float = 12 * 3600.0  # exponential averaging time of the leak evidence
+    warning_a: float = 0.0025  # averaged leak that is reported as a short (about 1.3 kohm across an LFP cell)
+    isolation_a: float = 0.0015  # ... when it exceeds every other cell's by this much
+    critical_a: float = 0.015  # averaged leak that makes it critical (stop charging, service now)
 
 
 class ShortDetector:
@@ -37,7 +40,10 @@ class ShortDetector:
             leak = leak_a - np.nanmedian(np.where(valid, leak_a, np.nan), axis=1, keepdims=True)
         averages = np.empty(leak.shape)
         self.last_time_s = _average(t, leak, valid, self.rule.average_s, self.last_time_s, self.average, averages)
-        level = (averages > self.rule.warning_a).astype(int) + (averages > self.rule.critical_a)
+        top2 = np.sort(averages, axis=1)[:, -2:] if averages.shape[1] > 1 else np.zeros((len(t), 2))
+        others = np.where(averages >= top2[:, 1:], top2[:, :1], top2[:, 1:])  # the largest of the other cells
+        alone = averages - others > self.rule.isolation_a
+        level = alone * ((averages > self.rule.warning_a).astype(int) + (averages > self.rule.critical_a))
         events = []
         for severity, n in (("warning", 1), ("critical", 2)):
             hits = (level >= n) & (self.level < n)[None, :]
