@@ -1,0 +1,166 @@
+"""The owner's dashboard in a real headless Chromium against the live BMS and server: it shows the battery,
+its commands reach the BMS, and the apps it grants access to can read until it revokes them.
+
+Needs Debian's `chromium` (`.ci/run` installs it) or a browser named by OPENBMS_CHROMIUM; the screenshots
+in docs/screenshots/ are written by `test_screenshots`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from openbms.cell import load_cell
+from openbms.runtime.bms import Bms
+from openbms.runtime.cli import WEB_DIR
+from openbms.runtime.service import BmsLoop
+from openbms.runtime.sources import SimSource
+from openbms.runtime.vehicle import SimulatedVehicle
+from openbms.vehicle.hub import SignalHub
+from openbms.vehicle.server import running_server
+from openbms.vehicle.store import Store
+from openbms.vehicle.vss import LEAVES, ROOT
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
+expect = sync_api.expect
+CHROMIUM = os.environ.get("OPENBMS_CHROMIUM") or next(
+    filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium found: apt-get install chromium, "
+                                                          "or set OPENBMS_CHROMIUM to a Chromium binary")
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+SOC = '[data-path="StateOfCharge.Displayed"]'
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """A 100-cell blade pack plugged in at 60 %, so the state changes within seconds, behind the real server."""
+    store = Store(f"sqlite:///{tmp_path_factory.mktemp('dashboard') / 'openbms.db'}")
+    cell = load_cell("blade_lfp")
+    source = SimSource(SimulatedVehicle(cell, 100, 10, soc0=0.6, plugged_at_start=True, seed=3))
+    bms = Bms(cell, source.series, source.sensors)
+    hub = SignalHub()
+    loop = BmsLoop(source, bms, hub, store, speed=20.0).start()
+    with running_server(hub, store, static_dir=WEB_DIR, history_period_s=0.2) as server:
+        deadline = time.monotonic() + 20
+        while hub.read(f"{ROOT}.StateOfCharge.Displayed")[1] is None:
+            assert time.monotonic() < deadline, "the BMS published nothing"
+            time.sleep(0.05)
+        yield server, bms
+    loop.stop()
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM)
+        yield browser
+        browser.close()
+
+
+def owner_token(server, ttl_s=3600) -> str:
+    return server.authority.token(server.authority.grant("owner dashboard", ["owner"], ttl_s))
+
+
+def open_dashboard(browser, server, token, **viewport):
+    page = browser.new_page(viewport=viewport or {"width": 1280, "height": 800})
+    page.goto(f"{server.http_url}/#token={token}")
+    return page
+
+
+def test_the_page_shows_the_battery_live(live, browser):
+    server, _ = live
+    page = open_dashboard(browser, server, owner_token(server))
+    expect(page.locator(SOC)).to_have_text(re.compile(r"^\d+\.\d %$"), timeout=2000)
+    assert "#token" not in page.url  # the token left the address bar, and is kept for the next visit
+    assert page.evaluate("localStorage.getItem('openbms.ownerToken')")
+    expect(page.locator("#cell-map li")).to_have_count(100)
+    expect(page.locator("#cell-map li.low")).to_have_count(1)
+    expect(page.locator("#charging-state")).to_contain_text("Charging")
+    updated = page.locator("#updated").inner_text()
+    voltage = page.locator('[data-path="CurrentVoltage"]').inner_text()
+    expect(page.locator("#updated")).not_to_have_text(updated, timeout=5000)
+    expect(page.locator('[data-path="CurrentVoltage"]')).not_to_have_text(voltage, timeout=5000)
+    page.close()
+
+
+def test_a_charge_limit_set_on_the_page_reaches_the_bms_and_is_audited(live, browser):
+    server, bms = live
+    page = open_dashboard(browser, server, owner_token(server))
+    expect(page.locator(SOC)).to_have_text(re.compile(r"%"), timeout=2000)
+    page.get_by_label("Charge limit (percent)").fill("73")
+    page.get_by_role("button", name="Set limit").click()
+    expect(page.locator("#limit-result")).to_have_text(re.compile(r"Applied: Charge limit: 73 %"))
+    assert bms.charger.soc_target == pytest.approx(0.73)
+    expect(page.locator('[data-path="Charging.ChargeLimit"]')).to_have_text("73 %")
+    expect(page.locator("#audit-table tbody tr").first).to_contain_text("Charge limit: 73 %")
+    page.close()
+
+
+def test_an_app_granted_on_the_page_reads_until_it_is_revoked(live, browser):
+    server, _ = live
+    page = open_dashboard(browser, server, owner_token(server))
+    page.get_by_label("App name").fill("Charging planner")
+    page.get_by_label("Read battery state").check()
+    page.get_by_role("button", name="Grant access").click()
+    expect(page.locator("#new-token")).to_be_visible()
+    token = page.locator("#new-token-text").input_value()
+    url = f"{server.http_url}/Vehicle/Powertrain/TractionBattery/StateOfCharge/Current"
+    headers = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(url, headers=headers).status_code == 200
+
+    page.get_by_role("button", name="Revoke access of Charging planner").click()
+    expect(page.locator("#grant-table tr", has_text="Charging planner")).to_contain_text("revoked")
+    refused = httpx.get(url, headers=headers)
+    assert refused.status_code == 401 and "revoked" in refused.json()["error"]["message"]
+    page.close()
+
+
+def test_a_missing_or_refused_token_reads_clearly(live, browser):
+    server, _ = live
+    context = browser.new_context()  # its own localStorage: no saved token
+    page = context.new_page()
+    page.goto(server.http_url + "/")
+    expect(page.get_by_role("alert")).to_contain_text("needs your owner token")
+    revoked = server.authority.grant("old phone", ["owner"], 3600)
+    server.authority.revoke(revoked.id)
+    page.goto(f"{server.http_url}/#token={server.authority.token(revoked)}")
+    page.reload()  # the fragment alone does not reload the page
+    expect(page.get_by_role("alert")).to_contain_text("not accepted")
+    context.close()
+
+
+def test_alarms_are_explained_and_kept_on_the_timeline(live, browser, tmp_path):
+    """A hub of its own (the live BMS would overwrite its ErrorCodes at once), holding the live BMS's values."""
+    server, _ = live
+    hub, store = SignalHub(), Store(f"sqlite:///{tmp_path / 'alarms.db'}")
+    snapshot = {path: value for path, (value, ts) in server.hub.read_many(LEAVES).items() if ts is not None}
+    hub.publish({**snapshot, f"{ROOT}.ErrorCodes": ["overtemperature:cell7"]})
+    with running_server(hub, store, static_dir=WEB_DIR) as alarmed:
+        page = open_dashboard(browser, alarmed, owner_token(alarmed))
+        alarm = page.locator("#alarm-list li.active")
+        expect(alarm).to_contain_text("overtemperature")
+        expect(alarm).to_contain_text("Cell 7: The battery is too hot")
+        hub.publish({f"{ROOT}.ErrorCodes": []})
+        expect(page.locator("#alarm-list li.cleared")).to_contain_text("overtemperature")
+        expect(page.locator("#alarm-summary")).to_have_text("No active alarms.")
+        page.close()
+    store.close()
+
+
+@pytest.mark.parametrize("name, width, height", [("phone", 390, 844), ("desktop", 1280, 800)])
+def test_screenshots(live, browser, name, width, height):
+    server, _ = live
+    page = open_dashboard(browser, server, owner_token(server), width=width, height=height)
+    expect(page.locator("#cell-map li")).to_have_count(100, timeout=2000)
+    page.get_by_label("10 minutes").check()  # the history of this young BMS is seconds long
+    expect(page.locator('#charts[data-seconds="600"] svg')).to_have_count(4, timeout=5000)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"dashboard-{name}.png", full_page=True)
+    page.close()
