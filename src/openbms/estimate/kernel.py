@@ -69,7 +69,7 @@ def _ocv(z, tables, m, kt, ut, z0, dz):
     """OCV(z) from model m's (n_t, n_z) table at the temperature position (kt, ut), interpolated
     as `ocv_at` does; the position is found once per cell and temperature, not once per call."""
     n_t, n_z = tables.shape[1], tables.shape[2]
-    pos = (z - z0) / dz
+    pos = (z - z0) * (1.0 / dz)
     j = min(max(int(np.floor(pos)), 0), n_z - 2)
     w = pos - j
     lo = tables[m, kt, j] + w * (tables[m, kt, j + 1] - tables[m, kt, j])
@@ -106,9 +106,9 @@ def _sigma_point_moments(g0, r0, g_up, r_up, g_dn, r_dn, h, bias, m_v, p00, p01,
     a linearisation at z would: a quadratic form in P. Only L's first column P[:, 0]/√P00 is
     needed, not the factor itself.
     """
-    root = np.sqrt(max(p00, 1e-16))
-    l1 = p01 / root
-    l2 = p02 / root
+    inv_root = 1.0 / np.sqrt(max(p00, 1e-16))
+    l1 = p01 * inv_root
+    l2 = p02 * inv_root
     y0 = g0 + m_v * h - r0 * bias
     y_up = g_up + m_v * (h + SIGMA_H * l1) - r_up * (bias + SIGMA_H * l2)
     y_dn = g_dn + m_v * (h - SIGMA_H * l1) - r_dn * (bias - SIGMA_H * l2)
@@ -118,7 +118,7 @@ def _sigma_point_moments(g0, r0, g_up, r_up, g_dn, r_dn, h, bias, m_v, p00, p01,
     off_axis = m_v * m_v * p11 - 2.0 * m_v * r0 * p12 + r0 * r0 * p22 - along_z * along_z
     e0 = y0 - y_mean
     pyy = (1.0 - 2.0 * w) * e0 * e0 + w * ((y_up - y_mean) ** 2 + (y_dn - y_mean) ** 2) + max(off_axis, 0.0)
-    return y_mean, pyy, ((y_up - y_dn) / (2.0 * SIGMA_H) - along_z) / root
+    return y_mean, pyy, ((y_up - y_dn) * (0.5 / SIGMA_H) - along_z) * inv_root
 
 
 @njit(cache=True, inline="always")
@@ -348,8 +348,8 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                 p_y = (p_y0, p_y1, p_y2, p_y3)
                 for d in range(N_X):
                     x[d, b] += p_y[d] * inv_pyy * innovation
-                    for e in range(N_X):
-                        P[d, e, b] -= p_y[d] * p_y[e] * inv_pyy
+                    for e in range(d, N_X):
+                        P[d, e, b] = P[e, d, b] = P[d, e, b] - p_y[d] * p_y[e] * inv_pyy
                     P[d, d, b] = max(P[d, d, b], 1e-12)
                 x[H, b] = min(1.0, max(-1.0, x[H, b]))
                 x[G, b] = min(2.0, max(0.5, x[G, b]))
