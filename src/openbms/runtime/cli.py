@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
+import time
 
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from ..vehicle.store import DEFAULT_URL
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"  # the dashboard: static files, no build step
 OWNER_TOKEN_TTL_S = 7 * 24 * 3600
+DASHBOARD_APP = "owner dashboard"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -67,12 +70,13 @@ def run(args) -> int:
     loop = BmsLoop(source, bms, hub, store, speed=args.speed, sink=getattr(source, "sink", None)).start()
     # The owner opens the dashboard with their own token in the URL's fragment (never sent to a server log).
     authority = Authority(store, args.vehicle_id)
-    owner = authority.token(authority.grant("owner dashboard", [OWNER_SCOPE], OWNER_TOKEN_TTL_S))
+    owner = authority.token(_dashboard_grant(authority))
     scheme = "https" if args.cert else "http"
     console.print(f"openbms: {source.series} cells from {args.source} at {args.speed:g}x. VISS v2 on "
                   f"{'wss' if args.cert else 'ws'}://{args.host}:{args.viss_port}; apps get tokens with "
                   f"`openbms token --db {args.db} --app NAME --scope read:...`. Ctrl-C stops.")
     print(f"{scheme}://{args.host}:{args.port}/#token={owner}", flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop saves the state like Ctrl-C does
     try:
         asyncio.run(serve(hub, store, host=args.host, port=args.port, viss_port=args.viss_port,
                           vehicle_id=args.vehicle_id, cert=args.cert, key=args.key, static_dir=WEB_DIR))
@@ -82,3 +86,16 @@ def run(args) -> int:
         loop.stop()
         console.print(f"openbms: stopped after {loop.samples:,} samples; state saved to {args.db}")
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _dashboard_grant(authority):
+    """The owner's dashboard grant: the one still valid for a day, or a new one (restarts do not pile them up)."""
+    now = time.time()
+    for grant in authority.grants():
+        if grant.app == DASHBOARD_APP and grant.status(now) == "active" and grant.expires_at - now > 24 * 3600:
+            return grant
+    return authority.grant(DASHBOARD_APP, [OWNER_SCOPE], OWNER_TOKEN_TTL_S)
