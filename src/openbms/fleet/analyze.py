@@ -36,8 +36,8 @@ class FleetTuning:
     short_critical_c: float = 0.01
 
     def monitor_config(self, capacity_ah: float) -> MonitorConfig:
-        return MonitorConfig(short=ShortRule(self.short_average_s, self.short_warning_c * capacity_ah,
-                                             self.short_critical_c * capacity_ah))
+        return MonitorConfig(short=ShortRule(average_s=self.short_average_s, warning_a=self.short_warning_c * capacity_ah,
+                                             critical_a=self.short_critical_c * capacity_ah))
 
 
 @dataclass
@@ -62,17 +62,17 @@ class FleetAnalysis:
 def analyze_fleet(root, client, cell: str | None = None, tuning: FleetTuning = FleetTuning()) -> FleetAnalysis:
     """Every vehicle of the dataset at `root`, one Dask task each; the fleet's cell from _fleet.json unless given."""
     fleet = vehicle_days(root)
-    info = FleetInfo.load(root) if cell is None else FleetInfo(cell, 0, 0, "", "")
-    load_cell(info.cell)  # a wrong cell name fails here, not on every worker
+    cell = cell or FleetInfo.load(root).cell
+    load_cell(cell)  # a wrong cell name fails here, not on every worker
     started = time.perf_counter()
     tasks = [(vehicle, [str(p) for p in paths]) for vehicle, paths in fleet.items()]
-    results = map_with_progress(client, analyze_vehicle, tasks, info.cell, tuning,
+    results = map_with_progress(client, analyze_vehicle, tasks, cell, tuning,
                                 description=f"analysing {len(fleet)} vehicles")
     wall_s = time.perf_counter() - started
     samples = sum(r.samples for r in results)
     cell_steps = sum(r.samples * r.series for r in results)
     vehicles = rank_vehicles(pd.DataFrame([r.summary for r in results]))
-    meta = {"dataset": str(root), "cell": info.cell, "vehicles": len(results), "samples": samples,
+    meta = {"dataset": str(root), "cell": cell, "vehicles": len(results), "samples": samples,
             "cell_steps": cell_steps, "wall_s": wall_s, "cell_steps_per_s": cell_steps / wall_s,
             "workers": len(client.scheduler_info()["workers"]), "tuning": vars(tuning)}
     return FleetAnalysis(vehicles, pd.DataFrame([d for r in results for d in r.days]),
@@ -83,7 +83,7 @@ def analyze_fleet(root, client, cell: str | None = None, tuning: FleetTuning = F
 def analyze_vehicle(vehicle: str, paths: list[str], cell: str, tuning: FleetTuning = FleetTuning()) -> VehicleAnalysis:
     """The monitor over the vehicle's days in order (its filters carry state from one day to the next)."""
     model = load_cell(cell)
-    monitor = series = None
+    monitor = series = sensors = None
     days, hourly, events, samples, last_time = [], [], [], 0, None
     for path in paths:
         data = read_day(path, vehicle, series)
@@ -91,9 +91,8 @@ def analyze_vehicle(vehicle: str, paths: list[str], cell: str, tuning: FleetTuni
             series, sensors = data.cell_voltage_v.shape[1], data.temperature_c.shape[1]
             q = float(model.param("capacity_ah", 25.0))
             monitor = PackMonitor(model, series, sensors, config=tuning.monitor_config(q))
-        elif data.temperature_c.shape[1] != monitor.plausibility.bad_t.size:
-            raise DataError(path, f"has {data.temperature_c.shape[1]} temperature columns, the days before "
-                                  f"{monitor.plausibility.bad_t.size}")
+        elif data.temperature_c.shape[1] != sensors:
+            raise DataError(path, f"has {data.temperature_c.shape[1]} temperature columns, the days before {sensors}")
         if last_time is not None and data.time_s[0] <= last_time:
             raise DataError(path, f"time must continue from the day before (which ended at {last_time} s), "
                                   f"starts at {data.time_s[0]} s", TIME, 1)
@@ -140,9 +139,14 @@ def _summary(vehicle: str, days: list[dict], events: list[dict]) -> dict:
         values = np.array([d[name] for d in days])
         row[name.replace(" / 1", " Trend / 1 per day")] = float(np.polyfit(np.arange(len(values)), values, 1)[0]) \
             if len(values) > 1 else float("nan")
-    faulty = sorted({e["cell"] for e in events if e["kind"] == "sensor_fault" and "cell" in e and not e["cleared"]})
+    flagged: dict[int, float] = {}  # cell -> when its voltage sensor was first flagged
+    for e in events:
+        if e["kind"] == "sensor_fault" and "cell" in e and not e["cleared"]:
+            flagged.setdefault(e["cell"], e["time_s"])
+    faulty = sorted(flagged)
     shorts = [e for e in events if e["kind"] == "internal_short"]
-    believed = [e for e in shorts if e["cell"] not in faulty]  # a faulty voltage sensor fakes a leak on its cell
+    # a sensor already faulty fakes a leak on its cell; one flagged later may read a cell the short has drained
+    believed = [e for e in shorts if e["time_s"] < flagged.get(e["cell"], float("inf"))]
     worst = min(believed, key=lambda e: (e["severity"] != "critical", e["value"]), default=None)
     row |= {"Short Cell": worst["cell"] if worst else None, "Short Resistance / ohm": worst["value"] if worst else None,
             "Short Severity": worst["severity"] if worst else None, "Short Time / s": worst["time_s"] if worst else None,
