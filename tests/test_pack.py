@@ -155,3 +155,13 @@ def test_pack_config_file_sets_limits_and_detectors_and_names_bad_fields(tmp_pat
         bad.write_text(text)
         with pytest.raises(ValueError, match=message):
             load_pack(bad).monitor_config(Q)
+
+
+def test_a_broken_temperature_sensor_is_a_sensor_fault_not_a_reason_to_open_the_contactors():
+    t = np.arange(600.0)
+    v = 3.3 + np.random.default_rng(0).normal(0, 0.002, (600, 8))
+    temps = np.full((600, 2), 25.0)
+    temps[300:, 1] = -60.0
+    events, _ = PackMonitor(CELL, 8, 2).update(t, np.zeros(600), v, temps)
+    assert [(e.kind, e.severity) for e in events if not e.cleared] == [("sensor_fault", "warning")]
+    assert "temperature sensor 2" in events[0].explanation

@@ -37,7 +37,7 @@ class PackMonitor:
         q = float(model.param("capacity_ah", 25.0))
         self.series = series
         self.estimator = PackEstimator(model, series, soc0)
-        self.soa = SoaMonitor(config.soa or SoaLimits(capacity_ah=q))
+        self.soa = SoaMonitor(config.soa or SoaLimits(capacity_ah=q), sensor_temperatures=True)
         self.plausibility = PlausibilityChecker(series, n_sensors, q, config.plausibility)
         self.runaway = RunawayDetector(series, n_sensors, config.runaway)
         self.shorts = ShortDetector(series, config.short)
@@ -55,13 +55,15 @@ class PackMonitor:
         events: list[Event] = []
         valid = np.empty(v.shape, dtype=bool)
         quiet = self.soa.quiet(v, temps, current)
+        trusted_t = temps.copy()  # a sensor judged implausible neither trips nor clears a limit
         for k, t in enumerate(time_s):
             found, valid[k] = self.plausibility.update(t, v[k], temps[k], current[k])
             events += found
+            trusted_t[k, self.plausibility.bad_t] = np.nan
             if not (quiet[k] and valid[k].all() and self.soa.idle):
-                events += self.soa.update(t, np.where(valid[k], v[k], np.nan), temps[k], current[k])
-        events += self.runaway.update(time_s, v, temps)
-        cell_temps = temps[:, self.sensor_of_cell]
+                events += self.soa.update(t, np.where(valid[k], v[k], np.nan), trusted_t[k], current[k])
+        events += self.runaway.update(time_s, v, trusted_t)
+        cell_temps = trusted_t[:, self.sensor_of_cell]
         est = self.estimator.update(time_s, current, v, cell_temps, bleed_a, valid)
         events += self.shorts.update(time_s, est.leak_a, v, valid)
         events += self.plausibility.check_offset(time_s[-1], est.current_offset_a[-1])

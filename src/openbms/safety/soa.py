@@ -146,8 +146,10 @@ class SoaMonitor:
     the charge temperature window applies while charging faster than `charge_detect_c`.
     """
 
-    def __init__(self, limits: SoaLimits = SoaLimits()):
+    def __init__(self, limits: SoaLimits = SoaLimits(), sensor_temperatures: bool = False):
+        """sensor_temperatures: the temperatures given are sensors along the string, not one per cell."""
         self.limits = limits.validate()
+        self.sensor_temperatures = sensor_temperatures
         self._trackers: dict[str, _LevelTracker] = {}
 
     def update(self, time_s: float, cell_voltages_v: np.ndarray, cell_temperatures_c: np.ndarray,
@@ -181,8 +183,13 @@ class SoaMonitor:
                                  f"{len(tracker.level)}")
             before = tracker.update(time_s, x, thresholds)
             for k in np.flatnonzero(tracker.level != before):
-                cell = None if kind.startswith("overcurrent") else int(k) + 1
-                events.append(_event(time_s, kind, int(before[k]), int(tracker.level[k]), what,
+                if kind.startswith("overcurrent"):
+                    cell, where = None, ""
+                elif self.sensor_temperatures and "temperature" in kind:
+                    cell, where = None, f"sensor {k + 1} "
+                else:
+                    cell, where = int(k) + 1, f"cell {k + 1} "
+                events.append(_event(time_s, kind, int(before[k]), int(tracker.level[k]), where + what,
                                      float(shown[k]), unit, cell))
         return events
 
@@ -220,13 +227,12 @@ class SoaMonitor:
 
 def _event(t: float, kind: str, before: int, after: int, what: str, value: float, unit: str,
            cell: int | None) -> Event:
-    where = f"cell {cell} " if cell is not None else ""
     if after > before:
-        return Event(t, kind, SEVERITIES[after], f"{where}{what} {value:.4g} {unit} beyond the "
-                     f"{SEVERITIES[after]} limit", cell, value)
+        return Event(t, kind, SEVERITIES[after], f"{what} {value:.4g} {unit} beyond the {SEVERITIES[after]} limit",
+                     cell, value)
     now = "back inside the safe operating area" if after == 0 else f"still at the {SEVERITIES[after]} level"
-    return Event(t, kind, SEVERITIES[before], f"{where}{what} {value:.4g} {unit}: {SEVERITIES[before]} cleared, "
-                 f"{now}", cell, value, cleared=True)
+    return Event(t, kind, SEVERITIES[before], f"{what} {value:.4g} {unit}: {SEVERITIES[before]} cleared, {now}",
+                 cell, value, cleared=True)
 
 
 # -- derating -----------------------------------------------------------------------------------
