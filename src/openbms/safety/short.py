@@ -26,10 +26,14 @@ class ShortRule:
     critical_a: float = 0.015  # averaged leak that makes it critical (stop charging, service now)
 
 
+SIZE_AVERAGE_S = 3600.0
+
+
 class ShortDetector:
     def __init__(self, n_cells: int, rule: ShortRule = ShortRule()):
         self.rule = rule
         self.average = np.zeros(n_cells)
+        self.recent = np.zeros(n_cells)  # the leak over the last hour: the short's present size
         self.level = np.zeros(n_cells, dtype=int)  # 0 none, 1 warning, 2 critical; latched: a short does not heal
         self.last_time_s = np.nan
 
@@ -38,7 +42,8 @@ class ShortDetector:
         t = np.atleast_1d(np.asarray(time_s, dtype=float))
         with np.errstate(invalid="ignore"):
             leak = leak_a - np.nanmedian(np.where(valid, leak_a, np.nan), axis=1, keepdims=True)
-        averages = np.empty(leak.shape)
+        averages, recent = np.empty(leak.shape), np.empty(leak.shape)
+        _average(t, leak, valid, SIZE_AVERAGE_S, self.last_time_s, self.recent, recent)
         self.last_time_s = _average(t, leak, valid, self.rule.average_s, self.last_time_s, self.average, averages)
         top2 = np.sort(averages, axis=1)[:, -2:] if averages.shape[1] > 1 else np.zeros((len(t), 2))
         others = np.where(averages >= top2[:, 1:], top2[:, :1], top2[:, 1:])  # the largest of the other cells
@@ -49,8 +54,8 @@ class ShortDetector:
             hits = (level >= n) & (self.level < n)[None, :]
             for c in np.flatnonzero(hits.any(axis=0)):
                 k = int(np.argmax(hits[:, c]))
-                # the average lags a short's onset: its size is the filter's present estimate
-                drain = max(leak[k, c], averages[k, c])
+                # the long average lags a short's onset: its size is the last hour's
+                drain = max(recent[k, c], averages[k, c])
                 r_ohm = cell_voltage_v[k, c] / drain
                 events.append(Event(float(t[k]), "internal_short", severity,
                                     f"cell {c + 1} loses {1000 * drain:.1f} mA the others do not (on average "
