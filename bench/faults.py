@@ -410,7 +410,7 @@ def healthy_section(c: Campaign) -> Callable:
                     + [(f"ESC pack {n + 1}", [e for e in w.events if counted(e)]) for n, w in enumerate(esc_watches)])
         leaks_esc = [np.max(w.leak_peak_a) for w in esc_watches]
         lines = ["| plant | pack-hours | false alarms | per 1 000 pack-hours | largest averaged leak on a healthy cell "
-                 f"at a chunk's end, mA (rule: {1000 * ShortRule().warning_a:g} mA) |", "|---|---:|---|---:|---:|"]
+                 f"at a chunk's end, mA (rule: {1000 * ShortRule().warning_c * PLANT_CAPACITY_AH:g} mA) |", "|---|---:|---|---:|---:|"]
         for (source, hours, false), leak in zip(c.healthy, (max(leaks), max(leaks_esc))):
             lines.append(f"| {source} | {hours:.0f} | {kinds(false)} | {1000 * len(false) / hours:.1f} | "
                          f"{1000 * leak:.2f} |")
@@ -486,7 +486,7 @@ def plot_leaks(shorts: dict[int, list[Outcome]], path: Path) -> None:
         t, leak = o.watch.leak_trace
         ax.plot((t - o.case.onset_s) / 3600, 1000 * leak, color=f"C{n}", lw=0.8, label=f"{ohm} ohm")
         ax.axhline(1000 * PLATEAU_V / ohm, color=f"C{n}", ls=":", lw=0.8)
-    ax.axhline(1000 * ShortRule().warning_a, color="k", ls="--", lw=1, label="warning level (averaged)")
+    ax.axhline(1000 * ShortRule().warning_c * PLANT_CAPACITY_AH, color="k", ls="--", lw=1, label="warning level (averaged)")
     ax.set(xlabel="hours after onset", ylabel="leak estimate against the median cell / mA",
            title="Shorted cell's leak evidence (dotted: true leak)", ylim=(-10, 40))
     ax.legend()

@@ -143,10 +143,10 @@ def test_pack_config_file_sets_limits_and_detectors_and_names_bad_fields(tmp_pat
 
     good = tmp_path / "pack.yaml"
     good.write_text("name: test\ncell: a123_lfp\nseries: 8\ntemperature_sensors: 2\n"
-                    "limits: {overvoltage_v: [3.5, 3.6, 3.65]}\nshort: {warning_a: 0.004}\n")
+                    "limits: {overvoltage_v: [3.5, 3.6, 3.65]}\nshort: {warning_c: 0.002}\n")
     config = load_pack(good)
     settings = config.monitor_config(Q)
-    assert settings.soa.overvoltage_v == (3.5, 3.6, 3.65) and settings.short.warning_a == 0.004
+    assert settings.soa.overvoltage_v == (3.5, 3.6, 3.65) and settings.short.warning_c == 0.002
     assert config.cell_model().name == "a123_lfp"
     for text, message in (("series: 1\n", "series"), ("series: 4\ntemperature_sensors: 6\n", "temperature sensors"),
                           ("limits: {overvoltage: 3}\n", "unknown field 'overvoltage'"), ("colour: red\n", "colour"),

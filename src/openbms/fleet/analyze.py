@@ -36,8 +36,8 @@ class FleetTuning:
     short_critical_c: float = 0.01
 
     def monitor_config(self, capacity_ah: float) -> MonitorConfig:
-        return MonitorConfig(short=ShortRule(average_s=self.short_average_s, warning_a=self.short_warning_c * capacity_ah,
-                                             critical_a=self.short_critical_c * capacity_ah))
+        return MonitorConfig(short=ShortRule(average_s=self.short_average_s, warning_c=self.short_warning_c,
+                                             critical_c=self.short_critical_c))
 
 
 @dataclass

@@ -8,7 +8,7 @@
     variation: {capacity: 0.02, resistance: 0.05, soc: 0.02}   # for the simulator
     limits: {overvoltage_v: [3.55, 3.60, 3.65]}               # any SoaLimits field
     balancing: {bleed_resistance_ohm: 33}
-    short: {warning_a: 0.006}
+    short: {warning_c: 0.0011}           # leak as a fraction of 1C
     runaway: {max_temperature_c: 60}
 """
 

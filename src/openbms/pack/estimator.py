@@ -21,13 +21,15 @@ from .delta import DC, DR, DZ, LEAK, N_DELTA, delta_kernel
 
 @dataclass(frozen=True)
 class DeltaOptions:
+    """Currents as fractions of 1C, so one set serves a 2.3 Ah cell and a 138 Ah blade."""
+
     noise_v: float = 0.01  # cell-to-cell voltage difference the model does not explain (sensors and cells)
-    leak_drift_a: float = 1e-3  # how fast a cell's leakage may change, A per sqrt(hour)
+    leak_drift_c: float = 4.3e-4  # how fast a cell's leakage may change, per sqrt(hour) (1 mA in 2.3 Ah)
     soc_drift: float = 0.0  # how fast a cell's SoC difference may wander unexplained, per sqrt(hour)
     soc_spread: float = 0.05  # prior std of a cell's SoC difference from the mean cell
     capacity_spread: float = 0.03  # prior std of a cell's relative capacity difference
     resistance_spread: float = 0.1  # prior std of a cell's relative resistance difference
-    leak_prior_a: float = 0.005  # prior std of a cell's leakage current
+    leak_prior_c: float = 0.0022  # prior std of a cell's leakage current (5 mA in 2.3 Ah)
     gate: float = 3.0
 
 
@@ -76,7 +78,9 @@ class PackEstimator:
         if soc0 is not None:
             self.x[:, DZ] = np.broadcast_to(np.asarray(soc0, dtype=float), (series,)) - np.mean(soc0)
         self.P = np.zeros((series, N_DELTA, N_DELTA))
-        for d, std in ((DZ, delta.soc_spread), (LEAK, delta.leak_prior_a), (DC, delta.capacity_spread),
+        q = float(model.param("capacity_ah", 25.0))
+        self.leak_drift_a = delta.leak_drift_c * q
+        for d, std in ((DZ, delta.soc_spread), (LEAK, delta.leak_prior_c * q), (DC, delta.capacity_spread),
                        (DR, delta.resistance_spread)):
             self.P[:, d, d] = std**2
         self.i_rc = np.zeros(self.packed.n_rc)
@@ -112,7 +116,7 @@ class PackEstimator:
         p, d = self.packed, self.delta
         delta_kernel(times, np.ascontiguousarray(dv), np.ascontiguousarray(current), np.ascontiguousarray(bleed),
                      np.ascontiguousarray(bar.soc[:, 0]), bar.soc_bound[:, 0] / 3.0, np.ascontiguousarray(t_mean), p.axis, p.tables[0], p.knots,
-                     p.ocv_axis, p.z0, p.dz, p.ocv_tables[0], d.noise_v, d.leak_drift_a**2 / 3600.0, d.soc_drift**2 / 3600.0, d.gate,
+                     p.ocv_axis, p.z0, p.dz, p.ocv_tables[0], d.noise_v, self.leak_drift_a**2 / 3600.0, d.soc_drift**2 / 3600.0, d.gate,
                      self.options.error_correlation_s,
                      self.i_rc, self.x, self.P, x_out, std_out)
         return self._result(time_s, bar, x_out, std_out, current)

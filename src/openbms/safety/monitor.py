@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..cell import CellModel
-from ..pack.estimator import PackEstimate, PackEstimator
+from ..estimate import EstimateOptions
+from ..pack.estimator import DeltaOptions, PackEstimate, PackEstimator
 from .events import Event
 from .plausibility import PlausibilityChecker, PlausibilityRule
 from .runaway import RunawayDetector, RunawayRule, sensor_cells
@@ -28,6 +29,8 @@ class MonitorConfig:
     plausibility: PlausibilityRule = field(default_factory=PlausibilityRule)
     runaway: RunawayRule = field(default_factory=RunawayRule)
     short: ShortRule = field(default_factory=ShortRule)
+    estimate: EstimateOptions | None = None  # the mean cell's filter; default EstimateOptions()
+    delta: DeltaOptions = field(default_factory=DeltaOptions)
 
 
 class PackMonitor:
@@ -36,11 +39,11 @@ class PackMonitor:
             raise ValueError(f"need between 1 and {series} temperature sensors for {series} cells, got {n_sensors}")
         q = float(model.param("capacity_ah", 25.0))
         self.series = series
-        self.estimator = PackEstimator(model, series, soc0)
+        self.estimator = PackEstimator(model, series, soc0, config.estimate, config.delta)
         self.soa = SoaMonitor(config.soa or SoaLimits(capacity_ah=q), sensor_temperatures=True)
         self.plausibility = PlausibilityChecker(series, n_sensors, q, config.plausibility)
         self.runaway = RunawayDetector(series, n_sensors, config.runaway)
-        self.shorts = ShortDetector(series, config.short)
+        self.shorts = ShortDetector(series, q, config.short)
         self.sensor_of_cell = np.empty(series, dtype=int)
         for j, cells in enumerate(sensor_cells(n_sensors, series)):
             self.sensor_of_cell[cells] = j

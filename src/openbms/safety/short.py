@@ -20,18 +20,22 @@ from .events import Event
 
 @dataclass(frozen=True)
 class ShortRule:
+    """Leaks as fractions of 1C: what a filter can see is how fast a leak moves the cell's SoC."""
+
     average_s: float = 12 * 3600.0  # exponential averaging time of the leak evidence
-    warning_a: float = 0.0025  # averaged leak that is reported as a short (about 1.3 kohm across an LFP cell)
-    isolation_a: float = 0.0015  # ... when it exceeds every other cell's by this much
-    critical_a: float = 0.015  # averaged leak that makes it critical (stop charging, service now)
+    warning_c: float = 0.0011  # averaged leak reported as a short (2.5 mA in a 2.3 Ah cell: ~1.3 kohm)
+    isolation_c: float = 0.00065  # ... when it exceeds every other cell's by this much
+    critical_c: float = 0.0065  # averaged leak that makes it critical (stop charging, service now)
 
 
 SIZE_AVERAGE_S = 3600.0
 
 
 class ShortDetector:
-    def __init__(self, n_cells: int, rule: ShortRule = ShortRule()):
+    def __init__(self, n_cells: int, capacity_ah: float, rule: ShortRule = ShortRule()):
         self.rule = rule
+        self.warning_a, self.isolation_a, self.critical_a = (x * capacity_ah for x in (
+            rule.warning_c, rule.isolation_c, rule.critical_c))
         self.average = np.zeros(n_cells)
         self.recent = np.zeros(n_cells)  # the leak over the last hour: the short's present size
         self.level = np.zeros(n_cells, dtype=int)  # 0 none, 1 warning, 2 critical; latched: a short does not heal
@@ -47,8 +51,8 @@ class ShortDetector:
         self.last_time_s = _average(t, leak, valid, self.rule.average_s, self.last_time_s, self.average, averages)
         top2 = np.sort(averages, axis=1)[:, -2:] if averages.shape[1] > 1 else np.zeros((len(t), 2))
         others = np.where(averages >= top2[:, 1:], top2[:, :1], top2[:, 1:])  # the largest of the other cells
-        alone = averages - others > self.rule.isolation_a
-        level = alone * ((averages > self.rule.warning_a).astype(int) + (averages > self.rule.critical_a))
+        alone = averages - others > self.isolation_a
+        level = alone * ((averages > self.warning_a).astype(int) + (averages > self.critical_a))
         events = []
         for severity, n in (("warning", 1), ("critical", 2)):
             hits = (level >= n) & (self.level < n)[None, :]
