@@ -7,6 +7,7 @@ in docs/screenshots/ are written by `test_screenshots`.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -35,6 +36,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium found: apt
                                                           "or set OPENBMS_CHROMIUM to a Chromium binary")
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 SOC = '[data-path="StateOfCharge.Displayed"]'
+OVERLAY = f"{ROOT}.OpenBMS"
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +85,24 @@ def test_the_page_shows_the_battery_live(live, browser):
     expect(page.locator("#cell-map li")).to_have_count(100)
     expect(page.locator("#cell-map li.low")).to_have_count(1)
     expect(page.locator("#charging-state")).to_contain_text("Charging")
+    # The BMS's overlay: the estimate's uncertainty, both healths, the power limits, the charger's own words.
+    expect(page.locator("#soc-bound")).to_have_text(re.compile(r"^± \d+\.\d %$"))
+    expect(page.locator("#soc-band")).to_be_visible()
+    expect(page.locator('[data-path="OpenBMS.ResistanceHealth"]')).to_have_text(re.compile(r"^\d+\.\d %$"))
+    for limit in ("MaxChargePower", "MaxDischargePower"):
+        expect(page.locator(f'[data-path="OpenBMS.{limit}"]')).to_have_text(re.compile(r"^\d+\.\d kW$"))
+    expect(page.locator("#charger-state")).to_have_text(re.compile(r"^(Full current|Reduced current|Topping up) · "))
+    # Every cell's state of charge (shown first), voltage and the temperature of the sensor covering it.
+    tiles = page.locator("#cell-map li")
+    labels = tiles.evaluate_all("tiles => tiles.map((t) => t.getAttribute('aria-label'))")
+    for n, label in enumerate(labels, 1):
+        assert re.fullmatch(rf"Cell {n}: \d+\.\d % charged, \d\.\d{{3}} V, -?\d+\.\d °C \(sensor {(n - 1) // 10 + 1}\)"
+                            r"(, weakest cell)?(, being balanced)?", label), label
+    assert all(re.fullmatch(r"\d+\.\d", text) for text in tiles.all_inner_texts())
+    expect(page.locator("#cell-map li.weakest")).to_have_count(1)
+    expect(page.locator("#cell-map li.weakest")).to_have_attribute("aria-label", re.compile("weakest cell"))
+    page.get_by_label("Voltage (V)").check()
+    expect(tiles.first).to_have_text(re.compile(r"^\d\.\d{3}$"))
     updated = page.locator("#updated").inner_text()
     voltage = page.locator('[data-path="CurrentVoltage"]').inner_text()
     expect(page.locator("#updated")).not_to_have_text(updated, timeout=5000)
@@ -136,19 +156,49 @@ def test_a_missing_or_refused_token_reads_clearly(live, browser):
     context.close()
 
 
+def event(kind, severity, explanation, cell, value, cleared=False):
+    return json.dumps({"time_s": 1234.5, "kind": kind, "severity": severity, "explanation": explanation,
+                       "cell": cell, "value": value, "cleared": cleared})
+
+
 def test_alarms_are_explained_and_kept_on_the_timeline(live, browser, tmp_path):
-    """A hub of its own (the live BMS would overwrite its ErrorCodes at once), holding the live BMS's values."""
+    """A hub of its own (the live BMS would overwrite its ErrorCodes at once), holding the live BMS's values.
+
+    The BMS explains overvoltage in its own words (OpenBMS.Events); overtemperature it does not, so the page's
+    text stands in. The same hub holds a known weakest cell, balanced cells and sensor temperatures."""
     server, _ = live
     hub, store = SignalHub(), Store(f"sqlite:///{tmp_path / 'alarms.db'}")
     snapshot = {path: value for path, (value, ts) in server.hub.read_many(LEAVES).items() if ts is not None}
-    hub.publish({**snapshot, f"{ROOT}.ErrorCodes": ["overtemperature:cell7"]})
+    onset = event("overvoltage", "derate", "cell 3 voltage 3.68 V beyond the derate limit", 3, 3.68)
+    hub.publish({**snapshot, f"{ROOT}.ErrorCodes": ["overtemperature:cell7", "overvoltage:cell3"],
+                 f"{OVERLAY}.Events": [onset], f"{OVERLAY}.WeakestCell": 7, f"{OVERLAY}.BalancingCells": [2, 5],
+                 f"{OVERLAY}.CellTemperatures": [20.0 + j for j in range(10)],
+                 f"{OVERLAY}.ChargingState": "derated: temperature derating to 40 A"})
     with running_server(hub, store, static_dir=WEB_DIR) as alarmed:
         page = open_dashboard(browser, alarmed, owner_token(alarmed))
-        alarm = page.locator("#alarm-list li.active")
-        expect(alarm).to_contain_text("overtemperature")
-        expect(alarm).to_contain_text("Cell 7: The battery is too hot")
-        hub.publish({f"{ROOT}.ErrorCodes": []})
-        expect(page.locator("#alarm-list li.cleared")).to_contain_text("overtemperature")
+        bms_said = page.locator("#alarm-list li.active", has_text="overvoltage")
+        expect(bms_said).to_contain_text("cell 3")
+        expect(bms_said).to_contain_text("power reduced")
+        expect(bms_said).to_contain_text("The BMS: Cell 3 voltage 3.68 V beyond the derate limit")
+        expect(page.locator("#alarm-list li.active", has_text="overtemperature")).to_contain_text(
+            "Cell 7: The battery is too hot")
+        expect(page.locator("#alarm-summary")).to_have_text("2 active alarms, the worst power reduced.")
+        expect(page.locator("#charger-state")).to_have_text("Reduced current · temperature derating to 40 A")
+        tiles = page.locator("#cell-map li")
+        expect(tiles.nth(7)).to_have_class(re.compile(r"\bweakest\b"))
+        expect(page.locator("#cell-map li.weakest")).to_have_count(1)
+        expect(page.locator("#cell-map li.balancing")).to_have_count(2)
+        expect(tiles.nth(5)).to_have_attribute("aria-label", re.compile(r", being balanced$"))
+        expect(tiles.nth(36)).to_have_attribute("aria-label", re.compile(r", 23\.0 °C \(sensor 4\)"))
+        page.get_by_label("Temperature (°C)").check()
+        expect(tiles.nth(99)).to_have_text("29.0")
+
+        cleared = event("overvoltage", "derate", "cell 3 voltage 3.6 V: derate cleared, back inside the safe "
+                        "operating area", 3, 3.6, cleared=True)
+        hub.publish({f"{ROOT}.ErrorCodes": [], f"{OVERLAY}.Events": [onset, cleared]})
+        expect(page.locator("#alarm-list li.cleared", has_text="overtemperature")).to_have_count(1)
+        expect(page.locator("#alarm-list li.cleared", has_text="overvoltage")).to_contain_text(
+            "Cleared: cell 3 voltage 3.6 V: derate cleared")
         expect(page.locator("#alarm-summary")).to_have_text("No active alarms.")
         page.close()
     store.close()

@@ -2,7 +2,7 @@
 // BMS applied (which may differ from what was asked) and its reason.
 
 import { describeCommand, signal } from "./format.js";
-import { chargingText } from "./glance.js";
+import { chargerText, chargingText } from "./glance.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -49,5 +49,6 @@ export function mountControls(viss, report, onCommand) {
     if (!$("limit-form").dataset.touched) slider.value = number.value = v["Charging.ChargeLimit"];
     if (!$("conditioning-form").dataset.touched) mode.value = v["BatteryConditioning.RequestedMode"];
     $("charging-now").textContent = chargingText(v);
+    $("charger-state").textContent = chargerText(v);
   };
 }

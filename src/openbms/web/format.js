@@ -26,6 +26,8 @@ export const FORMATS = {
     const way = Math.abs(kw) < 0.05 ? "idle" : kw > 0 ? "charging" : "discharging";
     return `${Math.abs(kw).toFixed(1)} kW ${way}`;
   },
+  power: (v) => `${(Number(v) / 1000).toFixed(1)} kW`, // a limit: no direction
+  bound: (v) => `± ${Number(v).toFixed(1)} %`,
   mode: (v) => MODES[v] ?? v,
 };
 
