@@ -153,3 +153,14 @@ def test_the_bms_runs_on_a_can_bus_and_answers_on_it():
         loop.stop()
         feed.shutdown()
         listen.shutdown()
+
+
+def test_a_lost_temperature_reading_does_not_stop_the_publication():
+    source = charging_vehicle(series=12)
+    bms = Bms(CELL, 12, 3)
+    sample = source.next_sample()
+    sample.temperature_c[1] = np.nan
+    _, values = bms.step(sample)
+    SignalHub().publish(values)  # every value fits the catalogue
+    assert values[f"{ROOT}.OpenBMS.CellTemperatures"][1] == -273.15
+    assert np.isfinite(values[f"{ROOT}.Temperature.Average"])

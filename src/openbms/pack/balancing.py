@@ -16,13 +16,13 @@ import numpy as np
 @dataclass(frozen=True)
 class Balancer:
     bleed_resistance_ohm: float = 33.0  # ~0.1 A from an LFP cell
-    threshold_ah: float = 0.01  # charge above the emptiest cell worth bleeding
+    threshold_soc: float = 0.02  # charge above the emptiest cell worth bleeding, as SoC: above the estimates' noise
     rest_current_a: float = 1.0  # balance at rest or while charging, not under driving loads
     top_voltage_v: float = 3.45  # above this the OCV is steep: balance by voltage too
     top_window_v: float = 0.01
 
     def __post_init__(self) -> None:
-        for name in ("bleed_resistance_ohm", "threshold_ah", "rest_current_a", "top_window_v"):
+        for name in ("bleed_resistance_ohm", "threshold_soc", "rest_current_a", "top_window_v"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Balancer.{name} must be positive, got {getattr(self, name)}")
 
@@ -32,8 +32,9 @@ class Balancer:
         v = np.asarray(cell_voltage_v, dtype=float)
         if current_a < -self.rest_current_a:  # discharging hard: the heat and the charge are better saved
             return np.zeros(len(z), dtype=bool)
-        excess_ah = (z - np.nanmin(z)) * np.asarray(capacity_ah, dtype=float)
-        by_soc = excess_ah > self.threshold_ah
+        q = np.broadcast_to(np.asarray(capacity_ah, dtype=float), z.shape)
+        excess = (z * q - np.nanmin(z * q)) / np.mean(q)  # charge above the emptiest cell, in SoC of a mean cell
+        by_soc = excess > self.threshold_soc
         top = (np.nanmax(v) > self.top_voltage_v) & (v > np.nanmin(v) + self.top_window_v)
         return (by_soc | top) & np.isfinite(v)
 

@@ -82,7 +82,8 @@ class Bms:
                             row["max_discharge_power_w"], charge.current_a, contactor_state, worst,
                             tuple(sorted({e.kind for e in self.active.values()})))
             self.last, self.last_estimate, self._charge_command = out, row, charge
-            return out, self._signals(s, row, charge)
+            values = self._signals(s, row, charge)
+            return out, {path: value for path, value in values.items() if value is not None}
 
     def _track(self, events: list[Event]) -> None:
         for e in events:
@@ -101,8 +102,7 @@ class Bms:
         self._was_plugged = s.plugged_in
         if not s.plugged_in and self.charger.state not in ("idle", "stopped"):
             self.charger.stop()
-        temps = np.repeat(s.temperature_c, int(np.ceil(self.series / len(s.temperature_c))))[: self.series]
-        return self.charger.tick(s.cell_voltage_v, temps, cell_soc, worst)
+        return self.charger.tick(s.cell_voltage_v, s.temperature_c[self.monitor.sensor_of_cell], cell_soc, worst)
 
     def _contactors(self, s: Sample, worst: str) -> str:
         request = "charge" if s.plugged_in else ("drive" if s.speed_kmh > 0 or abs(s.current_a) > 1.0 else "off")
@@ -142,9 +142,9 @@ class Bms:
             f"{ROOT}.CellVoltage.IdMin": int(np.nanargmin(v)),
             f"{ROOT}.CellVoltage.IdMax": int(np.nanargmax(v)),
             f"{ROOT}.CellVoltage.CellVoltages": [round(float(x), 4) for x in np.nan_to_num(v)],
-            f"{ROOT}.Temperature.Average": float(np.mean(s.temperature_c)),
-            f"{ROOT}.Temperature.Min": float(np.min(s.temperature_c)),
-            f"{ROOT}.Temperature.Max": float(np.max(s.temperature_c)),
+            f"{ROOT}.Temperature.Average": _finite(np.nanmean, s.temperature_c),
+            f"{ROOT}.Temperature.Min": _finite(np.nanmin, s.temperature_c),
+            f"{ROOT}.Temperature.Max": _finite(np.nanmax, s.temperature_c),
             f"{ROOT}.CurrentVoltage": pack_v,
             f"{ROOT}.CurrentCurrent": s.current_a,
             f"{ROOT}.CurrentPower": pack_v * s.current_a,
@@ -162,7 +162,7 @@ class Bms:
             f"{OVERLAY}.MaxChargePower": max(0.0, row["max_charge_power_w"]),
             f"{OVERLAY}.MaxDischargePower": max(0.0, row["max_discharge_power_w"]),
             f"{OVERLAY}.CellStateOfCharge": [round(_pct(z), 2) for z in cell_soc],
-            f"{OVERLAY}.CellTemperatures": [round(float(x), 2) for x in s.temperature_c],
+            f"{OVERLAY}.CellTemperatures": [round(float(x), 2) for x in np.nan_to_num(s.temperature_c, nan=-273.15)],
             f"{OVERLAY}.BalancingCells": np.flatnonzero(self.bleed_a > 0).tolist(),
             f"{OVERLAY}.WeakestCell": int(np.argmin(cell_soc)),
             f"{OVERLAY}.Events": [json.dumps(e.record()) for e in list(self.recent)[-20:]],
@@ -202,6 +202,12 @@ class Bms:
                     "resistance_ohm": row.get("resistance_ohm"), "charge_limit": self.charger.soc_target,
                     "charge_wanted": self.charge_wanted, "conditioning": self.conditioning,
                     "consumption_wh_per_km": self.consumption_wh_per_km, "latched": self.latched[-50:]}
+
+
+def _finite(reduce, values) -> float | None:
+    with np.errstate(all="ignore"):
+        value = float(reduce(values)) if np.isfinite(values).any() else None
+    return value
 
 
 def _pct(x: float) -> float:

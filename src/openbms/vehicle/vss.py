@@ -130,7 +130,7 @@ _LEAVES = [
           "W", 0),
     _leaf("OpenBMS.CellStateOfCharge", "sensor", "float[]", "Estimated state of charge of each cell, in percent, "
           "by relative position."),
-    _leaf("OpenBMS.CellTemperatures", "sensor", "float[]", "Temperature sensors along the string, in celsius."),
+    _leaf("OpenBMS.CellTemperatures", "sensor", "float[]", "Temperature sensors along the string, in celsius (-273.15: no reading)."),
     _leaf("OpenBMS.BalancingCells", "sensor", "uint16[]", "0-based indexes of the cells being balanced now."),
     _leaf("OpenBMS.WeakestCell", "sensor", "uint16", "0-based index of the cell that empties first."),
     _leaf("OpenBMS.Events", "sensor", "string[]", "Recent safety events, newest last, each a JSON object with "
