@@ -503,6 +503,9 @@ def test_streaming_estimator_matches_batch():
     rows = [live.update(t[k], current[k], voltage[k]) for k in range(len(t))]
     np.testing.assert_allclose(np.concatenate([r.soc for r in rows]), batch.soc, atol=1e-12)
     np.testing.assert_allclose(np.concatenate([r.soc_bound for r in rows]), batch.soc_bound, atol=1e-12)
+    np.testing.assert_allclose(np.concatenate([r.resistance_ohm for r in rows]), batch.resistance_ohm, atol=1e-12)
+    np.testing.assert_allclose(np.concatenate([r.limits[10.0].discharge_power_w for r in rows]),
+                               batch.limits[10.0].discharge_power_w, atol=1e-9)
     with pytest.raises(ValueError, match="increase"):
         live.update(t[-1], current[-1], voltage[-1])
     with pytest.raises(ValueError, match="3 cells"):

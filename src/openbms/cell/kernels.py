@@ -33,6 +33,13 @@ def _axis_position(axis, x):
 @njit(cache=True, inline="always")
 def ocv_at(z, t, ocv_t, z0, dz, table):
     """OCV(z, T) from a (n_t, n_z) table on a uniform SoC grid; linear beyond its ends."""
+    k, u = _axis_position(ocv_t, t)
+    return ocv_at_position(z, k, u, z0, dz, table)
+
+
+@njit(cache=True, inline="always")
+def ocv_at_position(z, k, u, z0, dz, table):
+    """`ocv_at` with the temperature position (k, u) found beforehand (a filter finds it once per cell)."""
     n_z = table.shape[1]
     pos = (z - z0) / dz
     j = int(np.floor(pos))
@@ -41,9 +48,8 @@ def ocv_at(z, t, ocv_t, z0, dz, table):
     elif j > n_z - 2:
         j = n_z - 2
     w = pos - j
-    k, u = _axis_position(ocv_t, t)
     lo = table[k, j] + w * (table[k, j + 1] - table[k, j])
-    if ocv_t.shape[0] == 1:
+    if table.shape[0] == 1:
         return lo
     hi = table[k + 1, j] + w * (table[k + 1, j + 1] - table[k + 1, j])
     return lo + u * (hi - lo)
@@ -59,11 +65,8 @@ def ocv_lookup(z, t, ocv_t, z0, dz, table, out):
 def params_at(t, axis, table, out):
     """Fill `out` with the parameter row interpolated at temperature t."""
     k, u = _axis_position(axis, t)
-    if axis.shape[0] == 1:
-        out[:] = table[0]
-    else:
-        for p in range(table.shape[1]):
-            out[p] = table[k, p] + u * (table[k + 1, p] - table[k, p])
+    for p in range(table.shape[1]):  # element by element: no array temporaries in compiled callers
+        out[p] = table[0, p] if axis.shape[0] == 1 else table[k, p] + u * (table[k + 1, p] - table[k, p])
 
 
 @njit(cache=True, inline="always")

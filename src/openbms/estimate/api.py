@@ -270,6 +270,7 @@ def initial_state(model, n_rc, i0, v0, t0, soc0, options):
     state[:, K.G] = 1.0
     cov[:, 3, 3] = options.joint_capacity_std**2
     state[:, K.PREV_I] = i0
+    state[:, K.PREV_T] = np.nan  # no sample before the first: no current step to measure
     state[:, K.PREV_V] = v0
     state[:, K.PREV_S] = state[:, K.S]
     return state, cov, np.zeros((n_cells, n_rc))

@@ -24,11 +24,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..cell.kernels import N_FIXED, SIGN_THRESHOLD_A, _axis_position
+from ..cell.kernels import N_FIXED, SIGN_THRESHOLD_A, _axis_position, ocv_at_position, params_at
 
 # Per-cell scalar state columns; the RC branch currents follow.
-Z, H, B, G, S, RHO, RHO_VAR, S_INV, SXX, SXY, ANCHOR_Z, ANCHOR_VAR, MOVED, ANCHORED, PREV_I, PREV_V, PREV_S, PREV_VRC = range(18)
-N_STATE = 18
+(Z, H, B, G, S, RHO, RHO_VAR, S_INV, SXX, SXY, ANCHOR_Z, ANCHOR_VAR, MOVED, ANCHORED, PREV_I, PREV_V, PREV_S, PREV_VRC,
+ PREV_T) = range(19)
+N_STATE = 19
 N_X = 4  # filter states: the first four columns
 # Options array.
 (O_SIGMA_V, O_SENSOR_V, O_SIGMA_I, O_GAIN_STD, O_Q_OFFSET, O_ANCHOR_STD, O_MIN_MOVED, O_FADE, O_STEP_C,
@@ -65,21 +66,6 @@ def _knot_position(knots, z):
 
 
 @njit(cache=True, inline="always")
-def _ocv(z, tables, m, kt, ut, z0, dz):
-    """OCV(z) from model m's (n_t, n_z) table at the temperature position (kt, ut), interpolated
-    as `ocv_at` does; the position is found once per cell and temperature, not once per call."""
-    n_t, n_z = tables.shape[1], tables.shape[2]
-    pos = (z - z0) * (1.0 / dz)
-    j = min(max(int(np.floor(pos)), 0), n_z - 2)
-    w = pos - j
-    lo = tables[m, kt, j] + w * (tables[m, kt, j + 1] - tables[m, kt, j])
-    if n_t == 1:
-        return lo
-    hi = tables[m, kt + 1, j] + w * (tables[m, kt + 1, j + 1] - tables[m, kt + 1, j])
-    return lo + ut * (hi - lo)
-
-
-@njit(cache=True, inline="always")
 def _static_part(z, i, s, rho, i_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz):
     """(OCV + M0·s + ρ·R0·i + Σ ρ·R_j·i_Rj, ρ·ΣR) at SoC z: the voltage without h and b."""
     n_k = knots.shape[0]
@@ -87,7 +73,7 @@ def _static_part(z, i, s, rho, i_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, 
     base = N_FIXED + n_rc
     j, w = _knot_position(knots, z)
     r0 = _resistance(rows, b, base, j, w, n_k)
-    v = _ocv(z, ocv_tables, m, kt, ut, z0, dz) + rows[b, 3] * s + rho * r0 * i
+    v = ocv_at_position(z, kt, ut, z0, dz, ocv_tables[m]) + rows[b, 3] * s + rho * r0 * i
     r_sum = r0
     for n in range(n_rc):
         rn = _resistance(rows, b, base + (n + 1) * n_k, j, w, n_k)
@@ -143,7 +129,7 @@ def _predict_voltage(I, horizon, z, h, i_rc, b, rows, knots, ocv_tables, m, kt, 
     n_rc = i_rc.shape[0]
     base = N_FIXED + n_rc
     j, w = _knot_position(knots, z_end)
-    v = _ocv(z_end, ocv_tables, m, kt, ut, z0, dz) + rows[b, 3] * sign + rows[b, 4] * h_end
+    v = ocv_at_position(z_end, kt, ut, z0, dz, ocv_tables[m]) + rows[b, 3] * sign + rows[b, 4] * h_end
     v += rho * _resistance(rows, b, base, j, w, n_k) * I
     for n in range(n_rc):
         a = np.exp(-horizon / rows[b, N_FIXED + n])
@@ -187,7 +173,8 @@ def _update_health(k, time_s, dt, i, v_meas, st, x, P, b, i_rc, rows, knots, ada
     v_rc = 0.0
     for n in range(n_rc):
         v_rc += _resistance(rows, b, base + (n + 1) * n_k, j, w, n_k) * i_rc[n, b]
-    if k > 0 and abs(i - st[PREV_I]) > opt[O_STEP_C] * rows[b, 0] and time_s[k] - time_s[k - 1] < 2.5:
+    # the previous sample may be the last of an earlier call: a BMS feeds one sample at a time
+    if abs(i - st[PREV_I]) > opt[O_STEP_C] * rows[b, 0] and time_s[k] - st[PREV_T] < 2.5:
         hr = rows[b, 5] * (_resistance(rows, b, base, j, w, n_k) * (i - st[PREV_I]) + v_rc - st[PREV_VRC])
         dv = v_meas - st[PREV_V] - rows[b, 3] * (st[S] - st[PREV_S])
         noise = 2.0 * opt[O_SENSOR_V] ** 2 + (0.05 * hr) ** 2
@@ -229,15 +216,6 @@ def _update_health(k, time_s, dt, i, v_meas, st, x, P, b, i_rc, rows, knots, ada
     health_out[OUT_CAPACITY_SCALE_STD] = np.sqrt(s_var) / st[S_INV] ** 2
     health_out[OUT_RHO] = st[RHO]
     health_out[OUT_RHO_STD] = np.sqrt(st[RHO_VAR])
-
-
-@njit(cache=True, inline="always")
-def _params_at(t, axis, tables, m, rows, b):
-    """rows[b] = model m's parameter row interpolated at temperature t, as `params_at` makes it."""
-    k, u = _axis_position(axis, t)
-    for col in range(tables.shape[2]):
-        rows[b, col] = tables[m, k, col] + u * (tables[m, k + 1, col] - tables[m, k, col]) if axis.shape[0] > 1 \
-            else tables[m, 0, col]
 
 
 @njit(cache=True)
@@ -297,7 +275,7 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
             for b in range(n_b):
                 t = temperature[k, first + b]
                 if t != seen_t[b]:
-                    _params_at(t, axis, tables, model_index[first + b], rows, b)
+                    params_at(t, axis, tables[model_index[first + b]], rows[b])
                     ocv_k[b], ocv_u[b] = _axis_position(ocv_t, t)
                     seen_t[b] = t
                     seen_dt[b] = np.nan
@@ -365,6 +343,7 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                     st[PREV_I] = current[k, c]
                     st[PREV_V] = voltage[k, c]
                     st[PREV_S] = sign_s[b]
+                    st[PREV_T] = time_s[k]
                     rho[b] = st[RHO] if adapt_rho else 1.0
                     charge_var[b] = _counted_charge_var(st[SXX], opt)
             if record_limits:
@@ -433,3 +412,4 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
             state[c, PREV_I] = current[n_time - 1, c]
             state[c, PREV_V] = voltage[n_time - 1, c]
             state[c, PREV_S] = sign_s[b]
+            state[c, PREV_T] = time_s[n_time - 1]
