@@ -9,7 +9,7 @@ CELLS := src/openbms/cell/data
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[sim,test]'
+	$(BIN)/python -m pip install --quiet -e '.[sim,test,bench]'
 	touch $@
 
 ## The main job on embedded defaults: the BMS live on a simulated blade pack behind the VISS v2
@@ -30,6 +30,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/faults.py
 	$(BIN)/python bench/interface_load.py
+	$(BIN)/python bench/fleet.py
 
 ## Regenerate the bundled cells from the A123 data (see README: Bundled cells).
 cells: $(VENV)/.installed
