@@ -21,7 +21,8 @@ from openbms.vehicle.server import running_server
 from openbms.vehicle.store import Store
 from openbms.vehicle.vss import ROOT
 
-kuksa_client = pytest.importorskip("kuksa_client")
+pytest.importorskip("kuksa_client")
+from test_vehicle_kuksa import kuksa_connect  # noqa: E402
 CELL = load_cell("blade_lfp")
 SOC = f"{ROOT}.StateOfCharge.Current"
 LIMIT = f"{ROOT}.Charging.ChargeLimit"
@@ -44,17 +45,6 @@ def live(tmp_path):
         yield server, bms, loop, store
     loop.stop()
     store.close()
-
-
-def kuksa_connect(url: str):
-    host, port = url.removeprefix("ws://").rsplit(":", 1)
-    client = kuksa_client.KuksaClientThread({"ip": host, "port": int(port), "protocol": "ws", "insecure": True})
-    client.start()
-    deadline = time.monotonic() + 5
-    while not client.connection_established():
-        assert time.monotonic() < deadline, "kuksa-client did not connect"
-        time.sleep(0.02)
-    return client
 
 
 def test_kuksa_client_reads_the_bms_and_the_bms_obeys_its_charge_limit(live):

@@ -31,15 +31,21 @@ def vehicle(tmp_path_factory):
     store.close()
 
 
-@pytest.fixture
-def kuksa(vehicle):
-    host, port = vehicle.viss_url.removeprefix("ws://").rsplit(":", 1)
+def kuksa_connect(viss_url: str):
+    """An unmodified kuksa-client, connected (protocol ws) to the server at viss_url."""
+    host, port = viss_url.removeprefix("ws://").rsplit(":", 1)
     client = kuksa_client.KuksaClientThread({"ip": host, "port": int(port), "protocol": "ws", "insecure": True})
     client.start()
     deadline = time.monotonic() + 5
     while not client.connection_established():
         assert time.monotonic() < deadline, "kuksa-client did not connect"
         time.sleep(0.02)
+    return client
+
+
+@pytest.fixture
+def kuksa(vehicle):
+    client = kuksa_connect(vehicle.viss_url)
     yield client
     client.stop()
     client.join(5)
