@@ -154,3 +154,77 @@ def test_a_lost_temperature_reading_does_not_stop_the_publication():
     SignalHub().publish(values)  # every value fits the catalogue
     assert values[f"{ROOT}.OpenBMS.CellTemperatures"][1] == -273.15
     assert np.isfinite(values[f"{ROOT}.Temperature.Average"])
+
+
+def test_a_bad_sample_is_skipped_and_the_bms_carries_on():
+    class Glitchy:
+        obeys, series, sensors = False, 12, 3
+
+        def __init__(self):
+            self.inner, self.n = charging_vehicle(series=12), 0
+
+        def next_sample(self):
+            self.n += 1
+            sample = self.inner.next_sample()
+            if self.n == 3:
+                sample.current_a = float("nan")  # a lost current reading
+            return sample if self.n < 20 else None
+
+        finite = True
+
+        def apply(self, *args):
+            pass
+
+    hub = SignalHub()
+    loop = BmsLoop(Glitchy(), Bms(CELL, 12, 3, balancing=False), hub, speed=1e6).start()
+    loop.thread.join(20)
+    assert loop.samples == 18 and hub.read(SOC)[0] is not None
+
+
+def test_the_main_command_serves_on_a_fresh_database_and_saves_on_stop(tmp_path):
+    """`openbms serve` as `make run` starts it: the owner's URL works, a token from `openbms token` reads the
+    SoC, and a stop (SIGTERM) saves the BMS's state."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    from openbms.cli import main
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    db = f"sqlite:///{tmp_path / 'openbms.db'}"
+    serve = subprocess.Popen([sys.executable, "-m", "openbms.cli", "serve", "--db", db, "--port", str(ports[0]),
+                              "--viss-port", str(ports[1]), "--speed", "20", "--series", "20", "--sensors", "2"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = serve.stdout.readline().strip()
+        assert url.startswith(f"http://127.0.0.1:{ports[0]}/#token="), url
+        owner = url.partition("#token=")[2]
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                page = httpx.get(url.partition("#")[0], timeout=2)
+                reading = httpx.get(f"http://127.0.0.1:{ports[0]}/{SOC.replace('.', '/')}",
+                                    headers={"Authorization": f"Bearer {owner}"}, timeout=2)
+                if reading.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and serve.poll() is None, serve.stderr.read()
+            time.sleep(0.2)
+        assert page.status_code == 200 and "<html" in page.text.lower()
+        assert 0 <= float(reading.json()["data"]["dp"]["value"]) <= 100
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        _, err = serve.communicate(timeout=30)
+    assert "state saved" in err
+    store = Store(db)
+    assert len(store.load_nv(NV_KEY)["cell_soc"]) == 20
+    store.close()
+    assert main(["token", "--db", db, "--app", "x", "--scope", f"read:{SOC}"]) == 0

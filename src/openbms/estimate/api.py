@@ -174,6 +174,8 @@ class Estimator:
                                                             temperature[0], self.soc0, self.options)
         if n_time > 1:
             self.last_dt_s = time_s[-1] - time_s[-2]
+        elif self.last_time_s is not None:  # one sample a call: the interval is the one since the last call
+            self.last_dt_s = time_s[0] - self.last_time_s
         step = self.last_dt_s if self.last_dt_s is not None else 1.0
         times = np.append(time_s, time_s[-1] + step)  # the time update after the last sample
         o, p = self.options, self.packed

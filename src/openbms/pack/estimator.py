@@ -85,6 +85,7 @@ class PackEstimator:
             self.P[:, d, d] = std**2
         self.i_rc = np.zeros(self.packed.n_rc)
         self.last_dt_s = 1.0
+        self.last_time_s: float | None = None
 
     def update(self, time_s, current_a, cell_voltage_v, cell_temperature_c, bleed_a=None,
                valid=None) -> PackEstimate:
@@ -110,6 +111,9 @@ class PackEstimator:
         dv = np.where(ok, v - v_mean[:, None], np.nan)
         if len(time_s) > 1:
             self.last_dt_s = time_s[-1] - time_s[-2]
+        elif self.last_time_s is not None:  # one sample a call: the interval is the one since the last call
+            self.last_dt_s = time_s[0] - self.last_time_s
+        self.last_time_s = time_s[-1]
         times = np.append(time_s, time_s[-1] + self.last_dt_s)
         x_out = np.empty((len(time_s), self.series, N_DELTA))
         std_out = np.empty_like(x_out)

@@ -11,14 +11,15 @@ from __future__ import annotations
 import json
 import threading
 from collections import deque
+from dataclasses import replace
 
 import numpy as np
 
 from ..cell import CellModel
 from ..pack.balancing import Balancer
 from ..safety.charging import ChargeConfig, ChargeController
-from ..safety.contactors import ContactorController, Contactors, PrechargeCircuit
-from ..safety.events import Event, rank
+from ..safety.contactors import ContactorController, PrechargeCircuit
+from ..safety.events import SEVERITIES, Event, rank
 from ..safety.monitor import PackMonitor
 from ..safety.soa import SoaLimits
 from ..vehicle.hub import Requester, SetResult
@@ -27,13 +28,15 @@ from .sample import BmsOutput, Sample
 
 OVERLAY = f"{ROOT}.OpenBMS"
 CONTACTOR_TICK_S = 0.01
+MAX_CONTACTOR_TICKS = 1000  # after a long gap, 10 s of the contactor machine is enough to settle
+MIN_CONSUMPTION_WH_PER_KM = 50.0
 DEFAULT_CONSUMPTION_WH_PER_KM = 150.0
-CONDITIONING_MODES = ("INACTIVE", "FAST_CHARGING_PREPARATION", "DRIVING_PREPARATION")
 
 
 class Bms:
     def __init__(self, model: CellModel, series: int, sensors: int, nv: dict | None = None,
-                 charger_max_current_c: float = 0.5, charger_max_power_w: float = 50_000.0):
+                 charger_max_current_c: float = 0.5, charger_max_power_w: float = 50_000.0, balancing: bool = True):
+        """balancing: the pack's bleed resistors obey this BMS (a recording or a bus without them: False)."""
         nv = nv or {}
         self.model, self.series = model, series
         self.q_ah = float(model.param("capacity_ah", 25.0))
@@ -53,7 +56,7 @@ class Bms:
         self.latched: list[dict] = list(nv.get("latched", []))  # critical faults survive a restart until serviced
         self.contactors = ContactorController()
         self.circuit = PrechargeCircuit(pack_voltage_v=3.3 * series)  # the HV side as the BMS sees it
-        self.balancer = Balancer()
+        self.balancer = Balancer() if balancing else None
         self.bleed_a = np.zeros(series)
         self.active: dict[tuple[str, int | None], Event] = {}
         self.recent: deque[Event] = deque(maxlen=200)
@@ -61,11 +64,15 @@ class Bms:
         self._trip_wh, self._trip_km = 0.0, 0.0
         self._was_plugged = False
         self.last: BmsOutput | None = None
+        self._last_time_s: float | None = None
+        self.dt_s = 1.0
         self.last_estimate = None
 
     # -- each sample -----------------------------------------------------------------------------
     def step(self, s: Sample) -> tuple[BmsOutput, dict]:
         with self.lock:
+            self.dt_s = 1.0 if self._last_time_s is None else s.time_s - self._last_time_s
+            self._last_time_s = s.time_s
             events, est = self.monitor.update(s.time_s, s.current_a, s.cell_voltage_v[None, :],
                                               s.temperature_c[None, :], self.bleed_a[None, :])
             self._track(events)
@@ -74,27 +81,37 @@ class Bms:
             cell_soc = np.asarray(row["cell_soc"])
             charge = self._charge(s, cell_soc, worst)
             contactor_state = self._contactors(s, worst)
-            selected = self.balancer.select(cell_soc, self.q_ah, s.cell_voltage_v, s.current_a)
-            self.bleed_a = self.balancer.bleed_a(selected, s.cell_voltage_v)
+            if self.balancer is not None:
+                selected = self.balancer.select(cell_soc, self.q_ah, s.cell_voltage_v, s.current_a)
+                self.bleed_a = self.balancer.bleed_a(selected, s.cell_voltage_v)
             self._learn_consumption(s)
             out = BmsOutput(s.time_s, row["soc"], row["soh_capacity"], row["soh_resistance"],
                             row["max_charge_current_a"], row["max_discharge_current_a"], row["max_charge_power_w"],
                             row["max_discharge_power_w"], charge.current_a, contactor_state, worst,
                             tuple(sorted({e.kind for e in self.active.values()})))
-            self.last, self.last_estimate, self._charge_command = out, row, charge
+            self.last, self.last_estimate = out, row
             values = self._signals(s, row, charge)
             return out, {path: value for path, value in values.items() if value is not None}
 
     def _track(self, events: list[Event]) -> None:
         for e in events:
             self.recent.append(e)
-            key = (e.kind, e.cell)
-            if e.cleared:
+            key = (e.kind, e.cell, e.sensor)
+            remaining = self._soa_level(e) if e.cleared else 0
+            if remaining:  # stepped down a level but not out: still active at the lower one
+                self.active[key] = replace(e, severity=SEVERITIES[remaining], cleared=False)
+            elif e.cleared:
                 self.active.pop(key, None)
             else:
                 self.active[key] = e
             if e.severity == "critical" and not e.cleared:
                 self.latched.append(e.record())
+
+    def _soa_level(self, e: Event) -> int:
+        """The SOA level an event's channel is at now (0 for kinds the SOA does not track)."""
+        levels = self.monitor.soa.cell_levels(e.kind)
+        channel = (e.cell or e.sensor or 1) - 1
+        return int(levels[channel]) if channel < len(levels) else 0
 
     def _charge(self, s: Sample, cell_soc, worst: str):
         if s.plugged_in and not self._was_plugged and self.charge_wanted:
@@ -102,13 +119,16 @@ class Bms:
         self._was_plugged = s.plugged_in
         if not s.plugged_in and self.charger.state not in ("idle", "stopped"):
             self.charger.stop()
-        return self.charger.tick(s.cell_voltage_v, s.temperature_c[self.monitor.sensor_of_cell], cell_soc, worst)
+        # A sensor judged implausible stands in as the median of the others: it neither stops nor derates charging.
+        temps = np.where(self.monitor.plausibility.bad_t, np.nan, s.temperature_c)
+        temps = np.where(np.isfinite(temps), temps, np.nanmedian(temps) if np.isfinite(temps).any() else np.nan)
+        return self.charger.tick(s.cell_voltage_v, temps[self.monitor.sensor_of_cell], cell_soc, worst)
 
     def _contactors(self, s: Sample, worst: str) -> str:
         request = "charge" if s.plugged_in else ("drive" if s.speed_kmh > 0 or abs(s.current_a) > 1.0 else "off")
         self.circuit.pack_voltage_v = float(np.nansum(s.cell_voltage_v))
         feedback = self.contactors.command
-        for n in range(int(round(1.0 / CONTACTOR_TICK_S))):
+        for n in range(max(1, min(int(round(self.dt_s / CONTACTOR_TICK_S)), MAX_CONTACTOR_TICKS))):
             out = self.contactors.tick(s.time_s + n * CONTACTOR_TICK_S, request, self.circuit.pack_voltage_v,
                                        self.circuit.link_voltage_v, feedback, open_request=rank(worst) >= rank("critical"))
             self._track(list(out.events))
@@ -120,10 +140,11 @@ class Bms:
         """Wh per km over the last kilometres driven: range follows how this car is driven now."""
         if s.speed_kmh <= 0:
             return
-        self._trip_wh += -s.current_a * float(np.nansum(s.cell_voltage_v)) / 3600.0
-        self._trip_km += s.speed_kmh / 3600.0
+        self._trip_wh += -s.current_a * float(np.nansum(s.cell_voltage_v)) * self.dt_s / 3600.0
+        self._trip_km += s.speed_kmh * self.dt_s / 3600.0
         if self._trip_km >= 1.0:
-            self.consumption_wh_per_km += 0.1 * (self._trip_wh / self._trip_km - self.consumption_wh_per_km)
+            latest = max(self._trip_wh / self._trip_km, MIN_CONSUMPTION_WH_PER_KM)  # regen can net out a kilometre
+            self.consumption_wh_per_km += 0.1 * (latest - self.consumption_wh_per_km)
             self._trip_wh = self._trip_km = 0.0
 
     def _signals(self, s: Sample, row: dict, charge) -> dict:

@@ -10,6 +10,7 @@ import time
 
 from pathlib import Path
 
+from ..vehicle.auth import OWNER_SCOPE
 from ..vehicle.cli import DEFAULT_VEHICLE_ID
 from ..vehicle.store import DEFAULT_URL
 
@@ -54,7 +55,7 @@ def run(args) -> int:
     from rich.console import Console
 
     from ..cell import load_cell
-    from ..vehicle.auth import OWNER_SCOPE, Authority
+    from ..vehicle.auth import Authority
     from ..vehicle.hub import SignalHub
     from ..vehicle.server import serve
     from ..vehicle.store import Store
@@ -65,12 +66,13 @@ def run(args) -> int:
     model = load_cell(args.cell)
     store = Store(args.db)
     source = make_source(args.source, model, args.series, args.sensors)
-    bms = Bms(model, source.series, source.sensors, nv=store.load_nv(NV_KEY))
+    bms = Bms(model, source.series, source.sensors, nv=store.load_nv(NV_KEY),
+              balancing=getattr(source, "obeys", False))
     hub = SignalHub()
-    loop = BmsLoop(source, bms, hub, store, speed=args.speed, sink=getattr(source, "sink", None)).start()
     # The owner opens the dashboard with their own token in the URL's fragment (never sent to a server log).
     authority = Authority(store, args.vehicle_id)
     owner = authority.token(_dashboard_grant(authority))
+    loop = BmsLoop(source, bms, hub, store, speed=args.speed, sink=getattr(source, "sink", None)).start()
     scheme = "https" if args.cert else "http"
     console.print(f"openbms: {source.series} cells from {args.source} at {args.speed:g}x. VISS v2 on "
                   f"{'wss' if args.cert else 'ws'}://{args.host}:{args.viss_port}; apps get tokens with "

@@ -20,6 +20,7 @@ from .bms import Bms
 log = logging.getLogger(__name__)
 NV_KEY = "bms"
 NV_PERIOD_S = 60.0
+MAX_FAILURES = 10
 
 
 class BmsLoop:
@@ -29,6 +30,7 @@ class BmsLoop:
         self.source, self.bms, self.hub, self.store, self.speed, self.sink = source, bms, hub, store, speed, sink
         self.stop_event = threading.Event()
         self.samples = 0
+        self.failures = 0  # samples in a row that could not be processed
         self.thread = threading.Thread(target=self._run, name="openbms-bms", daemon=True)
         hub.set_actuator_handler(bms.actuate)
 
@@ -65,11 +67,20 @@ class BmsLoop:
             delay = due - time.monotonic()
             if delay > 0 and self.stop_event.wait(delay):
                 break
-            output, values = self.bms.step(sample)
-            self.source.apply(output, self.bms.bleed_a, self.bms.conditioning)
-            if self.sink is not None:
-                self.sink.send(output)
-            self.hub.publish(values)
+            try:
+                output, values = self.bms.step(sample)
+                self.source.apply(output, self.bms.bleed_a, self.bms.conditioning)
+                if self.sink is not None:
+                    self.sink.send(output)
+                self.hub.publish(values)
+            except Exception:  # one bad sample (a NaN current, a time going back) must not stop the BMS
+                self.failures += 1
+                log.exception("sample at %.1f s skipped (%d in a row)", sample.time_s, self.failures)
+                if self.failures >= MAX_FAILURES:
+                    log.error("the BMS stops: %d samples in a row failed", self.failures)
+                    break
+                continue
+            self.failures = 0
             self.samples += 1
             if last_saved is None or sample.time_s - last_saved >= NV_PERIOD_S:
                 self.save()

@@ -12,8 +12,9 @@ class ReplaySource:
     """A recorded pack file (see `io.pack`), one row per sample; ends with the file."""
 
     finite = True
+    obeys = False  # a recording cannot follow the BMS's balancing or charger requests
 
-    def __init__(self, path: str | Path, temperature_c: float | None = 25.0):
+    def __init__(self, path: str | Path, temperature_c: float | None = None):
         self.data = read_pack(path, temperature_c)
         self.series, self.sensors = self.data.cell_voltage_v.shape[1], self.data.temperature_c.shape[1]
         self.k = 0
@@ -23,8 +24,8 @@ class ReplaySource:
         if self.k >= len(d.time_s):
             return None
         k, self.k = self.k, self.k + 1
-        return Sample(float(d.time_s[k]), float(d.current_a[k]), d.cell_voltage_v[k], d.temperature_c[k],
-                      plugged_in=bool(d.current_a[k] > 0))
+        # A pack file has no charger column: plugged in is unknown, and regen is not a charger (never guessed).
+        return Sample(float(d.time_s[k]), float(d.current_a[k]), d.cell_voltage_v[k], d.temperature_c[k])
 
     def apply(self, output: BmsOutput, bleed_a, conditioning: str) -> None:
         """A recording cannot obey: what the BMS decides is published, not fed back."""
@@ -32,6 +33,8 @@ class ReplaySource:
 
 class SimSource:
     """The simulated vehicle, which obeys the BMS: charger current, balancing, contactors, conditioning."""
+
+    obeys = True
 
     def __init__(self, vehicle):
         self.vehicle = vehicle

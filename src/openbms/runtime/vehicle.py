@@ -12,6 +12,7 @@ import numpy as np
 
 from ..cell import CellModel
 from ..pack.plant import PackPlant, Spread
+from ..safety.runaway import sensor_cells
 from ..sim.day import CHARGE, DRIVE, plan_days
 from .sample import Sample
 
@@ -61,7 +62,10 @@ class SimulatedVehicle:
         return sample
 
     def _cell_temperatures(self) -> np.ndarray:
-        return np.repeat(self.temperature_c, int(np.ceil(self.plant.series / self.sensors)))[: self.plant.series]
+        cells = np.empty(self.plant.series)
+        for j, covered in enumerate(sensor_cells(self.sensors, self.plant.series)):
+            cells[covered] = self.temperature_c[j]
+        return cells
 
     def _heat(self, current: float, dt: float) -> None:
         """Joule heat of the cell against cooling to ambient, or to the conditioning target when one is set."""

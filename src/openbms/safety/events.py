@@ -15,6 +15,7 @@ class Event:
     severity: str
     explanation: str
     cell: int | None = None  # 1-based, where one cell is concerned
+    sensor: int | None = None  # 1-based temperature sensor, where one sensor is concerned
     value: float | None = None  # the measured or estimated quantity behind the event, in the unit the text names
     cleared: bool = False  # True: the condition has recovered
 
@@ -26,7 +27,8 @@ class Event:
 
     def record(self) -> dict:
         """JSON-ready: a line of events.jsonl, a VISS ErrorCodes entry, an alarm in the dashboard."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return {k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(self).items()
+                if v is not None}  # a lost reading's value is null: JSON has no NaN
 
 
 def rank(severity: str) -> int:

@@ -67,7 +67,10 @@ class PlausibilityChecker:
         for j in np.flatnonzero(bad_t & ~self.bad_t):
             events.append(Event(time_s, "sensor_fault", "warning",
                                 f"temperature sensor {j + 1} reads {temps[j]:.1f} degC, outside {tlo:g}-{thi:g} degC",
-                                value=float(temps[j])))
+                                sensor=int(j) + 1, value=float(temps[j])))
+        for j in np.flatnonzero(~bad_t & self.bad_t):
+            events.append(Event(time_s, "sensor_fault", "warning", f"temperature sensor {j + 1} plausible again",
+                                sensor=int(j) + 1, value=float(temps[j]), cleared=True))
         self.bad_t = bad_t
         return events, ~bad_v
 

@@ -183,14 +183,15 @@ class SoaMonitor:
                                  f"{len(tracker.level)}")
             before = tracker.update(time_s, x, thresholds)
             for k in np.flatnonzero(tracker.level != before):
-                if kind.startswith("overcurrent"):
-                    cell, where = None, ""
-                elif self.sensor_temperatures and "temperature" in kind:
-                    cell, where = None, f"sensor {k + 1} "
-                else:
+                cell = sensor = None
+                if self.sensor_temperatures and "temperature" in kind:
+                    sensor, where = int(k) + 1, f"sensor {k + 1} "
+                elif not kind.startswith("overcurrent"):
                     cell, where = int(k) + 1, f"cell {k + 1} "
+                else:
+                    where = ""
                 events.append(_event(time_s, kind, int(before[k]), int(tracker.level[k]), where + what,
-                                     float(shown[k]), unit, cell))
+                                     float(shown[k]), unit, cell, sensor))
         return events
 
     def quiet(self, cell_voltages_v, cell_temperatures_c, current_a) -> np.ndarray:
@@ -226,13 +227,13 @@ class SoaMonitor:
 
 
 def _event(t: float, kind: str, before: int, after: int, what: str, value: float, unit: str,
-           cell: int | None) -> Event:
+           cell: int | None, sensor: int | None) -> Event:
     if after > before:
         return Event(t, kind, SEVERITIES[after], f"{what} {value:.4g} {unit} beyond the {SEVERITIES[after]} limit",
-                     cell, value)
+                     cell, sensor, value)
     now = "back inside the safe operating area" if after == 0 else f"still at the {SEVERITIES[after]} level"
     return Event(t, kind, SEVERITIES[before], f"{what} {value:.4g} {unit}: {SEVERITIES[before]} cleared, {now}",
-                 cell, value, cleared=True)
+                 cell, sensor, value, cleared=True)
 
 
 # -- derating -----------------------------------------------------------------------------------
