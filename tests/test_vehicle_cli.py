@@ -59,7 +59,7 @@ def test_grant_grants_and_revoke(db, capsys):
     (["token", "--app", "x", "--scope", "drive:Vehicle"], "must be 'read:<path>', 'actuate:<path>' or 'owner'"),
     (["token", "--scope", SCOPE], "--app NAME is required"),
     (["token", "--app", "x"], "give either --scope SCOPE... or --owner"),
-    (["token", "--app", "x", "--scope", SCOPE, "--ttl", "-5"], "ttl must be a positive number"),
+    (["token", "--app", "x", "--scope", SCOPE, "--ttl", "-5"], "ttl must be between 1 s"),
     (["revoke", "no-such-grant"], "no grant with id 'no-such-grant'"),
 ])
 def test_bad_input_is_exit_2_with_a_clear_message(db, capsys, argv, message):

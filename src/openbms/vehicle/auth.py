@@ -29,6 +29,7 @@ from . import vss
 from .store import Grant, Store
 
 OWNER_SCOPE = "owner"
+MAX_TTL_S = 10 * 365 * 24 * 3600.0
 _SCOPE_VERBS = ("read", "actuate")
 _KEY_NAME = "token-signing-key-ed25519"
 _ALGORITHM = "EdDSA"
@@ -99,8 +100,8 @@ class Authority:
         """Record the owner's consent; `token(grant)` gives the app its credential."""
         if not app or not app.strip():
             raise ValueError("the app name must not be empty")
-        if not ttl_s > 0:
-            raise ValueError(f"ttl must be a positive number of seconds, got {ttl_s}")
+        if not 1 <= ttl_s <= MAX_TTL_S:
+            raise ValueError(f"ttl must be between 1 s and {MAX_TTL_S:g} s (10 years), got {ttl_s}")
         now = int(self._clock())
         grant = Grant(secrets.token_urlsafe(12), app.strip(), parse_scopes(scopes), now, now + int(ttl_s))
         self.store.add_grant(grant)

@@ -124,7 +124,10 @@ class Store:
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         self.url = url
-        self.engine = create_engine(url)
+        try:
+            self.engine = create_engine(url)
+        except Exception as exc:  # an unknown dialect or a driver that is not installed
+            raise ValueError(f"cannot open database {url!r}: {exc}") from None
         if parsed.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_wal)
         _Base.metadata.create_all(self.engine)
