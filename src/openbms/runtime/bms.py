@@ -53,7 +53,7 @@ class Bms:
         self.charge_wanted = nv.get("charge_wanted", True)
         self.conditioning = nv.get("conditioning", "INACTIVE")
         self.consumption_wh_per_km = nv.get("consumption_wh_per_km", DEFAULT_CONSUMPTION_WH_PER_KM)
-        self.latched: list[dict] = list(nv.get("latched", []))  # critical faults survive a restart until serviced
+        self.latched: list[dict] = list(nv.get("latched", []))  # the record of critical faults, kept across restarts for service
         self.contactors = ContactorController()
         self.circuit = PrechargeCircuit(pack_voltage_v=3.3 * series)  # the HV side as the BMS sees it
         self.balancer = Balancer() if balancing else None
