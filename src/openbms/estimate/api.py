@@ -197,6 +197,21 @@ class Estimator:
         self.last_time_s = time_s[-1]
         return self._result(time_s, soc, std, health, limits, temperature)
 
+    def snapshot(self) -> dict | None:
+        """Everything the filter has learned (SoC, hysteresis, offset, capacity, resistance), JSON-ready."""
+        if self.state is None:
+            return None
+        return {"state": self.state.tolist(), "cov": self.cov.tolist(), "i_rc": self.i_rc.tolist()}
+
+    def restore(self, snapshot: dict) -> None:
+        """Resume from `snapshot()` of a filter for the same cells and model, instead of the first voltage."""
+        state, cov, i_rc = (np.asarray(snapshot[k], dtype=float) for k in ("state", "cov", "i_rc"))
+        if state.shape != (self.n_cells, K.N_STATE) or cov.shape != (self.n_cells, K.N_X, K.N_X) \
+                or i_rc.shape != (self.n_cells, self.packed.n_rc):
+            raise ValueError(f"the saved filter state is for another pack or model version: state {state.shape}, "
+                             f"expected {(self.n_cells, K.N_STATE)}")
+        self.state, self.cov, self.i_rc = state, cov, i_rc
+
     def _checked(self, time_s, current_a, voltage_v):
         time_s = np.atleast_1d(np.asarray(time_s, dtype=float))
         current = np.atleast_1d(np.asarray(current_a, dtype=float))

@@ -87,6 +87,19 @@ class PackEstimator:
         self.last_dt_s = 1.0
         self.last_time_s: float | None = None
 
+    def snapshot(self) -> dict | None:
+        """The bar filter's and every delta filter's learned state, JSON-ready (None before the first sample)."""
+        bar = self.bar.snapshot()
+        return None if bar is None else {"bar": bar, "x": self.x.tolist(), "P": self.P.tolist(),
+                                         "i_rc": self.i_rc.tolist()}
+
+    def restore(self, snapshot: dict) -> None:
+        x, P = np.asarray(snapshot["x"], dtype=float), np.asarray(snapshot["P"], dtype=float)
+        if x.shape != self.x.shape or P.shape != self.P.shape:
+            raise ValueError(f"the saved pack state is for {len(x)} cells, this pack has {self.series}")
+        self.bar.restore(snapshot["bar"])
+        self.x, self.P, self.i_rc = x, P, np.asarray(snapshot["i_rc"], dtype=float)
+
     def update(self, time_s, current_a, cell_voltage_v, cell_temperature_c, bleed_a=None,
                valid=None) -> PackEstimate:
         """time_s (time,), current_a (time,) string current + = charging, cell_voltage_v (time, cells),

@@ -9,6 +9,7 @@ is in `nv_state`, so a restart resumes where it stopped.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections import deque
 from dataclasses import replace
@@ -26,6 +27,7 @@ from ..vehicle.hub import Requester, SetResult
 from ..vehicle.vss import ROOT
 from .sample import BmsOutput, Sample
 
+log = logging.getLogger(__name__)
 OVERLAY = f"{ROOT}.OpenBMS"
 CONTACTOR_TICK_S = 0.01
 MAX_CONTACTOR_TICKS = 1000  # after a long gap, 10 s of the contactor machine is enough to settle
@@ -44,6 +46,11 @@ class Bms:
         if soc0 is not None and len(soc0) != series:
             soc0 = None  # saved for another pack: start from the voltages
         self.monitor = PackMonitor(model, series, sensors, soc0)
+        if nv.get("filters") is not None:
+            try:  # what the filters learned (capacity, resistance, offsets) resumes as it was
+                self.monitor.estimator.restore(nv["filters"])
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("saved filter state not used: %s", exc)
         limits = SoaLimits(capacity_ah=self.q_ah)
         self.charger = ChargeController(
             ChargeConfig(limits, cell_resistance_ohm=float(model.resistance_ohm(0.5, 25.0)) * 2,
@@ -219,7 +226,8 @@ class Bms:
         """What a restart must not lose."""
         with self.lock:
             row = self.last_estimate or {}
-            return {"cell_soc": row.get("cell_soc"), "capacity_ah": row.get("capacity_ah"),
+            return {"filters": self.monitor.estimator.snapshot(),
+                    "cell_soc": row.get("cell_soc"), "capacity_ah": row.get("capacity_ah"),
                     "resistance_ohm": row.get("resistance_ohm"), "charge_limit": self.charger.soc_target,
                     "charge_wanted": self.charge_wanted, "conditioning": self.conditioning,
                     "consumption_wh_per_km": self.consumption_wh_per_km, "latched": self.latched[-50:]}
