@@ -38,7 +38,7 @@ from openbms.cell import CellModel, load_cell  # noqa: E402
 from openbms.pack.plant import PackPlant, Spread  # noqa: E402
 from openbms.safety.events import Event  # noqa: E402
 from openbms.safety.monitor import PackMonitor  # noqa: E402
-from openbms.safety.runaway import sensor_cells  # noqa: E402
+from openbms.safety.runaway import sensor_of_cell  # noqa: E402
 from openbms.safety.short import ShortRule  # noqa: E402
 from openbms.sim import faults  # noqa: E402
 from openbms.sim.day import drive_park_charge  # noqa: E402
@@ -502,12 +502,12 @@ def runaway_section(c: Campaign) -> Callable:
         q = float(esc.param("capacity_ah", 25.0))
         rng = np.random.default_rng(21)
         task = progress.add_task("thermal runaway", total=1)
-        cells_of = sensor_cells(SENSORS, SERIES)
+        sensor_of = sensor_of_cell(SENSORS, SERIES)
         for n in range(RUNAWAY_CASES):
             t, i, _ = drive_park_charge(q, 1, seed=2000 + n)
             onset = float(np.round(rng.uniform(3600, t[-1] - 600)))
             cell = int(rng.integers(SERIES))
-            sensor = next(j for j, cells in enumerate(cells_of) if cell in cells)
+            sensor = int(sensor_of[cell])
             progress.update(task, description=f"thermal runaway {n + 1}/{RUNAWAY_CASES}: cell {cell + 1}, onset {onset / 3600:.1f} h")
             k = (t >= onset - 3600) & (t < onset + 600)
             plant = PackPlant(esc, SERIES, Spread(), soc0=rng.uniform(0.3, 0.9), seed=n)

@@ -32,17 +32,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openbms", description="An open battery management system for LFP packs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("monitor", help="run the pack's safety checks over a pack file, write events",
-                       description="Sensor plausibility, safe operating area, internal shorts and thermal runaway "
-                                   "(GB 38031-2025) over a pack file with 'Test Time / s', 'Current / A' (+ = "
-                                   "charging), 'Cell Voltage {i} / V' and 'Cell Temperature {j} / degC'.")
-    p.add_argument("data", metavar="PACK", help="pack time series (CSV, CSV.gz or Parquet)")
-    p.add_argument("--cell", help="cell model: a bundled name or a JSON file (default: the pack file's)")
-    p.add_argument("--pack", help="pack description (YAML or JSON): cell, series, sensors, limits, detectors")
-    p.add_argument("-o", "--output", default="out/events.jsonl", help="events, one JSON object per line")
-    p.add_argument("--temperature", type=float, help="degC, for files without temperature columns")
-    p.set_defaults(run=_monitor)
-
     p = sub.add_parser("identify", help="identify a cell model from OCV and dynamic test files",
                        description="Identify an ESC cell model (OCV with hysteresis, SoC-dependent R0 and RC "
                                    "branches, efficiency, capacity, each against temperature). Each test starts "
@@ -81,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", nargs="?", const="", help="also write a PNG (default path: beside the output)")
     _add_reader_options(p)
     p.set_defaults(run=_estimate)
+
+    p = sub.add_parser("monitor", help="run the pack's safety checks over a pack file, write events",
+                       description="Sensor plausibility, safe operating area, internal shorts and thermal runaway "
+                                   "(GB 38031-2025) over a pack file with 'Test Time / s', 'Current / A' (+ = "
+                                   "charging), 'Cell Voltage {i} / V' and 'Cell Temperature {j} / degC'.")
+    p.add_argument("data", metavar="PACK", help="pack time series (CSV, CSV.gz or Parquet)")
+    p.add_argument("--cell", help="cell model: a bundled name or a JSON file (default: the pack file's)")
+    p.add_argument("--pack", help="pack description (YAML or JSON): cell, series, sensors, limits, detectors")
+    p.add_argument("-o", "--output", default="out/events.jsonl", help="events, one JSON object per line")
+    p.add_argument("--temperature", type=float, help="degC, for files without temperature columns")
+    p.set_defaults(run=_monitor)
 
     p = sub.add_parser("simulate", help="run the physics validation plant and write measured data and truth",
                        description="Simulate a PyBaMM cell (the plant) on an experiment or FASTSim drive power, "

@@ -2,7 +2,7 @@
 
 On LFP's flat plateau, cells 10 % apart in SoC differ by a few millivolts, so voltage-based
 balancing bleeds the wrong cells. Balancing by the estimator's per-cell SoC (charge above the
-emptiest cell, in Ah) works anywhere; at the top of a charge, where the voltage is steep and
+emptiest cell) works anywhere; at the top of a charge, where the voltage is steep and
 honest again, the cells above the lowest voltage are bled as well.
 """
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import time
@@ -57,7 +56,7 @@ def run(args) -> int:
     from ..cell import load_cell
     from ..vehicle.auth import Authority
     from ..vehicle.hub import SignalHub
-    from ..vehicle.server import serve
+    from ..vehicle.server import run_fast, serve
     from ..vehicle.store import Store
     from .bms import Bms
     from .service import NV_KEY, BmsLoop
@@ -80,7 +79,7 @@ def run(args) -> int:
     print(f"{scheme}://{args.host}:{args.port}/#token={owner}", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop saves the state like Ctrl-C does
     try:
-        asyncio.run(serve(hub, store, host=args.host, port=args.port, viss_port=args.viss_port,
+        run_fast(serve(hub, store, host=args.host, port=args.port, viss_port=args.viss_port,
                           vehicle_id=args.vehicle_id, cert=args.cert, key=args.key, static_dir=WEB_DIR))
     except KeyboardInterrupt:
         pass

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..cell import CellModel
 from ..pack.plant import PackPlant, Spread
-from ..safety.runaway import sensor_cells
+from ..safety.runaway import sensor_of_cell
 from ..sim.day import CHARGE, DRIVE, plan_days
 from .sample import Sample
 
@@ -23,8 +23,7 @@ CONDITIONING_TARGET_C = {"INACTIVE": None, "FAST_CHARGING_PREPARATION": 30.0, "D
 class SimulatedVehicle:
     def __init__(self, model: CellModel, series: int = 100, sensors: int = 10, days: int = 7, soc0: float = 0.8,
                  ambient_c: float = 20.0, seed: int = 0, noise_v: float = 0.002, plugged_at_start: bool = False):
-        if not 1 <= sensors <= series:
-            raise ValueError(f"need 1..{series} temperature sensors, got {sensors}")
+        self.sensor_of_cell = sensor_of_cell(sensors, series)
         self.q_ah = float(model.param("capacity_ah", 25.0))
         self.plan = plan_days(self.q_ah, days, seed=seed)
         self.plant = PackPlant(model, series, Spread(), soc0=soc0, seed=seed)
@@ -62,10 +61,7 @@ class SimulatedVehicle:
         return sample
 
     def _cell_temperatures(self) -> np.ndarray:
-        cells = np.empty(self.plant.series)
-        for j, covered in enumerate(sensor_cells(self.sensors, self.plant.series)):
-            cells[covered] = self.temperature_c[j]
-        return cells
+        return self.temperature_c[self.sensor_of_cell]
 
     def _heat(self, current: float, dt: float) -> None:
         """Joule heat of the cell against cooling to ambient, or to the conditioning target when one is set."""

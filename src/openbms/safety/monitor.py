@@ -18,7 +18,7 @@ from ..estimate import EstimateOptions
 from ..pack.estimator import DeltaOptions, PackEstimate, PackEstimator
 from .events import Event
 from .plausibility import PlausibilityChecker, PlausibilityRule
-from .runaway import RunawayDetector, RunawayRule, sensor_cells
+from .runaway import RunawayDetector, RunawayRule
 from .short import ShortDetector, ShortRule
 from .soa import SoaLimits, SoaMonitor
 
@@ -35,8 +35,6 @@ class MonitorConfig:
 
 class PackMonitor:
     def __init__(self, model: CellModel, series: int, n_sensors: int, soc0=None, config: MonitorConfig = MonitorConfig()):
-        if not 1 <= n_sensors <= series:
-            raise ValueError(f"need between 1 and {series} temperature sensors for {series} cells, got {n_sensors}")
         q = float(model.param("capacity_ah", 25.0))
         self.series = series
         self.estimator = PackEstimator(model, series, soc0, config.estimate, config.delta)
@@ -44,9 +42,7 @@ class PackMonitor:
         self.plausibility = PlausibilityChecker(series, n_sensors, q, config.plausibility)
         self.runaway = RunawayDetector(series, n_sensors, config.runaway)
         self.shorts = ShortDetector(series, q, config.short)
-        self.sensor_of_cell = np.empty(series, dtype=int)
-        for j, cells in enumerate(sensor_cells(n_sensors, series)):
-            self.sensor_of_cell[cells] = j
+        self.sensor_of_cell = self.runaway.sensor  # one map for the estimator, the SOA and the charger
         self.counts: Counter = Counter()
 
     def update(self, time_s, current_a, cell_voltage_v, temperature_c, bleed_a=None) -> tuple[list[Event], PackEstimate]:

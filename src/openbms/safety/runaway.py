@@ -29,10 +29,12 @@ class RunawayRule:
     warning_hold_s: float = 10.0
 
 
-def sensor_cells(n_sensors: int, n_cells: int) -> list[np.ndarray]:
-    """Which cells (0-based) each temperature sensor watches: evenly spread along the string."""
+def sensor_of_cell(n_sensors: int, n_cells: int) -> np.ndarray:
+    """The temperature sensor (0-based) that watches each cell: sensors evenly spread along the string."""
+    if not 1 <= n_sensors <= n_cells:
+        raise ValueError(f"need between 1 and {n_cells} temperature sensors for {n_cells} cells, got {n_sensors}")
     edges = np.linspace(0, n_cells, n_sensors + 1).round().astype(int)
-    return [np.arange(edges[j], max(edges[j + 1], edges[j] + 1)) for j in range(n_sensors)]
+    return np.searchsorted(edges, np.arange(n_cells), side="right") - 1
 
 
 class RunawayDetector:
@@ -40,7 +42,7 @@ class RunawayDetector:
 
     def __init__(self, n_cells: int, n_sensors: int, rule: RunawayRule = RunawayRule()):
         self.rule, self.n_cells = rule, n_cells
-        self.cells_of = sensor_cells(n_sensors, n_cells)
+        self.sensor = sensor_of_cell(n_sensors, n_cells)
         self.tail_t = np.empty(0)  # the samples of the last slope window, carried into the next chunk
         self.tail_temps = np.empty((0, n_sensors))
         self.rise_since = np.full(n_sensors, np.nan)
@@ -71,9 +73,7 @@ class RunawayDetector:
         warm_held = self._held(t, (rate >= r.warning_rise_c_per_s) & (excess >= r.warning_excess_c),
                                "warm_since") >= r.warning_hold_s
         collapse_held = self._held(t, drop > r.warning_drop, "collapse_since") >= r.warning_hold_s
-        sensor = np.empty(self.n_cells, dtype=int)
-        for j, cells in enumerate(self.cells_of):
-            sensor[cells] = j
+        sensor = self.sensor
         hot = temps[:, sensor] >= r.max_temperature_c
         alarm = rise_held[:, sensor] & ((drop > r.voltage_drop) | hot)
         events = []

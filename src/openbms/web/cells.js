@@ -17,7 +17,7 @@ const roundHalfEven = (x) => {
   return Math.abs(x % 1) === 0.5 && r % 2 ? r - 1 : r;
 };
 
-// The sensor covering each cell: sensors evenly spread along the string (openbms.safety.runaway.sensor_cells).
+// The sensor covering each cell: sensors evenly spread along the string (openbms.safety.runaway.sensor_of_cell).
 function sensorOfCell(cells, sensors) {
   const edge = (j) => roundHalfEven((j * cells) / sensors);
   const of = new Array(cells).fill(0);
