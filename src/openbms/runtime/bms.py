@@ -65,7 +65,7 @@ class Bms:
         self.circuit = PrechargeCircuit(pack_voltage_v=3.3 * series)  # the HV side as the BMS sees it
         self.balancer = Balancer() if balancing else None
         self.bleed_a = np.zeros(series)
-        self.active: dict[tuple[str, int | None], Event] = {}
+        self.active: dict[tuple[str, int | None, int | None], Event] = {}  # by kind, cell, sensor
         self.recent: deque[Event] = deque(maxlen=200)
         self.lock = threading.Lock()
         self._trip_wh, self._trip_km = 0.0, 0.0

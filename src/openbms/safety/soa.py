@@ -151,6 +151,7 @@ class SoaMonitor:
         self.limits = limits.validate()
         self.sensor_temperatures = sensor_temperatures
         self._trackers: dict[str, _LevelTracker] = {}
+        self.idle = False  # every level inside and no debounce under way (set by each update)
 
     def update(self, time_s: float, cell_voltages_v: np.ndarray, cell_temperatures_c: np.ndarray,
                current_a: float) -> list[Event]:
@@ -192,6 +193,7 @@ class SoaMonitor:
                     where = ""
                 events.append(_event(time_s, kind, int(before[k]), int(tracker.level[k]), where + what,
                                      float(shown[k]), unit, cell, sensor))
+        self.idle = all(not t.level.any() and not t._over_n.any() for t in self._trackers.values())
         return events
 
     def quiet(self, cell_voltages_v, cell_temperatures_c, current_a) -> np.ndarray:
@@ -206,11 +208,6 @@ class SoaMonitor:
                     & (t.max(axis=1) <= min(lim.overtemperature_charge_c[0], lim.overtemperature_discharge_c[0]))
                     & (t.min(axis=1) >= max(lim.undertemperature_charge_c[0], lim.undertemperature_discharge_c[0]))
                     & (c <= lim.overcurrent_charge_c[0]) & (-c <= lim.overcurrent_discharge_c[0]))
-
-    @property
-    def idle(self) -> bool:
-        """Every level inside and no debounce under way."""
-        return bool(self._trackers) and all(not t.level.any() and not t._over_n.any() for t in self._trackers.values())
 
     def cell_levels(self, kind: str) -> np.ndarray:
         """Per-channel level ranks (0 = inside .. 3 = critical) of one event kind."""
