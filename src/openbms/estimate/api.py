@@ -172,12 +172,7 @@ class Estimator:
         if self.state is None:
             self.state, self.cov, self.i_rc = initial_state(self.model, self.packed.n_rc, current[0], voltage[0],
                                                             temperature[0], self.soc0, self.options)
-        if n_time > 1:
-            self.last_dt_s = time_s[-1] - time_s[-2]
-        elif self.last_time_s is not None:  # one sample a call: the interval is the one since the last call
-            self.last_dt_s = time_s[0] - self.last_time_s
-        step = self.last_dt_s if self.last_dt_s is not None else 1.0
-        times = np.append(time_s, time_s[-1] + step)  # the time update after the last sample
+        times = self.held_times(time_s)
         o, p = self.options, self.packed
         soc = np.empty((n_time, n_cells))
         std = np.empty((n_time, n_cells))
@@ -196,6 +191,15 @@ class Estimator:
                 on_progress(stop, n_time)
         self.last_time_s = time_s[-1]
         return self._result(time_s, soc, std, health, limits, temperature)
+
+    def held_times(self, time_s: np.ndarray) -> np.ndarray:
+        """time_s and one more: the last sample is held for the interval before it (that of the last call
+        when this one has a single sample), so the time update after it assumes a steady rate."""
+        if len(time_s) > 1:
+            self.last_dt_s = time_s[-1] - time_s[-2]
+        elif self.last_time_s is not None:
+            self.last_dt_s = time_s[0] - self.last_time_s
+        return np.append(time_s, time_s[-1] + (self.last_dt_s if self.last_dt_s is not None else 1.0))
 
     def snapshot(self) -> dict | None:
         """Everything the filter has learned (SoC, hysteresis, offset, capacity, resistance), JSON-ready."""

@@ -84,8 +84,6 @@ class PackEstimator:
                        (DR, delta.resistance_spread)):
             self.P[:, d, d] = std**2
         self.i_rc = np.zeros(self.packed.n_rc)
-        self.last_dt_s = 1.0
-        self.last_time_s: float | None = None
 
     def snapshot(self) -> dict | None:
         """The bar filter's and every delta filter's learned state, JSON-ready (None before the first sample)."""
@@ -120,21 +118,16 @@ class PackEstimator:
         v_mean = np.nanmean(np.where(ok, v, np.nan), axis=1)
         t_mean = np.nanmean(np.where(np.isfinite(temps), temps, np.nan), axis=1)
         t_mean = np.where(np.isfinite(t_mean), t_mean, 25.0)
+        times = self.bar.held_times(time_s)  # before the bar's update moves its clock on
         bar = self.bar.update(time_s, (current - bleed.mean(axis=1))[:, None], v_mean[:, None], t_mean[:, None])
         dv = np.where(ok, v - v_mean[:, None], np.nan)
-        if len(time_s) > 1:
-            self.last_dt_s = time_s[-1] - time_s[-2]
-        elif self.last_time_s is not None:  # one sample a call: the interval is the one since the last call
-            self.last_dt_s = time_s[0] - self.last_time_s
-        self.last_time_s = time_s[-1]
-        times = np.append(time_s, time_s[-1] + self.last_dt_s)
         x_out = np.empty((len(time_s), self.series, N_DELTA))
         std_out = np.empty_like(x_out)
         p, d = self.packed, self.delta
         delta_kernel(times, np.ascontiguousarray(dv), np.ascontiguousarray(current), np.ascontiguousarray(bleed),
-                     np.ascontiguousarray(bar.soc[:, 0]), bar.soc_bound[:, 0] / 3.0, np.ascontiguousarray(t_mean), p.axis, p.tables[0], p.knots,
-                     p.ocv_axis, p.z0, p.dz, p.ocv_tables[0], d.noise_v, self.leak_drift_a**2 / 3600.0, d.soc_drift**2 / 3600.0, d.gate,
-                     self.options.error_correlation_s,
+                     np.ascontiguousarray(bar.soc[:, 0]), bar.soc_bound[:, 0] / 3.0, np.ascontiguousarray(t_mean),
+                     p.axis, p.tables[0], p.knots, p.ocv_axis, p.z0, p.dz, p.ocv_tables[0], d.noise_v,
+                     self.leak_drift_a**2 / 3600.0, d.soc_drift**2 / 3600.0, d.gate, self.options.error_correlation_s,
                      self.i_rc, self.x, self.P, x_out, std_out)
         return self._result(time_s, bar, x_out, std_out, current)
 
@@ -152,7 +145,7 @@ class PackEstimator:
         energy = self.series * bar.energy_wh[:, 0] / bar_ah * available
         lim = bar.limits[min(bar.limits)]
         # The limiting cell: the fullest sets the charge limit, the emptiest the discharge limit, scaled by how
-        # much nearer its own SoC limit it is than the mean cell.
+        # much nearer its own SoC limit it is than the mean cell (in full until it is 4x nearer).
         charge_scale = np.clip((soc_max - cell_soc.max(axis=1)) / np.maximum(soc_max - z_bar, 1e-6), 0.0, 1.0)
         discharge_scale = np.clip((cell_soc.min(axis=1) - soc_min) / np.maximum(z_bar - soc_min, 1e-6), 0.0, 1.0)
         ic = lim.charge_current_a[:, 0] * np.minimum(1.0, charge_scale * 4.0)
