@@ -181,7 +181,7 @@ def test_a_bad_sample_is_skipped_and_the_bms_carries_on():
             pass
 
     hub = SignalHub()
-    loop = BmsLoop(Glitchy(), Bms(CELL, 12, 3, balancing=False), hub, speed=1e6).start()
+    loop = BmsLoop(Glitchy(), Bms(CELL, 12, 3, balancer=None), hub, speed=1e6).start()
     loop.thread.join(20)
     assert loop.samples == 18 and hub.read(SOC)[0] is not None
 
@@ -233,3 +233,21 @@ def test_the_main_command_serves_on_a_fresh_database_and_saves_on_stop(tmp_path)
     assert len(store.load_nv(NV_KEY)["cell_soc"]) == 20
     store.close()
     assert main(["token", "--db", db, "--app", "x", "--scope", f"read:{SOC}"]) == 0
+
+
+def test_a_pack_file_sets_the_simulated_pack_and_the_bms(tmp_path):
+    from openbms.pack.config import load_pack
+
+    path = tmp_path / "pack.yaml"
+    path.write_text("cell: a123_lfp\nseries: 12\ntemperature_sensors: 3\nvariation: {capacity: 0.03}\n"
+                    "balancing: {threshold_soc: 0.03}\nshort: {warning_c: 0.002}\n")
+    pack = load_pack(path)
+    model = pack.cell_model(tmp_path)
+    source = make_source("sim", model, pack.series, pack.temperature_sensors, pack.spread())
+    assert source.vehicle.plant.spread.capacity == 0.03
+    bms = Bms(model, 12, 3, balancer=pack.balancer(), config=pack.monitor_config(2.3))
+    assert bms.balancer.threshold_soc == 0.03 and bms.monitor.shorts.rule.warning_c == 0.002
+    bms.step(source.next_sample())
+    (tmp_path / "bad.yaml").write_text("series: 12\nbalancing: {threshold: 1}\n")
+    with pytest.raises(ValueError, match="unknown field 'threshold'"):
+        load_pack(tmp_path / "bad.yaml").balancer()

@@ -21,7 +21,7 @@ from ..pack.balancing import Balancer
 from ..safety.charging import ChargeConfig, ChargeController
 from ..safety.contactors import ContactorController, PrechargeCircuit
 from ..safety.events import SEVERITIES, Event, rank
-from ..safety.monitor import PackMonitor
+from ..safety.monitor import MonitorConfig, PackMonitor
 from ..safety.soa import SoaLimits
 from ..vehicle.hub import Requester, SetResult
 from ..vehicle.vss import ROOT
@@ -37,15 +37,17 @@ DEFAULT_CONSUMPTION_WH_PER_KM = 150.0
 
 class Bms:
     def __init__(self, model: CellModel, series: int, sensors: int, nv: dict | None = None,
-                 charger_max_current_c: float = 0.5, charger_max_power_w: float = 50_000.0, balancing: bool = True):
-        """balancing: the pack's bleed resistors obey this BMS (a recording or a bus without them: False)."""
+                 charger_max_current_c: float = 0.5, charger_max_power_w: float = 50_000.0,
+                 balancer: Balancer | None = Balancer(), config: MonitorConfig = MonitorConfig()):
+        """balancer: None where the pack's bleed resistors do not obey this BMS (a recording, a bus without them);
+        config: limits and detector settings, e.g. from a pack file."""
         nv = nv or {}
         self.model, self.series = model, series
         self.q_ah = float(model.param("capacity_ah", 25.0))
         soc0 = nv.get("cell_soc")
         if soc0 is not None and len(soc0) != series:
             soc0 = None  # saved for another pack: start from the voltages
-        self.monitor = PackMonitor(model, series, sensors, soc0)
+        self.monitor = PackMonitor(model, series, sensors, soc0, config)
         if nv.get("filters") is not None:
             try:  # what the filters learned (capacity, resistance, offsets) resumes as it was
                 self.monitor.estimator.restore(nv["filters"])
@@ -63,7 +65,7 @@ class Bms:
         self.latched: list[dict] = list(nv.get("latched", []))  # the record of critical faults, kept across restarts for service
         self.contactors = ContactorController()
         self.circuit = PrechargeCircuit(pack_voltage_v=3.3 * series)  # the HV side as the BMS sees it
-        self.balancer = Balancer() if balancing else None
+        self.balancer = balancer
         self.bleed_a = np.zeros(series)
         self.active: dict[tuple[str, int | None, int | None], Event] = {}  # by kind, cell, sensor
         self.recent: deque[Event] = deque(maxlen=200)

@@ -28,19 +28,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cell", default="blade_lfp", help="cell model: a bundled name or a JSON file")
     p.add_argument("--series", type=int, default=100, help="cells in series (sim and CAN sources)")
     p.add_argument("--sensors", type=int, default=10, help="temperature sensors (sim and CAN sources)")
+    p.add_argument("--pack", help="pack file (YAML or JSON): cell, series, sensors, variation, limits, balancing and "
+                                  "detectors; overrides --cell, --series and --sensors")
     p.add_argument("--vehicle-id", default=os.environ.get("OPENBMS_VEHICLE_ID", DEFAULT_VEHICLE_ID))
     p.add_argument("--cert", help="TLS certificate (PEM): serve https and wss")
     p.add_argument("--key", help="TLS private key (PEM)")
     p.set_defaults(run=run)
 
 
-def make_source(spec: str, model, series: int, sensors: int):
+def make_source(spec: str, model, series: int, sensors: int, spread=None):
     from .sources import ReplaySource, SimSource
     from .vehicle import SimulatedVehicle
 
     kind, _, rest = spec.partition(":")
     if kind == "sim" and not rest:
-        return SimSource(SimulatedVehicle(model, series, sensors))
+        return SimSource(SimulatedVehicle(model, series, sensors, **({"spread": spread} if spread else {})))
     if kind == "replay" and rest:
         return ReplaySource(rest)
     if kind == "can" and rest:
@@ -58,15 +60,25 @@ def run(args) -> int:
     from ..vehicle.hub import SignalHub
     from ..vehicle.server import run_fast, serve
     from ..vehicle.store import Store
+    from ..pack.balancing import Balancer
+    from ..pack.config import load_pack
+    from ..safety.monitor import MonitorConfig
     from .bms import Bms
     from .service import NV_KEY, BmsLoop
 
     console = Console(stderr=True)
-    model = load_cell(args.cell)
+    if args.pack:
+        pack = load_pack(args.pack)
+        model, series, sensors = pack.cell_model(Path(args.pack).parent), pack.series, pack.temperature_sensors
+        q = float(model.param("capacity_ah", 25.0))
+        spread, balancer, config = pack.spread(), pack.balancer(), pack.monitor_config(q)
+    else:
+        model, series, sensors = load_cell(args.cell), args.series, args.sensors
+        spread, balancer, config = None, Balancer(), MonitorConfig()
     store = Store(args.db)
-    source = make_source(args.source, model, args.series, args.sensors)
+    source = make_source(args.source, model, series, sensors, spread)
     bms = Bms(model, source.series, source.sensors, nv=store.load_nv(NV_KEY),
-              balancing=getattr(source, "obeys", False))
+              balancer=balancer if getattr(source, "obeys", False) else None, config=config)
     hub = SignalHub()
     # The owner opens the dashboard with their own token in the URL's fragment (never sent to a server log).
     authority = Authority(store, args.vehicle_id)

@@ -22,11 +22,12 @@ CONDITIONING_TARGET_C = {"INACTIVE": None, "FAST_CHARGING_PREPARATION": 30.0, "D
 
 class SimulatedVehicle:
     def __init__(self, model: CellModel, series: int = 100, sensors: int = 10, days: int = 7, soc0: float = 0.8,
-                 ambient_c: float = 20.0, seed: int = 0, noise_v: float = 0.002, plugged_at_start: bool = False):
+                 ambient_c: float = 20.0, seed: int = 0, noise_v: float = 0.002, plugged_at_start: bool = False,
+                 spread: Spread = Spread()):
         self.sensor_of_cell = sensor_of_cell(sensors, series)
         self.q_ah = float(model.param("capacity_ah", 25.0))
         self.plan = plan_days(self.q_ah, days, seed=seed)
-        self.plant = PackPlant(model, series, Spread(), soc0=soc0, seed=seed)
+        self.plant = PackPlant(model, series, spread, soc0=soc0, seed=seed)
         self.rng = np.random.default_rng(seed + 1)
         self.sensors, self.ambient_c, self.noise_v = sensors, ambient_c, noise_v
         self.temperature_c = np.full(sensors, ambient_c) + self.rng.normal(0, 0.5, sensors)
