@@ -129,7 +129,7 @@ class Bms:
         if not s.plugged_in and self.charger.state not in ("idle", "stopped"):
             self.charger.stop()
         # A sensor judged implausible stands in as the median of the others: it neither stops nor derates charging.
-        temps = np.where(self.monitor.plausibility.bad_t, np.nan, s.temperature_c)
+        temps = self.monitor.trusted_temperature_c
         temps = np.where(np.isfinite(temps), temps, np.nanmedian(temps) if np.isfinite(temps).any() else np.nan)
         return self.charger.tick(s.cell_voltage_v, temps[self.monitor.sensor_of_cell], cell_soc, worst)
 

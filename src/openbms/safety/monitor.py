@@ -62,6 +62,7 @@ class PackMonitor:
             if not (quiet[k] and valid[k].all() and self.soa.idle):
                 events += self.soa.update(t, np.where(valid[k], v[k], np.nan), trusted_t[k], current[k])
         events += self.runaway.update(time_s, v, trusted_t)
+        self.trusted_temperature_c = trusted_t[-1]  # the last sample's sensors, NaN where implausible
         cell_temps = trusted_t[:, self.sensor_of_cell]
         est = self.estimator.update(time_s, current, v, cell_temps, bleed_a, valid)
         events += self.shorts.update(time_s, est.leak_a, v, valid)
