@@ -10,6 +10,7 @@ import pytest
 from openbms.cell import load_cell, simulate
 from openbms.cell.identify.coulomb import balances
 from openbms.estimate import Estimate, EstimateOptions, estimate
+from openbms.estimate.replay import fit_capacity_by_replay
 from openbms.io import read_tests
 
 CELL = load_cell("a123_lfp")
@@ -201,6 +202,34 @@ def test_capacity_of_a_smaller_cell_is_learned_and_the_bound_stays_honest():
     est = estimate(CELL, t, 0.9 * i, noisy(sim.voltage_v, seed=1), 25.0, soc0=0.95)
     assert holds(est, sim.soc) >= 0.9
     assert est.capacity_ah[-1] == pytest.approx(0.9 * Q, rel=0.05)
+
+
+
+def commuting(days: int):
+    """Days of driving, parking and charging (the fleet's telemetry grid): rests on both sides of each swing."""
+    from openbms.fleet.simulate import telemetry_grid
+    from openbms.sim.day import plan_days
+
+    plan = plan_days(Q, days, seed=3)
+    keep = telemetry_grid(plan.phase)
+    return plan.time_s[keep], np.add.reduceat(plan.current_a, keep) / np.diff(np.append(keep, len(plan.time_s)))
+
+
+def test_replay_learns_the_capacity_the_filter_cannot_from_commuting_days():
+    """An aged cell (0.85x capacity, 1.4x resistance) on 3 days of 15 % swings near the top of LFP's plateau:
+    the model replayed over the record finds its capacity within 1 %, inside its own bound."""
+    t, i = commuting(3)
+    sim = simulate(CELL.scaled(capacity=0.85, resistance=1.4), t, i, 25.0, soc0=0.93)
+    fit = fit_capacity_by_replay(CELL, t, i, noisy(sim.voltage_v, seed=2), 25.0, soc0_guess=0.8)
+    assert fit.capacity_ah == pytest.approx(0.85 * Q, rel=0.01)  # measured 0.1 %
+    assert abs(fit.capacity_ah - 0.85 * Q) < fit.capacity_bound_ah
+    assert fit.soc0 == pytest.approx(0.93, abs=0.01) and fit.rests >= 8
+
+
+def test_replay_needs_two_rests():
+    t = np.arange(0.0, 7200.0)
+    i = np.full_like(t, -0.5 * Q)  # two hours of discharge: never at rest
+    assert fit_capacity_by_replay(CELL, t, i, simulate(CELL, t, i, 25.0, soc0=0.9).voltage_v) is None
 
 
 # -- 3. the A123 25 degC dynamic test (real data) --------------------------------------------------

@@ -80,6 +80,11 @@ def test_analysis_ranks_the_shorted_vehicle_first_and_writes_the_report(fleet, t
     assert 20 < first["Short Resistance / ohm"] < 300  # a 100 ohm short
     assert analysis.vehicles["Short Cell"].notna().sum() == 1
     assert len(analysis.days) == 4 and len(analysis.hourly) == 4 * 24
+    truth = {v["vehicle"]: v["true_capacity_ah"] for v in json.loads((fleet / "_labels.json").read_text())["vehicles"]}
+    healthy = analysis.vehicles[analysis.vehicles["Vehicle"] != "V0002"]
+    error = healthy["Capacity / Ah"] / healthy["Vehicle"].map(truth) - 1
+    assert error.abs().max() < 0.05  # from one day of telemetry; measured 1.5-3.5 % (7 days: bench/fleet.py)
+    assert healthy["Capacity Method"].str.startswith("replay of").all()
     paths = write_report(tmp_path, analysis)
     assert {p.name for p in paths} == {"vehicles.parquet", "days.parquet", "hourly.parquet", "events.parquet",
                                        "results.json", "report.html"}

@@ -1,9 +1,12 @@
 """One vehicle's telemetry through the pack's safety monitor, day by day; the fleet mapped over Dask workers.
 
 Each task reads one vehicle-day at a time and keeps only summaries (per day, per hour, the
-events), so memory does not grow with the record's length or the fleet's size. The monitor is
-the one the vehicle runs (`safety.monitor.PackMonitor`: plausibility, bar-delta estimation,
-shorts); only its short rule is tuned for a fleet, which looks back over days, not minutes.
+events) and the median cell's four columns, so memory does not grow with the fleet's size. The
+monitor is the one the vehicle runs (`safety.monitor.PackMonitor`: plausibility, bar-delta
+estimation, shorts); only its short rule is tuned for a fleet, which looks back over days, not
+minutes. The capacity reported is the fleet's own, offline: the cell model replayed over the
+vehicle's whole record (`estimate.replay`), which the car's filter, deciding as it drives on
+LFP's flat plateau, cannot afford.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..cell import load_cell
+from ..estimate.replay import fit_capacity_by_replay
 from ..io import DataError
 from ..io.columns import TIME
 from ..safety.monitor import MonitorConfig, PackMonitor
@@ -85,6 +89,7 @@ def analyze_vehicle(vehicle: str, paths: list[str], cell: str, tuning: FleetTuni
     model = load_cell(cell)
     monitor = series = sensors = None
     days, hourly, events, samples, last_time = [], [], [], 0, None
+    median_cell = []  # (time, current, median cell voltage, mean temperature) per day, for the replay
     for path in paths:
         data = read_day(path, vehicle, series)
         if monitor is None:
@@ -102,14 +107,30 @@ def analyze_vehicle(vehicle: str, paths: list[str], cell: str, tuning: FleetTuni
         events += [{"Vehicle": vehicle, "Day": day} | e.record() for e in found]
         days.append(_day_row(vehicle, day, est))
         hourly.append(_hourly(vehicle, est))
+        median_cell.append((data.time_s, data.current_a, np.nanmedian(data.cell_voltage_v, axis=1),
+                            np.nanmean(data.temperature_c, axis=1)))
         samples += len(data.time_s)
-    return VehicleAnalysis(_summary(vehicle, days, events), days, pd.concat(hourly, ignore_index=True), events,
-                           samples, series)
+    summary = _summary(vehicle, days, events) | _replayed_capacity(model, median_cell, days[0]["SOC Start / 1"])
+    return VehicleAnalysis(summary, days, pd.concat(hourly, ignore_index=True), events, samples, series)
+
+
+def _replayed_capacity(model, median_cell: list, soc0_guess: float) -> dict:
+    """The median cell's capacity from the whole record (the filter's last estimate stays if it has under two
+    rests). The median, not the mean: a shorted cell draining to empty or a broken sense wire drags the mean."""
+    time_s, current, voltage, temperature = (np.concatenate(column) for column in zip(*median_cell))
+    fit = fit_capacity_by_replay(model, time_s, current, voltage, temperature, soc0_guess)
+    if fit is None:
+        return {"Capacity Method": "filter"}
+    q = float(model.param("capacity_ah", 25.0))
+    return {"Capacity / Ah": fit.capacity_ah, "Capacity Bound / Ah": fit.capacity_bound_ah,
+            "SOH Capacity / 1": fit.capacity_ah / q, "Capacity Method": f"replay of {fit.rests} rests",
+            "Replay RMSE / V": fit.rmse_v}
 
 
 def _day_row(vehicle: str, day: str, est) -> dict:
     spread = est.cell_soc.max(axis=1) - est.cell_soc.min(axis=1)
-    return {"Vehicle": vehicle, "Day": day, "Capacity / Ah": est.capacity_ah[-1],
+    return {"Vehicle": vehicle, "Day": day, "SOC Start / 1": float(np.mean(est.cell_soc[0])),
+            "Capacity / Ah": est.capacity_ah[-1],
             "Capacity Bound / Ah": est.capacity_bound_ah[-1], "SOH Capacity / 1": est.soh_capacity[-1],
             "SOH Resistance / 1": est.soh_resistance[-1], "Resistance / ohm": float(np.median(est.resistance_ohm)),
             "Cell SOC Spread / 1": spread[-1], "Weakest Cell": int(np.argmin(est.cell_soc[-1])) + 1,
@@ -134,7 +155,7 @@ def _hourly(vehicle: str, est) -> pd.DataFrame:
 def _summary(vehicle: str, days: list[dict], events: list[dict]) -> dict:
     """The vehicle's state at the end of its record, how it moved per day, and what the monitor found."""
     last = days[-1]
-    row = {k: v for k, v in last.items() if k not in ("Day", "Max Leak / A")} | {"Days": len(days)}
+    row = {k: v for k, v in last.items() if k not in ("Day", "Max Leak / A", "SOC Start / 1")} | {"Days": len(days)}
     for name in ("SOH Capacity / 1", "SOH Resistance / 1", "Cell SOC Spread / 1"):
         values = np.array([d[name] for d in days])
         row[name.replace(" / 1", " Trend / 1 per day")] = float(np.polyfit(np.arange(len(values)), values, 1)[0]) \
