@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..cell import load_cell
+from ..estimate import EstimateOptions
 from ..estimate.replay import fit_capacity_by_replay
 from ..io import DataError
 from ..io.columns import TIME
@@ -39,9 +40,11 @@ class FleetTuning:
     short_warning_c: float = 0.0015
     short_critical_c: float = 0.01
 
-    def monitor_config(self, capacity_ah: float) -> MonitorConfig:
+    def monitor_config(self) -> MonitorConfig:
+        """The car's monitor, less the power limits and energy it computes for the driver at every sample."""
         return MonitorConfig(short=ShortRule(average_s=self.short_average_s, warning_c=self.short_warning_c,
-                                             critical_c=self.short_critical_c))
+                                             critical_c=self.short_critical_c),
+                             estimate=EstimateOptions(health=True, limits=False, energy=False))
 
 
 @dataclass
@@ -94,8 +97,7 @@ def analyze_vehicle(vehicle: str, paths: list[str], cell: str, tuning: FleetTuni
         data = read_day(path, vehicle, series)
         if monitor is None:
             series, sensors = data.cell_voltage_v.shape[1], data.temperature_c.shape[1]
-            q = float(model.param("capacity_ah", 25.0))
-            monitor = PackMonitor(model, series, sensors, config=tuning.monitor_config(q))
+            monitor = PackMonitor(model, series, sensors, config=tuning.monitor_config())
         elif data.temperature_c.shape[1] != sensors:
             raise DataError(path, f"has {data.temperature_c.shape[1]} temperature columns, the days before {sensors}")
         if last_time is not None and data.time_s[0] <= last_time:

@@ -142,16 +142,12 @@ class PackEstimator:
         headroom = np.clip(np.min(q_cells * (soc_max - cell_soc), axis=1), 0.0, None)
         # The mean cell's open-circuit energy per Ah of its own remaining range, times the weakest cell's Ah.
         bar_ah = np.maximum(q * (z_bar - soc_min), 1e-9)
-        energy = self.series * bar.energy_wh[:, 0] / bar_ah * available
-        lim = bar.limits[min(bar.limits)]
-        # The limiting cell: the fullest sets the charge limit, the emptiest the discharge limit, scaled by how
-        # much nearer its own SoC limit it is than the mean cell (in full until it is 4x nearer).
-        charge_scale = np.clip((soc_max - cell_soc.max(axis=1)) / np.maximum(soc_max - z_bar, 1e-6), 0.0, 1.0)
-        discharge_scale = np.clip((cell_soc.min(axis=1) - soc_min) / np.maximum(z_bar - soc_min, 1e-6), 0.0, 1.0)
-        ic = lim.charge_current_a[:, 0] * np.minimum(1.0, charge_scale * 4.0)
-        idis = lim.discharge_current_a[:, 0] * np.minimum(1.0, discharge_scale * 4.0)
-        v_c = lim.charge_power_w[:, 0] / np.maximum(lim.charge_current_a[:, 0], 1e-9)
-        v_d = lim.discharge_power_w[:, 0] / np.maximum(lim.discharge_current_a[:, 0], 1e-9)
+        nan = np.full(len(time_s), np.nan)  # what the options chose not to compute (a fleet's analysis needs no limits)
+        energy = self.series * bar.energy_wh[:, 0] / bar_ah * available if bar.energy_wh is not None else nan
+        if not bar.limits:
+            ic = idis = v_c = v_d = nan
+        else:
+            ic, idis, v_c, v_d = self._limiting_cell(bar.limits[min(bar.limits)], cell_soc, z_bar)
         return PackEstimate(
             time_s=time_s, soc=available / np.maximum(available + headroom, 1e-9), cell_soc=cell_soc,
             cell_soc_bound=bound, leak_a=x[..., LEAK], leak_std_a=std[..., LEAK], resistance_ratio=1.0 + x[..., DR],
@@ -160,3 +156,16 @@ class PackEstimator:
             headroom_ah=headroom, energy_wh=energy, max_charge_current_a=ic, max_discharge_current_a=idis,
             max_charge_power_w=ic * v_c * self.series, max_discharge_power_w=idis * v_d * self.series,
             current_offset_a=bar.current_offset_a[:, 0])
+
+    def _limiting_cell(self, lim, cell_soc, z_bar):
+        """(charge, discharge current, charge, discharge voltage): the fullest cell sets the charge limit, the
+        emptiest the discharge limit, scaled by how much nearer its own SoC limit it is than the mean cell (in
+        full until it is 4x nearer)."""
+        soc_min, soc_max = self.options.soc_min, self.options.soc_max
+        charge_scale = np.clip((soc_max - cell_soc.max(axis=1)) / np.maximum(soc_max - z_bar, 1e-6), 0.0, 1.0)
+        discharge_scale = np.clip((cell_soc.min(axis=1) - soc_min) / np.maximum(z_bar - soc_min, 1e-6), 0.0, 1.0)
+        ic = lim.charge_current_a[:, 0] * np.minimum(1.0, charge_scale * 4.0)
+        idis = lim.discharge_current_a[:, 0] * np.minimum(1.0, discharge_scale * 4.0)
+        v_c = lim.charge_power_w[:, 0] / np.maximum(lim.charge_current_a[:, 0], 1e-9)
+        v_d = lim.discharge_power_w[:, 0] / np.maximum(lim.discharge_current_a[:, 0], 1e-9)
+        return ic, idis, v_c, v_d

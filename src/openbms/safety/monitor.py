@@ -51,15 +51,11 @@ class PackMonitor:
         current = np.atleast_1d(np.asarray(current_a, dtype=float))
         v = np.asarray(cell_voltage_v, dtype=float).reshape(len(time_s), self.series)
         temps = np.asarray(temperature_c, dtype=float).reshape(len(time_s), -1)
-        events: list[Event] = []
-        valid = np.empty(v.shape, dtype=bool)
-        quiet = self.soa.quiet(v, temps, current)
-        trusted_t = temps.copy()  # a sensor judged implausible neither trips nor clears a limit
+        events, valid, bad_t = self.plausibility.update(time_s, v, temps, current)
+        trusted_t = np.where(bad_t, np.nan, temps)  # a sensor judged implausible neither trips nor clears a limit
+        quiet = self.soa.quiet(v, temps, current) & valid.all(axis=1)
         for k, t in enumerate(time_s):
-            found, valid[k] = self.plausibility.update(t, v[k], temps[k], current[k])
-            events += found
-            trusted_t[k, self.plausibility.bad_t] = np.nan
-            if not (quiet[k] and valid[k].all() and self.soa.idle):
+            if not (quiet[k] and self.soa.idle):
                 events += self.soa.update(t, np.where(valid[k], v[k], np.nan), trusted_t[k], current[k])
         events += self.runaway.update(time_s, v, trusted_t)
         self.trusted_temperature_c = trusted_t[-1]  # the last sample's sensors, NaN where implausible

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from .events import Event
 
@@ -23,7 +24,7 @@ class PlausibilityRule:
 
 
 class PlausibilityChecker:
-    """Streaming: `update` returns (events, valid mask for the cell voltages)."""
+    """Streaming over chunks: `update` returns the events and which readings to trust at each sample."""
 
     def __init__(self, n_cells: int, n_sensors: int, capacity_ah: float, rule: PlausibilityRule = PlausibilityRule()):
         self.rule, self.capacity_ah = rule, capacity_ah
@@ -35,44 +36,44 @@ class PlausibilityChecker:
         self.i_high = np.full(n_cells, -np.inf)
         self.offset_flagged = False
 
-    def update(self, time_s: float, cell_voltages_v, temperatures_c, current_a: float) -> tuple[list[Event], np.ndarray]:
+    def update(self, time_s, cell_voltage_v, temperature_c, current_a) -> tuple[list[Event], np.ndarray, np.ndarray]:
+        """time_s (time,), cell voltages (time, cells), temperatures (time, sensors), current (time,):
+        (events, cell voltages valid (time, cells), temperature sensors bad (time, sensors))."""
         r = self.rule
-        v = np.asarray(cell_voltages_v, dtype=float)
-        temps = np.asarray(temperatures_c, dtype=float)
-        events: list[Event] = []
+        t = np.asarray(time_s, dtype=float)
+        v = np.asarray(cell_voltage_v, dtype=float)
+        temps = np.asarray(temperature_c, dtype=float)
         lo, hi = r.voltage_range_v
         out_v = ~np.isfinite(v) | (v < lo) | (v > hi)
-        changed = v != self.last_v
-        self.v_since = np.where(changed, time_s, self.v_since)
-        self.i_low = np.where(changed, current_a, np.minimum(self.i_low, current_a))
-        self.i_high = np.where(changed, current_a, np.maximum(self.i_high, current_a))
-        self.last_v = v
-        moving = self.i_high - self.i_low >= r.stuck_current_c * self.capacity_ah
-        stuck = moving & (time_s - self.v_since >= r.stuck_s)
+        since = np.empty(v.shape)
+        stuck = np.empty(v.shape, dtype=bool)
+        _stuck_readings(t, v, np.asarray(current_a, dtype=float), r.stuck_s, r.stuck_current_c * self.capacity_ah,
+                        self.last_v, self.v_since, self.i_low, self.i_high, since, stuck)
         bad_v = out_v | stuck
-        for c in np.flatnonzero(bad_v & ~self.bad_v):
-            if stuck[c] and not out_v[c]:
-                why = f"cell voltage {c + 1} has read {v[c]:.4f} V for {time_s - self.v_since[c]:.0f} s while the current moved"
-            elif np.isfinite(v[c]) and v[c] < lo and self._neighbour_high(v, c):
-                why = f"cell voltage {c + 1} reads {v[c]:.3f} V while a neighbour reads high: an open sense wire"
+        events = []
+        for k, c in _changes(self.bad_v, bad_v):
+            if not bad_v[k, c]:
+                why, cleared = f"cell voltage {c + 1} plausible again", True
+            elif stuck[k, c] and not out_v[k, c]:
+                why, cleared = f"cell voltage {c + 1} has read {v[k, c]:.4f} V for {t[k] - since[k, c]:.0f} s while the " \
+                               "current moved", False
+            elif np.isfinite(v[k, c]) and v[k, c] < lo and self._neighbour_high(v[k], c):
+                why, cleared = f"cell voltage {c + 1} reads {v[k, c]:.3f} V while a neighbour reads high: an open " \
+                               "sense wire", False
             else:
-                why = f"cell voltage {c + 1} reads {v[c]:.3f} V, outside {lo:g}-{hi:g} V: a sensor or wiring fault"
-            events.append(Event(time_s, "sensor_fault", "warning", why, cell=int(c) + 1, value=float(v[c])))
-        for c in np.flatnonzero(~bad_v & self.bad_v):
-            events.append(Event(time_s, "sensor_fault", "warning", f"cell voltage {c + 1} plausible again",
-                                cell=int(c) + 1, value=float(v[c]), cleared=True))
-        self.bad_v = bad_v
+                why, cleared = f"cell voltage {c + 1} reads {v[k, c]:.3f} V, outside {lo:g}-{hi:g} V: a sensor or " \
+                               "wiring fault", False
+            events.append(Event(t[k], "sensor_fault", "warning", why, cell=int(c) + 1, value=float(v[k, c]),
+                                cleared=cleared))
         tlo, thi = r.temperature_range_c
         bad_t = ~np.isfinite(temps) | (temps < tlo) | (temps > thi)
-        for j in np.flatnonzero(bad_t & ~self.bad_t):
-            events.append(Event(time_s, "sensor_fault", "warning",
-                                f"temperature sensor {j + 1} reads {temps[j]:.1f} degC, outside {tlo:g}-{thi:g} degC",
-                                sensor=int(j) + 1, value=float(temps[j])))
-        for j in np.flatnonzero(~bad_t & self.bad_t):
-            events.append(Event(time_s, "sensor_fault", "warning", f"temperature sensor {j + 1} plausible again",
-                                sensor=int(j) + 1, value=float(temps[j]), cleared=True))
-        self.bad_t = bad_t
-        return events, ~bad_v
+        for k, j in _changes(self.bad_t, bad_t):
+            why = f"temperature sensor {j + 1} plausible again" if not bad_t[k, j] else \
+                f"temperature sensor {j + 1} reads {temps[k, j]:.1f} degC, outside {tlo:g}-{thi:g} degC"
+            events.append(Event(t[k], "sensor_fault", "warning", why, sensor=int(j) + 1, value=float(temps[k, j]),
+                                cleared=not bad_t[k, j]))
+        self.bad_v, self.bad_t = bad_v[-1], bad_t[-1]
+        return events, ~bad_v, bad_t
 
     def check_offset(self, time_s: float, current_offset_a: float) -> list[Event]:
         """The current sensor's offset as the estimator sees it from the cells' voltages; reported once."""
@@ -87,3 +88,24 @@ class PlausibilityChecker:
     def _neighbour_high(v: np.ndarray, c: int) -> bool:
         median = np.nanmedian(v)
         return any(0 <= n < len(v) and v[n] > median * 1.2 for n in (c - 1, c + 1))
+
+
+def _changes(before: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """(sample, index) pairs where a flag differs from the sample before (the first against `before`)."""
+    previous = np.concatenate([before[None], flags[:-1]])
+    return np.argwhere(flags != previous)
+
+
+@njit(cache=True)
+def _stuck_readings(time_s, v, current, stuck_s, span_a, last_v, v_since, i_low, i_high, since_out, stuck_out):
+    """Per sample and cell: a reading unchanged for stuck_s while the current spanned span_a (state carried over)."""
+    for k in range(v.shape[0]):
+        i = current[k]
+        for c in range(v.shape[1]):
+            if v[k, c] != last_v[c]:
+                v_since[c], i_low[c], i_high[c] = time_s[k], i, i
+            else:
+                i_low[c], i_high[c] = min(i_low[c], i), max(i_high[c], i)
+            last_v[c] = v[k, c]
+            since_out[k, c] = v_since[c]
+            stuck_out[k, c] = i_high[c] - i_low[c] >= span_a and time_s[k] - v_since[c] >= stuck_s
