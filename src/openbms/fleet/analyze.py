@@ -34,11 +34,13 @@ HOUR_S = 3600.0
 
 @dataclass(frozen=True)
 class FleetTuning:
-    """The short rule for fleet telemetry: a day of averaging, thresholds as fractions of 1C (cell size free)."""
+    """The short rule for fleet telemetry (a day of averaging, thresholds as fractions of 1C, cell size free)
+    and the OCV error behind the replayed capacity's bound."""
 
     short_average_s: float = 24 * 3600.0
     short_warning_c: float = 0.0015
     short_critical_c: float = 0.01
+    ocv_std_v: float = 0.003  # how well the model's OCV knows a rested cell: the replayed capacity's bound
 
     def monitor_config(self) -> MonitorConfig:
         """The car's monitor, less the power limits and energy it computes for the driver at every sample."""
@@ -112,15 +114,15 @@ def analyze_vehicle(vehicle: str, paths: list[str], cell: str, tuning: FleetTuni
         median_cell.append((data.time_s, data.current_a, np.nanmedian(data.cell_voltage_v, axis=1),
                             np.nanmean(data.temperature_c, axis=1)))
         samples += len(data.time_s)
-    summary = _summary(vehicle, days, events) | _replayed_capacity(model, median_cell, days[0]["SOC Start / 1"])
+    summary = _summary(vehicle, days, events) | _replayed_capacity(model, median_cell, days[0]["SOC Start / 1"], tuning)
     return VehicleAnalysis(summary, days, pd.concat(hourly, ignore_index=True), events, samples, series)
 
 
-def _replayed_capacity(model, median_cell: list, soc0_guess: float) -> dict:
+def _replayed_capacity(model, median_cell: list, soc0_guess: float, tuning: FleetTuning) -> dict:
     """The median cell's capacity from the whole record (the filter's last estimate stays if it has under two
     rests). The median, not the mean: a shorted cell draining to empty or a broken sense wire drags the mean."""
     time_s, current, voltage, temperature = (np.concatenate(column) for column in zip(*median_cell))
-    fit = fit_capacity_by_replay(model, time_s, current, voltage, temperature, soc0_guess)
+    fit = fit_capacity_by_replay(model, time_s, current, voltage, temperature, soc0_guess, tuning.ocv_std_v)
     if fit is None:
         return {"Capacity Method": "filter"}
     q = float(model.param("capacity_ah", 25.0))

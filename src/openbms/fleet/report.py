@@ -51,12 +51,14 @@ def _html(a: FleetAnalysis, drill_down: int, table_rows: int) -> str:
              f"Suspected internal shorts: {found[0]}; faulty cell-voltage sensors: {found[1]}.</p>",
              "<h2>State of health</h2>", _img(_soh_figure(v)),
              f"<h2>Who needs service first</h2><p>The first {min(table_rows, len(v))} of {len(v)} vehicles "
-             "(all in vehicles.parquet and results.json). Capacity bound: 3 sigma.</p>",
+             "(all in vehicles.parquet and results.json). Capacity: the median cell's, from the cell model replayed "
+             "over the vehicle's whole record (Capacity Method), with a 3 sigma bound.</p>",
              v[TABLE_COLUMNS].head(table_rows).to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep=""),
              f"<h2>Drill-down: the first {min(drill_down, len(v))} vehicles</h2>"]
-    for vehicle, reason in v[["Vehicle", "Service Reason"]].head(drill_down).itertuples(index=False):
-        parts += [f"<h3>{html.escape(vehicle)}: {html.escape(reason)}</h3>",
-                  _img(_vehicle_figure(vehicle, a.hourly[a.hourly["Vehicle"] == vehicle],
+    for row in v.head(drill_down).to_dict("records"):
+        vehicle = row["Vehicle"]
+        parts += [f"<h3>{html.escape(vehicle)}: {html.escape(row['Service Reason'])}</h3>",
+                  _img(_vehicle_figure(row, a.hourly[a.hourly["Vehicle"] == vehicle],
                                        a.days[a.days["Vehicle"] == vehicle]))]
     style = ("body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;font-size:12px}"
              "td,th{border:1px solid #ccc;padding:2px 6px}")
@@ -73,7 +75,7 @@ def _soh_figure(v: pd.DataFrame):
     return fig
 
 
-def _vehicle_figure(vehicle: str, hourly: pd.DataFrame, days: pd.DataFrame):
+def _vehicle_figure(vehicle: dict, hourly: pd.DataFrame, days: pd.DataFrame):
     cells = hourly.filter(regex=r"^Cell SOC \d+ / 1$")
     hours = hourly[TIME] / 86400.0
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
@@ -83,12 +85,14 @@ def _vehicle_figure(vehicle: str, hourly: pd.DataFrame, days: pd.DataFrame):
     axes[0].legend(fontsize=8)
     axes[1].errorbar(range(1, len(days) + 1), days["Capacity / Ah"], yerr=days["Capacity Bound / Ah"], fmt="o-",
                      capsize=3)
-    axes[1].set(xlabel="day", ylabel="Ah", title="capacity at the end of each day (3 sigma)")
+    axes[1].axhline(vehicle["Capacity / Ah"], color="k", lw=1, label="the record replayed")
+    axes[1].legend(fontsize=8)
+    axes[1].set(xlabel="day", ylabel="Ah", title="capacity: the car's filter each day (3 sigma)")
     divergence = 100 * cells.sub(cells.mean(axis=1), axis=0)
     for n, column in enumerate(divergence.columns):
         axes[2].plot(hours, divergence[column], lw=1.8 if n == divergence.iloc[-1].abs().argmax() else 0.7)
     axes[2].set(xlabel="day", ylabel="SoC − mean / %", title="cell divergence")
-    fig.suptitle(vehicle)
+    fig.suptitle(vehicle["Vehicle"])
     fig.tight_layout()
     return fig
 
