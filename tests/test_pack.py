@@ -98,7 +98,8 @@ def test_plausibility_flags_open_wires_and_stuck_readings_and_trusts_clean_ones(
     faults.open_wire(v, 2, 500.0, t)
     faults.stuck(v, 5, 100.0, t)
     checker = PlausibilityChecker(6, 1, Q)
-    events = [e for k in range(0, 2000, 300) for e in checker.update(t[k:k + 300], v[k:k + 300], np.full((len(t[k:k + 300]), 1), 25.0), current[k:k + 300])[0]]
+    chunks = [slice(k, k + 300) for k in range(0, 2000, 300)]  # fed in chunks, as the monitor does
+    events = [e for c in chunks for e in checker.update(t[c], v[c], np.full((len(t[c]), 1), 25.0), current[c])[0]]
     flagged = {e.cell: e.explanation for e in events if not e.cleared}
     assert "open sense wire" in flagged[3] and 4 in flagged and "read" in flagged[6]
     assert set(flagged) == {3, 4, 6}

@@ -64,7 +64,8 @@ def fit_capacity_by_replay(model: CellModel, time_s, current_a, voltage_v, tempe
 
     step = 1e-3
     fit = least_squares(lambda p: replay([p])[:, 0], x0=[1.0, soc0_guess, 0.0, 1.0], jac=jacobian,
-                        bounds=([0.3, 0.0, -1.0, 0.2], [1.5, 1.0, 1.0 - step, 5.0]), x_scale=[0.1, 0.1, 0.5, 0.5], xtol=1e-4, ftol=1e-4)
+                        bounds=([0.3, 0.0, -1.0, 0.2], [1.5, 1.0, 1.0 - step, 5.0]), x_scale=[0.1, 0.1, 0.5, 0.5],
+                        xtol=1e-4, ftol=1e-4)
     rmse = float(np.sqrt(np.sum(fit.fun**2) / n_rests))
     sigma = max(rmse, ocv_std_v)
     try:
