@@ -95,6 +95,7 @@ def analyze_vehicle(vehicle: str, paths: list[str], cell: str, tuning: FleetTuni
     monitor = series = sensors = None
     days, hourly, events, samples, last_time = [], [], [], 0, None
     median_cell = []  # (time, current, median cell voltage, mean temperature) per day, for the replay
+    soc0_guess = None  # where the replay starts looking: the filter's SoC at the first sample
     for path in paths:
         data = read_day(path, vehicle, series)
         if monitor is None:
@@ -111,10 +112,11 @@ def analyze_vehicle(vehicle: str, paths: list[str], cell: str, tuning: FleetTuni
         events += [{"Vehicle": vehicle, "Day": day} | e.record() for e in found]
         days.append(_day_row(vehicle, day, est))
         hourly.append(_hourly(vehicle, est))
+        soc0_guess = float(np.mean(est.cell_soc[0])) if soc0_guess is None else soc0_guess
         median_cell.append((data.time_s, data.current_a, np.nanmedian(data.cell_voltage_v, axis=1),
                             np.nanmean(data.temperature_c, axis=1)))
         samples += len(data.time_s)
-    summary = _summary(vehicle, days, events) | _replayed_capacity(model, median_cell, days[0]["SOC Start / 1"], tuning)
+    summary = _summary(vehicle, days, events) | _replayed_capacity(model, median_cell, soc0_guess, tuning)
     return VehicleAnalysis(summary, days, pd.concat(hourly, ignore_index=True), events, samples, series)
 
 
@@ -133,8 +135,7 @@ def _replayed_capacity(model, median_cell: list, soc0_guess: float, tuning: Flee
 
 def _day_row(vehicle: str, day: str, est) -> dict:
     spread = est.cell_soc.max(axis=1) - est.cell_soc.min(axis=1)
-    return {"Vehicle": vehicle, "Day": day, "SOC Start / 1": float(np.mean(est.cell_soc[0])),
-            "Capacity / Ah": est.capacity_ah[-1],
+    return {"Vehicle": vehicle, "Day": day, "Capacity / Ah": est.capacity_ah[-1],
             "Capacity Bound / Ah": est.capacity_bound_ah[-1], "SOH Capacity / 1": est.soh_capacity[-1],
             "SOH Resistance / 1": est.soh_resistance[-1], "Resistance / ohm": float(np.median(est.resistance_ohm)),
             "Cell SOC Spread / 1": spread[-1], "Weakest Cell": int(np.argmin(est.cell_soc[-1])) + 1,
@@ -159,7 +160,7 @@ def _hourly(vehicle: str, est) -> pd.DataFrame:
 def _summary(vehicle: str, days: list[dict], events: list[dict]) -> dict:
     """The vehicle's state at the end of its record, how it moved per day, and what the monitor found."""
     last = days[-1]
-    row = {k: v for k, v in last.items() if k not in ("Day", "Max Leak / A", "SOC Start / 1")} | {"Days": len(days)}
+    row = {k: v for k, v in last.items() if k not in ("Day", "Max Leak / A")} | {"Days": len(days)}
     for name in ("SOH Capacity / 1", "SOH Resistance / 1", "Cell SOC Spread / 1"):
         values = np.array([d[name] for d in days])
         row[name.replace(" / 1", " Trend / 1 per day")] = float(np.polyfit(np.arange(len(values)), values, 1)[0]) \
