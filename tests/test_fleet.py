@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from openbms.cli import main
-from openbms.fleet.analyze import analyze_fleet
+from openbms.fleet.analyze import FleetTuning, analyze_fleet, analyze_vehicle
 from openbms.fleet.cluster import dask_client
 from openbms.fleet.dataset import FleetInfo, read_day, vehicle_days, write_partition
 from openbms.fleet.report import write_report
@@ -106,3 +106,16 @@ def test_cli_errors_are_clear(fleet, tmp_path, capsys):
     (tmp_path / "vehicle=V1" / "day=2026-01-05").mkdir(parents=True)
     assert main(["fleet", "analyze", str(tmp_path)]) == 2
     assert "day=2026-01-05:missingpart.parquet" in error()
+
+
+def test_a_healthy_pack_with_an_outlying_cell_is_not_called_shorted(tmp_path):
+    """A vehicle of the simulated fleet, aged to 0.83 capacity, whose cell 7 starts 2 sigma above the others:
+    with the car's 30 min error correlation, its plateau SoC error read as a leak on that cell within a day."""
+    info = FleetInfo("a123_lfp", 16, 4, SAMPLING, "2026-01-05")
+    info.save(tmp_path)
+    vehicle = VehicleSpec("V0278", seed=1930423614, capacity_scale=0.8318323753, resistance_scale=1.5108799405,
+                          usage=1.2626254661, soc0=0.9273650993, ambient_c=20.3534851644)
+    simulate_vehicle(vehicle, str(tmp_path), info, 2)
+    paths = [str(p) for p in vehicle_days(tmp_path)["V0278"]]
+    assert analyze_vehicle("V0278", paths, "a123_lfp", FleetTuning(error_correlation_s=1800.0)).summary["Short Cell"] == 7
+    assert analyze_vehicle("V0278", paths, "a123_lfp").summary["Short Cell"] is None

@@ -23,6 +23,7 @@ from ..estimate import EstimateOptions
 from ..estimate.replay import fit_capacity_by_replay
 from ..io import DataError
 from ..io.columns import TIME
+from ..pack.estimator import DeltaOptions
 from ..safety.monitor import MonitorConfig, PackMonitor
 from ..safety.short import ShortRule
 from .cluster import map_with_progress
@@ -41,9 +42,9 @@ class FleetTuning:
     short_average_s: float = 24 * 3600.0
     short_warning_c: float = 0.0011
     short_critical_c: float = 0.01
-    # On LFP's plateau the model's voltage error outlasts a park; counting it as one look per 8 h (the car's
-    # filter: 30 min, to follow SoC as it drives) keeps the delta filters from reading the mean cell's
-    # plateau error as a leak: healthy vehicles flagged fell from 22 to 0 of 36 of the hardest (bench/fleet.py).
+    # On LFP's plateau the model's voltage error outlasts a park; counting it as one look per 8 h in the mean
+    # cell's filter and the delta filters (the car's: 30 min and 4 h, to follow SoC as it drives) keeps them from
+    # reading the mean cell's plateau error as a leak: of 36 healthy vehicles the 30 min flagged, none are.
     error_correlation_s: float = 8 * 3600.0
     ocv_std_v: float = 0.003  # how well the model's OCV knows a rested cell: the replayed capacity's bound
 
@@ -52,7 +53,8 @@ class FleetTuning:
         return MonitorConfig(short=ShortRule(average_s=self.short_average_s, warning_c=self.short_warning_c,
                                              critical_c=self.short_critical_c),
                              estimate=EstimateOptions(health=True, limits=False, energy=False,
-                                                      error_correlation_s=self.error_correlation_s))
+                                                      error_correlation_s=self.error_correlation_s),
+                             delta=DeltaOptions(mean_error_s=self.error_correlation_s))
 
 
 @dataclass

@@ -34,8 +34,8 @@ def delta_kernel(time_s, dv, current, bleed, zbar, zbar_std, tbar, axis, table, 
     current, + = charging; bleed: (time, cells) balancing current drawn from each cell (A); zbar, zbar_std,
     tbar: the mean cell's SoC, its std and temperature; i_rc: the mean cell's RC branch currents (carried over).
     Where the OCV slope differs between cells, an error in zbar looks like a difference between them: its
-    std enters each cell's measurement noise, as an error that stays alike for zbar_corr_s (the bar
-    filter's own error correlation time), so hours of it do not add up to a leak.
+    std enters each cell's measurement noise, as an error that stays alike for zbar_corr_s (hours on
+    LFP's plateau), so hours of it do not add up to a leak.
     time_s runs one past the samples.
     """
     n_time, n_cells = dv.shape
