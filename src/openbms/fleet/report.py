@@ -51,8 +51,8 @@ def _html(a: FleetAnalysis, drill_down: int, table_rows: int) -> str:
              f"Suspected internal shorts: {found[0]}; faulty cell-voltage sensors: {found[1]}.</p>",
              "<h2>State of health</h2>", _img(_soh_figure(v)),
              f"<h2>Who needs service first</h2><p>The first {min(table_rows, len(v))} of {len(v)} vehicles "
-             "(all in vehicles.parquet and results.json). Capacity: the median cell's, from the cell model replayed "
-             "over the vehicle's whole record (Capacity Method), with a 3 sigma bound.</p>",
+             "(all in vehicles.parquet and results.json). Capacity: the median of the cells', each from the cell "
+             "model replayed over the vehicle's whole record (Capacity Method), with a 3 sigma bound.</p>",
              v[TABLE_COLUMNS].head(table_rows).to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep=""),
              f"<h2>Drill-down: the first {min(drill_down, len(v))} vehicles</h2>"]
     for row in v.head(drill_down).to_dict("records"):
