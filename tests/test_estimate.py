@@ -226,6 +226,22 @@ def test_replay_learns_the_capacity_the_filter_cannot_from_commuting_days():
     assert fit.soc0 == pytest.approx(0.93, abs=0.01) and fit.rests >= 8
 
 
+def test_replay_fits_each_cell_of_a_string_and_leaves_out_a_dead_sensor():
+    """Three cells of one string (0.83x, 0.85x, 0.88x capacity, SoCs 3 % apart) under the same 3 days: each
+    cell's own capacity, where the median of their voltages, fitted as one cell, is not any cell's."""
+    t, i = commuting(3)
+    scales, socs = np.array([0.83, 0.85, 0.88]), [0.90, 0.93, 0.96]
+    v = np.column_stack([simulate(CELL.scaled(capacity=c, resistance=1.4), t, i, 25.0, soc0=z).voltage_v
+                         for c, z in zip(scales, socs)])
+    v = noisy(v, seed=3)
+    v[len(t) // 2:, 2] = np.nan  # the third cell's sensor lost half-way: its first half still counts
+    fit = fit_capacity_by_replay(CELL, t, i, v, 25.0, soc0_guess=0.8)
+    assert fit.capacity_ah.shape == (3,)
+    np.testing.assert_allclose(fit.capacity_ah[:2] / Q, scales[:2], rtol=0.02)  # measured 0.2 %, 1.0 %
+    assert fit.capacity_ah[2] / Q == pytest.approx(scales[2], rel=0.06)  # half the rests: measured 3.4 %
+    assert fit.soc0 == pytest.approx(socs, abs=0.02)
+
+
 def test_replay_needs_two_rests():
     t = np.arange(0.0, 7200.0)
     i = np.full_like(t, -0.5 * Q)  # two hours of discharge: never at rest

@@ -2,10 +2,9 @@
 
 Each task reads one vehicle-day at a time and keeps only summaries (per day, per hour, the
 events) and, for the replay, the cell voltages as float32 (tens of MB a vehicle-week), so memory
-does not grow with the fleet's size. The
-monitor is the one the vehicle runs (`safety.monitor.PackMonitor`: plausibility, bar-delta
-estimation, shorts); only its short rule is tuned for a fleet, which looks back over days, not
-minutes. The capacity reported is the fleet's own, offline: the cell model replayed over the
+does not grow with the fleet's size. The monitor is the one the vehicle runs
+(`safety.monitor.PackMonitor`: plausibility, bar-delta estimation, shorts), tuned for a fleet,
+which looks back over days, not minutes (`FleetTuning`). The capacity reported is the fleet's own, offline: the cell model replayed over the
 vehicle's whole record (`estimate.replay`), which the car's filter, deciding as it drives on
 LFP's flat plateau, cannot afford.
 """
@@ -146,14 +145,14 @@ def _replayed_capacity(model, record: list, soc0_guess: float, tuning: FleetTuni
     cells = fit_capacity_by_replay(model, time_s, current, voltage, temperature, soc0_guess, tuning.ocv_std_v,
                                    start_from=median_cell)
     capacity = float(np.median(cells.capacity_ah))
-    scatter = 1.4826 * float(np.median(np.abs(cells.capacity_ah - capacity))) / capacity
-    method = f"replay of {cells.rests} rests, "
+    scatter = 1.4826 * float(np.median(np.abs(cells.capacity_ah - capacity))) / capacity  # a robust std
     if scatter <= tuning.cell_capacity_scatter:
-        bound, rmse, method = float(np.median(cells.capacity_bound_ah)), float(np.median(cells.rmse_v)), method + (
-            "median of the cells")
+        bound, rmse, used = np.median(cells.capacity_bound_ah), np.median(cells.rmse_v), "median of the cells"
     else:
         capacity, bound, rmse = median_cell.capacity_ah, median_cell.capacity_bound_ah, median_cell.rmse_v
-        method += f"median cell (the cells' own scatter {scatter:.0%})"
+        used = f"median cell (the cells' own scatter {scatter:.0%})"
+    method = f"replay of {cells.rests} rests, {used}"
+    bound, rmse = float(bound), float(rmse)
     q = float(model.param("capacity_ah", 25.0))
     return {"Capacity / Ah": capacity, "Capacity Bound / Ah": bound, "SOH Capacity / 1": capacity / q,
             "Capacity Method": method, "Replay RMSE / V": rmse}
