@@ -123,8 +123,8 @@ def _coarse(time_s, current, temperature, rest):
     node = np.r_[True, ((step[1:] != step[:-1]) & (sign[1:] != 0)) | (sign[1:] != sign[:-1]) | rest[1:]]
     index = np.flatnonzero(node)
     dt = np.diff(time_s, append=time_s[-1])
-    mean = np.add.reduceat(current * dt, index) / np.maximum(np.add.reduceat(dt, index), 1e-12)
-    mean[-1] = current[index[-1]] if index[-1] == len(time_s) - 1 else mean[-1]
+    duration = np.add.reduceat(dt, index)  # zero only for a last step of one sample: its own current
+    mean = np.divide(np.add.reduceat(current * dt, index), duration, out=current[index].copy(), where=duration > 0)
     return time_s[index], mean, temperature[index], rest[index]
 
 

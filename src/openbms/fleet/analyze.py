@@ -151,11 +151,9 @@ def _replayed_capacity(model, record: list, soc0_guess: float, tuning: FleetTuni
     else:
         capacity, bound, rmse = median_cell.capacity_ah, median_cell.capacity_bound_ah, median_cell.rmse_v
         used = f"median cell (the cells' own scatter {scatter:.0%})"
-    method = f"replay of {cells.rests} rests, {used}"
-    bound, rmse = float(bound), float(rmse)
     q = float(model.param("capacity_ah", 25.0))
-    return {"Capacity / Ah": capacity, "Capacity Bound / Ah": bound, "SOH Capacity / 1": capacity / q,
-            "Capacity Method": method, "Replay RMSE / V": rmse}
+    return {"Capacity / Ah": capacity, "Capacity Bound / Ah": float(bound), "SOH Capacity / 1": capacity / q,
+            "Capacity Method": f"replay of {cells.rests} rests, {used}", "Replay RMSE / V": float(rmse)}
 
 
 def _day_row(vehicle: str, day: str, est) -> dict:
