@@ -34,7 +34,9 @@ class EstimateOptions:
     min_soc_moved: float = 0.1  # SoC moved between capacity anchors
     capacity_memory: float = 0.95  # fading memory of capacity measurements
     capacity_prior_std: float = 0.1  # relative std of the model's capacity for this cell
-    joint_capacity_std: float = 0.0  # prior std of a capacity the filter also tracks itself (0: the certified only)
+    # prior std of a capacity the filter also tracks itself, between certified estimates (0: the certified only);
+    # on an aged cell it keeps a current-sensor offset from absorbing the capacity's share of the SoC's drift
+    joint_capacity_std: float = 0.1
     capacity_drift: float = 0.002  # relative capacity random walk in the filter, per sqrt(hour)
     resistance_step_c: float = 0.2  # current step, fraction of 1C, that measures resistance
     resistance_drift: float = 1e-8  # resistance-scale variance growth per second
@@ -48,7 +50,8 @@ class EstimateOptions:
     health: bool = True
     energy: bool = True  # remaining energy to soc_min (two OCV-table lookups per sample)
     adapt: bool = True  # feed the capacity estimate back into the SoC filter
-    adapt_resistance: bool = False  # scale the filter's resistances by ρ (off: a few % off in ρ costs SoC accuracy)
+    adapt_resistance: bool = True  # scale the filter's resistances by ρ, as far as it is beyond resistance_deadband
+    resistance_deadband: float = 0.1  # the step method's own bias: a fresh cell reads 0.92-1.07
     limits: bool = True
 
     def validate(self) -> "EstimateOptions":
@@ -64,7 +67,7 @@ class EstimateOptions:
             raise ValueError("estimate option capacity_memory must be in (0, 1]")
         if not 0 <= self.soc_min < self.soc_max <= 1:
             raise ValueError("estimate options need 0 <= soc_min < soc_max <= 1")
-        for name in ("offset_drift_c", "capacity_drift", "joint_capacity_std", "resistance_drift"):
+        for name in ("offset_drift_c", "capacity_drift", "joint_capacity_std", "resistance_drift", "resistance_deadband"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"estimate option {name} must not be negative, got {getattr(self, name)}")
         if not self.horizons_s or not all(np.isfinite(h) and h > 0 for h in self.horizons_s):
@@ -323,6 +326,7 @@ def options_array(model, o: EstimateOptions) -> np.ndarray:
     opt[K.O_Q_CAPACITY] = o.capacity_drift**2 / 3600.0
     opt[K.O_ADAPT_RESISTANCE] = float(o.adapt_resistance)
     opt[K.O_JOINT_VAR] = o.joint_capacity_std**2
+    opt[K.O_RHO_DEADBAND] = o.resistance_deadband
     return opt
 
 

@@ -34,8 +34,8 @@ N_X = 4  # filter states: the first four columns
 # Options array.
 (O_SIGMA_V, O_SENSOR_V, O_SIGMA_I, O_GAIN_STD, O_Q_OFFSET, O_ANCHOR_STD, O_MIN_MOVED, O_FADE, O_STEP_C,
  O_Q_RHO, O_PRIOR_S_VAR, O_SOC_MIN, O_SOC_MAX, O_MAX_CHARGE_C, O_MAX_DISCHARGE_C, O_V_MIN, O_V_MAX, O_GATE,
- O_CORRELATION_S, O_Q_CAPACITY, O_ADAPT_RESISTANCE, O_JOINT_VAR) = range(22)
-N_OPTIONS = 22
+ O_CORRELATION_S, O_Q_CAPACITY, O_ADAPT_RESISTANCE, O_JOINT_VAR, O_RHO_DEADBAND) = range(23)
+N_OPTIONS = 23
 # Health outputs.
 OUT_OFFSET, OUT_HYST, OUT_CAPACITY_SCALE, OUT_CAPACITY_SCALE_STD, OUT_RHO, OUT_RHO_STD = range(6)
 N_HEALTH = 6
@@ -105,6 +105,13 @@ def _sigma_point_moments(g0, r0, g_up, r_up, g_dn, r_dn, h, bias, m_v, p00, p01,
     e0 = y0 - y_mean
     pyy = (1.0 - 2.0 * w) * e0 * e0 + w * ((y_up - y_mean) ** 2 + (y_dn - y_mean) ** 2) + max(off_axis, 0.0)
     return y_mean, pyy, ((y_up - y_dn) * (0.5 / SIGMA_H) - along_z) * inv_root
+
+
+@njit(cache=True, inline="always")
+def _trusted_rho(rho, deadband):
+    """The resistance scale the filter uses: ρ's departure from 1 beyond the step method's own bias.
+    The step ratio reads a fresh cell 0.92-1.07 (sampling, the RC split); scaling by that costs SoC accuracy."""
+    return 1.0 + max(0.0, rho - 1.0 - deadband) + min(0.0, rho - 1.0 + deadband)
 
 
 @njit(cache=True, inline="always")
@@ -204,7 +211,7 @@ def _update_health(k, time_s, dt, i, v_meas, st, x, P, b, i_rc, rows, knots, ada
                 for d in range(N_X):
                     P[3, d, b] = 0.0
                     P[d, 3, b] = 0.0
-                P[3, 3, b] = max(1.0 / (st[SXX] + prior), opt[O_JOINT_VAR])
+                P[3, 3, b] = 1.0 / (st[SXX] + prior) if opt[O_JOINT_VAR] > 0 else 0.0
             st[ANCHOR_Z] = x[Z, b]
             st[ANCHOR_VAR] = var_z
             st[MOVED] = 0.0
@@ -264,7 +271,7 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
             for n in range(n_rc):
                 irc[n, b] = i_rc[c, n]
             sign_s[b] = state[c, S]
-            rho[b] = state[c, RHO] if adapt_rho else 1.0
+            rho[b] = _trusted_rho(state[c, RHO], opt[O_RHO_DEADBAND]) if adapt_rho else 1.0
             charge_var[b] = _counted_charge_var(state[c, SXX], opt)
             seen_t[b] = np.nan
         for k in range(n_time):
@@ -344,14 +351,14 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                     st[PREV_V] = voltage[k, c]
                     st[PREV_S] = sign_s[b]
                     st[PREV_T] = time_s[k]
-                    rho[b] = st[RHO] if adapt_rho else 1.0
+                    rho[b] = _trusted_rho(st[RHO], opt[O_RHO_DEADBAND]) if adapt_rho else 1.0
                     charge_var[b] = _counted_charge_var(st[SXX], opt)
             if record_limits:
                 for b in range(n_b):
                     c = first + b
                     m = model_index[c]
                     q_model = rows[b, 0]
-                    q_now = q_model / (x[G, b] if adapt else 1.0)
+                    q_now = q_model / (state[c, S_INV] if adapt else 1.0)  # the reported capacity
                     # Horizons ascend; a longer pulse also has to hold over the shorter one's span.
                     ic_cap, idis_cap = opt[O_MAX_CHARGE_C] * q_model, opt[O_MAX_DISCHARGE_C] * q_model
                     pc_cap, pdis_cap = np.inf, np.inf

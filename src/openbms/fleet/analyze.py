@@ -12,18 +12,17 @@ LFP's flat plateau, cannot afford.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..cell import load_cell
-from ..estimate import EstimateOptions
 from ..estimate.replay import fit_capacity_by_replay
 from ..io import DataError
 from ..io.columns import TIME
-from ..pack.estimator import DeltaOptions
+from ..pack.estimator import MEAN_CELL_OPTIONS, DeltaOptions
 from ..safety.monitor import MonitorConfig, PackMonitor
 from ..safety.short import ShortRule
 from .cluster import map_with_progress
@@ -55,7 +54,7 @@ class FleetTuning:
         """The car's monitor, less the power limits and energy it computes for the driver at every sample."""
         return MonitorConfig(short=ShortRule(average_s=self.short_average_s, warning_c=self.short_warning_c,
                                              critical_c=self.short_critical_c),
-                             estimate=EstimateOptions(health=True, limits=False, energy=False,
+                             estimate=replace(MEAN_CELL_OPTIONS, limits=False, energy=False,
                                                       error_correlation_s=self.error_correlation_s),
                              delta=DeltaOptions(mean_error_s=self.error_correlation_s))
 

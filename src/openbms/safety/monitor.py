@@ -29,7 +29,7 @@ class MonitorConfig:
     plausibility: PlausibilityRule = field(default_factory=PlausibilityRule)
     runaway: RunawayRule = field(default_factory=RunawayRule)
     short: ShortRule = field(default_factory=ShortRule)
-    estimate: EstimateOptions | None = None  # the mean cell's filter; default EstimateOptions()
+    estimate: EstimateOptions | None = None  # the mean cell's filter; default pack.estimator.MEAN_CELL_OPTIONS
     delta: DeltaOptions = field(default_factory=DeltaOptions)
 
 
