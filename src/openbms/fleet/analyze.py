@@ -55,7 +55,7 @@ class FleetTuning:
         return MonitorConfig(short=ShortRule(average_s=self.short_average_s, warning_c=self.short_warning_c,
                                              critical_c=self.short_critical_c),
                              estimate=replace(MEAN_CELL_OPTIONS, limits=False, energy=False,
-                                                      error_correlation_s=self.error_correlation_s),
+                                              error_correlation_s=self.error_correlation_s),
                              delta=DeltaOptions(mean_error_s=self.error_correlation_s))
 
 
