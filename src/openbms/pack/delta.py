@@ -10,7 +10,8 @@ same instant, the model errors common to all cells cancel, so an extended Kalman
     Δz ← Δz − dt/(3600 Q)·(I·Δc + ℓ + bleed_i − mean bleed)
 
 sees millivolt-level differences that a full per-cell filter has to trust less. The leakage
-state is the internal-short detector's evidence.
+state is the internal-short detector's evidence. Being differences from the mean cell, Δz, ℓ
+and Δc sum to zero over the cells; each step keeps them so.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..cell.kernels import N_FIXED, ocv_at, params_at, resistance_at
 DZ, LEAK, DC, DR = range(4)
 N_DELTA = 4
 SLOPE_STEP = 2e-3  # SoC step of the OCV slope's central difference
+MEAN_SPREAD = np.sqrt(3.0)  # the mean cell's SoC stds over which a cell's slope difference is also taken
 
 
 @njit(cache=True)
@@ -35,7 +37,8 @@ def delta_kernel(time_s, dv, current, bleed, zbar, zbar_std, tbar, axis, table, 
     tbar: the mean cell's SoC, its std and temperature; i_rc: the mean cell's RC branch currents (carried over).
     Where the OCV slope differs between cells, an error in zbar looks like a difference between them: its
     std enters each cell's measurement noise, as an error that stays alike for zbar_corr_s (hours on
-    LFP's plateau), so hours of it do not add up to a leak.
+    LFP's plateau), so hours of it do not add up to a leak. The slope difference is the larger of the local
+    one and the one across ±√3 stds of zbar: an uncertain mean cell on the plateau may really be at a knee.
     time_s runs one past the samples.
     """
     n_time, n_cells = dv.shape
@@ -44,6 +47,7 @@ def delta_kernel(time_s, dv, current, bleed, zbar, zbar_std, tbar, axis, table, 
     PH = np.empty(N_DELTA)
     ocv = np.empty(n_cells)
     slope = np.empty(n_cells)
+    wide = np.empty(n_cells)
     p = np.empty(table.shape[1])
     for k in range(n_time):
         dt = time_s[k + 1] - time_s[k]
@@ -60,19 +64,24 @@ def delta_kernel(time_s, dv, current, bleed, zbar, zbar_std, tbar, axis, table, 
         mean_bleed /= n_cells
         a = -dt / (3600.0 * q_ah)
         # The measured mean is the mean of the cells' voltages, not the voltage at the mean SoC: predict it so.
-        mean_ocv, mean_slope, mean_dr, n_valid = 0.0, 0.0, 0.0, 0
+        mean_ocv, mean_slope, mean_wide, mean_dr, n_valid = 0.0, 0.0, 0.0, 0.0, 0
+        span = max(SLOPE_STEP, MEAN_SPREAD * zbar_std[k])
         for c in range(n_cells):
             z = zbar[k] + x[c, DZ]
             ocv[c] = ocv_at(z, tbar[k], ocv_t, z0, dz, ocv_tab)
             slope[c] = (ocv_at(z + SLOPE_STEP, tbar[k], ocv_t, z0, dz, ocv_tab)
                         - ocv_at(z - SLOPE_STEP, tbar[k], ocv_t, z0, dz, ocv_tab)) / (2.0 * SLOPE_STEP)
+            wide[c] = (ocv_at(z + span, tbar[k], ocv_t, z0, dz, ocv_tab)
+                       - ocv_at(z - span, tbar[k], ocv_t, z0, dz, ocv_tab)) / (2.0 * span)
             if dv[k, c] == dv[k, c]:
                 mean_ocv += ocv[c]
                 mean_slope += slope[c]
+                mean_wide += wide[c]
                 mean_dr += x[c, DR]
                 n_valid += 1
         mean_ocv /= max(n_valid, 1)
         mean_slope /= max(n_valid, 1)
+        mean_wide /= max(n_valid, 1)
         mean_dr /= max(n_valid, 1)
         H[DR] = eta
         for c in range(n_cells):
@@ -82,7 +91,8 @@ def delta_kernel(time_s, dv, current, bleed, zbar, zbar_std, tbar, axis, table, 
             if y == y:  # NaN: a sensor flagged as faulty, no update
                 H[DZ] = slope[c]
                 innovation = y - (ocv[c] - mean_ocv + (xc[DR] - mean_dr) * eta)
-                s = noise_v * noise_v + ((slope[c] - mean_slope) * zbar_std[k]) ** 2 * max(1.0, zbar_corr_s / dt)
+                exposure = max(abs(slope[c] - mean_slope), abs(wide[c] - mean_wide))
+                s = noise_v * noise_v + (exposure * zbar_std[k]) ** 2 * max(1.0, zbar_corr_s / dt)
                 for d in range(N_DELTA):
                     acc = 0.0
                     for e in range(N_DELTA):
@@ -108,6 +118,17 @@ def delta_kernel(time_s, dv, current, bleed, zbar, zbar_std, tbar, axis, table, 
                 Pc[d, DZ] += a * (Pc[d, LEAK] + i * Pc[d, DC])
             Pc[LEAK, LEAK] += q_leak * dt
             Pc[DZ, DZ] += q_dz * dt
+        # The differences are from the mean cell, so they sum to zero. The voltages barely see their common part
+        # (through the OCV's curvature only), and left free it drifts and moves every cell along the curve together.
+        for d in (DZ, LEAK, DC):
+            common, n_valid = 0.0, 0
+            for c in range(n_cells):
+                if dv[k, c] == dv[k, c]:
+                    common += x[c, d]
+                    n_valid += 1
+            common /= max(n_valid, 1)
+            for c in range(n_cells):
+                x[c, d] -= common
         for j in range(n_rc):
             decay = np.exp(-dt / p[N_FIXED + j])
             i_rc[j] = decay * i_rc[j] + (1.0 - decay) * i

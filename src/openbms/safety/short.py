@@ -22,7 +22,7 @@ from .events import Event
 class ShortRule:
     """Leaks as fractions of 1C: what a filter can see is how fast a leak moves the cell's SoC."""
 
-    average_s: float = 12 * 3600.0  # exponential averaging time of the leak evidence
+    average_s: float = 10 * 3600.0  # exponential averaging time of the leak evidence
     warning_c: float = 0.0011  # averaged leak reported as a short (2.5 mA in a 2.3 Ah cell: ~1.3 kohm)
     isolation_c: float = 0.00065  # ... when it exceeds every other cell's by this much
     critical_c: float = 0.0065  # averaged leak that makes it critical (stop charging, service now)
