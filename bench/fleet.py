@@ -63,7 +63,8 @@ def detection(vehicles, labels: dict) -> dict:
                   if str(truth[k]["sensor_fault"]["cell"]) in rows[k]["Sensor Fault Cells"].split(",")}
     cap_err = np.array([abs(rows[k]["Capacity / Ah"] / truth[k]["true_capacity_ah"] - 1) for k in rows])
     res_err = np.array([abs(rows[k]["SOH Resistance / 1"] / truth[k]["resistance_scale"] - 1) for k in rows])
-    ohm_ratio = [rows[k]["Short Resistance / ohm"] / truth[k]["short"]["resistance_ohm"] for k in hit]
+    ohm_ratio = [rows[k]["Short Resistance / ohm"] / truth[k]["short"]["resistance_ohm"] for k in hit
+                 if rows[k]["Short Resistance / ohm"] is not None and not np.isnan(rows[k]["Short Resistance / ohm"])]
     missed = sorted(shorted - hit)
     return {"shorts": len(shorted), "short_recall": len(hit) / max(len(shorted), 1),
             "short_precision": len(hit) / max(len(flagged), 1), "false_shorts": sorted(flagged - hit),

@@ -121,3 +121,20 @@ def test_a_healthy_pack_with_an_outlying_cell_is_not_called_shorted(tmp_path):
     paths = [str(p) for p in vehicle_days(tmp_path)["V0278"]]
     assert analyze_vehicle("V0278", paths, "a123_lfp", FleetTuning(error_correlation_s=600.0)).summary["Short Cell"] is None
     assert analyze_vehicle("V0278", paths, "a123_lfp").summary["Short Cell"] is None
+
+
+def test_a_short_seen_only_at_rest_ranks_as_a_warning_without_a_size():
+    """A short named by the rest evidence alone has no resistance yet: it ranks among the warnings as a 100 ohm
+    one would (ahead of a 300 ohm warning and of a faulty sensor) and says its size is not yet known."""
+    from openbms.fleet.rank import rank_vehicles
+
+    base = {"SOH Capacity / 1": 0.95, "SOH Resistance / 1": 1.1, "Sensor Fault Cells": ""}
+    vehicles = pd.DataFrame([
+        base | {"Vehicle": "rest", "Short Cell": 3, "Short Resistance / ohm": None, "Short Severity": "warning"},
+        base | {"Vehicle": "sized", "Short Cell": 5, "Short Resistance / ohm": 300.0, "Short Severity": "warning"},
+        base | {"Vehicle": "sensor", "Short Cell": None, "Short Resistance / ohm": None, "Short Severity": None,
+                "Sensor Fault Cells": "2"},
+    ])
+    ranked = rank_vehicles(vehicles)
+    assert list(ranked["Vehicle"]) == ["rest", "sized", "sensor"]
+    assert "cell 3 (seen at rest, size not yet known, warning)" in ranked["Service Reason"][0]

@@ -74,6 +74,45 @@ def test_internal_short_is_found_in_the_right_cell_and_a_healthy_string_stays_qu
     assert not [e for e in quiet if e.severity in ("derate", "critical") or e.kind == "internal_short"]
 
 
+def parked_night(short: Short | None = None, bleed: tuple[int, float, float] | None = None):
+    """An hour's drive, then 15 h parked, sampled every 10 s; bleed: (cell, start s, stop s) of balancing at 50 mA.
+    The monitor's events and the bleed currents it was told of."""
+    t = np.arange(0.0, 16 * 3600, 10.0)
+    i = np.where(t < 3600, -0.25 * Q, 0.0)
+    plant = PackPlant(CELL, 8, soc0=0.5, shorts=[short] if short else [], seed=3)
+    bleed_a = np.zeros((len(t), 8))
+    if bleed:
+        bleed_a[(t >= bleed[1]) & (t < bleed[2]), bleed[0]] = 0.05
+    v = measured(np.array([plant.step(i[k], 10.0, bleed_a=bleed_a[k]) for k in range(len(t))]))
+    monitor = PackMonitor(CELL, 8, 1)
+    events = []
+    for a in range(0, len(t), 360):  # chunks of an hour, as a BMS feeds them
+        part = slice(a, a + 360)
+        events += monitor.update(t[part], i[part], v[part], np.full((len(t[part]), 1), 25.0), bleed_a[part])[0]
+    return [e for e in events if e.kind == "internal_short" or e.severity in ("derate", "critical")]
+
+
+def test_a_parked_cell_falling_against_the_others_is_a_short_hours_before_its_leak_is():
+    """A 200 ohm short 3 h into a park: the cell's voltage falls against the others (its SoC and its
+    hysteresis, turning towards discharge), flagged before the leak estimate's average names it."""
+    events = parked_night(Short(2, 200.0, 4 * 3600.0))
+    assert events and {e.cell for e in events} == {3}
+    first = events[0]
+    assert "parked" in first.explanation and first.value is None
+    assert first.time_s - 4 * 3600 < 2.5 * 3600  # measured 1.3 h
+    leak_based = [e for e in events if "loses" in e.explanation]
+    assert leak_based and leak_based[0].time_s > first.time_s and 30 < leak_based[0].value < 1000
+
+
+def test_healthy_parks_stay_quiet_even_while_a_cell_bleeds():
+    """Relaxation, noise and 1 mV steps stay under the 6 mV the rule asks for (healthy packs: under 3 mV). A
+    balancing bleed (50 mA for 4 h) pulls its cell down: bleeding restarts the park instead of counting as a
+    drain, and the delta filters carry the bleed through the cell's resistances (without that, its slow
+    diffusion branch read as a 9 mA leak and the cell was called shorted)."""
+    assert parked_night() == []
+    assert parked_night(bleed=(4, 5 * 3600.0, 9 * 3600.0)) == []
+
+
 def test_thermal_runaway_alarm_within_5_s_of_the_gb38031_condition():
     t = np.arange(600.0)
     v = np.full((600, 12), 3.3) + np.random.default_rng(0).normal(0, 0.002, (600, 12))

@@ -195,8 +195,11 @@ def _summary(vehicle: str, days: list[dict], events: list[dict]) -> dict:
     shorts = [e for e in events if e["kind"] == "internal_short"]
     # a sensor already faulty fakes a leak on its cell; one flagged later may read a cell the short has drained
     believed = [e for e in shorts if e["time_s"] < flagged.get(e["cell"], float("inf"))]
-    worst = min(believed, key=lambda e: (e["severity"] != "critical", e["value"]), default=None)
-    row |= {"Short Cell": worst["cell"] if worst else None, "Short Resistance / ohm": worst["value"] if worst else None,
+    # critical first, then the lowest resistance; a short seen only at rest has no size yet
+    worst = min(believed, key=lambda e: (e["severity"] != "critical", "value" not in e, e.get("value", 0.0)),
+                default=None)
+    row |= {"Short Cell": worst["cell"] if worst else None,
+            "Short Resistance / ohm": worst.get("value") if worst else None,
             "Short Severity": worst["severity"] if worst else None, "Short Time / s": worst["time_s"] if worst else None,
             "Short Cells": ",".join(str(c) for c in sorted({e["cell"] for e in believed})),
             "Sensor Fault Cells": ",".join(str(c) for c in faulty),

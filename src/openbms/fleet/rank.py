@@ -29,9 +29,13 @@ def _urgency(v: dict) -> tuple[float, str]:
     health = f"capacity {100 * capacity:.0f} %, resistance {100 * resistance:.0f} % of new"
     if v["Short Cell"] is not None and not pd.isna(v["Short Cell"]):
         ohm = v["Short Resistance / ohm"]
+        # a short seen only at rest has no size yet: it ranks as a 100 ohm one, the rest evidence being fastest
+        # for the strongest
+        sized = ohm is not None and not pd.isna(ohm)
         tier = 4 if v["Short Severity"] == "critical" else 3
-        return tier + 1.0 / (1.0 + ohm / 100.0), (f"internal short in cell {int(v['Short Cell'])} (about {ohm:.0f} "
-                                                 f"ohm, {v['Short Severity']}); {health}")
+        size = f"about {ohm:.0f} ohm" if sized else "seen at rest, size not yet known"
+        return tier + (1.0 / (1.0 + ohm / 100.0) if sized else 0.5), (
+            f"internal short in cell {int(v['Short Cell'])} ({size}, {v['Short Severity']}); {health}")
     if v["Sensor Fault Cells"]:
         return 2 + min(deficit, 0.99), f"cell voltage sensor(s) {v['Sensor Fault Cells']} faulty; {health}"
     if capacity < WORN_CAPACITY or resistance > WORN_RESISTANCE:

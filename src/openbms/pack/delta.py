@@ -6,7 +6,8 @@ the others do not), a relative capacity difference Δc (it moves faster or slowe
 same current) and a relative resistance difference δ. Measured against the mean cell at the
 same instant, the model errors common to all cells cancel, so an extended Kalman filter on
 
-    y = V_i − V_mean = OCV(z̄ + Δz) − mean OCV + (δ − mean δ)·η̄    (η̄: the mean cell's modelled overpotential)
+    y = V_i − V_mean = OCV(z̄ + Δz) − mean OCV + (δ − mean δ)·η̄ − (η_bleed − mean η_bleed)
+        (η̄: the mean cell's modelled overpotential, η_bleed: that of the cell's own bleed current)
     Δz ← Δz − dt/(3600 Q)·(I·Δc + ℓ + bleed_i − mean bleed)
 
 sees millivolt-level differences that a full per-cell filter has to trust less. The leakage
@@ -29,12 +30,13 @@ MEAN_SPREAD = np.sqrt(3.0)  # the mean cell's SoC stds over which a cell's slope
 
 @njit(cache=True)
 def delta_kernel(time_s, dv, current, bleed, zbar, zbar_std, tbar, axis, table, knots, ocv_t, z0, dz, ocv_tab, noise_v, q_leak,
-                 q_dz, gate, zbar_corr_s, i_rc, x, P, x_out, std_out):
+                 q_dz, gate, zbar_corr_s, i_rc, bleed_rc, x, P, x_out, std_out):
     """Run the delta filters over (time, cells); x (cells, 4) and P (cells, 4, 4) carry over between calls.
 
     dv: V_i − V_mean (NaN skips a cell's update: a sensor flagged as faulty); current: (time,) string
     current, + = charging; bleed: (time, cells) balancing current drawn from each cell (A); zbar, zbar_std,
-    tbar: the mean cell's SoC, its std and temperature; i_rc: the mean cell's RC branch currents (carried over).
+    tbar: the mean cell's SoC, its std and temperature; i_rc: the mean cell's RC branch currents, bleed_rc (cells,
+    n_rc) those of each cell's bleed beyond the mean bleed (both carried over).
     Where the OCV slope differs between cells, an error in zbar looks like a difference between them: its
     std enters each cell's measurement noise, as an error that stays alike for zbar_corr_s (hours on
     LFP's plateau), so hours of it do not add up to a leak. The slope difference is the larger of the local
@@ -48,6 +50,8 @@ def delta_kernel(time_s, dv, current, bleed, zbar, zbar_std, tbar, axis, table, 
     ocv = np.empty(n_cells)
     slope = np.empty(n_cells)
     wide = np.empty(n_cells)
+    drop = np.empty(n_cells)
+    r = np.empty(n_rc + 1)
     p = np.empty(table.shape[1])
     for k in range(n_time):
         dt = time_s[k + 1] - time_s[k]
@@ -55,13 +59,24 @@ def delta_kernel(time_s, dv, current, bleed, zbar, zbar_std, tbar, axis, table, 
         # the mean cell's modelled overpotential: a cell with (1 + δ) times its resistances shows δ times it more
         params_at(tbar[k], axis, table, p)
         q_ah = p[0]
-        eta = resistance_at(p, N_FIXED + n_rc, zbar[k], knots) * i
+        r[0] = resistance_at(p, N_FIXED + n_rc, zbar[k], knots)
+        eta = r[0] * i
         for j in range(n_rc):
-            eta += resistance_at(p, N_FIXED + n_rc + (j + 1) * knots.shape[0], zbar[k], knots) * i_rc[j]
+            r[j + 1] = resistance_at(p, N_FIXED + n_rc + (j + 1) * knots.shape[0], zbar[k], knots)
+            eta += r[j + 1] * i_rc[j]
         mean_bleed = 0.0
         for c in range(n_cells):
             mean_bleed += bleed[k, c]
         mean_bleed /= n_cells
+        # A bleeding cell carries its bleed through its own resistances too: LFP's slow diffusion branch holds
+        # millivolts of it for an hour, which on the plateau would read as a leak.
+        mean_drop = 0.0
+        for c in range(n_cells):
+            drop[c] = r[0] * (bleed[k, c] - mean_bleed)
+            for j in range(n_rc):
+                drop[c] += r[j + 1] * bleed_rc[c, j]
+            if dv[k, c] == dv[k, c]:
+                mean_drop += drop[c]
         a = -dt / (3600.0 * q_ah)
         # The measured mean is the mean of the cells' voltages, not the voltage at the mean SoC: predict it so.
         mean_ocv, mean_slope, mean_wide, mean_dr, n_valid = 0.0, 0.0, 0.0, 0.0, 0
@@ -83,6 +98,7 @@ def delta_kernel(time_s, dv, current, bleed, zbar, zbar_std, tbar, axis, table, 
         mean_slope /= max(n_valid, 1)
         mean_wide /= max(n_valid, 1)
         mean_dr /= max(n_valid, 1)
+        mean_drop /= max(n_valid, 1)
         H[DR] = eta
         for c in range(n_cells):
             xc = x[c]
@@ -90,7 +106,7 @@ def delta_kernel(time_s, dv, current, bleed, zbar, zbar_std, tbar, axis, table, 
             y = dv[k, c]
             if y == y:  # NaN: a sensor flagged as faulty, no update
                 H[DZ] = slope[c]
-                innovation = y - (ocv[c] - mean_ocv + (xc[DR] - mean_dr) * eta)
+                innovation = y - (ocv[c] - mean_ocv + (xc[DR] - mean_dr) * eta - (drop[c] - mean_drop))
                 exposure = max(abs(slope[c] - mean_slope), abs(wide[c] - mean_wide))
                 s = noise_v * noise_v + (exposure * zbar_std[k]) ** 2 * max(1.0, zbar_corr_s / dt)
                 for d in range(N_DELTA):
@@ -132,4 +148,6 @@ def delta_kernel(time_s, dv, current, bleed, zbar, zbar_std, tbar, axis, table, 
         for j in range(n_rc):
             decay = np.exp(-dt / p[N_FIXED + j])
             i_rc[j] = decay * i_rc[j] + (1.0 - decay) * i
+            for c in range(n_cells):
+                bleed_rc[c, j] = decay * bleed_rc[c, j] + (1.0 - decay) * (bleed[k, c] - mean_bleed)
 

@@ -96,19 +96,22 @@ class PackEstimator:
                        (DR, delta.resistance_spread)):
             self.P[:, d, d] = std**2
         self.i_rc = np.zeros(self.packed.n_rc)
+        self.bleed_rc = np.zeros((series, self.packed.n_rc))
 
     def snapshot(self) -> dict | None:
         """The bar filter's and every delta filter's learned state, JSON-ready (None before the first sample)."""
         bar = self.bar.snapshot()
         return None if bar is None else {"bar": bar, "x": self.x.tolist(), "P": self.P.tolist(),
-                                         "i_rc": self.i_rc.tolist()}
+                                         "i_rc": self.i_rc.tolist(), "bleed_rc": self.bleed_rc.tolist()}
 
     def restore(self, snapshot: dict) -> None:
         x, P = np.asarray(snapshot["x"], dtype=float), np.asarray(snapshot["P"], dtype=float)
-        if x.shape != self.x.shape or P.shape != self.P.shape:
+        # a state saved before bleed currents were followed starts them at none
+        bleed_rc = np.asarray(snapshot.get("bleed_rc", np.zeros_like(self.bleed_rc)), dtype=float)
+        if x.shape != self.x.shape or P.shape != self.P.shape or bleed_rc.shape != self.bleed_rc.shape:
             raise ValueError(f"the saved pack state is for {len(x)} cells, this pack has {self.series}")
         self.bar.restore(snapshot["bar"])
-        self.x, self.P, self.i_rc = x, P, np.asarray(snapshot["i_rc"], dtype=float)
+        self.x, self.P, self.i_rc, self.bleed_rc = x, P, np.asarray(snapshot["i_rc"], dtype=float), bleed_rc
 
     def update(self, time_s, current_a, cell_voltage_v, cell_temperature_c, bleed_a=None,
                valid=None) -> PackEstimate:
@@ -140,7 +143,7 @@ class PackEstimator:
                      np.ascontiguousarray(bar.soc[:, 0]), bar.soc_bound[:, 0] / 3.0, np.ascontiguousarray(t_mean),
                      p.axis, p.tables[0], p.knots, p.ocv_axis, p.z0, p.dz, p.ocv_tables[0], d.noise_v,
                      self.leak_drift_a**2 / 3600.0, d.soc_drift**2 / 3600.0, d.gate, d.mean_error_s,
-                     self.i_rc, self.x, self.P, x_out, std_out)
+                     self.i_rc, self.bleed_rc, self.x, self.P, x_out, std_out)
         return self._result(time_s, bar, x_out, std_out, current)
 
     def _result(self, time_s, bar, x, std, current) -> PackEstimate:

@@ -61,7 +61,7 @@ class PackMonitor:
         self.trusted_temperature_c = trusted_t[-1]  # the last sample's sensors, NaN where implausible
         cell_temps = trusted_t[:, self.sensor_of_cell]
         est = self.estimator.update(time_s, current, v, cell_temps, bleed_a, valid)
-        events += self.shorts.update(time_s, est.leak_a, v, valid)
+        events += self.shorts.update(time_s, current, est.leak_a, v, valid, bleed_a)
         events += self.plausibility.check_offset(time_s[-1], est.current_offset_a[-1])
         events.sort(key=lambda e: e.time_s)
         self.counts.update((e.kind, e.severity) for e in events if not e.cleared)
