@@ -4,9 +4,9 @@ Each task reads one vehicle-day at a time and keeps only summaries (per day, per
 events) and, for the replay, the cell voltages as float32 (tens of MB a vehicle-week), so memory
 does not grow with the fleet's size. The monitor is the one the vehicle runs
 (`safety.monitor.PackMonitor`: plausibility, bar-delta estimation, shorts), tuned for a fleet,
-which looks back over days, not minutes (`FleetTuning`). The capacity reported is the fleet's own, offline: the cell model replayed over the
-vehicle's whole record (`estimate.replay`), which the car's filter, deciding as it drives on
-LFP's flat plateau, cannot afford.
+which looks back over days, not minutes (`FleetTuning`). The capacity reported is the fleet's
+own, offline: the cell model replayed over the vehicle's whole record (`estimate.replay`), which
+the car's filter, deciding as it drives on LFP's flat plateau, cannot afford.
 """
 
 from __future__ import annotations

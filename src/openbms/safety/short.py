@@ -132,6 +132,9 @@ def _rest_drift(t, parked, v, valid, settle_s, window_s, clock, sums, out):
         if clock[0] != clock[0]:
             clock[0] = t[k]
             clock[1] = t[k] + settle_s + window_s
+        elapsed = t[k] - clock[0]
+        if elapsed < settle_s:  # still relaxing: nothing to compare yet
+            continue
         n_good = 0
         for c in range(n_cells):
             if valid[k, c] and v[k, c] == v[k, c]:
@@ -140,9 +143,6 @@ def _rest_drift(t, parked, v, valid, settle_s, window_s, clock, sums, out):
         if n_good < 3:
             continue
         median = np.median(good[:n_good])
-        elapsed = t[k] - clock[0]
-        if elapsed < settle_s:
-            continue
         row = 0 if elapsed < settle_s + window_s else 2  # reference, or the current window
         for c in range(n_cells):
             if valid[k, c] and v[k, c] == v[k, c]:
