@@ -190,7 +190,8 @@ def test_pack_config_file_sets_limits_and_detectors_and_names_bad_fields(tmp_pat
     assert config.cell_model().name == "a123_lfp"
     for text, message in (("series: 1\n", "series"), ("series: 4\ntemperature_sensors: 6\n", "temperature sensors"),
                           ("limits: {overvoltage: 3}\n", "unknown field 'overvoltage'"), ("colour: red\n", "colour"),
-                          ("- a list\n", "mapping")):
+                          ("- a list\n", "mapping"), ("short: {rest_drop_v: -0.006}\n", "rest_drop_v"),
+                          ("short: {warning_c: 0.01, critical_c: 0.005}\n", "critical_c")):
         bad = tmp_path / "bad.yaml"
         bad.write_text(text)
         with pytest.raises(ValueError, match=message):

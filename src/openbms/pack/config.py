@@ -67,7 +67,7 @@ class PackConfig(BaseModel):
 
     def monitor_config(self, capacity_ah: float) -> MonitorConfig:
         soa = _build(SoaLimits, {"capacity_ah": capacity_ah, **self.limits}, "limits").validate()
-        return MonitorConfig(soa=soa, short=_build(ShortRule, self.short, "short"),
+        return MonitorConfig(soa=soa, short=_build(ShortRule, self.short, "short").validate(),
                              runaway=_build(RunawayRule, self.runaway, "runaway"))
 
     def balancer(self) -> Balancer:

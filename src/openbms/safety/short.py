@@ -17,7 +17,7 @@ Two kinds of evidence, each raising its own warning:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from numba import njit
@@ -37,6 +37,16 @@ class ShortRule:
     rest_settle_s: float = 3600.0  # time into a park before the reference: relaxation is over
     rest_window_s: float = 600.0  # voltages are compared as means over this long (noise and 1 mV steps)
     rest_current_c: float = 0.01  # pack current below which the pack is parked, a fraction of 1C
+
+    def validate(self) -> "ShortRule":
+        """Raise ValueError naming the first wrong field; return self for chaining."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+                raise ValueError(f"short rule {f.name} must be a positive number, got {value!r}")
+        if self.critical_c <= self.warning_c:
+            raise ValueError(f"short rule critical_c ({self.critical_c}) must exceed warning_c ({self.warning_c})")
+        return self
 
 
 SIZE_AVERAGE_S = 3600.0
