@@ -12,11 +12,13 @@ effective-variance weighted total least squares of SoC moved against charge coun
 between confident SoC estimates, with its own bound; the resistance scale ρ from
 voltage steps at current steps.
 
-Speed: cells go through a chunk in blocks, so a block's state stays in cache however many
-cells there are, and within a block each stage of a time step runs over all its cells
-before the next (a structure of arrays, cells last): one cell's step is a long chain of
-dependent operations, and the cells' independent chains then overlap. Each cell keeps its
-parameters interpolated at its temperature until the temperature changes.
+Speed: cells go through a chunk in blocks of CELL_BLOCK, so a block's state stays in cache
+however many cells there are. A block's state is one flat work array, a row of CELL_BLOCK
+values per quantity, and each stage of a time step runs over all the block's cells before
+the next; the stages that are arithmetic only (the Kalman update, the time update) compile
+to vector instructions over the cells. The table look-ups (OCV, resistances) stay scalar:
+gathers do not pay on the CPUs we run on. Each cell keeps its parameters interpolated at its
+temperature until the temperature changes.
 """
 
 from __future__ import annotations
@@ -44,6 +46,15 @@ N_LIMITS = 4
 SIGMA_H = np.sqrt(3.0)  # central-difference step (Plett's CDKF), weights (h²−n)/h² and 1/2h²
 BISECTIONS = 18
 CELL_BLOCK = 64  # cells advanced together through a chunk: their state and parameters stay in cache
+CB = CELL_BLOCK
+# Rows of a block's work array: cell b's value of row r is W[r * CB + b]. Rows at constant
+# offsets of one array, not separate arrays, let the compiler prove that they do not overlap.
+(W_Z, W_H, W_B, W_G,  # the filter state x
+ W_P00, W_P01, W_P02, W_P03, W_P11, W_P12, W_P13, W_P22, W_P23, W_P33,  # its covariance (upper triangle)
+ W_SIGN, W_RHO, W_CHARGE_VAR, W_MOVED,  # sign memory, resistance scale used, counted charge's variance, SoC moved
+ W_Q, W_ETA, W_GAMMA, W_M0, W_M,  # parameters at the cell's temperature
+ W_Y0, W_R0, W_Y_UP, W_R_UP, W_Y_DN, W_R_DN,  # voltage without h and b, and ΣR, at the evaluation SoCs
+ W_IRC) = range(30)  # then n_rc rows of RC branch currents, then n_rc of their decays over the step
 
 
 @njit(cache=True, inline="always")
@@ -66,10 +77,9 @@ def _knot_position(knots, z):
 
 
 @njit(cache=True, inline="always")
-def _static_part(z, i, s, rho, i_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz):
+def _static_part(z, i, s, rho, W, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz):
     """(OCV + M0·s + ρ·R0·i + Σ ρ·R_j·i_Rj, ρ·ΣR) at SoC z: the voltage without h and b."""
     n_k = knots.shape[0]
-    n_rc = i_rc.shape[0]
     base = N_FIXED + n_rc
     j, w = _knot_position(knots, z)
     r0 = _resistance(rows, b, base, j, w, n_k)
@@ -77,7 +87,7 @@ def _static_part(z, i, s, rho, i_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, 
     r_sum = r0
     for n in range(n_rc):
         rn = _resistance(rows, b, base + (n + 1) * n_k, j, w, n_k)
-        v += rho * rn * i_rc[n, b]
+        v += rho * rn * W[(W_IRC + n) * CB + b]
         r_sum += rn
     return v, rho * r_sum
 
@@ -124,7 +134,7 @@ def _counted_charge_var(sxx, opt):
 
 
 @njit(cache=True)
-def _predict_voltage(I, horizon, z, h, i_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah):
+def _predict_voltage(I, horizon, z, h, W, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah):
     """Voltage and SoC after holding current I for `horizon` seconds from the present state."""
     eta = rows[b, 1] if I > 0 else 1.0
     moved = eta * I * horizon / (3600.0 * q_ah)
@@ -133,27 +143,26 @@ def _predict_voltage(I, horizon, z, h, i_rc, b, rows, knots, ocv_tables, m, kt, 
     sign = 1.0 if I > 0 else (-1.0 if I < 0 else 0.0)
     h_end = decay * h + (1.0 - decay) * sign
     n_k = knots.shape[0]
-    n_rc = i_rc.shape[0]
     base = N_FIXED + n_rc
     j, w = _knot_position(knots, z_end)
     v = ocv_at_position(z_end, kt, ut, z0, dz, ocv_tables[m]) + rows[b, 3] * sign + rows[b, 4] * h_end
     v += rho * _resistance(rows, b, base, j, w, n_k) * I
     for n in range(n_rc):
         a = np.exp(-horizon / rows[b, N_FIXED + n])
-        v += rho * _resistance(rows, b, base + (n + 1) * n_k, j, w, n_k) * (a * i_rc[n, b] + (1.0 - a) * I)
+        v += rho * _resistance(rows, b, base + (n + 1) * n_k, j, w, n_k) * (a * W[(W_IRC + n) * CB + b] + (1.0 - a) * I)
     return v, z_end
 
 
 @njit(cache=True)
-def _limit(direction, i_max, horizon, z, h, i_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah, opt):
+def _limit(direction, i_max, horizon, z, h, W, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah, opt):
     """Largest |I| in `direction` (+1 charge, −1 discharge) that keeps voltage and SoC in bounds
     at the start and at the end of the horizon, and the power at the lower of those voltages."""
     lo, hi = 0.0, i_max
     for _ in range(BISECTIONS):
         mid = 0.5 * (lo + hi)
-        v0, _ = _predict_voltage(direction * mid, 1e-9, z, h, i_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz,
+        v0, _ = _predict_voltage(direction * mid, 1e-9, z, h, W, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz,
                                  rho, q_ah)
-        v1, z_end = _predict_voltage(direction * mid, horizon, z, h, i_rc, b, rows, knots, ocv_tables, m, kt, ut,
+        v1, z_end = _predict_voltage(direction * mid, horizon, z, h, W, n_rc, b, rows, knots, ocv_tables, m, kt, ut,
                                      z0, dz, rho, q_ah)
         if direction > 0:
             ok = max(v0, v1) <= opt[O_V_MAX] and z_end <= opt[O_SOC_MAX]
@@ -163,23 +172,22 @@ def _limit(direction, i_max, horizon, z, h, i_rc, b, rows, knots, ocv_tables, m,
             lo = mid
         else:
             hi = mid
-    v0, _ = _predict_voltage(direction * lo, 1e-9, z, h, i_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah)
-    v1, _ = _predict_voltage(direction * lo, horizon, z, h, i_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho,
+    v0, _ = _predict_voltage(direction * lo, 1e-9, z, h, W, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah)
+    v1, _ = _predict_voltage(direction * lo, horizon, z, h, W, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho,
                              q_ah)
     return lo, lo * min(v0, v1)
 
 
-@njit(cache=True, inline="always")
-def _update_health(k, time_s, dt, i, v_meas, st, x, P, b, i_rc, rows, knots, adapt, opt, health_out):
+@njit(cache=True, inline="always", error_model="numpy")
+def _update_health(k, time_s, dt, i, v_meas, st, W, n_rc, b, rows, knots, adapt, opt, health_out):
     """Resistance scale from voltage steps at current steps; capacity from confident SoC pairs."""
     # The model's one-sample voltage change at a current step, as the fresh cell showed it: ρ times this.
     n_k = knots.shape[0]
-    n_rc = i_rc.shape[0]
     base = N_FIXED + n_rc
-    j, w = _knot_position(knots, x[Z, b])
+    j, w = _knot_position(knots, W[W_Z * CB + b])
     v_rc = 0.0
     for n in range(n_rc):
-        v_rc += _resistance(rows, b, base + (n + 1) * n_k, j, w, n_k) * i_rc[n, b]
+        v_rc += _resistance(rows, b, base + (n + 1) * n_k, j, w, n_k) * W[(W_IRC + n) * CB + b]
     # the previous sample may be the last of an earlier call: a BMS feeds one sample at a time
     if abs(i - st[PREV_I]) > opt[O_STEP_C] * rows[b, 0] and time_s[k] - st[PREV_T] < 2.5:
         hr = rows[b, 5] * (_resistance(rows, b, base, j, w, n_k) * (i - st[PREV_I]) + v_rc - st[PREV_VRC])
@@ -190,16 +198,18 @@ def _update_health(k, time_s, dt, i, v_meas, st, x, P, b, i_rc, rows, knots, ada
         st[RHO_VAR] *= 1.0 - gain * hr
     st[PREV_VRC] = v_rc
     st[RHO_VAR] += opt[O_Q_RHO] * dt
-    var_z = P[0, 0, b]
+    st[MOVED] += W[W_MOVED * CB + b]  # over the time update before this sample
+    W[W_MOVED * CB + b] = 0.0
+    var_z = W[W_P00 * CB + b]
     if var_z < opt[O_ANCHOR_STD] ** 2:
         if st[ANCHORED] == 0.0:
             st[ANCHORED] = 1.0
-            st[ANCHOR_Z] = x[Z, b]
+            st[ANCHOR_Z] = W[W_Z * CB + b]
             st[ANCHOR_VAR] = var_z
             st[MOVED] = 0.0
         elif abs(st[MOVED]) >= opt[O_MIN_MOVED]:
             moved = st[MOVED]
-            y = x[Z, b] - st[ANCHOR_Z]
+            y = W[W_Z * CB + b] - st[ANCHOR_Z]
             var_moved = (opt[O_GAIN_STD] * moved) ** 2
             weight = 1.0 / (var_z + st[ANCHOR_VAR] + st[S_INV] ** 2 * var_moved)
             st[SXX] = opt[O_FADE] * st[SXX] + weight * moved * moved
@@ -207,34 +217,45 @@ def _update_health(k, time_s, dt, i, v_meas, st, x, P, b, i_rc, rows, knots, ada
             prior = 1.0 / opt[O_PRIOR_S_VAR]
             st[S_INV] = (st[SXY] + prior) / (st[SXX] + prior)
             if adapt:  # the filter's capacity restarts from the certified estimate
-                x[G, b] = st[S_INV]
-                for d in range(N_X):
-                    P[3, d, b] = 0.0
-                    P[d, 3, b] = 0.0
-                P[3, 3, b] = 1.0 / (st[SXX] + prior) if opt[O_JOINT_VAR] > 0 else 0.0
-            st[ANCHOR_Z] = x[Z, b]
+                W[W_G * CB + b] = st[S_INV]
+                W[W_P03 * CB + b] = W[W_P13 * CB + b] = W[W_P23 * CB + b] = 0.0
+                W[W_P33 * CB + b] = 1.0 / (st[SXX] + prior) if opt[O_JOINT_VAR] > 0 else 0.0
+            st[ANCHOR_Z] = W[W_Z * CB + b]
             st[ANCHOR_VAR] = var_z
             st[MOVED] = 0.0
     prior = 1.0 / opt[O_PRIOR_S_VAR]
     s_var = 1.0 / (st[SXX] + prior)
-    health_out[OUT_OFFSET] = x[B, b]
-    health_out[OUT_HYST] = x[H, b]
+    health_out[OUT_OFFSET] = W[W_B * CB + b]
+    health_out[OUT_HYST] = W[W_H * CB + b]
     health_out[OUT_CAPACITY_SCALE] = 1.0 / st[S_INV]
     health_out[OUT_CAPACITY_SCALE_STD] = np.sqrt(s_var) / st[S_INV] ** 2
     health_out[OUT_RHO] = st[RHO]
     health_out[OUT_RHO_STD] = np.sqrt(st[RHO_VAR])
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _exp_neg(x):
+    """exp(−x) for x ≥ 0 without a library call, so that the loop around it compiles to vector
+    instructions (numba has no vector exp): a Taylor polynomial at x/1024, squared ten times.
+    Relative error below 1e-13 up to x = 40; beyond, exp(−40) ≈ 4e-18 stands for 0."""
+    y = min(x, 40.0) * (1.0 / 1024.0)
+    e = 1.0 - y * (1.0 - y * (1.0 / 2.0) * (1.0 - y * (1.0 / 3.0) * (1.0 - y * (1.0 / 4.0) * (1.0 - y * (1.0 / 5.0)))))
+    for _ in range(10):
+        e *= e
+    return e
+
+
+# Covariance rows of the 4 × 4 state covariance, by (row, column).
+P_ROWS = np.array([[W_P00, W_P01, W_P02, W_P03], [W_P01, W_P11, W_P12, W_P13], [W_P02, W_P12, W_P22, W_P23],
+                   [W_P03, W_P13, W_P23, W_P33]])
+
+
 @njit(cache=True)
 def _block_arrays(n_rc, n_columns):
-    """Work arrays for one block of cells (cells last): the filter state in a structure of arrays;
-    per cell the temperature and step its cached values hold for, the parameter row and OCV table
-    position at that temperature, the RC decays over that step; the model at its evaluation points."""
-    return (np.empty((N_X, CELL_BLOCK)), np.empty((N_X, N_X, CELL_BLOCK)), np.empty(CELL_BLOCK),
-            np.empty((n_rc, CELL_BLOCK)), np.empty(CELL_BLOCK), np.empty(CELL_BLOCK),
-            np.empty(CELL_BLOCK), np.empty(CELL_BLOCK), np.empty((CELL_BLOCK, n_columns)),
-            np.empty(CELL_BLOCK, dtype=np.int64), np.empty(CELL_BLOCK), np.empty((n_rc, CELL_BLOCK)),
-            np.empty((3, CELL_BLOCK)), np.empty((3, CELL_BLOCK)), np.empty((3, CELL_BLOCK)))
+    """Work arrays for one block of cells: the rows of W; per cell the temperature and step its
+    cached values hold for, the parameter row and OCV table position at that temperature."""
+    return (np.empty((W_IRC + 2 * n_rc) * CB), np.empty(CB), np.empty(CB), np.empty((CB, n_columns)),
+            np.empty(CB, dtype=np.int64), np.empty(CB))
 
 
 def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz,
@@ -243,36 +264,39 @@ def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, ta
     """Run the estimator over (time, cells); `state`, `cov` and `i_rc` carry over between calls."""
     _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz, ocv_tables,
                 opt, sigma_points, with_health, adapt, horizons, state, cov, i_rc, soc_out, std_out, health_out,
-                limits_out, *_block_arrays(i_rc.shape[1], tables.shape[2]))
+                limits_out, P_ROWS, *_block_arrays(i_rc.shape[1], tables.shape[2]))
 
 
 # Without the runtime's reference counting: every inlined helper that takes an array would
 # otherwise count references to it on each call, an atomic operation that costs more than the
-# arithmetic. Nothing here allocates; the work arrays come from `_block_arrays`.
-@njit(cache=True, _nrt=False)
+# arithmetic. Nothing here allocates; the work arrays come from `_block_arrays`. The numpy error
+# model (a division by zero gives inf, not an exception) keeps branches out of the vector loops.
+@njit(cache=True, _nrt=False, error_model="numpy")
 def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz, ocv_tables,
                 opt, sigma_points, with_health, adapt, horizons, state, cov, i_rc, soc_out, std_out, health_out,
-                limits_out, x, P, sign_s, irc, rho, charge_var, seen_t, seen_dt, rows, ocv_k, ocv_u, rc_decay,
-                z_at, g_at, r_at):
+                limits_out, p_rows, W, seen_t, seen_dt, rows, ocv_k, ocv_u):
     n_time, n_cells = current.shape
     n_rc = i_rc.shape[1]
     n_h = horizons.shape[0]
     record_limits = limits_out.shape[0] == n_time and limits_out.shape[2] == N_LIMITS * n_h
     adapt_rho = adapt and opt[O_ADAPT_RESISTANCE] > 0
-    n_points = 3 if sigma_points else 2
-    for first in range(0, n_cells, CELL_BLOCK):
-        n_b = min(CELL_BLOCK, n_cells - first)
+    joint = opt[O_JOINT_VAR] > 0
+    gate2 = opt[O_GATE] ** 2
+    decays = W_IRC + n_rc  # first row of the RC decays
+    for first in range(0, n_cells, CB):
+        n_b = min(CB, n_cells - first)
         for b in range(n_b):
             c = first + b
             for d in range(N_X):
-                x[d, b] = state[c, d]
-                for e in range(N_X):
-                    P[d, e, b] = cov[c, d, e]
+                W[d * CB + b] = state[c, d]
+                for e in range(d, N_X):
+                    W[p_rows[d, e] * CB + b] = cov[c, d, e]
             for n in range(n_rc):
-                irc[n, b] = i_rc[c, n]
-            sign_s[b] = state[c, S]
-            rho[b] = _trusted_rho(state[c, RHO], opt[O_RHO_DEADBAND]) if adapt_rho else 1.0
-            charge_var[b] = _counted_charge_var(state[c, SXX], opt)
+                W[(W_IRC + n) * CB + b] = i_rc[c, n]
+            W[W_SIGN * CB + b] = state[c, S]
+            W[W_RHO * CB + b] = _trusted_rho(state[c, RHO], opt[O_RHO_DEADBAND]) if adapt_rho else 1.0
+            W[W_CHARGE_VAR * CB + b] = _counted_charge_var(state[c, SXX], opt)
+            W[W_MOVED * CB + b] = 0.0
             seen_t[b] = np.nan
         for k in range(n_time):
             dt = time_s[k + 1] - time_s[k] if k + 1 < time_s.shape[0] else 0.0  # time_s may run one past
@@ -284,88 +308,102 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                 if t != seen_t[b]:
                     params_at(t, axis, tables[model_index[first + b]], rows[b])
                     ocv_k[b], ocv_u[b] = _axis_position(ocv_t, t)
+                    for row, col in ((W_Q, 0), (W_ETA, 1), (W_GAMMA, 2), (W_M0, 3), (W_M, 4)):
+                        W[row * CB + b] = rows[b, col]
                     seen_t[b] = t
                     seen_dt[b] = np.nan
                 if dt > 0.0 and dt != seen_dt[b]:
                     for n in range(n_rc):
-                        rc_decay[n, b] = np.exp(-dt / rows[b, N_FIXED + n])
+                        W[(decays + n) * CB + b] = np.exp(-dt / rows[b, N_FIXED + n])
                     seen_dt[b] = dt
             # --- measurement update -------------------------------------------------------
             for b in range(n_b):
                 i = current[k, first + b]
-                if abs(i) > SIGN_THRESHOLD_A:
-                    sign_s[b] = 1.0 if i > 0 else -1.0
-                z_at[0, b] = x[Z, b]
-                if sigma_points:
-                    spread = SIGMA_H * np.sqrt(max(P[0, 0, b], 1e-16))
-                    z_at[1, b] = x[Z, b] + spread
-                    z_at[2, b] = x[Z, b] - spread
-                else:
-                    z_at[1, b] = x[Z, b] + 1e-3
-            for q in range(n_points):
-                for b in range(n_b):
-                    g_at[q, b], r_at[q, b] = _static_part(z_at[q, b], current[k, first + b], sign_s[b], rho[b], irc, b,
-                                                          rows, knots, ocv_tables, model_index[first + b], ocv_k[b],
-                                                          ocv_u[b], z0, dz)
+                s = W[W_SIGN * CB + b]
+                W[W_SIGN * CB + b] = 1.0 if i > SIGN_THRESHOLD_A else (-1.0 if i < -SIGN_THRESHOLD_A else s)
+            # the voltage's table look-ups at the SoCs it is evaluated at: scalar
             for b in range(n_b):
                 c = first + b
-                m_v = rows[b, 4]
-                r = r_at[0, b]
+                z = W[W_Z * CB + b]
+                spread = SIGMA_H * np.sqrt(max(W[W_P00 * CB + b], 1e-16)) if sigma_points else 1e-3
+                for row, z_at in ((W_Y0, z), (W_Y_UP, z + spread), (W_Y_DN, z - spread)):
+                    if row != W_Y_DN or sigma_points:
+                        W[row * CB + b], W[(row + 1) * CB + b] = _static_part(
+                            z_at, current[k, c], W[W_SIGN * CB + b], W[W_RHO * CB + b], W, n_rc, b, rows, knots,
+                            ocv_tables, model_index[c], ocv_k[b], ocv_u[b], z0, dz)
+            # the Kalman update: arithmetic only, over the block's cells at once
+            for b in range(n_b):
+                c = first + b
+                h, bias = W[W_H * CB + b], W[W_B * CB + b]
+                p00, p01, p02, p03 = W[W_P00 * CB + b], W[W_P01 * CB + b], W[W_P02 * CB + b], W[W_P03 * CB + b]
+                p11, p12, p13 = W[W_P11 * CB + b], W[W_P12 * CB + b], W[W_P13 * CB + b]
+                p22, p23, p33 = W[W_P22 * CB + b], W[W_P23 * CB + b], W[W_P33 * CB + b]
+                m_v = W[W_M * CB + b]
+                r = W[W_R0 * CB + b]
                 if sigma_points:
                     y_mean, pyy, dv_dz = _sigma_point_moments(
-                        g_at[0, b], r, g_at[1, b], r_at[1, b], g_at[2, b], r_at[2, b], x[H, b], x[B, b], m_v,
-                        P[0, 0, b], P[0, 1, b], P[0, 2, b], P[1, 1, b], P[1, 2, b], P[2, 2, b])
-                else:
-                    dv_dz = (g_at[1, b] - g_at[0, b]) / 1e-3
-                    y_mean = g_at[0, b] + m_v * x[H, b] - r * x[B, b]
-                p_y0 = P[0, 0, b] * dv_dz + P[0, 1, b] * m_v - P[0, 2, b] * r  # P·H', H = [dv/dz, M, −R, 0]
-                p_y1 = P[1, 0, b] * dv_dz + P[1, 1, b] * m_v - P[1, 2, b] * r
-                p_y2 = P[2, 0, b] * dv_dz + P[2, 1, b] * m_v - P[2, 2, b] * r
-                p_y3 = P[3, 0, b] * dv_dz + P[3, 1, b] * m_v - P[3, 2, b] * r
+                        W[W_Y0 * CB + b], r, W[W_Y_UP * CB + b], W[W_R_UP * CB + b], W[W_Y_DN * CB + b],
+                        W[W_R_DN * CB + b], h, bias, m_v, p00, p01, p02, p11, p12, p22)
+                else:  # a one-sided difference over 1e-3 of SoC
+                    dv_dz = (W[W_Y_UP * CB + b] - W[W_Y0 * CB + b]) / 1e-3
+                    y_mean = W[W_Y0 * CB + b] + m_v * h - r * bias
+                    pyy = 0.0
+                p_y0 = p00 * dv_dz + p01 * m_v - p02 * r  # P·H', H = [dv/dz, M, −R, 0]
+                p_y1 = p01 * dv_dz + p11 * m_v - p12 * r
+                p_y2 = p02 * dv_dz + p12 * m_v - p22 * r
+                p_y3 = p03 * dv_dz + p13 * m_v - p23 * r
                 if not sigma_points:
                     pyy = dv_dz * p_y0 + m_v * p_y1 - r * p_y2
-                pyy += r_v
                 innovation = voltage[k, c] - y_mean
-                gate = opt[O_GATE]
-                if innovation * innovation > gate * gate * pyy:  # beyond the model: trust it less, not more
-                    pyy = innovation * innovation / (gate * gate)
+                # beyond the gate the model is off: trust it less, not more
+                pyy = max(pyy + r_v, innovation * innovation / gate2)
                 inv_pyy = 1.0 / pyy
-                p_y = (p_y0, p_y1, p_y2, p_y3)
-                for d in range(N_X):
-                    x[d, b] += p_y[d] * inv_pyy * innovation
-                    for e in range(d, N_X):
-                        P[d, e, b] = P[e, d, b] = P[d, e, b] - p_y[d] * p_y[e] * inv_pyy
-                    P[d, d, b] = max(P[d, d, b], 1e-12)
-                x[H, b] = min(1.0, max(-1.0, x[H, b]))
-                x[G, b] = min(2.0, max(0.5, x[G, b]))
-                soc_out[k, c] = x[Z, b]
-                std_out[k, c] = np.sqrt(P[0, 0, b])
+                gain = innovation * inv_pyy
+                z = W[W_Z * CB + b] + p_y0 * gain
+                W[W_Z * CB + b] = z
+                W[W_H * CB + b] = min(1.0, max(-1.0, h + p_y1 * gain))
+                W[W_B * CB + b] = bias + p_y2 * gain
+                W[W_G * CB + b] = min(2.0, max(0.5, W[W_G * CB + b] + p_y3 * gain))
+                p00 = max(p00 - p_y0 * p_y0 * inv_pyy, 1e-12)
+                W[W_P00 * CB + b] = p00
+                W[W_P01 * CB + b] = p01 - p_y0 * p_y1 * inv_pyy
+                W[W_P02 * CB + b] = p02 - p_y0 * p_y2 * inv_pyy
+                W[W_P03 * CB + b] = p03 - p_y0 * p_y3 * inv_pyy
+                W[W_P11 * CB + b] = max(p11 - p_y1 * p_y1 * inv_pyy, 1e-12)
+                W[W_P12 * CB + b] = p12 - p_y1 * p_y2 * inv_pyy
+                W[W_P13 * CB + b] = p13 - p_y1 * p_y3 * inv_pyy
+                W[W_P22 * CB + b] = max(p22 - p_y2 * p_y2 * inv_pyy, 1e-12)
+                W[W_P23 * CB + b] = p23 - p_y2 * p_y3 * inv_pyy
+                W[W_P33 * CB + b] = max(p33 - p_y3 * p_y3 * inv_pyy, 1e-12)
+                soc_out[k, c] = z
+                std_out[k, c] = np.sqrt(p00)
             if with_health:
                 for b in range(n_b):
                     c = first + b
                     st = state[c]
-                    st[S] = sign_s[b]
-                    _update_health(k, time_s, dt, current[k, c], voltage[k, c], st, x, P, b, irc, rows, knots, adapt,
+                    st[S] = W[W_SIGN * CB + b]
+                    _update_health(k, time_s, dt, current[k, c], voltage[k, c], st, W, n_rc, b, rows, knots, adapt,
                                    opt, health_out[k, c])
                     st[PREV_I] = current[k, c]
                     st[PREV_V] = voltage[k, c]
-                    st[PREV_S] = sign_s[b]
+                    st[PREV_S] = st[S]
                     st[PREV_T] = time_s[k]
-                    rho[b] = _trusted_rho(st[RHO], opt[O_RHO_DEADBAND]) if adapt_rho else 1.0
-                    charge_var[b] = _counted_charge_var(st[SXX], opt)
+                    W[W_RHO * CB + b] = _trusted_rho(st[RHO], opt[O_RHO_DEADBAND]) if adapt_rho else 1.0
+                    W[W_CHARGE_VAR * CB + b] = _counted_charge_var(st[SXX], opt)
             if record_limits:
                 for b in range(n_b):
                     c = first + b
                     m = model_index[c]
                     q_model = rows[b, 0]
                     q_now = q_model / (state[c, S_INV] if adapt else 1.0)  # the reported capacity
+                    z, h = W[W_Z * CB + b], W[W_H * CB + b]
                     # Horizons ascend; a longer pulse also has to hold over the shorter one's span.
                     ic_cap, idis_cap = opt[O_MAX_CHARGE_C] * q_model, opt[O_MAX_DISCHARGE_C] * q_model
                     pc_cap, pdis_cap = np.inf, np.inf
                     for n in range(n_h):
-                        ic, pc = _limit(1.0, ic_cap, horizons[n], x[Z, b], x[H, b], irc, b, rows, knots, ocv_tables,
+                        ic, pc = _limit(1.0, ic_cap, horizons[n], z, h, W, n_rc, b, rows, knots, ocv_tables,
                                         m, ocv_k[b], ocv_u[b], z0, dz, state[c, RHO], q_now, opt)
-                        idis, pdis = _limit(-1.0, idis_cap, horizons[n], x[Z, b], x[H, b], irc, b, rows, knots,
+                        idis, pdis = _limit(-1.0, idis_cap, horizons[n], z, h, W, n_rc, b, rows, knots,
                                             ocv_tables, m, ocv_k[b], ocv_u[b], z0, dz, state[c, RHO], q_now, opt)
                         ic_cap, idis_cap = ic, idis
                         pc_cap, pdis_cap = min(pc, pc_cap), min(pdis, pdis_cap)
@@ -373,50 +411,55 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                         limits_out[k, c, n * N_LIMITS + 1] = idis
                         limits_out[k, c, n * N_LIMITS + 2] = pc_cap
                         limits_out[k, c, n * N_LIMITS + 3] = pdis_cap
-            # --- time update to the next sample: P = F P F' + Q --------------------------------
+            # --- time update to the next sample: P = F P F' + Q, over the block's cells at once -------
             if dt > 0.0:
                 for b in range(n_b):
                     i = current[k, first + b]
-                    q_model = rows[b, 0]
-                    eta = rows[b, 1] if i > 0 else 1.0
-                    g = x[G, b] if adapt else 1.0
+                    q_model = W[W_Q * CB + b]
+                    eta = W[W_ETA * CB + b] if i > 0 else 1.0
+                    g = W[W_G * CB + b] if adapt else 1.0
+                    bias = W[W_B * CB + b]
                     c0 = eta * dt / (3600.0 * q_model)
-                    moved = c0 * g * (i - x[B, b])
-                    decay = np.exp(-abs(c0 * g * i) * rows[b, 2])
+                    moved = c0 * g * (i - bias)
+                    decay = _exp_neg(abs(c0 * g * i) * W[W_GAMMA * CB + b])
                     sign = 1.0 if i > 0 else (-1.0 if i < 0 else 0.0)
-                    x[Z, b] += moved
-                    x[H, b] = decay * x[H, b] + (1.0 - decay) * sign
-                    if with_health:
-                        state[first + b, MOVED] += moved / g
+                    W[W_Z * CB + b] += moved
+                    W[W_H * CB + b] = decay * W[W_H * CB + b] + (1.0 - decay) * sign
+                    W[W_MOVED * CB + b] += moved / g
                     # F is the identity but for dz/db = a, dz/dg = f and dh/dh = decay.
                     a = -c0 * g
-                    f = c0 * (i - x[B, b]) if adapt else 0.0
-                    f00 = P[0, 0, b] + a * P[0, 2, b] + f * P[0, 3, b]
-                    f01 = P[0, 1, b] + a * P[1, 2, b] + f * P[1, 3, b]
-                    f02 = P[0, 2, b] + a * P[2, 2, b] + f * P[2, 3, b]
-                    f03 = P[0, 3, b] + a * P[2, 3, b] + f * P[3, 3, b]
-                    P[0, 0, b] = (f00 + a * f02 + f * f03
-                                  + ((c0 * g * opt[O_SIGMA_I] * q_model) ** 2 + charge_var[b] * moved * moved))
-                    P[0, 1, b] = P[1, 0, b] = decay * f01
-                    P[0, 2, b] = P[2, 0, b] = f02
-                    P[0, 3, b] = P[3, 0, b] = f03
-                    P[1, 1, b] = decay * (decay * P[1, 1, b]) + (0.2 * (1.0 - decay)) ** 2
-                    P[1, 2, b] = P[2, 1, b] = decay * P[1, 2, b]
-                    P[1, 3, b] = P[3, 1, b] = decay * P[1, 3, b]
-                    P[2, 2, b] += opt[O_Q_OFFSET] * q_model * q_model * dt
-                    P[3, 3, b] += opt[O_Q_CAPACITY] * dt if opt[O_JOINT_VAR] > 0 else 0.0
-                    for n in range(n_rc):
-                        irc[n, b] = rc_decay[n, b] * irc[n, b] + (1.0 - rc_decay[n, b]) * i
+                    f = c0 * (i - bias) if adapt else 0.0
+                    p02, p03, p22, p23, p33 = (W[W_P02 * CB + b], W[W_P03 * CB + b], W[W_P22 * CB + b],
+                                               W[W_P23 * CB + b], W[W_P33 * CB + b])
+                    f00 = W[W_P00 * CB + b] + a * p02 + f * p03
+                    f01 = W[W_P01 * CB + b] + a * W[W_P12 * CB + b] + f * W[W_P13 * CB + b]
+                    f02 = p02 + a * p22 + f * p23
+                    f03 = p03 + a * p23 + f * p33
+                    W[W_P00 * CB + b] = (f00 + a * f02 + f * f03 + ((c0 * g * opt[O_SIGMA_I] * q_model) ** 2
+                                                                   + W[W_CHARGE_VAR * CB + b] * moved * moved))
+                    W[W_P01 * CB + b] = decay * f01
+                    W[W_P02 * CB + b] = f02
+                    W[W_P03 * CB + b] = f03
+                    W[W_P11 * CB + b] = decay * (decay * W[W_P11 * CB + b]) + (0.2 * (1.0 - decay)) ** 2
+                    W[W_P12 * CB + b] *= decay
+                    W[W_P13 * CB + b] *= decay
+                    W[W_P22 * CB + b] = p22 + opt[O_Q_OFFSET] * q_model * q_model * dt
+                    W[W_P33 * CB + b] = p33 + (opt[O_Q_CAPACITY] * dt if joint else 0.0)
+                for n in range(n_rc):
+                    for b in range(n_b):
+                        a = W[(decays + n) * CB + b]
+                        W[(W_IRC + n) * CB + b] = a * W[(W_IRC + n) * CB + b] + (1.0 - a) * current[k, first + b]
         for b in range(n_b):
             c = first + b
             for d in range(N_X):
-                state[c, d] = x[d, b]
+                state[c, d] = W[d * CB + b]
                 for e in range(N_X):
-                    cov[c, d, e] = P[d, e, b]
+                    cov[c, d, e] = W[p_rows[d, e] * CB + b]
             for n in range(n_rc):
-                i_rc[c, n] = irc[n, b]
-            state[c, S] = sign_s[b]
+                i_rc[c, n] = W[(W_IRC + n) * CB + b]
+            state[c, S] = W[W_SIGN * CB + b]
+            state[c, MOVED] += W[W_MOVED * CB + b]
             state[c, PREV_I] = current[n_time - 1, c]
             state[c, PREV_V] = voltage[n_time - 1, c]
-            state[c, PREV_S] = sign_s[b]
+            state[c, PREV_S] = W[W_SIGN * CB + b]
             state[c, PREV_T] = time_s[n_time - 1]
