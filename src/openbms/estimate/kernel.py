@@ -16,8 +16,9 @@ Speed: cells go through a chunk in blocks of CELL_BLOCK, so a block's state stay
 however many cells there are. A block's state is one flat work array, a row of CELL_BLOCK
 values per quantity, and each stage of a time step runs over all the block's cells before
 the next; the stages that are arithmetic only (the Kalman update, the time update) compile
-to vector instructions over the cells. The table look-ups (OCV, resistances) stay scalar:
-gathers do not pay on the CPUs we run on. Each cell keeps its parameters interpolated at its
+to vector instructions over the cells. The resistances are read through their knots' hat
+functions, arithmetic as well; only the OCV look-up stays scalar (gathers do not pay on the
+CPUs we run on). Each cell keeps its parameters interpolated at its
 temperature until the temperature changes.
 """
 
@@ -47,14 +48,22 @@ SIGMA_H = np.sqrt(3.0)  # central-difference step (Plett's CDKF), weights (h²�
 BISECTIONS = 18
 CELL_BLOCK = 64  # cells advanced together through a chunk: their state and parameters stay in cache
 CB = CELL_BLOCK
-# Rows of a block's work array: cell b's value of row r is W[r * CB + b]. Rows at constant
-# offsets of one array, not separate arrays, let the compiler prove that they do not overlap.
+# Rows of a block's work array: cell b's value of row r is W[r * CB + b]. Rows at constant offsets
+# of one array let the compiler see that they do not overlap, and so vectorise over the cells.
 (W_Z, W_H, W_B, W_G,  # the filter state x
  W_P00, W_P01, W_P02, W_P03, W_P11, W_P12, W_P13, W_P22, W_P23, W_P33,  # its covariance (upper triangle)
  W_SIGN, W_RHO, W_CHARGE_VAR, W_MOVED,  # sign memory, resistance scale used, counted charge's variance, SoC moved
  W_Q, W_ETA, W_GAMMA, W_M0, W_M,  # parameters at the cell's temperature
- W_Y0, W_R0, W_Y_UP, W_R_UP, W_Y_DN, W_R_DN,  # voltage without h and b, and ΣR, at the evaluation SoCs
- W_IRC) = range(30)  # then n_rc rows of RC branch currents, then n_rc of their decays over the step
+ # The voltage is evaluated at z, "up" and "dn": z ± the sigma-point spread (the EKF: z + 1e-3 for its slope).
+ W_Z_UP, W_Z_DN,  # those SoCs
+ W_OCV, W_OCV_UP, W_OCV_DN,  # OCV at each
+ W_RI, W_RI_UP, W_RI_DN,  # Σ R·i over R0 (the measured current) and the RC branches (theirs) at each
+ W_RS, W_RS_UP, W_RS_DN,  # ΣR at each
+ N_W) = range(35)
+# Rows whose number depends on the model live in arrays of their own, laid out alike: the RC
+# branch currents `irc` and their decays over the step; per knot the resistances' values
+# `knot_r` (R0's, then each branch's, then their sum ΣR) and `knot_ri`, Σ R·i at this sample.
+# A loop that writes rows at offsets known only at run time must not read the same array.
 
 
 @njit(cache=True, inline="always")
@@ -77,19 +86,21 @@ def _knot_position(knots, z):
 
 
 @njit(cache=True, inline="always")
-def _static_part(z, i, s, rho, W, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz):
-    """(OCV + M0·s + ρ·R0·i + Σ ρ·R_j·i_Rj, ρ·ΣR) at SoC z: the voltage without h and b."""
-    n_k = knots.shape[0]
-    base = N_FIXED + n_rc
-    j, w = _knot_position(knots, z)
-    r0 = _resistance(rows, b, base, j, w, n_k)
-    v = ocv_at_position(z, kt, ut, z0, dz, ocv_tables[m]) + rows[b, 3] * s + rho * r0 * i
-    r_sum = r0
-    for n in range(n_rc):
-        rn = _resistance(rows, b, base + (n + 1) * n_k, j, w, n_k)
-        v += rho * rn * W[(W_IRC + n) * CB + b]
-        r_sum += rn
-    return v, rho * r_sum
+def _hat(z, hat):
+    """Weight at SoC z of a knot's value, from its hat function (a row of `knot_hats`)."""
+    return max(0.0, min(z * hat[0] - hat[1], hat[3] - z * hat[2]))
+
+
+def knot_hats(knots):
+    """Per knot its hat function, the weight of the knot's value in piecewise-linear interpolation,
+    as max(0, min(z·a − b, d − z·c)) with rows (a, b, c, d): a rising and a falling edge. The end
+    knots' outer edge is 1 everywhere, so their weight stays 1 beyond the ends."""
+    n = len(knots)
+    a, b, c, d = np.zeros(n), -np.ones(n), np.zeros(n), np.ones(n)
+    a[1:] = c[:-1] = 1.0 / np.diff(knots)
+    b[1:] = knots[:-1] * a[1:]
+    d[:-1] = knots[1:] * c[:-1]
+    return np.array([a, b, c, d])
 
 
 @njit(cache=True, inline="always")
@@ -134,7 +145,7 @@ def _counted_charge_var(sxx, opt):
 
 
 @njit(cache=True)
-def _predict_voltage(I, horizon, z, h, W, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah):
+def _predict_voltage(I, horizon, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah):
     """Voltage and SoC after holding current I for `horizon` seconds from the present state."""
     eta = rows[b, 1] if I > 0 else 1.0
     moved = eta * I * horizon / (3600.0 * q_ah)
@@ -149,20 +160,20 @@ def _predict_voltage(I, horizon, z, h, W, n_rc, b, rows, knots, ocv_tables, m, k
     v += rho * _resistance(rows, b, base, j, w, n_k) * I
     for n in range(n_rc):
         a = np.exp(-horizon / rows[b, N_FIXED + n])
-        v += rho * _resistance(rows, b, base + (n + 1) * n_k, j, w, n_k) * (a * W[(W_IRC + n) * CB + b] + (1.0 - a) * I)
+        v += rho * _resistance(rows, b, base + (n + 1) * n_k, j, w, n_k) * (a * irc[n, b] + (1.0 - a) * I)
     return v, z_end
 
 
 @njit(cache=True)
-def _limit(direction, i_max, horizon, z, h, W, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah, opt):
+def _limit(direction, i_max, horizon, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah, opt):
     """Largest |I| in `direction` (+1 charge, −1 discharge) that keeps voltage and SoC in bounds
     at the start and at the end of the horizon, and the power at the lower of those voltages."""
     lo, hi = 0.0, i_max
     for _ in range(BISECTIONS):
         mid = 0.5 * (lo + hi)
-        v0, _ = _predict_voltage(direction * mid, 1e-9, z, h, W, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz,
+        v0, _ = _predict_voltage(direction * mid, 1e-9, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz,
                                  rho, q_ah)
-        v1, z_end = _predict_voltage(direction * mid, horizon, z, h, W, n_rc, b, rows, knots, ocv_tables, m, kt, ut,
+        v1, z_end = _predict_voltage(direction * mid, horizon, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut,
                                      z0, dz, rho, q_ah)
         if direction > 0:
             ok = max(v0, v1) <= opt[O_V_MAX] and z_end <= opt[O_SOC_MAX]
@@ -172,14 +183,14 @@ def _limit(direction, i_max, horizon, z, h, W, n_rc, b, rows, knots, ocv_tables,
             lo = mid
         else:
             hi = mid
-    v0, _ = _predict_voltage(direction * lo, 1e-9, z, h, W, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah)
-    v1, _ = _predict_voltage(direction * lo, horizon, z, h, W, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho,
+    v0, _ = _predict_voltage(direction * lo, 1e-9, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah)
+    v1, _ = _predict_voltage(direction * lo, horizon, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho,
                              q_ah)
     return lo, lo * min(v0, v1)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _update_health(k, time_s, dt, i, v_meas, st, W, n_rc, b, rows, knots, adapt, opt, health_out):
+def _update_health(k, time_s, dt, i, v_meas, st, W, irc, n_rc, b, rows, knots, adapt, opt, health_out):
     """Resistance scale from voltage steps at current steps; capacity from confident SoC pairs."""
     # The model's one-sample voltage change at a current step, as the fresh cell showed it: ρ times this.
     n_k = knots.shape[0]
@@ -187,7 +198,7 @@ def _update_health(k, time_s, dt, i, v_meas, st, W, n_rc, b, rows, knots, adapt,
     j, w = _knot_position(knots, W[W_Z * CB + b])
     v_rc = 0.0
     for n in range(n_rc):
-        v_rc += _resistance(rows, b, base + (n + 1) * n_k, j, w, n_k) * W[(W_IRC + n) * CB + b]
+        v_rc += _resistance(rows, b, base + (n + 1) * n_k, j, w, n_k) * irc[n, b]
     # the previous sample may be the last of an earlier call: a BMS feeds one sample at a time
     if abs(i - st[PREV_I]) > opt[O_STEP_C] * rows[b, 0] and time_s[k] - st[PREV_T] < 2.5:
         hr = rows[b, 5] * (_resistance(rows, b, base, j, w, n_k) * (i - st[PREV_I]) + v_rc - st[PREV_VRC])
@@ -251,11 +262,13 @@ P_ROWS = np.array([[W_P00, W_P01, W_P02, W_P03], [W_P01, W_P11, W_P12, W_P13], [
 
 
 @njit(cache=True)
-def _block_arrays(n_rc, n_columns):
+def _block_arrays(n_rc, n_k, n_columns):
     """Work arrays for one block of cells: the rows of W; per cell the temperature and step its
-    cached values hold for, the parameter row and OCV table position at that temperature."""
-    return (np.empty((W_IRC + 2 * n_rc) * CB), np.empty(CB), np.empty(CB), np.empty((CB, n_columns)),
-            np.empty(CB, dtype=np.int64), np.empty(CB))
+    cached values hold for, the parameter row and OCV table position at that temperature, and
+    where its two OCV rows start in the flattened tables."""
+    return (np.empty(N_W * CB), np.empty((n_rc, CB)), np.empty((n_rc, CB)), np.empty(((n_rc + 2) * n_k, CB)),
+            np.empty((n_k, CB)), np.empty(CB), np.empty(CB),
+            np.empty((CB, n_columns)), np.empty(CB, dtype=np.int64), np.empty(CB), np.empty((2, CB), dtype=np.int64))
 
 
 def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz,
@@ -264,7 +277,8 @@ def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, ta
     """Run the estimator over (time, cells); `state`, `cov` and `i_rc` carry over between calls."""
     _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz, ocv_tables,
                 opt, sigma_points, with_health, adapt, horizons, state, cov, i_rc, soc_out, std_out, health_out,
-                limits_out, P_ROWS, *_block_arrays(i_rc.shape[1], tables.shape[2]))
+                limits_out, P_ROWS, knot_hats(knots), ocv_tables.reshape(-1),
+                *_block_arrays(i_rc.shape[1], len(knots), tables.shape[2]))
 
 
 # Without the runtime's reference counting: every inlined helper that takes an array would
@@ -274,15 +288,17 @@ def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, ta
 @njit(cache=True, _nrt=False, error_model="numpy")
 def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz, ocv_tables,
                 opt, sigma_points, with_health, adapt, horizons, state, cov, i_rc, soc_out, std_out, health_out,
-                limits_out, p_rows, W, seen_t, seen_dt, rows, ocv_k, ocv_u):
+                limits_out, p_rows, hats, ocv_flat, W, irc, rc_decay, knot_r, knot_ri, seen_t, seen_dt, rows, ocv_k, ocv_u, ocv_row):
     n_time, n_cells = current.shape
     n_rc = i_rc.shape[1]
+    n_k = knots.shape[0]
+    n_ocv_t, n_z = ocv_tables.shape[1], ocv_tables.shape[2]
     n_h = horizons.shape[0]
     record_limits = limits_out.shape[0] == n_time and limits_out.shape[2] == N_LIMITS * n_h
     adapt_rho = adapt and opt[O_ADAPT_RESISTANCE] > 0
     joint = opt[O_JOINT_VAR] > 0
     gate2 = opt[O_GATE] ** 2
-    decays = W_IRC + n_rc  # first row of the RC decays
+    knot_sum = (1 + n_rc) * n_k  # first row of ΣR in knot_r
     for first in range(0, n_cells, CB):
         n_b = min(CB, n_cells - first)
         for b in range(n_b):
@@ -290,9 +306,9 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
             for d in range(N_X):
                 W[d * CB + b] = state[c, d]
                 for e in range(d, N_X):
-                    W[p_rows[d, e] * CB + b] = cov[c, d, e]
+                    W[(p_rows[d, e]) * CB + b] = cov[c, d, e]
             for n in range(n_rc):
-                W[(W_IRC + n) * CB + b] = i_rc[c, n]
+                irc[n, b] = i_rc[c, n]
             W[W_SIGN * CB + b] = state[c, S]
             W[W_RHO * CB + b] = _trusted_rho(state[c, RHO], opt[O_RHO_DEADBAND]) if adapt_rho else 1.0
             W[W_CHARGE_VAR * CB + b] = _counted_charge_var(state[c, SXX], opt)
@@ -303,34 +319,74 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
             # Model error is slow and correlated: one independent look per correlation time.
             step = dt if dt > 0.0 else (time_s[k] - time_s[k - 1] if k > 0 else 1.0)
             r_v = opt[O_SIGMA_V] ** 2 * max(1.0, opt[O_CORRELATION_S] / step)
+            # this sample's rows of the block's cells: indexed from 0, the compiler sees contiguous runs
+            last = first + n_b
+            current_k, voltage_k, temperature_k = current[k, first:last], voltage[k, first:last], temperature[k, first:last]
+            soc_k, std_k = soc_out[k, first:last], std_out[k, first:last]
             for b in range(n_b):
-                t = temperature[k, first + b]
+                t = temperature_k[b]
                 if t != seen_t[b]:
                     params_at(t, axis, tables[model_index[first + b]], rows[b])
                     ocv_k[b], ocv_u[b] = _axis_position(ocv_t, t)
                     for row, col in ((W_Q, 0), (W_ETA, 1), (W_GAMMA, 2), (W_M0, 3), (W_M, 4)):
                         W[row * CB + b] = rows[b, col]
+                    for m in range(n_k):
+                        knot_r[knot_sum + m, b] = 0.0
+                        for n in range(1 + n_rc):
+                            r = rows[b, N_FIXED + n_rc + n * n_k + m]
+                            knot_r[n * n_k + m, b] = r
+                            knot_r[knot_sum + m, b] += r
+                    ocv_row[0, b] = (model_index[first + b] * n_ocv_t + ocv_k[b]) * n_z
+                    ocv_row[1, b] = ocv_row[0, b] + (n_z if n_ocv_t > 1 else 0)
                     seen_t[b] = t
                     seen_dt[b] = np.nan
                 if dt > 0.0 and dt != seen_dt[b]:
                     for n in range(n_rc):
-                        W[(decays + n) * CB + b] = np.exp(-dt / rows[b, N_FIXED + n])
+                        rc_decay[n, b] = np.exp(-dt / rows[b, N_FIXED + n])
                     seen_dt[b] = dt
             # --- measurement update -------------------------------------------------------
             for b in range(n_b):
-                i = current[k, first + b]
+                i = current_k[b]
                 s = W[W_SIGN * CB + b]
                 W[W_SIGN * CB + b] = 1.0 if i > SIGN_THRESHOLD_A else (-1.0 if i < -SIGN_THRESHOLD_A else s)
-            # the voltage's table look-ups at the SoCs it is evaluated at: scalar
+            # The voltage at each evaluation SoC: its resistive part through the knots' hat functions
+            # (vector loops, cells innermost); its OCV by a scalar look-up.
             for b in range(n_b):
-                c = first + b
                 z = W[W_Z * CB + b]
                 spread = SIGMA_H * np.sqrt(max(W[W_P00 * CB + b], 1e-16)) if sigma_points else 1e-3
-                for row, z_at in ((W_Y0, z), (W_Y_UP, z + spread), (W_Y_DN, z - spread)):
-                    if row != W_Y_DN or sigma_points:
-                        W[row * CB + b], W[(row + 1) * CB + b] = _static_part(
-                            z_at, current[k, c], W[W_SIGN * CB + b], W[W_RHO * CB + b], W, n_rc, b, rows, knots,
-                            ocv_tables, model_index[c], ocv_k[b], ocv_u[b], z0, dz)
+                W[W_Z_UP * CB + b] = z + spread
+                W[W_Z_DN * CB + b] = z - spread
+            for m in range(n_k):
+                for b in range(n_b):
+                    knot_ri[m, b] = knot_r[m, b] * current_k[b]
+                for n in range(n_rc):
+                    for b in range(n_b):
+                        knot_ri[m, b] += knot_r[(n + 1) * n_k + m, b] * irc[n, b]
+            for row in (W_RI, W_RI_UP, W_RI_DN, W_RS, W_RS_UP, W_RS_DN):
+                for b in range(n_b):
+                    W[row * CB + b] = 0.0
+            for m in range(n_k):
+                hat = (hats[0, m], hats[1, m], hats[2, m], hats[3, m])
+                for b in range(n_b):
+                    ri, rs = knot_ri[m, b], knot_r[knot_sum + m, b]
+                    weight = _hat(W[W_Z * CB + b], hat)
+                    W[W_RI * CB + b] += weight * ri
+                    W[W_RS * CB + b] += weight * rs
+                    weight = _hat(W[W_Z_UP * CB + b], hat)
+                    W[W_RI_UP * CB + b] += weight * ri
+                    W[W_RS_UP * CB + b] += weight * rs
+                    weight = _hat(W[W_Z_DN * CB + b], hat)
+                    W[W_RI_DN * CB + b] += weight * ri
+                    W[W_RS_DN * CB + b] += weight * rs
+            for b in range(n_b):
+                lo, hi, u = ocv_row[0, b], ocv_row[1, b], ocv_u[b]
+                for z_row, ocv_row_out in ((W_Z, W_OCV), (W_Z_UP, W_OCV_UP), (W_Z_DN, W_OCV_DN)):
+                    pos = (W[z_row * CB + b] - z0) / dz
+                    j = min(max(int(np.floor(pos)), 0), n_z - 2)
+                    w = pos - j
+                    at_lo = ocv_flat[lo + j] + w * (ocv_flat[lo + j + 1] - ocv_flat[lo + j])
+                    at_hi = ocv_flat[hi + j] + w * (ocv_flat[hi + j + 1] - ocv_flat[hi + j])
+                    W[ocv_row_out * CB + b] = at_lo + u * (at_hi - at_lo)
             # the Kalman update: arithmetic only, over the block's cells at once
             for b in range(n_b):
                 c = first + b
@@ -339,14 +395,20 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                 p11, p12, p13 = W[W_P11 * CB + b], W[W_P12 * CB + b], W[W_P13 * CB + b]
                 p22, p23, p33 = W[W_P22 * CB + b], W[W_P23 * CB + b], W[W_P33 * CB + b]
                 m_v = W[W_M * CB + b]
-                r = W[W_R0 * CB + b]
+                rho = W[W_RHO * CB + b]
+                hysteresis = W[W_M0 * CB + b] * W[W_SIGN * CB + b]
+                # the voltage without h and b, and ρ·ΣR, at z and the other evaluation SoCs
+                y0 = W[W_OCV * CB + b] + hysteresis + rho * W[W_RI * CB + b]
+                y_up = W[W_OCV_UP * CB + b] + hysteresis + rho * W[W_RI_UP * CB + b]
+                y_dn = W[W_OCV_DN * CB + b] + hysteresis + rho * W[W_RI_DN * CB + b]
+                r = rho * W[W_RS * CB + b]
                 if sigma_points:
                     y_mean, pyy, dv_dz = _sigma_point_moments(
-                        W[W_Y0 * CB + b], r, W[W_Y_UP * CB + b], W[W_R_UP * CB + b], W[W_Y_DN * CB + b],
-                        W[W_R_DN * CB + b], h, bias, m_v, p00, p01, p02, p11, p12, p22)
+                        y0, r, y_up, rho * W[W_RS_UP * CB + b], y_dn, rho * W[W_RS_DN * CB + b], h, bias,
+                        m_v, p00, p01, p02, p11, p12, p22)
                 else:  # a one-sided difference over 1e-3 of SoC
-                    dv_dz = (W[W_Y_UP * CB + b] - W[W_Y0 * CB + b]) / 1e-3
-                    y_mean = W[W_Y0 * CB + b] + m_v * h - r * bias
+                    dv_dz = (y_up - y0) / 1e-3
+                    y_mean = y0 + m_v * h - r * bias
                     pyy = 0.0
                 p_y0 = p00 * dv_dz + p01 * m_v - p02 * r  # P·H', H = [dv/dz, M, −R, 0]
                 p_y1 = p01 * dv_dz + p11 * m_v - p12 * r
@@ -354,7 +416,7 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                 p_y3 = p03 * dv_dz + p13 * m_v - p23 * r
                 if not sigma_points:
                     pyy = dv_dz * p_y0 + m_v * p_y1 - r * p_y2
-                innovation = voltage[k, c] - y_mean
+                innovation = voltage_k[b] - y_mean
                 # beyond the gate the model is off: trust it less, not more
                 pyy = max(pyy + r_v, innovation * innovation / gate2)
                 inv_pyy = 1.0 / pyy
@@ -375,14 +437,14 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                 W[W_P22 * CB + b] = max(p22 - p_y2 * p_y2 * inv_pyy, 1e-12)
                 W[W_P23 * CB + b] = p23 - p_y2 * p_y3 * inv_pyy
                 W[W_P33 * CB + b] = max(p33 - p_y3 * p_y3 * inv_pyy, 1e-12)
-                soc_out[k, c] = z
-                std_out[k, c] = np.sqrt(p00)
+                soc_k[b] = z
+                std_k[b] = np.sqrt(p00)
             if with_health:
                 for b in range(n_b):
                     c = first + b
                     st = state[c]
                     st[S] = W[W_SIGN * CB + b]
-                    _update_health(k, time_s, dt, current[k, c], voltage[k, c], st, W, n_rc, b, rows, knots, adapt,
+                    _update_health(k, time_s, dt, current[k, c], voltage[k, c], st, W, irc, n_rc, b, rows, knots, adapt,
                                    opt, health_out[k, c])
                     st[PREV_I] = current[k, c]
                     st[PREV_V] = voltage[k, c]
@@ -401,9 +463,9 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                     ic_cap, idis_cap = opt[O_MAX_CHARGE_C] * q_model, opt[O_MAX_DISCHARGE_C] * q_model
                     pc_cap, pdis_cap = np.inf, np.inf
                     for n in range(n_h):
-                        ic, pc = _limit(1.0, ic_cap, horizons[n], z, h, W, n_rc, b, rows, knots, ocv_tables,
+                        ic, pc = _limit(1.0, ic_cap, horizons[n], z, h, irc, n_rc, b, rows, knots, ocv_tables,
                                         m, ocv_k[b], ocv_u[b], z0, dz, state[c, RHO], q_now, opt)
-                        idis, pdis = _limit(-1.0, idis_cap, horizons[n], z, h, W, n_rc, b, rows, knots,
+                        idis, pdis = _limit(-1.0, idis_cap, horizons[n], z, h, irc, n_rc, b, rows, knots,
                                             ocv_tables, m, ocv_k[b], ocv_u[b], z0, dz, state[c, RHO], q_now, opt)
                         ic_cap, idis_cap = ic, idis
                         pc_cap, pdis_cap = min(pc, pc_cap), min(pdis, pdis_cap)
@@ -414,7 +476,7 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
             # --- time update to the next sample: P = F P F' + Q, over the block's cells at once -------
             if dt > 0.0:
                 for b in range(n_b):
-                    i = current[k, first + b]
+                    i = current_k[b]
                     q_model = W[W_Q * CB + b]
                     eta = W[W_ETA * CB + b] if i > 0 else 1.0
                     g = W[W_G * CB + b] if adapt else 1.0
@@ -447,16 +509,16 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                     W[W_P33 * CB + b] = p33 + (opt[O_Q_CAPACITY] * dt if joint else 0.0)
                 for n in range(n_rc):
                     for b in range(n_b):
-                        a = W[(decays + n) * CB + b]
-                        W[(W_IRC + n) * CB + b] = a * W[(W_IRC + n) * CB + b] + (1.0 - a) * current[k, first + b]
+                        a = rc_decay[n, b]
+                        irc[n, b] = a * irc[n, b] + (1.0 - a) * current_k[b]
         for b in range(n_b):
             c = first + b
             for d in range(N_X):
                 state[c, d] = W[d * CB + b]
                 for e in range(N_X):
-                    cov[c, d, e] = W[p_rows[d, e] * CB + b]
+                    cov[c, d, e] = W[(p_rows[d, e]) * CB + b]
             for n in range(n_rc):
-                i_rc[c, n] = W[(W_IRC + n) * CB + b]
+                i_rc[c, n] = irc[n, b]
             state[c, S] = W[W_SIGN * CB + b]
             state[c, MOVED] += W[W_MOVED * CB + b]
             state[c, PREV_I] = current[n_time - 1, c]
