@@ -169,7 +169,9 @@ class Estimator:
         """Estimates at these samples, (time, cells); current_a and voltage_v are (time, cells) or (cells,) for one sample."""
         time_s, current, voltage = self._checked(time_s, current_a, voltage_v)
         n_time, n_cells = current.shape
-        temperature = _broadcast(temperature_c, (n_time, n_cells), "temperature_c")
+        # one temperature for every sample is passed as a single row: the kernel reads row 0 throughout
+        steady = np.ndim(temperature_c) == 0
+        temperature = _broadcast(temperature_c, (1 if steady else n_time, n_cells), "temperature_c")
         if not np.all(np.isfinite(temperature)):
             raise ValueError("temperature_c has non-finite values")
         if self.state is None:
@@ -178,22 +180,23 @@ class Estimator:
         times = self.held_times(time_s)
         o, p = self.options, self.packed
         soc = np.empty((n_time, n_cells))
-        std = np.empty((n_time, n_cells))
+        bound = np.empty((n_time, n_cells))
         health = np.empty((n_time, n_cells, K.N_HEALTH) if o.health else (1, 1, K.N_HEALTH))
         limits = np.empty((n_time, n_cells, K.N_LIMITS * len(self.horizons)) if o.limits else (1, 1, 1))
         for start in range(0, n_time, CHUNK_STEPS):
             stop = min(start + CHUNK_STEPS, n_time)
-            K.estimate_kernel(times[start : stop + 1], current[start:stop], voltage[start:stop], temperature[start:stop],
+            K.estimate_kernel(times[start : stop + 1], current[start:stop], voltage[start:stop],
+                              temperature if steady else temperature[start:stop],
                               p.model_index, p.axis, p.tables, p.knots, p.ocv_axis, p.z0,
                               p.dz, p.ocv_tables, self.opt, o.sigma_points, o.health,
                               o.health and o.adapt, self.horizons,
-                              self.state, self.cov, self.i_rc, soc[start:stop], std[start:stop],
+                              self.state, self.cov, self.i_rc, soc[start:stop], bound[start:stop],
                               health[start:stop] if o.health else health,
                               limits[start:stop] if o.limits else limits)
             if on_progress:
                 on_progress(stop, n_time)
         self.last_time_s = time_s[-1]
-        return self._result(time_s, soc, std, health, limits, temperature)
+        return self._result(time_s, soc, bound, health, limits, np.broadcast_to(temperature, (n_time, n_cells)))
 
     def held_times(self, time_s: np.ndarray) -> np.ndarray:
         """time_s and one more: the last sample is held for the interval before it (that of the last call
@@ -242,9 +245,9 @@ class Estimator:
                 raise ValueError(f"{name} has non-finite values (first at flat index {int(np.argmax(~np.isfinite(a)))})")
         return time_s, current, voltage
 
-    def _result(self, time_s, soc, std, health, limits, temperature) -> Estimate:
+    def _result(self, time_s, soc, bound, health, limits, temperature) -> Estimate:
         o, model = self.options, self.model
-        out = Estimate(time_s, soc, 3.0 * std)
+        out = Estimate(time_s, soc, bound)
         if o.health:
             q_model = _per_cell(model, "capacity_ah", temperature)
             out.current_offset_a = health[..., K.OUT_OFFSET]

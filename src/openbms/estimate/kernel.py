@@ -53,13 +53,13 @@ CB = CELL_BLOCK
 (W_Z, W_H, W_B, W_G,  # the filter state x
  W_P00, W_P01, W_P02, W_P03, W_P11, W_P12, W_P13, W_P22, W_P23, W_P33,  # its covariance (upper triangle)
  W_SIGN, W_RHO, W_CHARGE_VAR, W_MOVED,  # sign memory, resistance scale used, counted charge's variance, SoC moved
- W_Q, W_ETA, W_GAMMA, W_M0, W_M,  # parameters at the cell's temperature
+ W_Q, W_PER_AS, W_ETA, W_GAMMA, W_M0, W_M,  # parameters at the cell's temperature (W_PER_AS: SoC per A·s)
  # The voltage is evaluated at z, "up" and "dn": z ± the sigma-point spread (the EKF: z + 1e-3 for its slope).
  W_Z_UP, W_Z_DN,  # those SoCs
  W_OCV, W_OCV_UP, W_OCV_DN,  # OCV at each
  W_RI, W_RI_UP, W_RI_DN,  # Σ R·i over R0 (the measured current) and the RC branches (theirs) at each
  W_RS, W_RS_UP, W_RS_DN,  # ΣR at each
- N_W) = range(35)
+ N_W) = range(36)
 # Rows whose number depends on the model live in arrays of their own, laid out alike: the RC
 # branch currents `irc` and their decays over the step; per knot the resistances' values
 # `knot_r` (R0's, then each branch's, then their sum ΣR) and `knot_ri`, Σ R·i at this sample.
@@ -83,6 +83,15 @@ def _knot_position(knots, z):
     for m in range(1, n - 1):
         j += knots[m] < z
     return j, min(1.0, max(0.0, (z - knots[j]) / (knots[j + 1] - knots[j])))
+
+
+@njit(cache=True, inline="always")
+def _grid_position(z, row, z0, inv_dz, n_z):
+    """(index in the flattened OCV tables, weight of the next) of SoC z on the uniform grid of the
+    OCV row starting at `row`; the end intervals extend linearly beyond the grid."""
+    pos = (z - z0) * inv_dz
+    j = min(max(np.floor(pos), 0.0), n_z - 2.0)
+    return row + int(j), pos - j
 
 
 @njit(cache=True, inline="always")
@@ -265,18 +274,20 @@ P_ROWS = np.array([[W_P00, W_P01, W_P02, W_P03], [W_P01, W_P11, W_P12, W_P13], [
 def _block_arrays(n_rc, n_k, n_columns):
     """Work arrays for one block of cells: the rows of W; per cell the temperature and step its
     cached values hold for, the parameter row and OCV table position at that temperature, and
-    where its two OCV rows start in the flattened tables."""
+    in the flattened OCV tables the index at each evaluation SoC and where its row starts."""
     return (np.empty(N_W * CB), np.empty((n_rc, CB)), np.empty((n_rc, CB)), np.empty(((n_rc + 2) * n_k, CB)),
             np.empty((n_k, CB)), np.empty(CB), np.empty(CB),
-            np.empty((CB, n_columns)), np.empty(CB, dtype=np.int64), np.empty(CB), np.empty((2, CB), dtype=np.int64))
+            np.empty((CB, n_columns)), np.empty(CB, dtype=np.int64), np.empty(CB), np.empty((4, CB), dtype=np.int64))
 
 
 def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz,
                     ocv_tables, opt, sigma_points, with_health, adapt, horizons,
-                    state, cov, i_rc, soc_out, std_out, health_out, limits_out):
-    """Run the estimator over (time, cells); `state`, `cov` and `i_rc` carry over between calls."""
+                    state, cov, i_rc, soc_out, bound_out, health_out, limits_out):
+    """Run the estimator over (time, cells): SoC and its 3-sigma bound, and health and limits when their
+    outputs are that long; `state`, `cov` and `i_rc` carry over between calls. `temperature` may
+    be a single row for all samples."""
     _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz, ocv_tables,
-                opt, sigma_points, with_health, adapt, horizons, state, cov, i_rc, soc_out, std_out, health_out,
+                opt, sigma_points, with_health, adapt, horizons, state, cov, i_rc, soc_out, bound_out, health_out,
                 limits_out, P_ROWS, knot_hats(knots), ocv_tables.reshape(-1),
                 *_block_arrays(i_rc.shape[1], len(knots), tables.shape[2]))
 
@@ -287,8 +298,8 @@ def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, ta
 # model (a division by zero gives inf, not an exception) keeps branches out of the vector loops.
 @njit(cache=True, _nrt=False, error_model="numpy")
 def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz, ocv_tables,
-                opt, sigma_points, with_health, adapt, horizons, state, cov, i_rc, soc_out, std_out, health_out,
-                limits_out, p_rows, hats, ocv_flat, W, irc, rc_decay, knot_r, knot_ri, seen_t, seen_dt, rows, ocv_k, ocv_u, ocv_row):
+                opt, sigma_points, with_health, adapt, horizons, state, cov, i_rc, soc_out, bound_out, health_out,
+                limits_out, p_rows, hats, ocv_flat, W, irc, rc_decay, knot_r, knot_ri, seen_t, seen_dt, rows, ocv_k, ocv_u, ocv_at):
     n_time, n_cells = current.shape
     n_rc = i_rc.shape[1]
     n_k = knots.shape[0]
@@ -297,8 +308,10 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
     record_limits = limits_out.shape[0] == n_time and limits_out.shape[2] == N_LIMITS * n_h
     adapt_rho = adapt and opt[O_ADAPT_RESISTANCE] > 0
     joint = opt[O_JOINT_VAR] > 0
-    gate2 = opt[O_GATE] ** 2
+    inv_gate2 = 1.0 / opt[O_GATE] ** 2
     knot_sum = (1 + n_rc) * n_k  # first row of ΣR in knot_r
+    inv_dz = 1.0 / dz
+    next_t = n_z if n_ocv_t > 1 else 0  # from an OCV row to the next temperature's
     for first in range(0, n_cells, CB):
         n_b = min(CB, n_cells - first)
         for b in range(n_b):
@@ -321,23 +334,27 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
             r_v = opt[O_SIGMA_V] ** 2 * max(1.0, opt[O_CORRELATION_S] / step)
             # this sample's rows of the block's cells: indexed from 0, the compiler sees contiguous runs
             last = first + n_b
-            current_k, voltage_k, temperature_k = current[k, first:last], voltage[k, first:last], temperature[k, first:last]
-            soc_k, std_k = soc_out[k, first:last], std_out[k, first:last]
+            current_k, voltage_k = current[k, first:last], voltage[k, first:last]
+            temperature_k = temperature[k if temperature.shape[0] > 1 else 0, first:last]
+            soc_k, bound_k = soc_out[k, first:last], bound_out[k, first:last]
+            stale = 0  # cells whose cached parameters or RC decays are for another temperature or step
             for b in range(n_b):
+                stale += (temperature_k[b] != seen_t[b]) | ((dt > 0.0) & (dt != seen_dt[b]))
+            for b in range(n_b if stale > 0 else 0):
                 t = temperature_k[b]
                 if t != seen_t[b]:
                     params_at(t, axis, tables[model_index[first + b]], rows[b])
                     ocv_k[b], ocv_u[b] = _axis_position(ocv_t, t)
                     for row, col in ((W_Q, 0), (W_ETA, 1), (W_GAMMA, 2), (W_M0, 3), (W_M, 4)):
                         W[row * CB + b] = rows[b, col]
+                    W[W_PER_AS * CB + b] = 1.0 / (3600.0 * rows[b, 0])
                     for m in range(n_k):
                         knot_r[knot_sum + m, b] = 0.0
                         for n in range(1 + n_rc):
                             r = rows[b, N_FIXED + n_rc + n * n_k + m]
                             knot_r[n * n_k + m, b] = r
                             knot_r[knot_sum + m, b] += r
-                    ocv_row[0, b] = (model_index[first + b] * n_ocv_t + ocv_k[b]) * n_z
-                    ocv_row[1, b] = ocv_row[0, b] + (n_z if n_ocv_t > 1 else 0)
+                    ocv_at[3, b] = (model_index[first + b] * n_ocv_t + ocv_k[b]) * n_z
                     seen_t[b] = t
                     seen_dt[b] = np.nan
                 if dt > 0.0 and dt != seen_dt[b]:
@@ -356,15 +373,14 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                 spread = SIGMA_H * np.sqrt(max(W[W_P00 * CB + b], 1e-16)) if sigma_points else 1e-3
                 W[W_Z_UP * CB + b] = z + spread
                 W[W_Z_DN * CB + b] = z - spread
+                W[W_RI * CB + b] = W[W_RI_UP * CB + b] = W[W_RI_DN * CB + b] = 0.0  # sums over the knots follow
+                W[W_RS * CB + b] = W[W_RS_UP * CB + b] = W[W_RS_DN * CB + b] = 0.0
             for m in range(n_k):
                 for b in range(n_b):
                     knot_ri[m, b] = knot_r[m, b] * current_k[b]
                 for n in range(n_rc):
                     for b in range(n_b):
                         knot_ri[m, b] += knot_r[(n + 1) * n_k + m, b] * irc[n, b]
-            for row in (W_RI, W_RI_UP, W_RI_DN, W_RS, W_RS_UP, W_RS_DN):
-                for b in range(n_b):
-                    W[row * CB + b] = 0.0
             for m in range(n_k):
                 hat = (hats[0, m], hats[1, m], hats[2, m], hats[3, m])
                 for b in range(n_b):
@@ -378,15 +394,18 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                     weight = _hat(W[W_Z_DN * CB + b], hat)
                     W[W_RI_DN * CB + b] += weight * ri
                     W[W_RS_DN * CB + b] += weight * rs
-            for b in range(n_b):
-                lo, hi, u = ocv_row[0, b], ocv_row[1, b], ocv_u[b]
-                for z_row, ocv_row_out in ((W_Z, W_OCV), (W_Z_UP, W_OCV_UP), (W_Z_DN, W_OCV_DN)):
-                    pos = (W[z_row * CB + b] - z0) / dz
-                    j = min(max(int(np.floor(pos)), 0), n_z - 2)
-                    w = pos - j
-                    at_lo = ocv_flat[lo + j] + w * (ocv_flat[lo + j + 1] - ocv_flat[lo + j])
-                    at_hi = ocv_flat[hi + j] + w * (ocv_flat[hi + j + 1] - ocv_flat[hi + j])
-                    W[ocv_row_out * CB + b] = at_lo + u * (at_hi - at_lo)
+            for b in range(n_b):  # where on the OCV grid: the index in ocv_flat, the weight in the OCV rows
+                row = ocv_at[3, b]
+                ocv_at[0, b], W[W_OCV * CB + b] = _grid_position(W[W_Z * CB + b], row, z0, inv_dz, n_z)
+                ocv_at[1, b], W[W_OCV_UP * CB + b] = _grid_position(W[W_Z_UP * CB + b], row, z0, inv_dz, n_z)
+                ocv_at[2, b], W[W_OCV_DN * CB + b] = _grid_position(W[W_Z_DN * CB + b], row, z0, inv_dz, n_z)
+            for b in range(n_b):  # the look-ups themselves: scalar
+                u = ocv_u[b]
+                for at, ocv_row in ((0, W_OCV), (1, W_OCV_UP), (2, W_OCV_DN)):
+                    j, w = ocv_at[at, b], W[ocv_row * CB + b]
+                    at_lo = ocv_flat[j] + w * (ocv_flat[j + 1] - ocv_flat[j])
+                    at_hi = ocv_flat[j + next_t] + w * (ocv_flat[j + next_t + 1] - ocv_flat[j + next_t])
+                    W[ocv_row * CB + b] = at_lo + u * (at_hi - at_lo)
             # the Kalman update: arithmetic only, over the block's cells at once
             for b in range(n_b):
                 c = first + b
@@ -418,7 +437,7 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                     pyy = dv_dz * p_y0 + m_v * p_y1 - r * p_y2
                 innovation = voltage_k[b] - y_mean
                 # beyond the gate the model is off: trust it less, not more
-                pyy = max(pyy + r_v, innovation * innovation / gate2)
+                pyy = max(pyy + r_v, innovation * innovation * inv_gate2)
                 inv_pyy = 1.0 / pyy
                 gain = innovation * inv_pyy
                 z = W[W_Z * CB + b] + p_y0 * gain
@@ -438,7 +457,7 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                 W[W_P23 * CB + b] = p23 - p_y2 * p_y3 * inv_pyy
                 W[W_P33 * CB + b] = max(p33 - p_y3 * p_y3 * inv_pyy, 1e-12)
                 soc_k[b] = z
-                std_k[b] = np.sqrt(p00)
+                bound_k[b] = 3.0 * np.sqrt(p00)
             if with_health:
                 for b in range(n_b):
                     c = first + b
@@ -481,13 +500,13 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                     eta = W[W_ETA * CB + b] if i > 0 else 1.0
                     g = W[W_G * CB + b] if adapt else 1.0
                     bias = W[W_B * CB + b]
-                    c0 = eta * dt / (3600.0 * q_model)
+                    c0 = eta * dt * W[W_PER_AS * CB + b]
                     moved = c0 * g * (i - bias)
                     decay = _exp_neg(abs(c0 * g * i) * W[W_GAMMA * CB + b])
                     sign = 1.0 if i > 0 else (-1.0 if i < 0 else 0.0)
                     W[W_Z * CB + b] += moved
                     W[W_H * CB + b] = decay * W[W_H * CB + b] + (1.0 - decay) * sign
-                    W[W_MOVED * CB + b] += moved / g
+                    W[W_MOVED * CB + b] += c0 * (i - bias)  # moved / g
                     # F is the identity but for dz/db = a, dz/dg = f and dh/dh = decay.
                     a = -c0 * g
                     f = c0 * (i - bias) if adapt else 0.0
