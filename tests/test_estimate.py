@@ -10,6 +10,7 @@ import pytest
 from openbms.cell import load_cell, simulate
 from openbms.cell.identify.coulomb import balances
 from openbms.estimate import Estimate, EstimateOptions, estimate
+from openbms.estimate import kernel as K
 from openbms.estimate.replay import fit_capacity_by_replay
 from openbms.io import read_tests
 
@@ -100,6 +101,23 @@ def test_a_cell_in_a_batch_is_estimated_as_if_alone(own, sigma_points):
         assert np.array_equal(batch.limits[horizon].discharge_power_w[:, 0], lim.discharge_power_w)
         assert np.array_equal(batch.limits[horizon].charge_current_a[:, 0], lim.charge_current_a)
     assert batch.soc[0, 1] == pytest.approx(0.9, abs=0.02)  # soc0 broadcast per cell
+
+
+def test_more_cells_than_a_block_and_a_steady_temperature(own):
+    """Cells beyond the kernel's first block of cells, and one temperature given as a number (passed
+    as a single row) or per sample, give the same estimates as each cell alone."""
+    t, i, v, _ = own
+    n = K.CELL_BLOCK + 6
+    currents, voltages = np.tile(i[:, None], n), np.tile(v[:, None], n)
+    voltages[:, -1] += 0.002  # the last cell of the second block differs
+    steady = estimate(CELL, t, currents, voltages, 25.0, soc0=0.95)
+    per_sample = estimate(CELL, t, currents, voltages, np.full(currents.shape, 25.0), soc0=0.95)
+    for name in ("soc", "soc_bound", "capacity_ah", "energy_wh"):
+        assert np.array_equal(getattr(steady, name), getattr(per_sample, name)), name
+    alone = estimate(CELL, t, i, v + 0.002, 25.0, soc0=0.95)
+    assert np.array_equal(steady.soc[:, -1], alone.soc)
+    assert np.array_equal(steady.soc[:, 0], steady.soc[:, K.CELL_BLOCK])
+    assert not np.array_equal(steady.soc[:, 0], alone.soc)
 
 
 def test_per_cell_models(own):
