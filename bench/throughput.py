@@ -16,7 +16,7 @@ process.
 The SoC RMSE is against the simulated truth, first over each row's own run, then for every
 filter on one identical input, to show that the compared filters are all sensible.
 
-Run: `.venv/bin/python bench/throughput.py` (about 2 minutes). Prints markdown tables.
+Run: `.venv/bin/python bench/throughput.py` (about a minute). Prints markdown tables.
 """
 
 from __future__ import annotations
