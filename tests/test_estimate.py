@@ -208,18 +208,18 @@ def test_current_offset_does_not_drift_the_soc(sigma_points):
     assert abs(est.current_offset_a[-1] - bias) < abs(est.current_offset_a[len(t) // 2] - bias)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap: with the default error_correlation_s=1800 the voltage corrects the SoC too weakly for the "
-    "certified (TLS) capacity to learn a cell 10 % smaller than its model within 12 h of deep cycles; "
-    "with error_correlation_s=60 it learns 0.91x, but that costs accuracy on the real A123 data"))
 def test_capacity_of_a_smaller_cell_is_learned_and_the_bound_stays_honest():
-    """A cell 10 % smaller than the model, otherwise identical: the capacity estimate should approach
-    0.9 of the model's and the SoC bound should keep holding the truth."""
+    """A cell 10 % smaller than the model, otherwise identical, on 12 h of deep cycles: the filter
+    learns the capacity as it drives and keeps it while the certified (TLS) estimate, from few
+    confident SoCs, is still less sure (restarting from it instead left the SoC 6.5 % off at the
+    top of each charge, outside its bound); the certified capacity approaches 0.9 of the model's."""
     t, i = cycling(cycles=4)
     sim = simulate(CELL.scaled(capacity=0.9), t, 0.9 * i, 25.0, soc0=0.95, hysteresis0=1.0)
     est = estimate(CELL, t, 0.9 * i, noisy(sim.voltage_v, seed=1), 25.0, soc0=0.95)
-    assert holds(est, sim.soc) >= 0.9
-    assert est.capacity_ah[-1] == pytest.approx(0.9 * Q, rel=0.05)
+    assert holds(est, sim.soc) >= 0.95  # measured 1.0
+    assert rmse(est.soc, sim.soc) < 0.015  # measured 0.88 %
+    assert est.capacity_ah[-1] == pytest.approx(0.9 * Q, rel=0.05)  # measured 0.92
+    assert abs(est.capacity_ah[-1] - 0.9 * Q) <= est.capacity_bound_ah[-1]
 
 
 

@@ -238,10 +238,12 @@ def _update_health(k, time_s, dt, i, v_meas, st, W, irc, n_rc, b, rows, knots, a
             st[SXY] = opt[O_FADE] * st[SXY] + weight * moved * y
             prior = 1.0 / opt[O_PRIOR_S_VAR]
             st[S_INV] = (st[SXY] + prior) / (st[SXX] + prior)
-            if adapt:  # the filter's capacity restarts from the certified estimate
+            certified_var = 1.0 / (st[SXX] + prior)
+            # the filter's capacity restarts from the certified estimate, unless it knows its own better
+            if adapt and not (opt[O_JOINT_VAR] > 0 and W[W_P33 * CB + b] < certified_var):
                 W[W_G * CB + b] = st[S_INV]
                 W[W_P03 * CB + b] = W[W_P13 * CB + b] = W[W_P23 * CB + b] = 0.0
-                W[W_P33 * CB + b] = 1.0 / (st[SXX] + prior) if opt[O_JOINT_VAR] > 0 else 0.0
+                W[W_P33 * CB + b] = certified_var if opt[O_JOINT_VAR] > 0 else 0.0
             st[ANCHOR_Z] = W[W_Z * CB + b]
             st[ANCHOR_VAR] = var_z
             st[MOVED] = 0.0
