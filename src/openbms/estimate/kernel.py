@@ -270,6 +270,25 @@ def _exp_neg(x):
     return e
 
 
+@njit(cache=True, inline="always")
+def _cache_parameters(t, b, m, axis, tables, ocv_t, n_ocv_t, n_z, n_rc, n_k, rows, W, knot_r, ocv_k, ocv_u, ocv_start):
+    """Cell b's parameters at temperature t, of model m: its row; the scalars, the resistances' knot
+    values and their sums in the work arrays; its OCV table position."""
+    params_at(t, axis, tables[m], rows[b])
+    for row, col in ((W_Q, 0), (W_ETA, 1), (W_GAMMA, 2), (W_M0, 3), (W_M, 4)):
+        W[row * CB + b] = rows[b, col]
+    W[W_PER_AS * CB + b] = 1.0 / (3600.0 * rows[b, 0])
+    knot_sum = (1 + n_rc) * n_k
+    for j in range(n_k):
+        knot_r[knot_sum + j, b] = 0.0
+        for n in range(1 + n_rc):
+            r = rows[b, N_FIXED + n_rc + n * n_k + j]
+            knot_r[n * n_k + j, b] = r
+            knot_r[knot_sum + j, b] += r
+    ocv_k[b], ocv_u[b] = _axis_position(ocv_t, t)
+    ocv_start[b] = (m * n_ocv_t + ocv_k[b]) * n_z
+
+
 # Covariance rows of the 4 × 4 state covariance, by (row, column).
 P_ROWS = np.array([[W_P00, W_P01, W_P02, W_P03], [W_P01, W_P11, W_P12, W_P13], [W_P02, W_P12, W_P22, W_P23],
                    [W_P03, W_P13, W_P23, W_P33]])
@@ -278,11 +297,12 @@ P_ROWS = np.array([[W_P00, W_P01, W_P02, W_P03], [W_P01, W_P11, W_P12, W_P13], [
 @njit(cache=True)
 def _block_arrays(n_rc, n_k, n_columns):
     """Work arrays for one block of cells: the rows of W; per cell the temperature and step its
-    cached values hold for, the parameter row and OCV table position at that temperature, and
-    in the flattened OCV tables the index at each evaluation SoC and where its row starts."""
+    cached values hold for, the parameter row and OCV table position at that temperature, where
+    its OCV row starts in the flattened OCV tables, and the index there at each evaluation SoC."""
     return (np.empty(N_W * CB), np.empty((n_rc, CB)), np.empty((n_rc, CB)), np.empty(((n_rc + 2) * n_k, CB)),
             np.empty((n_k, CB)), np.empty(CB), np.empty(CB),
-            np.empty((CB, n_columns)), np.empty(CB, dtype=np.int64), np.empty(CB), np.empty((4, CB), dtype=np.int64))
+            np.empty((CB, n_columns)), np.empty(CB, dtype=np.int64), np.empty(CB), np.empty(CB, dtype=np.int64),
+            np.empty((3, CB), dtype=np.int64))
 
 
 def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz,
@@ -305,7 +325,7 @@ def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, ta
 def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz, ocv_tables,
                 opt, sigma_points, with_health, adapt, horizons, state, cov, i_rc, soc_out, bound_out, health_out,
                 limits_out, p_rows, hats, ocv_flat, W, irc, rc_decay, knot_r, knot_ri, seen_t, seen_dt, rows, ocv_k,
-                ocv_u, ocv_at):
+                ocv_u, ocv_start, ocv_at):
     n_time, n_cells = current.shape
     n_rc = i_rc.shape[1]
     n_k = knots.shape[0]
@@ -349,18 +369,8 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
             for b in range(n_b if stale > 0 else 0):
                 t = temperature_k[b]
                 if t != seen_t[b]:
-                    params_at(t, axis, tables[model_index[first + b]], rows[b])
-                    ocv_k[b], ocv_u[b] = _axis_position(ocv_t, t)
-                    for row, col in ((W_Q, 0), (W_ETA, 1), (W_GAMMA, 2), (W_M0, 3), (W_M, 4)):
-                        W[row * CB + b] = rows[b, col]
-                    W[W_PER_AS * CB + b] = 1.0 / (3600.0 * rows[b, 0])
-                    for m in range(n_k):
-                        knot_r[knot_sum + m, b] = 0.0
-                        for n in range(1 + n_rc):
-                            r = rows[b, N_FIXED + n_rc + n * n_k + m]
-                            knot_r[n * n_k + m, b] = r
-                            knot_r[knot_sum + m, b] += r
-                    ocv_at[3, b] = (model_index[first + b] * n_ocv_t + ocv_k[b]) * n_z
+                    _cache_parameters(t, b, model_index[first + b], axis, tables, ocv_t, n_ocv_t, n_z, n_rc, n_k, rows,
+                                      W, knot_r, ocv_k, ocv_u, ocv_start)
                     seen_t[b] = t
                     seen_dt[b] = np.nan
                 if dt > 0.0 and dt != seen_dt[b]:
@@ -401,7 +411,7 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                     W[W_RI_DN * CB + b] += weight * ri
                     W[W_RS_DN * CB + b] += weight * rs
             for b in range(n_b):  # where on the OCV grid: the index in ocv_flat, the weight in the OCV rows
-                row = ocv_at[3, b]
+                row = ocv_start[b]
                 ocv_at[0, b], W[W_OCV * CB + b] = _grid_position(W[W_Z * CB + b], row, z0, inv_dz, n_z)
                 ocv_at[1, b], W[W_OCV_UP * CB + b] = _grid_position(W[W_Z_UP * CB + b], row, z0, inv_dz, n_z)
                 ocv_at[2, b], W[W_OCV_DN * CB + b] = _grid_position(W[W_Z_DN * CB + b], row, z0, inv_dz, n_z)
