@@ -391,13 +391,22 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                 W[W_Z_DN * CB + b] = z - spread
                 W[W_RI * CB + b] = W[W_RI_UP * CB + b] = W[W_RI_DN * CB + b] = 0.0  # sums over the knots follow
                 W[W_RS * CB + b] = W[W_RS_UP * CB + b] = W[W_RS_DN * CB + b] = 0.0
-            for m in range(n_k):
+            # Only the knots whose hat reaches into the block's SoC range contribute: often 2 or 3 of them.
+            z_lo, z_hi = np.inf, -np.inf
+            for b in range(n_b):
+                z_lo, z_hi = min(z_lo, W[W_Z_DN * CB + b]), max(z_hi, W[W_Z_UP * CB + b])
+            m_first, m_last = 0, n_k - 1
+            while m_first < n_k - 1 and knots[m_first + 1] <= z_lo:
+                m_first += 1
+            while m_last > 0 and knots[m_last - 1] >= z_hi:
+                m_last -= 1
+            for m in range(m_first, m_last + 1):
                 for b in range(n_b):
                     knot_ri[m, b] = knot_r[m, b] * current_k[b]
                 for n in range(n_rc):
                     for b in range(n_b):
                         knot_ri[m, b] += knot_r[(n + 1) * n_k + m, b] * irc[n, b]
-            for m in range(n_k):
+            for m in range(m_first, m_last + 1):
                 hat = (hats[0, m], hats[1, m], hats[2, m], hats[3, m])
                 for b in range(n_b):
                     ri, rs = knot_ri[m, b], knot_r[knot_sum + m, b]
