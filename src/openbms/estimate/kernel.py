@@ -353,6 +353,7 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
             W[W_CHARGE_VAR * CB + b] = _counted_charge_var(state[c, SXX], opt)
             W[W_MOVED * CB + b] = 0.0
             seen_t[b] = np.nan
+        dt_before = np.nan
         for k in range(n_time):
             dt = time_s[k + 1] - time_s[k] if k + 1 < time_s.shape[0] else 0.0  # time_s may run one past
             # Model error is slow and correlated: one independent look per correlation time.
@@ -364,8 +365,10 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
             temperature_k = temperature[k if temperature.shape[0] > 1 else 0, first:last]
             soc_k, bound_k = soc_out[k, first:last], bound_out[k, first:last]
             stale = 0  # cells whose cached parameters or RC decays are for another temperature or step
-            for b in range(n_b):
-                stale += (temperature_k[b] != seen_t[b]) | ((dt > 0.0) & (dt != seen_dt[b]))
+            if k == 0 or temperature.shape[0] > 1 or (dt > 0.0 and dt != dt_before):  # else none can be
+                for b in range(n_b):
+                    stale += (temperature_k[b] != seen_t[b]) | ((dt > 0.0) & (dt != seen_dt[b]))
+            dt_before = dt if dt > 0.0 else dt_before
             for b in range(n_b if stale > 0 else 0):
                 t = temperature_k[b]
                 if t != seen_t[b]:
