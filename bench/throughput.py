@@ -42,7 +42,7 @@ import openbms
 from openbms.cell.kernels import SIGN_THRESHOLD_A, rc_current
 from openbms.estimate import EstimateOptions, estimate
 from openbms.estimate import kernel as K
-from openbms.estimate.api import options_array
+from openbms.estimate.api import options_array, voltage_error_std
 
 CELL = openbms.load_cell("a123_lfp")
 T_C = 25.0
@@ -119,7 +119,8 @@ class Esc:
         self.sigma_i, self.q_offset = opt[K.O_SIGMA_I], opt[K.O_Q_OFFSET]
         # Charge moved is uncertain by the gain error and, with health off, by the capacity prior.
         self.moved_var = opt[K.O_GAIN_STD] ** 2 + opt[K.O_PRIOR_S_VAR]
-        self.r_v = opt[K.O_SIGMA_V] ** 2 * max(1.0, opt[K.O_CORRELATION_S] / DT)  # correlated model error
+        sigma_v = float(voltage_error_std(cell, defaults, t))
+        self.r_v = sigma_v**2 * max(1.0, opt[K.O_CORRELATION_S] / DT)  # correlated model error
         self.x0 = np.array([SOC0, 0.0, 0.0])
         self.p0 = np.diag([defaults.soc0_std**2, 0.6**2, (defaults.offset_std_c * self.q) ** 2])
 

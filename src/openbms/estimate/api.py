@@ -21,7 +21,7 @@ CHUNK_STEPS = 4096
 class EstimateOptions:
     """Noise levels, limits and switches; defaults suit a cell-level BMS at 1 Hz."""
 
-    voltage_std_v: float | None = None  # model error; default: the cell's fit RMSE at 25 degC, at least 5 mV
+    voltage_std_v: float | None = None  # model error; default: see voltage_error_std
     error_correlation_s: float = 1800.0  # how long model voltage errors stay alike (weights each sample)
     sensor_voltage_std_v: float = 0.002  # voltage sensor noise, for resistance steps
     current_std_c: float = 0.002  # current noise, fraction of 1C
@@ -160,6 +160,7 @@ class Estimator:
         self.options = (options or EstimateOptions()).validate()
         self.packed = pack(model, n_cells)
         self.opt = options_array(model, self.options)
+        self.sigma_v = voltage_error_std(model, self.options, self.packed.axis)
         self.horizons = np.sort(np.asarray(self.options.horizons_s, dtype=float))
         self.state = self.cov = self.i_rc = None
         self.last_time_s = self.last_dt_s = None
@@ -188,7 +189,7 @@ class Estimator:
             K.estimate_kernel(times[start : stop + 1], current[start:stop], voltage[start:stop],
                               temperature if steady else temperature[start:stop],
                               p.model_index, p.axis, p.tables, p.knots, p.ocv_axis, p.z0,
-                              p.dz, p.ocv_tables, self.opt, o.sigma_points, o.health,
+                              p.dz, p.ocv_tables, self.opt, self.sigma_v, o.sigma_points, o.health,
                               o.health and o.adapt, self.horizons,
                               self.state, self.cov, self.i_rc, soc[start:stop], bound[start:stop],
                               health[start:stop] if o.health else health,
@@ -303,11 +304,23 @@ def initial_state(model, n_rc, i0, v0, t0, soc0, options):
     return state, cov, np.zeros((n_cells, n_rc))
 
 
+def voltage_error_std(model, o: EstimateOptions, temperature_c) -> np.ndarray:
+    """The model's voltage error std (V) at these temperatures: `voltage_std_v` if given, else the
+    cell's identification fit RMSE there, not below its fit at 25 degC nor 5 mV. The fits are
+    in-sample: a temperature that happened to fit better is not trusted more, the cold that fit
+    worse is trusted less."""
+    t = np.asarray(temperature_c, dtype=float)
+    if o.voltage_std_v is not None:
+        return np.full(t.shape, o.voltage_std_v)
+    cell = model if isinstance(model, CellModel) else model[0]
+    fits = sorted((float(k), v) for k, v in cell.fit.get("rmse_mv", {}).items()) or [(25.0, 10.0)]
+    at, rmse_mv = np.array(fits).T
+    return 1e-3 * np.maximum(np.maximum(np.interp(t, at, rmse_mv), np.interp(25.0, at, rmse_mv)), 5.0)
+
+
 def options_array(model, o: EstimateOptions) -> np.ndarray:
     cell = model if isinstance(model, CellModel) else model[0]
-    sigma_v = o.voltage_std_v if o.voltage_std_v is not None else max(0.005, 1e-3 * cell.fit.get("rmse_mv", {}).get("25", 10.0))
     opt = np.empty(K.N_OPTIONS)
-    opt[K.O_SIGMA_V] = sigma_v
     opt[K.O_SENSOR_V] = o.sensor_voltage_std_v
     opt[K.O_SIGMA_I] = o.current_std_c  # options in C-rate are scaled by each cell's capacity in the kernel
     opt[K.O_GAIN_STD] = o.current_gain_std

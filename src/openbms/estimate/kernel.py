@@ -36,10 +36,10 @@ from ..cell.kernels import N_FIXED, SIGN_THRESHOLD_A, _axis_position, ocv_at_pos
 N_STATE = 19
 N_X = 4  # filter states: the first four columns
 # Options array.
-(O_SIGMA_V, O_SENSOR_V, O_SIGMA_I, O_GAIN_STD, O_Q_OFFSET, O_ANCHOR_STD, O_MIN_MOVED, O_FADE, O_STEP_C,
+(O_SENSOR_V, O_SIGMA_I, O_GAIN_STD, O_Q_OFFSET, O_ANCHOR_STD, O_MIN_MOVED, O_FADE, O_STEP_C,
  O_Q_RHO, O_PRIOR_S_VAR, O_SOC_MIN, O_SOC_MAX, O_MAX_CHARGE_C, O_MAX_DISCHARGE_C, O_V_MIN, O_V_MAX, O_GATE,
- O_CORRELATION_S, O_Q_CAPACITY, O_ADAPT_RESISTANCE, O_JOINT_VAR, O_RHO_DEADBAND) = range(23)
-N_OPTIONS = 23
+ O_CORRELATION_S, O_Q_CAPACITY, O_ADAPT_RESISTANCE, O_JOINT_VAR, O_RHO_DEADBAND) = range(22)
+N_OPTIONS = 22
 # Health outputs.
 OUT_OFFSET, OUT_HYST, OUT_CAPACITY_SCALE, OUT_CAPACITY_SCALE_STD, OUT_RHO, OUT_RHO_STD = range(6)
 N_HEALTH = 6
@@ -55,12 +55,13 @@ CB = CELL_BLOCK
  W_P00, W_P01, W_P02, W_P03, W_P11, W_P12, W_P13, W_P22, W_P23, W_P33,  # its covariance (upper triangle)
  W_SIGN, W_RHO, W_CHARGE_VAR, W_MOVED,  # sign memory, resistance scale used, counted charge's variance, SoC moved
  W_Q, W_PER_AS, W_ETA, W_GAMMA, W_M0, W_M,  # parameters at the cell's temperature (W_PER_AS: SoC per A·s)
+ W_VAR_V,  # the model's voltage error variance there
  # The voltage is evaluated at z, "up" and "dn": z ± the sigma-point spread (the EKF: z + 1e-3 for its slope).
  W_Z_UP, W_Z_DN,  # those SoCs
  W_OCV, W_OCV_UP, W_OCV_DN,  # OCV at each
  W_RI, W_RI_UP, W_RI_DN,  # Σ R·i over R0 (the measured current) and the RC branches (theirs) at each
  W_RS, W_RS_UP, W_RS_DN,  # ΣR at each
- N_W) = range(36)
+ N_W) = range(37)
 # Rows whose number depends on the model live in arrays of their own, laid out alike: the RC
 # branch currents `irc` and their decays over the step; per knot the resistances' values
 # `knot_r` (R0's, then each branch's, then their sum ΣR) and `knot_ri`, Σ R·i at this sample.
@@ -271,10 +272,15 @@ def _exp_neg(x):
 
 
 @njit(cache=True, inline="always")
-def _cache_parameters(t, b, m, axis, tables, ocv_t, n_ocv_t, n_z, n_rc, n_k, rows, W, knot_r, ocv_k, ocv_u, ocv_start):
-    """Cell b's parameters at temperature t, of model m: its row; the scalars, the resistances' knot
-    values and their sums in the work arrays; its OCV table position."""
+def _cache_parameters(t, b, m, axis, tables, sigma_v, ocv_t, n_ocv_t, n_z, n_rc, n_k, rows, W, knot_r, ocv_k, ocv_u,
+                      ocv_start):
+    """Cell b's parameters at temperature t, of model m: its row; the scalars (with the voltage error
+    variance from `sigma_v` on the same temperature axis), the resistances' knot values and their
+    sums in the work arrays; its OCV table position."""
     params_at(t, axis, tables[m], rows[b])
+    k, u = _axis_position(axis, t)
+    std = sigma_v[k] if axis.shape[0] == 1 else sigma_v[k] + u * (sigma_v[k + 1] - sigma_v[k])
+    W[W_VAR_V * CB + b] = std * std
     for row, col in ((W_Q, 0), (W_ETA, 1), (W_GAMMA, 2), (W_M0, 3), (W_M, 4)):
         W[row * CB + b] = rows[b, col]
     W[W_PER_AS * CB + b] = 1.0 / (3600.0 * rows[b, 0])
@@ -306,13 +312,13 @@ def _block_arrays(n_rc, n_k, n_columns):
 
 
 def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz,
-                    ocv_tables, opt, sigma_points, with_health, adapt, horizons,
+                    ocv_tables, opt, sigma_v, sigma_points, with_health, adapt, horizons,
                     state, cov, i_rc, soc_out, bound_out, health_out, limits_out):
     """Run the estimator over (time, cells): SoC and its 3-sigma bound, and health and limits when their
     outputs are that long; `state`, `cov` and `i_rc` carry over between calls. `temperature` may
-    be a single row for all samples."""
+    be a single row for all samples; `sigma_v` is the model's voltage error std on `axis`."""
     _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz, ocv_tables,
-                opt, sigma_points, with_health, adapt, horizons, state, cov, i_rc, soc_out, bound_out, health_out,
+                opt, sigma_v, sigma_points, with_health, adapt, horizons, state, cov, i_rc, soc_out, bound_out, health_out,
                 limits_out, P_ROWS, knot_hats(knots), ocv_tables.reshape(-1),
                 *_block_arrays(i_rc.shape[1], len(knots), tables.shape[2]))
 
@@ -323,7 +329,7 @@ def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, ta
 # model (a division by zero gives inf, not an exception) keeps branches out of the vector loops.
 @njit(cache=True, _nrt=False, error_model="numpy")
 def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz, ocv_tables,
-                opt, sigma_points, with_health, adapt, horizons, state, cov, i_rc, soc_out, bound_out, health_out,
+                opt, sigma_v, sigma_points, with_health, adapt, horizons, state, cov, i_rc, soc_out, bound_out, health_out,
                 limits_out, p_rows, hats, ocv_flat, W, irc, rc_decay, knot_r, knot_ri, seen_t, seen_dt, rows, ocv_k,
                 ocv_u, ocv_start, ocv_at):
     n_time, n_cells = current.shape
@@ -358,7 +364,7 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
             dt = time_s[k + 1] - time_s[k] if k + 1 < time_s.shape[0] else 0.0  # time_s may run one past
             # Model error is slow and correlated: one independent look per correlation time.
             step = dt if dt > 0.0 else (time_s[k] - time_s[k - 1] if k > 0 else 1.0)
-            r_v = opt[O_SIGMA_V] ** 2 * max(1.0, opt[O_CORRELATION_S] / step)
+            inflation = max(1.0, opt[O_CORRELATION_S] / step)
             # this sample's rows of the block's cells: indexed from 0, the compiler sees contiguous runs
             last = first + n_b
             current_k, voltage_k = current[k, first:last], voltage[k, first:last]
@@ -372,8 +378,8 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
             for b in range(n_b if stale > 0 else 0):
                 t = temperature_k[b]
                 if t != seen_t[b]:
-                    _cache_parameters(t, b, model_index[first + b], axis, tables, ocv_t, n_ocv_t, n_z, n_rc, n_k, rows,
-                                      W, knot_r, ocv_k, ocv_u, ocv_start)
+                    _cache_parameters(t, b, model_index[first + b], axis, tables, sigma_v, ocv_t, n_ocv_t, n_z, n_rc,
+                                      n_k, rows, W, knot_r, ocv_k, ocv_u, ocv_start)
                     seen_t[b] = t
                     seen_dt[b] = np.nan
                 if dt > 0.0 and dt != seen_dt[b]:
@@ -465,7 +471,7 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                     pyy = dv_dz * p_y0 + m_v * p_y1 - r * p_y2
                 innovation = voltage_k[b] - y_mean
                 # beyond the gate the model is off: trust it less, not more
-                pyy = max(pyy + r_v, innovation * innovation * inv_gate2)
+                pyy = max(pyy + W[W_VAR_V * CB + b] * inflation, innovation * innovation * inv_gate2)
                 inv_pyy = 1.0 / pyy
                 gain = innovation * inv_pyy
                 z = W[W_Z * CB + b] + p_y0 * gain
