@@ -104,10 +104,14 @@ class CellModel:
     def soc_from_ocv(self, voltage_v, temperature_c) -> np.ndarray:
         """Inverse of the OCV curve (where it is monotone; flat plateaus make this coarse)."""
         v, t = np.broadcast_arrays(np.asarray(voltage_v, dtype=float), np.asarray(temperature_c, dtype=float))
-        curves = self.ocv(self.soc[None, :], t.reshape(-1, 1))
-        curves = np.maximum.accumulate(curves, axis=1)
-        out = np.array([np.interp(vk, ck, self.soc) for vk, ck in zip(v.ravel(), curves)])
-        return out.reshape(v.shape)
+        temperatures, which = np.unique(t, return_inverse=True)  # one curve per distinct temperature
+        curves = np.maximum.accumulate(self.ocv(self.soc[None, :], temperatures.reshape(-1, 1)), axis=1)
+        which = which.reshape(v.shape)
+        out = np.empty(v.shape)
+        for k, curve in enumerate(curves):
+            at = which == k
+            out[at] = np.interp(v[at], curve, self.soc)
+        return out
 
     def scaled(self, capacity: float = 1.0, resistance: float = 1.0, name: str | None = None) -> "CellModel":
         """A variant with capacity and all resistances scaled (cell variation, ageing, a bigger cell)."""
