@@ -295,6 +295,41 @@ def _cache_parameters(t, b, m, axis, tables, sigma_v, ocv_t, n_ocv_t, n_z, n_rc,
     ocv_start[b] = (m * n_ocv_t + ocv_k[b]) * n_z
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _time_update(W, b, i, dt, adapt, joint, opt):
+    """Cell b's state and covariance to the next sample, the current i held for dt: P = F P F' + Q."""
+    q_model = W[W_Q * CB + b]
+    eta = W[W_ETA * CB + b] if i > 0 else 1.0
+    g = W[W_G * CB + b] if adapt else 1.0
+    bias = W[W_B * CB + b]
+    c0 = eta * dt * W[W_PER_AS * CB + b]
+    moved = c0 * g * (i - bias)
+    decay = _exp_neg(abs(c0 * g * i) * W[W_GAMMA * CB + b])
+    sign = 1.0 if i > 0 else (-1.0 if i < 0 else 0.0)
+    W[W_Z * CB + b] += moved
+    W[W_H * CB + b] = decay * W[W_H * CB + b] + (1.0 - decay) * sign
+    W[W_MOVED * CB + b] += c0 * (i - bias)  # moved / g
+    # F is the identity but for dz/db = a, dz/dg = f and dh/dh = decay.
+    a = -c0 * g
+    f = c0 * (i - bias) if adapt else 0.0
+    p02, p03, p22, p23, p33 = (W[W_P02 * CB + b], W[W_P03 * CB + b], W[W_P22 * CB + b],
+                               W[W_P23 * CB + b], W[W_P33 * CB + b])
+    f00 = W[W_P00 * CB + b] + a * p02 + f * p03
+    f01 = W[W_P01 * CB + b] + a * W[W_P12 * CB + b] + f * W[W_P13 * CB + b]
+    f02 = p02 + a * p22 + f * p23
+    f03 = p03 + a * p23 + f * p33
+    W[W_P00 * CB + b] = (f00 + a * f02 + f * f03 + ((c0 * g * opt[O_SIGMA_I] * q_model) ** 2
+                                                   + W[W_CHARGE_VAR * CB + b] * moved * moved))
+    W[W_P01 * CB + b] = decay * f01
+    W[W_P02 * CB + b] = f02
+    W[W_P03 * CB + b] = f03
+    W[W_P11 * CB + b] = decay * (decay * W[W_P11 * CB + b]) + (0.2 * (1.0 - decay)) ** 2
+    W[W_P12 * CB + b] *= decay
+    W[W_P13 * CB + b] *= decay
+    W[W_P22 * CB + b] = p22 + opt[O_Q_OFFSET] * q_model * q_model * dt
+    W[W_P33 * CB + b] = p33 + (opt[O_Q_CAPACITY] * dt if joint else 0.0)
+
+
 # Covariance rows of the 4 × 4 state covariance, by (row, column).
 P_ROWS = np.array([[W_P00, W_P01, W_P02, W_P03], [W_P01, W_P11, W_P12, W_P13], [W_P02, W_P12, W_P22, W_P23],
                    [W_P03, W_P13, W_P23, W_P33]])
@@ -526,40 +561,10 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                         limits_out[k, c, n * N_LIMITS + 1] = idis
                         limits_out[k, c, n * N_LIMITS + 2] = pc_cap
                         limits_out[k, c, n * N_LIMITS + 3] = pdis_cap
-            # --- time update to the next sample: P = F P F' + Q, over the block's cells at once -------
+            # --- time update to the next sample, over the block's cells at once ----------------------
             if dt > 0.0:
                 for b in range(n_b):
-                    i = current_k[b]
-                    q_model = W[W_Q * CB + b]
-                    eta = W[W_ETA * CB + b] if i > 0 else 1.0
-                    g = W[W_G * CB + b] if adapt else 1.0
-                    bias = W[W_B * CB + b]
-                    c0 = eta * dt * W[W_PER_AS * CB + b]
-                    moved = c0 * g * (i - bias)
-                    decay = _exp_neg(abs(c0 * g * i) * W[W_GAMMA * CB + b])
-                    sign = 1.0 if i > 0 else (-1.0 if i < 0 else 0.0)
-                    W[W_Z * CB + b] += moved
-                    W[W_H * CB + b] = decay * W[W_H * CB + b] + (1.0 - decay) * sign
-                    W[W_MOVED * CB + b] += c0 * (i - bias)  # moved / g
-                    # F is the identity but for dz/db = a, dz/dg = f and dh/dh = decay.
-                    a = -c0 * g
-                    f = c0 * (i - bias) if adapt else 0.0
-                    p02, p03, p22, p23, p33 = (W[W_P02 * CB + b], W[W_P03 * CB + b], W[W_P22 * CB + b],
-                                               W[W_P23 * CB + b], W[W_P33 * CB + b])
-                    f00 = W[W_P00 * CB + b] + a * p02 + f * p03
-                    f01 = W[W_P01 * CB + b] + a * W[W_P12 * CB + b] + f * W[W_P13 * CB + b]
-                    f02 = p02 + a * p22 + f * p23
-                    f03 = p03 + a * p23 + f * p33
-                    W[W_P00 * CB + b] = (f00 + a * f02 + f * f03 + ((c0 * g * opt[O_SIGMA_I] * q_model) ** 2
-                                                                   + W[W_CHARGE_VAR * CB + b] * moved * moved))
-                    W[W_P01 * CB + b] = decay * f01
-                    W[W_P02 * CB + b] = f02
-                    W[W_P03 * CB + b] = f03
-                    W[W_P11 * CB + b] = decay * (decay * W[W_P11 * CB + b]) + (0.2 * (1.0 - decay)) ** 2
-                    W[W_P12 * CB + b] *= decay
-                    W[W_P13 * CB + b] *= decay
-                    W[W_P22 * CB + b] = p22 + opt[O_Q_OFFSET] * q_model * q_model * dt
-                    W[W_P33 * CB + b] = p33 + (opt[O_Q_CAPACITY] * dt if joint else 0.0)
+                    _time_update(W, b, current_k[b], dt, adapt, joint, opt)
                 for n in range(n_rc):
                     for b in range(n_b):
                         a = rc_decay[n, b]
