@@ -353,8 +353,8 @@ def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, ta
     outputs are that long; `state`, `cov` and `i_rc` carry over between calls. `temperature` may
     be a single row for all samples; `sigma_v` is the model's voltage error std on `axis`."""
     _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz, ocv_tables,
-                opt, sigma_v, sigma_points, with_health, adapt, horizons, state, cov, i_rc, soc_out, bound_out, health_out,
-                limits_out, P_ROWS, knot_hats(knots), ocv_tables.reshape(-1),
+                opt, sigma_v, sigma_points, with_health, adapt, horizons, state, cov, i_rc, soc_out, bound_out,
+                health_out, limits_out, P_ROWS, knot_hats(knots), ocv_tables.reshape(-1),
                 *_block_arrays(i_rc.shape[1], len(knots), tables.shape[2]))
 
 
@@ -364,9 +364,9 @@ def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, ta
 # model (a division by zero gives inf, not an exception) keeps branches out of the vector loops.
 @njit(cache=True, _nrt=False, error_model="numpy")
 def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz, ocv_tables,
-                opt, sigma_v, sigma_points, with_health, adapt, horizons, state, cov, i_rc, soc_out, bound_out, health_out,
-                limits_out, p_rows, hats, ocv_flat, W, irc, rc_decay, knot_r, knot_ri, seen_t, seen_dt, rows, ocv_k,
-                ocv_u, ocv_start, ocv_at):
+                opt, sigma_v, sigma_points, with_health, adapt, horizons, state, cov, i_rc, soc_out, bound_out,
+                health_out, limits_out, p_rows, hats, ocv_flat, W, irc, rc_decay, knot_r, knot_ri, seen_t, seen_dt,
+                rows, ocv_k, ocv_u, ocv_start, ocv_at):
     n_time, n_cells = current.shape
     n_rc = i_rc.shape[1]
     n_k = knots.shape[0]
