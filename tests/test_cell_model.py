@@ -270,6 +270,17 @@ def test_soc_from_ocv_inverts_ocv_on_the_monotone_part(cell):
     assert np.all(np.diff(sweep) >= 0)
 
 
+def test_soc_from_ocv_at_mixed_temperatures_matches_each_alone(cell):
+    """A (2, 3) batch over three temperatures inverts each voltage at its own temperature."""
+    v = np.array([[3.25, 3.30, 3.34], [3.28, 3.31, 3.40]])
+    t = np.array([[25.0, -5.0, 25.0], [40.0, -5.0, 10.0]])
+    batch = cell.soc_from_ocv(v, t)
+    assert batch.shape == (2, 3)
+    for at in np.ndindex(v.shape):
+        assert batch[at] == cell.soc_from_ocv(v[at], t[at])
+    assert np.shape(cell.soc_from_ocv(3.3, 25.0)) == ()
+
+
 @pytest.mark.parametrize("time, current, message", [
     (np.arange(10.0), np.zeros(9), r"time_s must be 1-D with one entry per current row"),
     (np.arange(10.0).reshape(5, 2), np.zeros(5), r"time_s must be 1-D"),

@@ -11,6 +11,7 @@ from openbms.cell import load_cell, simulate
 from openbms.cell.identify.coulomb import balances
 from openbms.estimate import Estimate, EstimateOptions, estimate
 from openbms.estimate import kernel as K
+from openbms.estimate.api import voltage_error_std
 from openbms.estimate.replay import fit_capacity_by_replay
 from openbms.io import read_tests
 
@@ -118,6 +119,14 @@ def test_more_cells_than_a_block_and_a_steady_temperature(own):
     assert np.array_equal(steady.soc[:, -1], alone.soc)
     assert np.array_equal(steady.soc[:, 0], steady.soc[:, K.CELL_BLOCK])
     assert not np.array_equal(steady.soc[:, 0], alone.soc)
+
+
+def test_voltage_error_is_the_fit_at_the_temperature_but_not_below_25_degc():
+    """The bundled cell fits to 13.65 mV at -25 degC, 7.24 mV at -15 and 8.68 mV at 25: the cold is
+    trusted less, a temperature that happened to fit better is not trusted more."""
+    sigma = voltage_error_std(CELL, EstimateOptions(), [-25.0, -15.0, 25.0, 45.0])
+    np.testing.assert_allclose(sigma, [0.01365, 0.00868, 0.00868, 0.00961])
+    assert np.all(voltage_error_std(CELL, EstimateOptions(voltage_std_v=0.004), [-25.0, 25.0]) == 0.004)
 
 
 def test_per_cell_models(own):
