@@ -137,12 +137,11 @@ def delta_kernel(time_s, dv, current, bleed, zbar, zbar_std, tbar, axis, table, 
         # The differences are from the mean cell, so they sum to zero. The voltages barely see their common part
         # (through the OCV's curvature only), and left free it drifts and moves every cell along the curve together.
         for d in (DZ, LEAK, DC):
-            common, n_valid = 0.0, 0
+            common = 0.0
             for c in range(n_cells):
                 if dv[k, c] == dv[k, c]:
                     common += x[c, d]
-                    n_valid += 1
-            common /= max(n_valid, 1)
+            common /= max(n_valid, 1)  # the same cells as the means above
             for c in range(n_cells):
                 x[c, d] -= common
         for j in range(n_rc):
