@@ -43,6 +43,7 @@ def test_grant_grants_and_revoke(db, capsys):
     assert main(["grant", "--app", "fleet", "--scope", SCOPE, "--db", db]) == 0
     grant = json.loads(capsys.readouterr().out)
     assert grant["app"] == "fleet" and grant["scopes"] == [SCOPE] and grant["token"]
+    assert re.fullmatch(r"[0-9a-f]{24}", grant["id"])  # never begins with "-", which revoke would take for an option
 
     assert main(["grants", "--db", db]) == 0
     table = capsys.readouterr().out

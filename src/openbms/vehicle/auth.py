@@ -103,7 +103,8 @@ class Authority:
         if not 1 <= ttl_s <= MAX_TTL_S:
             raise ValueError(f"ttl must be between 1 s and {MAX_TTL_S:g} s (10 years), got {ttl_s}")
         now = int(self._clock())
-        grant = Grant(secrets.token_urlsafe(12), app.strip(), parse_scopes(scopes), now, now + int(ttl_s))
+        # hex: an id never starts with '-', which `openbms revoke ID` would take for an option (1 in 64 did)
+        grant = Grant(secrets.token_hex(12), app.strip(), parse_scopes(scopes), now, now + int(ttl_s))
         self.store.add_grant(grant)
         return grant
 
