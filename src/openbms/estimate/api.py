@@ -159,6 +159,7 @@ class Estimator:
         self.soc0 = soc0
         self.options = (options or EstimateOptions()).validate()
         self.packed = pack(model, n_cells)
+        self.ocv_quads = K.ocv_quads(self.packed.ocv_tables)
         self.opt = options_array(model, self.options)
         self.sigma_v = voltage_error_std(model, self.options, self.packed.axis)
         self.horizons = np.sort(np.asarray(self.options.horizons_s, dtype=float))
@@ -189,7 +190,7 @@ class Estimator:
             K.estimate_kernel(times[start : stop + 1], current[start:stop], voltage[start:stop],
                               temperature if steady else temperature[start:stop],
                               p.model_index, p.axis, p.tables, p.knots, p.ocv_axis, p.z0,
-                              p.dz, p.ocv_tables, self.opt, self.sigma_v, o.sigma_points, o.health,
+                              p.dz, p.ocv_tables, self.ocv_quads, self.opt, self.sigma_v, o.sigma_points, o.health,
                               o.health and o.adapt, self.horizons,
                               self.state, self.cov, self.i_rc, soc[start:stop], bound[start:stop],
                               health[start:stop] if o.health else health,

@@ -89,8 +89,8 @@ def _knot_position(knots, z):
 
 @njit(cache=True, inline="always")
 def _grid_position(z, row, z0, inv_dz, n_z):
-    """(index in the flattened OCV tables, weight of the next) of SoC z on the uniform grid of the
-    OCV row starting at `row`; the end intervals extend linearly beyond the grid."""
+    """(interval index in `ocv_quads`, weight of its upper end) of SoC z on the uniform grid of the
+    OCV row whose intervals start at `row`; the end intervals extend linearly beyond the grid."""
     pos = (z - z0) * inv_dz
     j = min(max(np.floor(pos), 0.0), n_z - 2.0)
     return row + int(j), pos - j
@@ -292,7 +292,7 @@ def _cache_parameters(t, b, m, axis, tables, sigma_v, ocv_t, n_ocv_t, n_z, n_rc,
             knot_r[n * n_k + j, b] = r
             knot_r[knot_sum + j, b] += r
     ocv_k[b], ocv_u[b] = _axis_position(ocv_t, t)
-    ocv_start[b] = (m * n_ocv_t + ocv_k[b]) * n_z
+    ocv_start[b] = (m * n_ocv_t + ocv_k[b]) * (n_z - 1)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -339,22 +339,32 @@ P_ROWS = np.array([[W_P00, W_P01, W_P02, W_P03], [W_P01, W_P11, W_P12, W_P13], [
 def _block_arrays(n_rc, n_k, n_columns):
     """Work arrays for one block of cells: the rows of W; per cell the temperature and step its
     cached values hold for, the parameter row and OCV table position at that temperature, where
-    its OCV row starts in the flattened OCV tables, and the index there at each evaluation SoC."""
+    its OCV row starts in the OCV quads, and the interval there at each evaluation SoC."""
     return (np.empty(N_W * CB), np.empty((n_rc, CB)), np.empty((n_rc, CB)), np.empty(((n_rc + 2) * n_k, CB)),
             np.empty((n_k, CB)), np.empty(CB), np.empty(CB),
             np.empty((CB, n_columns)), np.empty(CB, dtype=np.int64), np.empty(CB), np.empty(CB, dtype=np.int64),
             np.empty((3, CB), dtype=np.int64))
 
 
+def ocv_quads(ocv_tables):
+    """The (n_models, n_t, n_z) OCV tables as the filter reads them: per grid interval the four
+    corners of its bilinear cell side by side, (T_k, z_j), (T_k, z_j+1), (T_k+1, z_j), (T_k+1, z_j+1),
+    so one look-up reads one cache line. Rows run (model, temperature), n_z - 1 intervals each."""
+    upper = np.concatenate([ocv_tables[:, 1:], ocv_tables[:, -1:]], axis=1)  # the next temperature's row
+    corners = (ocv_tables[:, :, :-1], ocv_tables[:, :, 1:], upper[:, :, :-1], upper[:, :, 1:])
+    return np.stack(corners, axis=-1).reshape(-1)
+
+
 def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz,
-                    ocv_tables, opt, sigma_v, sigma_points, with_health, adapt, horizons,
+                    ocv_tables, quads, opt, sigma_v, sigma_points, with_health, adapt, horizons,
                     state, cov, i_rc, soc_out, bound_out, health_out, limits_out):
     """Run the estimator over (time, cells): SoC and its 3-sigma bound, and health and limits when their
     outputs are that long; `state`, `cov` and `i_rc` carry over between calls. `temperature` may
-    be a single row for all samples; `sigma_v` is the model's voltage error std on `axis`."""
+    be a single row for all samples; `sigma_v` is the model's voltage error std on `axis`; `quads`
+    is `ocv_quads(ocv_tables)`."""
     _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz, ocv_tables,
                 opt, sigma_v, sigma_points, with_health, adapt, horizons, state, cov, i_rc, soc_out, bound_out,
-                health_out, limits_out, P_ROWS, knot_hats(knots), ocv_tables.reshape(-1),
+                health_out, limits_out, P_ROWS, knot_hats(knots), quads,
                 *_block_arrays(i_rc.shape[1], len(knots), tables.shape[2]))
 
 
@@ -365,7 +375,7 @@ def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, ta
 @njit(cache=True, _nrt=False, error_model="numpy")
 def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz, ocv_tables,
                 opt, sigma_v, sigma_points, with_health, adapt, horizons, state, cov, i_rc, soc_out, bound_out,
-                health_out, limits_out, p_rows, hats, ocv_flat, W, irc, rc_decay, knot_r, knot_ri, seen_t, seen_dt,
+                health_out, limits_out, p_rows, hats, quads, W, irc, rc_decay, knot_r, knot_ri, seen_t, seen_dt,
                 rows, ocv_k, ocv_u, ocv_start, ocv_at):
     n_time, n_cells = current.shape
     n_rc = i_rc.shape[1]
@@ -378,7 +388,6 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
     inv_gate2 = 1.0 / opt[O_GATE] ** 2
     knot_sum = (1 + n_rc) * n_k  # first row of ΣR in knot_r
     inv_dz = 1.0 / dz
-    next_t = n_z if n_ocv_t > 1 else 0  # from an OCV row to the next temperature's
     for first in range(0, n_cells, CB):
         n_b = min(CB, n_cells - first)
         for b in range(n_b):
@@ -463,17 +472,17 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                     weight = _hat(W[W_Z_DN * CB + b], hat)
                     W[W_RI_DN * CB + b] += weight * ri
                     W[W_RS_DN * CB + b] += weight * rs
-            for b in range(n_b):  # where on the OCV grid: the index in ocv_flat, the weight in the OCV rows
+            for b in range(n_b):  # where on the OCV grid: the interval in the quads, the weight in the OCV rows
                 row = ocv_start[b]
                 ocv_at[0, b], W[W_OCV * CB + b] = _grid_position(W[W_Z * CB + b], row, z0, inv_dz, n_z)
                 ocv_at[1, b], W[W_OCV_UP * CB + b] = _grid_position(W[W_Z_UP * CB + b], row, z0, inv_dz, n_z)
                 ocv_at[2, b], W[W_OCV_DN * CB + b] = _grid_position(W[W_Z_DN * CB + b], row, z0, inv_dz, n_z)
-            for b in range(n_b):  # the look-ups themselves: scalar
+            for b in range(n_b):  # the look-ups themselves: scalar, one cache line each
                 u = ocv_u[b]
                 for at, ocv_row in ((0, W_OCV), (1, W_OCV_UP), (2, W_OCV_DN)):
-                    j, w = ocv_at[at, b], W[ocv_row * CB + b]
-                    at_lo = ocv_flat[j] + w * (ocv_flat[j + 1] - ocv_flat[j])
-                    at_hi = ocv_flat[j + next_t] + w * (ocv_flat[j + next_t + 1] - ocv_flat[j + next_t])
+                    q, w = 4 * ocv_at[at, b], W[ocv_row * CB + b]
+                    at_lo = quads[q] + w * (quads[q + 1] - quads[q])
+                    at_hi = quads[q + 2] + w * (quads[q + 3] - quads[q + 2])
                     W[ocv_row * CB + b] = at_lo + u * (at_hi - at_lo)
             # the Kalman update: arithmetic only, over the block's cells at once
             for b in range(n_b):
