@@ -121,6 +121,17 @@ def test_more_cells_than_a_block_and_a_steady_temperature(own):
     assert not np.array_equal(steady.soc[:, 0], alone.soc)
 
 
+def test_ocv_quads_hold_each_intervals_bilinear_corners():
+    """The filter's OCV layout: interval j of (model, temperature k) holds the corners (k, j), (k, j+1),
+    (k+1, j), (k+1, j+1); the last temperature, having none above, repeats its own row."""
+    tables = np.arange(2 * 3 * 5, dtype=float).reshape(2, 3, 5) ** 1.5  # 2 models, 3 temperatures, 5 SoCs
+    quads = K.ocv_quads(tables).reshape(2, 3, 4, 4)
+    m, k, j = 1, 0, 2
+    assert list(quads[m, k, j]) == [tables[m, k, j], tables[m, k, j + 1], tables[m, k + 1, j], tables[m, k + 1, j + 1]]
+    assert list(quads[0, 2, 3]) == [tables[0, 2, 3], tables[0, 2, 4]] * 2
+    assert list(K.ocv_quads(tables[:, :1]).reshape(2, 1, 4, 4)[1, 0, 0]) == [tables[1, 0, 0], tables[1, 0, 1]] * 2
+
+
 def test_voltage_error_is_the_fit_at_the_temperature_but_not_below_25_degc():
     """The bundled cell fits to 13.65 mV at -25 degC, 7.24 mV at -15 and 8.68 mV at 25: the cold is
     trusted less, a temperature that happened to fit better is not trusted more."""
