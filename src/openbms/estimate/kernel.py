@@ -349,7 +349,7 @@ def _block_arrays(n_rc, n_k, n_columns):
 def ocv_quads(ocv_tables):
     """The (n_models, n_t, n_z) OCV tables as the filter reads them: per grid interval the four
     corners of its bilinear cell side by side, (T_k, z_j), (T_k, z_j+1), (T_k+1, z_j), (T_k+1, z_j+1),
-    so one look-up reads one cache line. Rows run (model, temperature), n_z - 1 intervals each."""
+    so one look-up reads 32 adjacent bytes. Rows run (model, temperature), n_z - 1 intervals each."""
     upper = np.concatenate([ocv_tables[:, 1:], ocv_tables[:, -1:]], axis=1)  # the next temperature's row
     corners = (ocv_tables[:, :, :-1], ocv_tables[:, :, 1:], upper[:, :, :-1], upper[:, :, 1:])
     return np.stack(corners, axis=-1).reshape(-1)
@@ -477,7 +477,7 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                 ocv_at[0, b], W[W_OCV * CB + b] = _grid_position(W[W_Z * CB + b], row, z0, inv_dz, n_z)
                 ocv_at[1, b], W[W_OCV_UP * CB + b] = _grid_position(W[W_Z_UP * CB + b], row, z0, inv_dz, n_z)
                 ocv_at[2, b], W[W_OCV_DN * CB + b] = _grid_position(W[W_Z_DN * CB + b], row, z0, inv_dz, n_z)
-            for b in range(n_b):  # the look-ups themselves: scalar, one cache line each
+            for b in range(n_b):  # the look-ups themselves: scalar, 4 adjacent values each
                 u = ocv_u[b]
                 for at, ocv_row in ((0, W_OCV), (1, W_OCV_UP), (2, W_OCV_DN)):
                     q, w = 4 * ocv_at[at, b], W[ocv_row * CB + b]
