@@ -97,6 +97,15 @@ def _grid_position(z, row, z0, inv_dz, n_z):
 
 
 @njit(cache=True, inline="always")
+def _bilinear(quads, j, w, u):
+    """OCV in interval j of `ocv_quads`, at weight w of its upper SoC and u of its upper temperature."""
+    q = 4 * j
+    at_lo = quads[q] + w * (quads[q + 1] - quads[q])
+    at_hi = quads[q + 2] + w * (quads[q + 3] - quads[q + 2])
+    return at_lo + u * (at_hi - at_lo)
+
+
+@njit(cache=True, inline="always")
 def _hat(z, hat):
     """Weight at SoC z of a knot's value, from its hat function (a row of `knot_hats`)."""
     return max(0.0, min(z * hat[0] - hat[1], hat[3] - z * hat[2]))
@@ -479,14 +488,12 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                 ocv_at[2, b], W[W_OCV_DN * CB + b] = _grid_position(W[W_Z_DN * CB + b], row, z0, inv_dz, n_z)
             for b in range(n_b):  # the look-ups themselves: scalar, 4 adjacent values each
                 u = ocv_u[b]
-                for at, ocv_row in ((0, W_OCV), (1, W_OCV_UP), (2, W_OCV_DN)):
-                    q, w = 4 * ocv_at[at, b], W[ocv_row * CB + b]
-                    at_lo = quads[q] + w * (quads[q + 1] - quads[q])
-                    at_hi = quads[q + 2] + w * (quads[q + 3] - quads[q + 2])
-                    W[ocv_row * CB + b] = at_lo + u * (at_hi - at_lo)
+                W[W_OCV * CB + b] = _bilinear(quads, ocv_at[0, b], W[W_OCV * CB + b], u)
+                W[W_OCV_UP * CB + b] = _bilinear(quads, ocv_at[1, b], W[W_OCV_UP * CB + b], u)
+                if sigma_points:  # the EKF's slope needs only z and z + 1e-3
+                    W[W_OCV_DN * CB + b] = _bilinear(quads, ocv_at[2, b], W[W_OCV_DN * CB + b], u)
             # the Kalman update: arithmetic only, over the block's cells at once
             for b in range(n_b):
-                c = first + b
                 h, bias = W[W_H * CB + b], W[W_B * CB + b]
                 p00, p01, p02, p03 = W[W_P00 * CB + b], W[W_P01 * CB + b], W[W_P02 * CB + b], W[W_P03 * CB + b]
                 p11, p12, p13 = W[W_P11 * CB + b], W[W_P12 * CB + b], W[W_P13 * CB + b]
