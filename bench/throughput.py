@@ -120,8 +120,9 @@ class Esc:
         self.sigma_i, self.q_offset = opt[K.O_SIGMA_I], opt[K.O_Q_OFFSET]
         # Charge moved is uncertain by the gain error and, with health off, by the capacity prior.
         self.moved_var = opt[K.O_GAIN_STD] ** 2 + opt[K.O_PRIOR_S_VAR]
-        sigma_v = float(voltage_error_std(cell, defaults, t))
-        self.r_v = sigma_v**2 * max(1.0, opt[K.O_CORRELATION_S] / DT)  # correlated model error
+        self.var_v = float(voltage_error_std(cell, defaults, t)) ** 2
+        self.inflation = max(1.0, opt[K.O_CORRELATION_S] / DT)  # correlated model error
+        self.ocv_scale = opt[K.O_OCV_SCALE]
         self.x0 = np.array([SOC0, 0.0, 0.0])
         self.p0 = np.diag([defaults.soc0_std**2, 0.6**2, (defaults.offset_std_c * self.q) ** 2])
 
@@ -137,6 +138,10 @@ class Esc:
         v = self.voltage(z, h, b, i, s, i_rc)
         dv_dz = (self.voltage(z + 1e-4, h, b, i, s, i_rc) - v) / 1e-4
         return v, np.stack(np.broadcast_arrays(dv_dz, self.m, -self.cell.resistance_ohm(z, self.t)), axis=-1)
+
+    def r_v(self, z, dv_dz):
+        """openbms's voltage error variance: the fit's, and the OCV's SoC scale seen through its slope."""
+        return (self.var_v + (dv_dz * self.ocv_scale * (1.0 - z)) ** 2) * self.inflation
 
     def transition(self, b, i, dt):
         """x' = F·x + g and the process noise Q (openbms's) over dt; the ESC update is linear in
@@ -183,11 +188,12 @@ def _ukf(esc: Esc, i, s, i_rc):
     """filterpy's UKF on one cell; alpha = 1, kappa = 0 put the sigma points at ±√3 std, as openbms's CDKF."""
     f = UnscentedKalmanFilter(3, 1, DT, hx=lambda x, **a: np.atleast_1d(esc.voltage(*x, **a)),
                               fx=lambda x, dt, F, g: F @ x + g, points=MerweScaledSigmaPoints(3, 1.0, 2.0, 0.0))
-    f.x, f.P, f.R, f.Q = esc.x0.copy(), esc.p0.copy(), np.array([[esc.r_v]]), np.zeros((3, 3))
+    f.x, f.P, f.Q = esc.x0.copy(), esc.p0.copy(), np.zeros((3, 3))
     f.predict(F=np.eye(3), g=np.zeros(3))  # filterpy's UKF needs sigma points before its first update
 
     def update(k, v):
-        f.update(v, i=i[k], s=s[k], i_rc=i_rc[k])
+        args = (i[k], s[k], i_rc[k])
+        f.update(v, R=np.array([[esc.r_v(f.x[0], esc.linearise(*f.x, *args)[1][0])]]), i=i[k], s=s[k], i_rc=i_rc[k])
 
     def predict(F, g):
         f.predict(F=F, g=g)
@@ -199,7 +205,7 @@ def _ekf(esc: Esc, i, s, i_rc):
     """filterpy's EKF on one cell; the ESC update is linear in the state for a given current, so
     filterpy's own x = F·x + B·u is exact with B = I and u = g."""
     f = ExtendedKalmanFilter(3, 1)
-    f.x, f.P, f.R, f.B = esc.x0[:, None].copy(), esc.p0.copy(), np.array([[esc.r_v]]), np.eye(3)
+    f.x, f.P, f.B = esc.x0[:, None].copy(), esc.p0.copy(), np.eye(3)
 
     def hx(x, *args):
         return np.reshape(esc.voltage(*x[:, 0], *args), (1, 1))
@@ -209,6 +215,7 @@ def _ekf(esc: Esc, i, s, i_rc):
 
     def update(k, v):
         args = (i[k], s[k], i_rc[k])
+        f.R = np.array([[esc.r_v(f.x[0, 0], jacobian(f.x, *args)[0, 0])]])
         f.update(v, jacobian, hx, args=args, hx_args=args)
 
     def predict(F, g):
@@ -244,7 +251,7 @@ def run_numpy_ekf(inp: Inputs) -> np.ndarray:
         s = np.where(np.abs(i) > SIGN_THRESHOLD_A, np.sign(i), s)
         y, H = esc.linearise(x[:, 0], x[:, 1], x[:, 2], i, s, i_rc)
         PH = np.einsum("nij,nj->ni", P, H)
-        gain = PH / (np.einsum("ni,ni->n", H, PH) + esc.r_v)[:, None]
+        gain = PH / (np.einsum("ni,ni->n", H, PH) + esc.r_v(x[:, 0], H[:, 0]))[:, None]
         x += gain * (inp.voltage[k] - y)[:, None]
         P -= gain[:, :, None] * PH[:, None, :]
         soc[k] = x[:, 0]

@@ -196,6 +196,34 @@ def test_estimate_writes_states_and_a_plot(drive_file, tmp_path, capsys):
     assert "estimate at the end" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("output, plot, message", [
+    ("{tmp}", None, "is a directory: give a file name"),
+    ("{tmp}/s.xlsx", None, "s.xlsx: cannot write this kind of file; use one of .csv"),
+    ("{tmp}/s.csv", "{tmp}/p.txt", "p.txt: cannot write this kind of file; use one of .png, .svg, .pdf"),
+], ids=["directory", "spreadsheet", "plot as text"])
+def test_estimate_refuses_an_output_it_cannot_write_before_working(drive_file, tmp_path, capsys, output, plot, message):
+    path, _ = drive_file
+    plot_args = [] if plot is None else ["--plot", plot.format(tmp=tmp_path)]
+    assert main(["estimate", str(path), "-o", output.format(tmp=tmp_path)] + plot_args) == 2
+    assert _flat(message) in _error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["drive.csv"]  # nothing half-written
+
+
+@pytest.mark.parametrize("column_map, message", [
+    ({"columns": {"t": "Test Time / s", "i": "Current / A", "v": "Voltage / V"}, "scale": {"i": "0.001"}},
+     "scale factors must be finite non-zero numbers, got {'i': '0.001'}"),
+    ({"columns": {"t": "Test Time / s", "i": "Current / A", "v": "Voltage / V"}, "scale": None},
+     '"scale" must be an object of column: factor'),
+    ({"columns": {"t": "Test Time / s", "i": "Current / A"}}, "gives no column for ['Voltage / V']"),
+], ids=["scale as text", "scale null", "no voltage"])
+def test_estimate_refuses_a_column_map_it_cannot_use(tmp_path, capsys, column_map, message):
+    pd.DataFrame({"t": [0.0, 1.0], "i": [-1.0, -1.0], "v": [3.3, 3.3]}).to_csv(tmp_path / "d.csv", index=False)
+    (tmp_path / "map.json").write_text(json.dumps(column_map))
+    assert main(["estimate", str(tmp_path / "d.csv"), "--temperature", "25", "--columns", str(tmp_path / "map.json"),
+                 "-o", str(tmp_path / "s.csv")]) == 2
+    assert _flat(message) in _error(capsys)
+
+
 def test_estimate_refuses_bad_soc0_and_missing_temperature(drive_file, tmp_path, capsys):
     path, _ = drive_file
     assert main(["estimate", str(path), "--soc0", "1.5", "-o", str(tmp_path / "s.csv")]) == 2

@@ -162,7 +162,11 @@ def _estimate(args) -> int:
     from .estimate.report import plot_estimate
     from .io import read_timeseries, write_timeseries
     from .io.columns import AMBIENT_TEMPERATURE, CELL_TEMPERATURE, CURRENT, TIME, VOLTAGE
+    from .io.writers import PLOT_SUFFIXES, checked_output
 
+    output = checked_output(args.output)  # before the work, not after it
+    plot = None if args.plot is None else checked_output(args.plot or output.with_name(output.stem + ".png"),
+                                                         PLOT_SUFFIXES)
     cell = load_cell(args.cell)
     df = read_timeseries(args.data, **_reader_options(args))
     if args.temperature is not None:
@@ -179,10 +183,8 @@ def _estimate(args) -> int:
         est = estimate(cell, df[TIME].to_numpy(), df[CURRENT].to_numpy(), df[VOLTAGE].to_numpy(), temperature,
                        soc0=args.soc0, options=options,
                        on_progress=lambda done, total: progress.update(task, completed=done))
-    output = write_timeseries(est.frame(), args.output)
-    written = [str(output)]
-    if args.plot is not None:
-        plot = args.plot or output.with_name(output.stem + ".png")
+    written = [str(write_timeseries(est.frame(), output))]
+    if plot is not None:
         written.append(str(plot_estimate(est, plot, f"{Path(args.data).name} with {cell.name}")))
     table = Table(title="estimate at the end")
     for column in ("SoC / %", "3-sigma / %", "capacity / Ah", "resistance / mohm", "max charge / W",

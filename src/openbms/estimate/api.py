@@ -22,6 +22,9 @@ class EstimateOptions:
     """Noise levels, limits and switches; defaults suit a cell-level BMS at 1 Hz."""
 
     voltage_std_v: float | None = None  # model error; default: see voltage_error_std
+    # relative uncertainty of the SoC scale the OCV curve was measured on (its test's capacity): OCV(z) is
+    # misplaced by up to this times 1 - z, which near empty the steep OCV turns into volts
+    ocv_scale_std: float = 0.01
     error_correlation_s: float = 1800.0  # how long model voltage errors stay alike (weights each sample)
     sensor_voltage_std_v: float = 0.002  # voltage sensor noise, for resistance steps
     current_std_c: float = 0.002  # current noise, fraction of 1C
@@ -59,19 +62,21 @@ class EstimateOptions:
                     "anchor_std", "min_soc_moved", "capacity_prior_std", "resistance_step_c", "innovation_gate",
                     "max_charge_c", "max_discharge_c")
         for name in positive:
-            if not getattr(self, name) > 0:
-                raise ValueError(f"estimate option {name} must be positive, got {getattr(self, name)}")
-        if self.voltage_std_v is not None and not self.voltage_std_v > 0:
-            raise ValueError(f"estimate option voltage_std_v must be positive, got {self.voltage_std_v}")
+            if not 0 < getattr(self, name) < np.inf:
+                raise ValueError(f"estimate option {name} must be positive and finite, got {getattr(self, name)}")
+        if self.voltage_std_v is not None and not 0 < self.voltage_std_v < np.inf:
+            raise ValueError(f"estimate option voltage_std_v must be positive and finite, got {self.voltage_std_v}")
         if not 0 < self.capacity_memory <= 1:
             raise ValueError("estimate option capacity_memory must be in (0, 1]")
         if not 0 <= self.soc_min < self.soc_max <= 1:
             raise ValueError("estimate options need 0 <= soc_min < soc_max <= 1")
-        for name in ("offset_drift_c", "capacity_drift", "joint_capacity_std", "resistance_drift", "resistance_deadband"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"estimate option {name} must not be negative, got {getattr(self, name)}")
-        if not self.horizons_s or not all(np.isfinite(h) and h > 0 for h in self.horizons_s):
-            raise ValueError("estimate option horizons_s needs positive horizons")
+        for name in ("offset_drift_c", "capacity_drift", "joint_capacity_std", "resistance_drift", "resistance_deadband",
+                     "ocv_scale_std"):
+            if not 0 <= getattr(self, name) < np.inf:
+                raise ValueError(f"estimate option {name} must be finite and not negative, got {getattr(self, name)}")
+        if np.ndim(self.horizons_s) != 1 or not len(self.horizons_s) \
+                or not all(np.isfinite(h) and h > 0 for h in self.horizons_s):
+            raise ValueError(f"estimate option horizons_s needs a sequence of positive horizons, got {self.horizons_s!r}")
         if self.hysteresis0 is not None and not -1 <= self.hysteresis0 <= 1:
             raise ValueError("estimate option hysteresis0 must be in [-1, 1]")
         return self
@@ -156,13 +161,15 @@ class Estimator:
     def __init__(self, model: CellModel, n_cells: int, soc0=None, options: EstimateOptions | None = None):
         self.model = model
         self.n_cells = n_cells
-        self.soc0 = soc0
+        self.soc0 = _checked_soc0(soc0, n_cells)
         self.options = (options or EstimateOptions()).validate()
         self.packed = pack(model, n_cells)
         self.ocv_quads = K.ocv_quads(self.packed.ocv_tables)
         self.opt = options_array(model, self.options)
         self.sigma_v = voltage_error_std(model, self.options, self.packed.axis)
         self.horizons = np.sort(np.asarray(self.options.horizons_s, dtype=float))
+        models = model if isinstance(model, list | tuple) else [model]
+        self.max_current_a = MAX_C_RATE * max(float(m.param("capacity_ah", 25.0)) for m in models)
         self.state = self.cov = self.i_rc = None
         self.last_time_s = self.last_dt_s = None
 
@@ -174,13 +181,16 @@ class Estimator:
         # one temperature for every sample is passed as a single row: the kernel reads row 0 throughout
         steady = np.ndim(temperature_c) == 0
         temperature = _broadcast(temperature_c, (1 if steady else n_time, n_cells), "temperature_c")
-        if not np.all(np.isfinite(temperature)):
-            raise ValueError("temperature_c has non-finite values")
+        _check_range("temperature_c", temperature, TEMPERATURE_RANGE_C, "degC (is it in kelvin?)")
         if self.state is None:
             self.state, self.cov, self.i_rc = initial_state(self.model, self.packed.n_rc, current[0], voltage[0],
                                                             temperature[0], self.soc0, self.options)
         times = self.held_times(time_s)
         o, p = self.options, self.packed
+        # A long update runs in chunks. Interrupted between two (Ctrl-C, a failing progress callback),
+        # it must leave the filter as it was, not with some of the samples counted.
+        state, cov, i_rc = (self.state, self.cov, self.i_rc) if n_time <= CHUNK_STEPS else \
+            (self.state.copy(), self.cov.copy(), self.i_rc.copy())
         soc = np.empty((n_time, n_cells))
         bound = np.empty((n_time, n_cells))
         health = np.empty((n_time, n_cells, K.N_HEALTH) if o.health else (1, 1, K.N_HEALTH))
@@ -192,11 +202,12 @@ class Estimator:
                               p.model_index, p.axis, p.tables, p.knots, p.ocv_axis, p.z0,
                               p.dz, p.ocv_tables, self.ocv_quads, self.opt, self.sigma_v, o.sigma_points, o.health,
                               o.health and o.adapt, self.horizons,
-                              self.state, self.cov, self.i_rc, soc[start:stop], bound[start:stop],
+                              state, cov, i_rc, soc[start:stop], bound[start:stop],
                               health[start:stop] if o.health else health,
                               limits[start:stop] if o.limits else limits)
             if on_progress:
                 on_progress(stop, n_time)
+        self.state, self.cov, self.i_rc = state, cov, i_rc
         self.last_time_s = time_s[-1]
         return self._result(time_s, soc, bound, health, limits, np.broadcast_to(temperature, (n_time, n_cells)))
 
@@ -213,15 +224,30 @@ class Estimator:
         """Everything the filter has learned (SoC, hysteresis, offset, capacity, resistance), JSON-ready."""
         if self.state is None:
             return None
-        return {"state": self.state.tolist(), "cov": self.cov.tolist(), "i_rc": self.i_rc.tolist()}
+        return {"model": _model_name(self.model), "state": self.state.tolist(), "cov": self.cov.tolist(),
+                "i_rc": self.i_rc.tolist()}
 
     def restore(self, snapshot: dict) -> None:
-        """Resume from `snapshot()` of a filter for the same cells and model, instead of the first voltage."""
-        state, cov, i_rc = (np.asarray(snapshot[k], dtype=float) for k in ("state", "cov", "i_rc"))
+        """Resume from `snapshot()` of a filter for the same cells and model, instead of the first voltage.
+        The snapshot is copied: the filter never writes into the caller's data."""
+        if not isinstance(snapshot, dict):
+            raise ValueError(f"no saved filter state to restore (got {type(snapshot).__name__}): "
+                             "a filter saved before its first sample has none")
+        missing = [k for k in ("state", "cov", "i_rc") if k not in snapshot]
+        if missing:
+            raise ValueError(f"the saved filter state lacks {missing}")
+        if snapshot.get("model", _model_name(self.model)) != _model_name(self.model):
+            raise ValueError(f"the saved filter state is for cell model {snapshot['model']!r}, "
+                             f"this filter runs {_model_name(self.model)!r}")
+        state, cov, i_rc = (np.array(snapshot[k], dtype=float) for k in ("state", "cov", "i_rc"))
         if state.shape != (self.n_cells, K.N_STATE) or cov.shape != (self.n_cells, K.N_X, K.N_X) \
                 or i_rc.shape != (self.n_cells, self.packed.n_rc):
             raise ValueError(f"the saved filter state is for another pack or model version: state {state.shape}, "
                              f"expected {(self.n_cells, K.N_STATE)}")
+        # NaN marks the time of a previous sample not yet seen; anything else must be a number
+        if not (np.isfinite(np.delete(state, K.PREV_T, axis=1)).all() and np.isfinite(cov).all()
+                and np.isfinite(i_rc).all()) or not np.all(np.abs(state[:, K.Z] - 0.5) <= 1.0):
+            raise ValueError("the saved filter state is corrupt: non-finite values or a SoC far outside 0-1")
         self.state, self.cov, self.i_rc = state, cov, i_rc
 
     def _checked(self, time_s, current_a, voltage_v):
@@ -242,9 +268,11 @@ class Estimator:
             raise ValueError(f"time_s must be 1-D with one entry per row; got {time_s.shape} for {current.shape}")
         if np.any(np.diff(time_s) <= 0) or (self.last_time_s is not None and time_s[0] <= self.last_time_s):
             raise ValueError("time_s must increase, also from one update to the next")
-        for name, a in (("time_s", time_s), ("current_a", current), ("voltage_v", voltage)):
-            if not np.all(np.isfinite(a)):
-                raise ValueError(f"{name} has non-finite values (first at flat index {int(np.argmax(~np.isfinite(a)))})")
+        v_max = 2.0 * (self.model if isinstance(self.model, CellModel) else self.model[0]).voltage_max_v
+        _check_range("time_s", time_s, (-np.inf, np.inf), "s")
+        _check_range("current_a", current, (-self.max_current_a, self.max_current_a),
+                     f"A, {MAX_C_RATE:g}C of this cell (is it in mA?)")
+        _check_range("voltage_v", voltage, (0.0, v_max), f"V, twice the cell's maximum (is it in mV?)")
         return time_s, current, voltage
 
     def _result(self, time_s, soc, bound, health, limits, temperature) -> Estimate:
@@ -266,6 +294,36 @@ class Estimator:
                 block = limits[..., n * K.N_LIMITS : (n + 1) * K.N_LIMITS]
                 out.limits[float(horizon)] = Limits(*(block[..., j] for j in range(K.N_LIMITS)))
         return out
+
+
+MAX_C_RATE = 100.0  # no cell carries a current beyond this: the value is in another unit
+TEMPERATURE_RANGE_C = (-100.0, 150.0)
+
+
+def _check_range(name, a, bounds, unit):
+    """Refuse non-finite values and values no cell reads (most often another unit), naming the first."""
+    bad_at = K.first_outside(np.ascontiguousarray(a).reshape(len(a), -1), *bounds)
+    if bad_at is not None:
+        row, cell = bad_at
+        value = a[row] if a.ndim == 1 else a[row, cell]
+        where = f"row {row}" + (f", cell {cell}" if a.ndim > 1 else "")
+        what = "is not finite" if not np.isfinite(value) else f"is {value:g}, outside {bounds[0]:g} to {bounds[1]:g} {unit}"
+        raise ValueError(f"{name} at {where} {what}")
+
+
+def _checked_soc0(soc0, n_cells):
+    if soc0 is None:
+        return None
+    z = np.asarray(soc0, dtype=float)
+    if z.ndim > 1 or (z.ndim == 1 and len(z) not in (1, n_cells)):
+        raise ValueError(f"soc0 must be one value or one per cell ({n_cells}), got shape {z.shape}")
+    if not np.all((z >= 0) & (z <= 1)):
+        raise ValueError(f"soc0 must lie within [0, 1], got {soc0}")
+    return soc0
+
+
+def _model_name(model):
+    return model.name if isinstance(model, CellModel) else [m.name for m in model]
 
 
 def initial_state(model, n_rc, i0, v0, t0, soc0, options):
@@ -344,6 +402,7 @@ def options_array(model, o: EstimateOptions) -> np.ndarray:
     opt[K.O_ADAPT_RESISTANCE] = float(o.adapt_resistance)
     opt[K.O_JOINT_VAR] = o.joint_capacity_std**2
     opt[K.O_RHO_DEADBAND] = o.resistance_deadband
+    opt[K.O_OCV_SCALE] = o.ocv_scale_std
     return opt
 
 

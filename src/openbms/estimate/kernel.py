@@ -38,8 +38,8 @@ N_X = 4  # filter states: the first four columns
 # Options array.
 (O_SENSOR_V, O_SIGMA_I, O_GAIN_STD, O_Q_OFFSET, O_ANCHOR_STD, O_MIN_MOVED, O_FADE, O_STEP_C,
  O_Q_RHO, O_PRIOR_S_VAR, O_SOC_MIN, O_SOC_MAX, O_MAX_CHARGE_C, O_MAX_DISCHARGE_C, O_V_MIN, O_V_MAX, O_GATE,
- O_CORRELATION_S, O_Q_CAPACITY, O_ADAPT_RESISTANCE, O_JOINT_VAR, O_RHO_DEADBAND) = range(22)
-N_OPTIONS = 22
+ O_CORRELATION_S, O_Q_CAPACITY, O_ADAPT_RESISTANCE, O_JOINT_VAR, O_RHO_DEADBAND, O_OCV_SCALE) = range(23)
+N_OPTIONS = 23
 # Health outputs.
 OUT_OFFSET, OUT_HYST, OUT_CAPACITY_SCALE, OUT_CAPACITY_SCALE_STD, OUT_RHO, OUT_RHO_STD = range(6)
 N_HEALTH = 6
@@ -355,6 +355,25 @@ def _block_arrays(n_rc, n_k, n_columns):
             np.empty((3, CB), dtype=np.int64))
 
 
+@njit(cache=True)
+def first_outside(a, lo, hi):
+    """(row, column) of the first value of the 2-D `a` that is not finite or lies outside [lo, hi],
+    or None. A counting pass the compiler vectorises, then a search only if it counted any: the
+    inputs checked can be hundreds of MB."""
+    n_bad = 0
+    for r in range(a.shape[0]):
+        for c in range(a.shape[1]):
+            x = a[r, c]
+            n_bad += (x < lo) | (x > hi) | (x != x) | (x == np.inf) | (x == -np.inf)
+    if n_bad:
+        for r in range(a.shape[0]):
+            for c in range(a.shape[1]):
+                x = a[r, c]
+                if not (lo <= x <= hi and np.isfinite(x)):
+                    return r, c
+    return None
+
+
 def ocv_quads(ocv_tables):
     """The (n_models, n_t, n_z) OCV tables as the filter reads them: per grid interval the four
     corners of its bilinear cell side by side, (T_k, z_j), (T_k, z_j+1), (T_k+1, z_j), (T_k+1, z_j+1),
@@ -395,6 +414,7 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
     adapt_rho = adapt and opt[O_ADAPT_RESISTANCE] > 0
     joint = opt[O_JOINT_VAR] > 0
     inv_gate2 = 1.0 / opt[O_GATE] ** 2
+    ocv_scale = opt[O_OCV_SCALE]
     knot_sum = (1 + n_rc) * n_k  # first row of ΣR in knot_r
     inv_dz = 1.0 / dz
     for first in range(0, n_cells, CB):
@@ -521,8 +541,12 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                 if not sigma_points:
                     pyy = dv_dz * p_y0 + m_v * p_y1 - r * p_y2
                 innovation = voltage_k[b] - y_mean
-                # beyond the gate the model is off: trust it less, not more
-                pyy = max(pyy + W[W_VAR_V * CB + b] * inflation, innovation * innovation * inv_gate2)
+                # The model's voltage error: its fit, and its OCV curve's SoC scale, measured from full (the
+                # capacity it was measured with is uncertain): a SoC error that grows towards empty, seen
+                # through the OCV's slope. Beyond the gate the model is off: trust it less, not more.
+                scale_error = dv_dz * ocv_scale * (1.0 - W[W_Z * CB + b])
+                r_v = (W[W_VAR_V * CB + b] + scale_error * scale_error) * inflation
+                pyy = max(pyy + r_v, innovation * innovation * inv_gate2)
                 inv_pyy = 1.0 / pyy
                 gain = innovation * inv_pyy
                 z = W[W_Z * CB + b] + p_y0 * gain

@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 TIME = "Test Time / s"
 CURRENT = "Current / A"
 VOLTAGE = "Voltage / V"
@@ -61,9 +63,15 @@ class ColumnMap:
                 f"column map {self.name!r}: current_sign must be one of {SIGNS}, "
                 f"got {self.current_sign!r}"
             )
+        if not isinstance(self.scale, dict):
+            raise ValueError(f'column map {self.name!r}: "scale" must be an object of column: factor')
         stray = sorted(set(self.scale) - set(self.columns))
         if stray:
             raise ValueError(f"column map {self.name!r}: scale given for unmapped columns {stray}")
+        not_numbers = {k: v for k, v in self.scale.items()
+                       if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v) or v == 0}
+        if not_numbers:
+            raise ValueError(f"column map {self.name!r}: scale factors must be finite non-zero numbers, got {not_numbers}")
 
     @classmethod
     def from_json(cls, path: str | Path) -> "ColumnMap":

@@ -56,6 +56,9 @@ def read_timeseries(
     for src, label in column_map.columns.items():
         if label in REQUIRED and src not in raw.columns:
             raise DataError(source, f"missing column {src!r} ({label}){_suggest(src, raw.columns)}", src)
+    unmapped = [label for label in REQUIRED if label not in column_map.columns.values()]
+    if unmapped:
+        raise DataError(source, f"column map {column_map.name!r} gives no column for {unmapped}")
     df = pd.DataFrame(index=raw.index)
     for src, label in column_map.columns.items():
         if src in raw.columns:
