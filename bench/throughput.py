@@ -84,8 +84,8 @@ def drive_cycle(rng, q_ah: float) -> np.ndarray:
     half = CYCLE_STEPS // 2
     levels = np.clip(rng.normal(-1.0, 1.5, half), -4.0, 2.0) * q_ah
     drive = np.repeat(levels, rng.integers(5, 60, half))[:half]
-    drive *= -0.5 * q_ah * 3600.0 / (drive.sum() * DT)
-    eta = float(CELL.param("coulombic_efficiency", T_C))
+    eta = float(CELL.param("coulombic_efficiency", T_C))  # its charging pulses count η times
+    drive *= -0.5 * q_ah * 3600.0 / (np.sum(np.where(drive > 0, eta, 1.0) * drive) * DT)
     return np.concatenate([drive, np.full(CYCLE_STEPS - half, 0.5 * q_ah * 3600.0 / ((CYCLE_STEPS - half) * DT * eta))])
 
 

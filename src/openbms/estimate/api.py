@@ -268,11 +268,11 @@ class Estimator:
             raise ValueError(f"time_s must be 1-D with one entry per row; got {time_s.shape} for {current.shape}")
         if np.any(np.diff(time_s) <= 0) or (self.last_time_s is not None and time_s[0] <= self.last_time_s):
             raise ValueError("time_s must increase, also from one update to the next")
-        v_max = 2.0 * (self.model if isinstance(self.model, CellModel) else self.model[0]).voltage_max_v
+        v_max = (self.model if isinstance(self.model, CellModel) else self.model[0]).voltage_max_v
         _check_range("time_s", time_s, (-np.inf, np.inf), "s")
         _check_range("current_a", current, (-self.max_current_a, self.max_current_a),
                      f"A, {MAX_C_RATE:g}C of this cell (is it in mA?)")
-        _check_range("voltage_v", voltage, (0.0, v_max), f"V, twice the cell's maximum (is it in mV?)")
+        _check_range("voltage_v", voltage, (-v_max, 2.0 * v_max), "V, twice the cell's maximum (is it in mV?)")
         return time_s, current, voltage
 
     def _result(self, time_s, soc, bound, health, limits, temperature) -> Estimate:
