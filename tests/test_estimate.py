@@ -546,6 +546,14 @@ def test_refuses_non_finite_time_and_temperature(time_s, temperature, match):
         estimate(CELL, time_s, I3, V3, temperature, soc0=0.5)
 
 
+def test_openbms_estimate_is_the_call_and_the_package():
+    import openbms
+
+    t, i, v = np.arange(3.0), np.array([-1.0, -1.0, 0.0]), np.array([3.3, 3.29, 3.3])
+    assert np.array_equal(openbms.estimate(CELL, t, i, v, soc0=0.5).soc, estimate(CELL, t, i, v, soc0=0.5).soc)
+    assert openbms.estimate.Estimator is Estimator
+
+
 def test_refuses_soc0_of_another_length_when_built():
     with pytest.raises(ValueError, match=r"soc0 must be one value or one per cell \(3\), got shape \(2,\)"):
         Estimator(CELL, 3, soc0=[0.5, 0.6])

@@ -1,5 +1,20 @@
-"""State estimation: SoC with honest bounds, health (capacity, resistance) and power limits."""
+"""State estimation: SoC with honest bounds, health (capacity, resistance) and power limits.
+
+`openbms.estimate(model, time_s, current_a, voltage_v, ...)` runs the estimator: this package
+is callable, so the short call and `openbms.estimate.Estimator` and the rest both work.
+"""
+
+import sys
+import types
 
 from .api import Estimate, EstimateOptions, Estimator, Limits, estimate
 
 __all__ = ["Estimate", "EstimateOptions", "Estimator", "Limits", "estimate"]
+
+
+class _CallablePackage(types.ModuleType):
+    def __call__(self, *args, **kwargs) -> Estimate:
+        return estimate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage
