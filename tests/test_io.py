@@ -6,6 +6,7 @@ import gzip
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from openbms.io import ColumnMap, DataError, read_tests, read_timeseries, write_timeseries
@@ -55,6 +56,13 @@ def test_text_in_numeric_column(tmp_path, bdf_frame):
     bdf_frame.loc[3, "Current / A"] = "oops"
     with pytest.raises(DataError, match=r"column 'Current / A', row 4: expected a number, found 'oops'"):
         read_timeseries(_write(tmp_path, bdf_frame))
+
+
+def test_dates_instead_of_seconds(tmp_path, bdf_frame):
+    bdf_frame["Test Time / s"] = pd.date_range("2026-01-01", periods=len(bdf_frame), freq="s")
+    bdf_frame.to_parquet(tmp_path / "dates.parquet")
+    with pytest.raises(DataError, match=r"column 'Test Time / s': expected numbers, found datetime64.* \(times are seconds\)"):
+        read_timeseries(tmp_path / "dates.parquet")
 
 
 def test_non_monotonic_time(tmp_path, bdf_frame):

@@ -146,7 +146,7 @@ def estimate(
     current = np.asarray(current_a, dtype=float)
     n_cells = current.shape[1] if current.ndim == 2 else 1
     out = Estimator(model, n_cells, soc0, options).update(time_s, current_a, voltage_v, temperature_c, on_progress)
-    if current.ndim == 1:
+    if current.ndim <= 1:
         _squeeze(out)
     return out
 
@@ -266,8 +266,13 @@ class Estimator:
             raise ValueError(f"voltage_v {np.shape(voltage_v)} and current_a {np.shape(current_a)} must have the same shape")
         if time_s.ndim != 1 or len(time_s) != len(current):
             raise ValueError(f"time_s must be 1-D with one entry per row; got {time_s.shape} for {current.shape}")
-        if np.any(np.diff(time_s) <= 0) or (self.last_time_s is not None and time_s[0] <= self.last_time_s):
-            raise ValueError("time_s must increase, also from one update to the next")
+        if self.last_time_s is not None and time_s[0] <= self.last_time_s:
+            raise ValueError(f"time_s must increase, also from one update to the next: it starts at {time_s[0]:g}, "
+                             f"the last update ended at {self.last_time_s:g}")
+        if np.any(np.diff(time_s) <= 0):
+            k = int(np.argmax(np.diff(time_s) <= 0)) + 1
+            raise ValueError(f"time_s must increase: row {k} ({time_s[k]:g}) does not come after row {k - 1} "
+                             f"({time_s[k - 1]:g})")
         v_max = (self.model if isinstance(self.model, CellModel) else self.model[0]).voltage_max_v
         _check_range("time_s", time_s, (-np.inf, np.inf), "s")
         _check_range("current_a", current, (-self.max_current_a, self.max_current_a),

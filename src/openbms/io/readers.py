@@ -78,6 +78,10 @@ def read_timeseries(
 
 def check_numeric(df: pd.DataFrame, source: str) -> None:
     for column in df.columns:
+        kind = df[column].dtype
+        if not (pd.api.types.is_numeric_dtype(kind) or pd.api.types.is_object_dtype(kind)
+                or pd.api.types.is_string_dtype(kind)):
+            raise DataError(source, f"expected numbers, found {kind} values (times are seconds)", column)
         values = pd.to_numeric(df[column], errors="coerce")
         bad = values.isna().to_numpy() & df[column].notna().to_numpy()
         if bad.any():
