@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -56,6 +57,13 @@ def test_text_in_numeric_column(tmp_path, bdf_frame):
     bdf_frame.loc[3, "Current / A"] = "oops"
     with pytest.raises(DataError, match=r"column 'Current / A', row 4: expected a number, found 'oops'"):
         read_timeseries(_write(tmp_path, bdf_frame))
+
+
+def test_a_tagged_path_keeps_a_compound_suffix():
+    from openbms.io.writers import tagged
+
+    assert tagged(Path("out/m.csv.gz"), "_truth") == Path("out/m_truth.csv.gz")
+    assert tagged(Path("m.parquet"), "_truth") == Path("m_truth.parquet")
 
 
 def test_dates_instead_of_seconds(tmp_path, bdf_frame):

@@ -13,8 +13,7 @@ __all__ = ["Estimate", "EstimateOptions", "Estimator", "Limits", "estimate"]
 
 
 class _CallablePackage(types.ModuleType):
-    def __call__(self, *args, **kwargs) -> Estimate:
-        return estimate(*args, **kwargs)
+    __call__ = staticmethod(estimate)  # keeps estimate's signature and docstring for help()
 
 
 sys.modules[__name__].__class__ = _CallablePackage

@@ -182,15 +182,18 @@ class Estimator:
         steady = np.ndim(temperature_c) == 0
         temperature = _broadcast(temperature_c, (1 if steady else n_time, n_cells), "temperature_c")
         _check_range("temperature_c", temperature, TEMPERATURE_RANGE_C, "degC (is it in kelvin?)")
+        # Everything an update changes is committed together once its last chunk is done: interrupted
+        # before (Ctrl-C, a failing progress callback), it leaves the filter as it was.
         if self.state is None:
-            self.state, self.cov, self.i_rc = initial_state(self.model, self.packed.n_rc, current[0], voltage[0],
-                                                            temperature[0], self.soc0, self.options)
-        times = self.held_times(time_s)
+            state, cov, i_rc = initial_state(self.model, self.packed.n_rc, current[0], voltage[0], temperature[0],
+                                             self.soc0, self.options)
+        elif n_time <= CHUNK_STEPS:  # one chunk: no copy, the progress callback comes after the commit
+            state, cov, i_rc = self.state, self.cov, self.i_rc
+        else:
+            state, cov, i_rc = self.state.copy(), self.cov.copy(), self.i_rc.copy()
+        hold_dt = self._hold_dt(time_s)
+        times = np.append(time_s, time_s[-1] + hold_dt)
         o, p = self.options, self.packed
-        # A long update runs in chunks. Interrupted between two (Ctrl-C, a failing progress callback),
-        # it must leave the filter as it was, not with some of the samples counted.
-        state, cov, i_rc = (self.state, self.cov, self.i_rc) if n_time <= CHUNK_STEPS else \
-            (self.state.copy(), self.cov.copy(), self.i_rc.copy())
         soc = np.empty((n_time, n_cells))
         bound = np.empty((n_time, n_cells))
         health = np.empty((n_time, n_cells, K.N_HEALTH) if o.health else (1, 1, K.N_HEALTH))
@@ -205,20 +208,24 @@ class Estimator:
                               state, cov, i_rc, soc[start:stop], bound[start:stop],
                               health[start:stop] if o.health else health,
                               limits[start:stop] if o.limits else limits)
+            if stop == n_time:
+                self.state, self.cov, self.i_rc = state, cov, i_rc
+                self.last_time_s, self.last_dt_s = time_s[-1], hold_dt
             if on_progress:
                 on_progress(stop, n_time)
-        self.state, self.cov, self.i_rc = state, cov, i_rc
-        self.last_time_s = time_s[-1]
         return self._result(time_s, soc, bound, health, limits, np.broadcast_to(temperature, (n_time, n_cells)))
 
     def held_times(self, time_s: np.ndarray) -> np.ndarray:
         """time_s and one more: the last sample is held for the interval before it (that of the last call
         when this one has a single sample), so the time update after it assumes a steady rate."""
+        return np.append(time_s, time_s[-1] + self._hold_dt(time_s))
+
+    def _hold_dt(self, time_s: np.ndarray) -> float:
         if len(time_s) > 1:
-            self.last_dt_s = time_s[-1] - time_s[-2]
-        elif self.last_time_s is not None:
-            self.last_dt_s = time_s[0] - self.last_time_s
-        return np.append(time_s, time_s[-1] + (self.last_dt_s if self.last_dt_s is not None else 1.0))
+            return float(time_s[-1] - time_s[-2])
+        if self.last_time_s is not None:
+            return float(time_s[0] - self.last_time_s)
+        return self.last_dt_s if self.last_dt_s is not None else 1.0
 
     def snapshot(self) -> dict | None:
         """Everything the filter has learned (SoC, hysteresis, offset, capacity, resistance), JSON-ready."""
@@ -276,7 +283,7 @@ class Estimator:
         v_max = (self.model if isinstance(self.model, CellModel) else self.model[0]).voltage_max_v
         _check_range("time_s", time_s, (-np.inf, np.inf), "s")
         _check_range("current_a", current, (-self.max_current_a, self.max_current_a),
-                     f"A, {MAX_C_RATE:g}C of this cell (is it in mA?)")
+                     f"A, {MAX_C_RATE:g}C of the largest cell (is it in mA?)")
         _check_range("voltage_v", voltage, (-v_max, 2.0 * v_max), "V, twice the cell's maximum (is it in mV?)")
         return time_s, current, voltage
 
@@ -347,9 +354,7 @@ def initial_state(model, n_rc, i0, v0, t0, soc0, options):
         state[:, K.Z] = np.clip(0.5 * (z_hi + z_lo), 0.0, 1.0)
         cov[:, 0, 0] = np.maximum(0.5 * (z_hi - z_lo), 0.05) ** 2
     else:
-        state[:, K.Z] = np.broadcast_to(np.asarray(soc0, dtype=float), (n_cells,))
-        if not np.all((state[:, K.Z] >= 0) & (state[:, K.Z] <= 1)):
-            raise ValueError(f"soc0 must lie within [0, 1], got {soc0}")
+        state[:, K.Z] = np.broadcast_to(np.asarray(soc0, dtype=float), (n_cells,))  # checked by _checked_soc0
         cov[:, 0, 0] = options.soc0_std**2
     known_h = options.hysteresis0 is not None
     state[:, K.H] = options.hysteresis0 if known_h else 0.0

@@ -524,9 +524,9 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                 # the voltage without h and b, and ρ·ΣR, at z and the other evaluation SoCs
                 y0 = W[W_OCV * CB + b] + hysteresis + rho * W[W_RI * CB + b]
                 y_up = W[W_OCV_UP * CB + b] + hysteresis + rho * W[W_RI_UP * CB + b]
-                y_dn = W[W_OCV_DN * CB + b] + hysteresis + rho * W[W_RI_DN * CB + b]
                 r = rho * W[W_RS * CB + b]
                 if sigma_points:
+                    y_dn = W[W_OCV_DN * CB + b] + hysteresis + rho * W[W_RI_DN * CB + b]
                     y_mean, pyy, dv_dz = _sigma_point_moments(
                         y0, r, y_up, rho * W[W_RS_UP * CB + b], y_dn, rho * W[W_RS_DN * CB + b], h, bias,
                         m_v, p00, p01, p02, p11, p12, p22)

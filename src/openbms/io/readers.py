@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .checks import check_frame
-from .columns import CURRENT, DISCHARGE_POSITIVE, REQUIRED, SIGNS, ColumnMap, detect
+from .columns import CURRENT, DISCHARGE_POSITIVE, REQUIRED, SIGNS, TIME, ColumnMap, detect
 from .errors import DataError
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -81,7 +81,8 @@ def check_numeric(df: pd.DataFrame, source: str) -> None:
         kind = df[column].dtype
         if not (pd.api.types.is_numeric_dtype(kind) or pd.api.types.is_object_dtype(kind)
                 or pd.api.types.is_string_dtype(kind)):
-            raise DataError(source, f"expected numbers, found {kind} values (times are seconds)", column)
+            hint = " (times are seconds)" if column == TIME else ""
+            raise DataError(source, f"expected numbers, found {kind} values{hint}", column)
         values = pd.to_numeric(df[column], errors="coerce")
         bad = values.isna().to_numpy() & df[column].notna().to_numpy()
         if bad.any():

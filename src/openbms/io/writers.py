@@ -14,18 +14,24 @@ COMPRESSIONS = ("", ".gz", ".bz2", ".xz", ".zip")  # pandas compresses CSV by th
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 
-def checked_output(path: str | Path, suffixes=None) -> Path:
+TIMESERIES_SUFFIXES = tuple(c + z for c in CSV_SUFFIXES for z in COMPRESSIONS) + PARQUET_SUFFIXES
+
+
+def checked_output(path: str | Path, suffixes=TIMESERIES_SUFFIXES) -> Path:
     """The path a command will write, refused before any work if it could not be: a directory, or a
-    suffix the writer does not know (default: a time series' .csv, .csv.gz, … or .parquet)."""
+    suffix the writer does not know."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a directory: give a file name")
-    name = path.name.lower()
-    known = [c + z for c in CSV_SUFFIXES for z in COMPRESSIONS] + list(PARQUET_SUFFIXES) if suffixes is None \
-        else list(suffixes)
-    if not any(name.endswith(s) for s in known):
-        raise ValueError(f"{path}: cannot write this kind of file; use one of {', '.join(known)}")
+    if not any(path.name.lower().endswith(s) for s in suffixes):
+        raise ValueError(f"{path}: cannot write this kind of file; use one of {', '.join(suffixes)}")
     return path
+
+
+def tagged(path: Path, tag: str) -> Path:
+    """A time series' path with `tag` added to its name, a compound suffix kept whole (m.csv.gz: m_truth.csv.gz)."""
+    suffix = max((s for s in TIMESERIES_SUFFIXES if path.name.lower().endswith(s)), key=len, default=path.suffix)
+    return path.with_name(path.name[: len(path.name) - len(suffix)] + tag + path.name[len(path.name) - len(suffix):])
 
 
 def write_timeseries(df: pd.DataFrame, path: str | Path) -> Path:

@@ -31,11 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from rich.console import Console
 
     from ..io import write_timeseries
+    from ..io.writers import checked_output, tagged
     from .plant import Plant
     from .scenario import Scenario
     from .sensors import Sensors
@@ -49,11 +48,12 @@ def run(args) -> int:
         sensors=Sensors(args.current_offset, args.current_gain_error, 0.0, args.voltage_noise, args.voltage_lsb,
                         args.temperature_offset, args.seed),
     ).validate()
+    # both paths checked before the simulation; the truth's default keeps a compound suffix (.csv.gz) whole
+    output = checked_output(args.output)
+    truth_path = checked_output(args.truth or tagged(output, "_truth"))
     console = Console(stderr=True)
     with console.status(f"simulating {args.plant} ({args.experiment})"):
         measured, truth = scenario.run()
-    output = Path(args.output)
-    truth_path = Path(args.truth) if args.truth else output.with_name(output.stem + "_truth" + output.suffix)
     write_timeseries(measured, output)
     write_timeseries(truth.frame(), truth_path)
     console.print(f"wrote {output} ({len(measured)} rows, {truth.time_s[-1] / 3600:.2f} h, ended: {truth.termination}) "
