@@ -65,8 +65,14 @@ def ocv_lookup(z, t, ocv_t, z0, dz, table, out):
 def params_at(t, axis, table, out):
     """Fill `out` with the parameter row interpolated at temperature t."""
     k, u = _axis_position(axis, t)
+    params_at_position(k, u, table, out)
+
+
+@njit(cache=True, inline="always")
+def params_at_position(k, u, table, out):
+    """`params_at` with the temperature position (k, u) found beforehand (a caller that needs it too)."""
     for p in range(table.shape[1]):  # element by element: no array temporaries in compiled callers
-        out[p] = table[0, p] if axis.shape[0] == 1 else table[k, p] + u * (table[k + 1, p] - table[k, p])
+        out[p] = table[0, p] if table.shape[0] == 1 else table[k, p] + u * (table[k + 1, p] - table[k, p])
 
 
 @njit(cache=True, inline="always")

@@ -168,8 +168,10 @@ class Estimator:
         self.opt = options_array(model, self.options)
         self.sigma_v = voltage_error_std(model, self.options, self.packed.axis)
         self.horizons = np.sort(np.asarray(self.options.horizons_s, dtype=float))
-        models = model if isinstance(model, list | tuple) else [model]
+        models = [model] if isinstance(model, CellModel) else list(model)
+        # beyond these a value is in another unit (mA, mV)
         self.max_current_a = MAX_C_RATE * max(float(m.param("capacity_ah", 25.0)) for m in models)
+        self.max_voltage_v = 2.0 * models[0].voltage_max_v
         self.state = self.cov = self.i_rc = None
         self.last_time_s = self.last_dt_s = None
 
@@ -280,11 +282,11 @@ class Estimator:
             k = int(np.argmax(np.diff(time_s) <= 0)) + 1
             raise ValueError(f"time_s must increase: row {k} ({time_s[k]:g}) does not come after row {k - 1} "
                              f"({time_s[k - 1]:g})")
-        v_max = (self.model if isinstance(self.model, CellModel) else self.model[0]).voltage_max_v
         _check_range("time_s", time_s, (-np.inf, np.inf), "s")
         _check_range("current_a", current, (-self.max_current_a, self.max_current_a),
                      f"A, {MAX_C_RATE:g}C of the largest cell (is it in mA?)")
-        _check_range("voltage_v", voltage, (-v_max, 2.0 * v_max), "V, twice the cell's maximum (is it in mV?)")
+        _check_range("voltage_v", voltage, (-self.max_voltage_v / 2.0, self.max_voltage_v),
+                     "V, twice the cell's maximum (is it in mV?)")
         return time_s, current, voltage
 
     def _result(self, time_s, soc, bound, health, limits, temperature) -> Estimate:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..cell.kernels import N_FIXED, SIGN_THRESHOLD_A, _axis_position, ocv_at_position, params_at
+from ..cell.kernels import N_FIXED, SIGN_THRESHOLD_A, _axis_position, ocv_at_position, params_at_position
 
 # Per-cell scalar state columns; the RC branch currents follow.
 (Z, H, B, G, S, RHO, RHO_VAR, S_INV, SXX, SXY, ANCHOR_Z, ANCHOR_VAR, MOVED, ANCHORED, PREV_I, PREV_V, PREV_S, PREV_VRC,
@@ -286,8 +286,8 @@ def _cache_parameters(t, b, m, axis, tables, sigma_v, ocv_t, n_ocv_t, n_z, n_rc,
     """Cell b's parameters at temperature t, of model m: its row; the scalars (with the voltage error
     variance from `sigma_v` on the same temperature axis), the resistances' knot values and their
     sums in the work arrays; its OCV table position."""
-    params_at(t, axis, tables[m], rows[b])
     k, u = _axis_position(axis, t)
+    params_at_position(k, u, tables[m], rows[b])
     std = sigma_v[k] if axis.shape[0] == 1 else sigma_v[k] + u * (sigma_v[k + 1] - sigma_v[k])
     W[W_VAR_V * CB + b] = std * std
     for row, col in ((W_Q, 0), (W_ETA, 1), (W_GAMMA, 2), (W_M0, 3), (W_M, 4)):

@@ -7,10 +7,9 @@ positive current = charging, so nothing downstream knows which cycler wrote it.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 TIME = "Test Time / s"
 CURRENT = "Current / A"
@@ -69,7 +68,7 @@ class ColumnMap:
         if stray:
             raise ValueError(f"column map {self.name!r}: scale given for unmapped columns {stray}")
         not_numbers = {k: v for k, v in self.scale.items()
-                       if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v) or v == 0}
+                       if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v == 0}
         if not_numbers:
             raise ValueError(f"column map {self.name!r}: scale factors must be finite non-zero numbers, got {not_numbers}")
 

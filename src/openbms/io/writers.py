@@ -12,8 +12,6 @@ from .readers import PARQUET_SUFFIXES
 CSV_SUFFIXES = (".csv",)
 COMPRESSIONS = ("", ".gz", ".bz2", ".xz", ".zip")  # pandas compresses CSV by the last suffix
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
-
-
 TIMESERIES_SUFFIXES = tuple(c + z for c in CSV_SUFFIXES for z in COMPRESSIONS) + PARQUET_SUFFIXES
 
 
@@ -31,7 +29,8 @@ def checked_output(path: str | Path, suffixes=TIMESERIES_SUFFIXES) -> Path:
 def tagged(path: Path, tag: str) -> Path:
     """A time series' path with `tag` added to its name, a compound suffix kept whole (m.csv.gz: m_truth.csv.gz)."""
     suffix = max((s for s in TIMESERIES_SUFFIXES if path.name.lower().endswith(s)), key=len, default=path.suffix)
-    return path.with_name(path.name[: len(path.name) - len(suffix)] + tag + path.name[len(path.name) - len(suffix):])
+    cut = len(path.name) - len(suffix)
+    return path.with_name(path.name[:cut] + tag + path.name[cut:])
 
 
 def write_timeseries(df: pd.DataFrame, path: str | Path) -> Path:
