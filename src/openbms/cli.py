@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--soc0-std", type=float, default=0.05, help="std of --soc0 (default %(default)s)")
     p.add_argument("--temperature", type=float, help="degC, when the file has no temperature column")
     p.add_argument("--ekf", action="store_true", help="extended instead of sigma-point Kalman filter")
-    p.add_argument("-o", "--output", default="out/states.csv", help="states, .csv or .parquet (default %(default)s)")
-    p.add_argument("--plot", nargs="?", const="", help="also write a PNG (default path: beside the output)")
+    p.add_argument("-o", "--output", default="out/states.csv", help="states: .csv (also .csv.gz, …) or .parquet (default %(default)s)")
+    p.add_argument("--plot", nargs="?", const="", help="also write a plot: .png, .svg or .pdf (default: a PNG beside the output)")
     _add_reader_options(p)
     p.set_defaults(run=_estimate)
 
