@@ -257,12 +257,13 @@ def _update_health(k, time_s, dt, i, v_meas, st, W, irc, n_rc, b, rows, knots, a
             st[ANCHOR_Z] = W[W_Z * CB + b]
             st[ANCHOR_VAR] = var_z
             st[MOVED] = 0.0
-    prior = 1.0 / opt[O_PRIOR_S_VAR]
-    s_var = 1.0 / (st[SXX] + prior)
+    s_inv, s_var = st[S_INV], 1.0 / (st[SXX] + 1.0 / opt[O_PRIOR_S_VAR])
+    if adapt and opt[O_JOINT_VAR] > 0 and W[W_P33 * CB + b] < s_var:  # the filter knows its own capacity better
+        s_inv, s_var = W[W_G * CB + b], W[W_P33 * CB + b]
     health_out[OUT_OFFSET] = W[W_B * CB + b]
     health_out[OUT_HYST] = W[W_H * CB + b]
-    health_out[OUT_CAPACITY_SCALE] = 1.0 / st[S_INV]
-    health_out[OUT_CAPACITY_SCALE_STD] = np.sqrt(s_var) / st[S_INV] ** 2
+    health_out[OUT_CAPACITY_SCALE] = 1.0 / s_inv
+    health_out[OUT_CAPACITY_SCALE_STD] = np.sqrt(s_var) / s_inv ** 2
     health_out[OUT_RHO] = st[RHO]
     health_out[OUT_RHO_STD] = np.sqrt(st[RHO_VAR])
 
@@ -585,7 +586,7 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                     c = first + b
                     m = model_index[c]
                     q_model = rows[b, 0]
-                    q_now = q_model / (state[c, S_INV] if adapt else 1.0)  # the reported capacity
+                    q_now = q_model / (W[W_G * CB + b] if adapt else 1.0)  # the capacity the SoC is counted with
                     z, h = W[W_Z * CB + b], W[W_H * CB + b]
                     # Horizons ascend; a longer pulse also has to hold over the shorter one's span.
                     ic_cap, idis_cap = opt[O_MAX_CHARGE_C] * q_model, opt[O_MAX_DISCHARGE_C] * q_model
