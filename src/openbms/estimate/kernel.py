@@ -56,12 +56,14 @@ CB = CELL_BLOCK
  W_SIGN, W_RHO, W_CHARGE_VAR, W_MOVED,  # sign memory, resistance scale used, counted charge's variance, SoC moved
  W_Q, W_PER_AS, W_ETA, W_GAMMA, W_M0, W_M,  # parameters at the cell's temperature (W_PER_AS: SoC per A·s)
  W_VAR_V,  # the model's voltage error variance there
- # The voltage is evaluated at z, "up" and "dn": z ± the sigma-point spread (the EKF: z + 1e-3 for its slope).
+ # The voltage is evaluated at z, "up" and "dn": z ± the sigma-point spread (the EKF: at z alone).
  W_Z_UP, W_Z_DN,  # those SoCs
  W_OCV, W_OCV_UP, W_OCV_DN,  # OCV at each
  W_RI, W_RI_UP, W_RI_DN,  # Σ R·i over R0 (the measured current) and the RC branches (theirs) at each
  W_RS, W_RS_UP, W_RS_DN,  # ΣR at each
  N_W) = range(37)
+# The EKF evaluates at z alone and keeps the slopes dOCV/dz and dΣ(R·i)/dz in the "up" rows.
+W_OCV_SLOPE, W_RI_SLOPE = W_OCV_UP, W_RI_UP
 # Rows whose number depends on the model live in arrays of their own, laid out alike: the RC
 # branch currents `irc` and their decays over the step; per knot the resistances' values
 # `knot_r` (R0's, then each branch's, then their sum ΣR) and `knot_ri`, Σ R·i at this sample.
@@ -103,6 +105,16 @@ def _bilinear(quads, j, w, u):
     at_lo = quads[q] + w * (quads[q + 1] - quads[q])
     at_hi = quads[q + 2] + w * (quads[q + 3] - quads[q + 2])
     return at_lo + u * (at_hi - at_lo)
+
+
+@njit(cache=True, inline="always")
+def _bilinear_and_slope(quads, j, w, u, inv_dz):
+    """`_bilinear` and its slope dOCV/dz, from one read of the interval's corners."""
+    q = 4 * j
+    q0, q1, q2, q3 = quads[q], quads[q + 1], quads[q + 2], quads[q + 3]
+    at_lo = q0 + w * (q1 - q0)
+    at_hi = q2 + w * (q3 - q2)
+    return at_lo + u * (at_hi - at_lo), (q1 - q0 + u * (q3 - q2 - q1 + q0)) * inv_dz
 
 
 @njit(cache=True, inline="always")
@@ -465,11 +477,11 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                 i = current_k[b]
                 s = W[W_SIGN * CB + b]
                 W[W_SIGN * CB + b] = 1.0 if i > SIGN_THRESHOLD_A else (-1.0 if i < -SIGN_THRESHOLD_A else s)
-            # The voltage at each evaluation SoC: its resistive part through the knots' hat functions
-            # (vector loops, cells innermost); its OCV by a scalar look-up.
+            # The voltage at each evaluation SoC (the EKF: at z, with its slope there): its resistive part
+            # through the knots' hat functions (vector loops, cells innermost); its OCV by a scalar look-up.
             for b in range(n_b):
                 z = W[W_Z * CB + b]
-                spread = SIGMA_H * np.sqrt(max(W[W_P00 * CB + b], 1e-16)) if sigma_points else 1e-3
+                spread = SIGMA_H * np.sqrt(max(W[W_P00 * CB + b], 1e-16)) if sigma_points else 0.0
                 W[W_Z_UP * CB + b] = z + spread
                 W[W_Z_DN * CB + b] = z - spread
                 W[W_RI * CB + b] = W[W_RI_UP * CB + b] = W[W_RI_DN * CB + b] = 0.0  # sums over the knots follow
@@ -489,7 +501,17 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                 for n in range(n_rc):
                     for b in range(n_b):
                         knot_ri[m, b] += knot_r[(n + 1) * n_k + m, b] * irc[n, b]
-            for m in range(m_first, m_last + 1):
+            for m in range(m_first, m_last + 1 if not sigma_points else 0):  # the EKF: at z, and the slope
+                a, c = hats[0, m], hats[2, m]
+                for b in range(n_b):
+                    ri = knot_ri[m, b]
+                    z = W[W_Z * CB + b]
+                    rise, fall = z * a - hats[1, m], hats[3, m] - z * c  # the hat's two edges
+                    weight = max(0.0, min(rise, fall))
+                    W[W_RI * CB + b] += weight * ri
+                    W[W_RS * CB + b] += weight * knot_r[knot_sum + m, b]
+                    W[W_RI_SLOPE * CB + b] += (0.0 if weight <= 0.0 else (a if rise < fall else -c)) * ri
+            for m in range(m_first, m_last + 1 if sigma_points else 0):  # sigma points: at z and z ± spread
                 hat = (hats[0, m], hats[1, m], hats[2, m], hats[3, m])
                 for b in range(n_b):
                     ri, rs = knot_ri[m, b], knot_r[knot_sum + m, b]
@@ -503,16 +525,20 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                     W[W_RI_DN * CB + b] += weight * ri
                     W[W_RS_DN * CB + b] += weight * rs
             for b in range(n_b):  # where on the OCV grid: the interval in the quads, the weight in the OCV rows
+                ocv_at[0, b], W[W_OCV * CB + b] = _grid_position(W[W_Z * CB + b], ocv_start[b], z0, inv_dz, n_z)
+            for b in range(n_b if sigma_points else 0):
                 row = ocv_start[b]
-                ocv_at[0, b], W[W_OCV * CB + b] = _grid_position(W[W_Z * CB + b], row, z0, inv_dz, n_z)
                 ocv_at[1, b], W[W_OCV_UP * CB + b] = _grid_position(W[W_Z_UP * CB + b], row, z0, inv_dz, n_z)
                 ocv_at[2, b], W[W_OCV_DN * CB + b] = _grid_position(W[W_Z_DN * CB + b], row, z0, inv_dz, n_z)
             for b in range(n_b):  # the look-ups themselves: scalar, 4 adjacent values each
                 u = ocv_u[b]
-                W[W_OCV * CB + b] = _bilinear(quads, ocv_at[0, b], W[W_OCV * CB + b], u)
-                W[W_OCV_UP * CB + b] = _bilinear(quads, ocv_at[1, b], W[W_OCV_UP * CB + b], u)
-                if sigma_points:  # the EKF's slope needs only z and z + 1e-3
+                if sigma_points:
+                    W[W_OCV * CB + b] = _bilinear(quads, ocv_at[0, b], W[W_OCV * CB + b], u)
+                    W[W_OCV_UP * CB + b] = _bilinear(quads, ocv_at[1, b], W[W_OCV_UP * CB + b], u)
                     W[W_OCV_DN * CB + b] = _bilinear(quads, ocv_at[2, b], W[W_OCV_DN * CB + b], u)
+                else:
+                    W[W_OCV * CB + b], W[W_OCV_SLOPE * CB + b] = _bilinear_and_slope(
+                        quads, ocv_at[0, b], W[W_OCV * CB + b], u, inv_dz)
             # the Kalman update: arithmetic only, over the block's cells at once
             for b in range(n_b):
                 h, bias = W[W_H * CB + b], W[W_B * CB + b]
@@ -524,15 +550,15 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                 hysteresis = W[W_M0 * CB + b] * W[W_SIGN * CB + b]
                 # the voltage without h and b, and ρ·ΣR, at z and the other evaluation SoCs
                 y0 = W[W_OCV * CB + b] + hysteresis + rho * W[W_RI * CB + b]
-                y_up = W[W_OCV_UP * CB + b] + hysteresis + rho * W[W_RI_UP * CB + b]
                 r = rho * W[W_RS * CB + b]
                 if sigma_points:
+                    y_up = W[W_OCV_UP * CB + b] + hysteresis + rho * W[W_RI_UP * CB + b]
                     y_dn = W[W_OCV_DN * CB + b] + hysteresis + rho * W[W_RI_DN * CB + b]
                     y_mean, pyy, dv_dz = _sigma_point_moments(
                         y0, r, y_up, rho * W[W_RS_UP * CB + b], y_dn, rho * W[W_RS_DN * CB + b], h, bias,
                         m_v, p00, p01, p02, p11, p12, p22)
-                else:  # a one-sided difference over 1e-3 of SoC
-                    dv_dz = (y_up - y0) / 1e-3
+                else:  # the slope of the interpolated OCV and resistances at z
+                    dv_dz = W[W_OCV_SLOPE * CB + b] + rho * W[W_RI_SLOPE * CB + b]
                     y_mean = y0 + m_v * h - r * bias
                     pyy = 0.0
                 p_y0 = p00 * dv_dz + p01 * m_v - p02 * r  # P·H', H = [dv/dz, M, −R, 0]
