@@ -133,6 +133,18 @@ def test_ocv_quads_hold_each_intervals_bilinear_corners():
     assert list(K.ocv_quads(tables[:, :1]).reshape(2, 1, 4, 4)[1, 0, 0]) == [tables[1, 0, 0], tables[1, 0, 1]] * 2
 
 
+def test_ekf_slope_is_the_derivative_of_the_interpolated_ocv():
+    """The EKF's dOCV/dz comes from the same read as the OCV: the slope of its bilinear cell along SoC."""
+    tables = np.sqrt(np.arange(1 * 3 * 5, dtype=float).reshape(1, 3, 5) + 1.0)
+    quads, inv_dz = K.ocv_quads(tables), 4.0  # 5 SoCs 0.25 apart
+    j, w, u = 6, 0.3, 0.7  # the 3rd interval of the 2nd temperature
+    value, slope = K._bilinear_and_slope(quads, j, w, u, inv_dz)
+    assert value == K._bilinear(quads, j, w, u)
+    step = 1e-6
+    numeric = (K._bilinear(quads, j, w + step, u) - K._bilinear(quads, j, w - step, u)) / (2 * step) * inv_dz
+    assert slope == pytest.approx(numeric, rel=1e-8)
+
+
 def test_voltage_error_is_the_fit_at_the_temperature_but_not_below_25_degc():
     """The bundled cell fits to 13.65 mV at -25 degC, 7.24 mV at -15 and 8.68 mV at 25: the cold is
     trusted less, a temperature that happened to fit better is not trusted more."""
