@@ -7,10 +7,11 @@ Q/g), so a cell whose capacity differs from the model's is followed as it drives
 RC branch currents follow the measured current deterministically. The voltage is
 nonlinear only in z (OCV and the SoC-dependent resistances), so the sigma points take
 just three distinct z values and the rest of the sigma-point algebra has a closed form
-in the covariance. The capacity reported as state of health comes from an
-effective-variance weighted total least squares of SoC moved against charge counted
-between confident SoC estimates, with its own bound; the resistance scale ρ from
-voltage steps at current steps.
+in the covariance (the EKF evaluates the voltage at z alone, with its slope there). The
+capacity reported as state of health comes from an effective-variance weighted total least
+squares of SoC moved against charge counted between confident SoC estimates, with its own
+bound, or from g where the filter knows it better; the resistance scale ρ from voltage steps
+at current steps.
 
 Speed: cells go through a chunk in blocks of CELL_BLOCK, so a block's state stays in cache
 however many cells there are. Within a block each stage of a time step runs over all its
