@@ -182,11 +182,13 @@ def drive_file(tmp_path):
     return path, sim.soc
 
 
-def test_estimate_writes_states_and_a_plot(drive_file, tmp_path, capsys):
+@pytest.mark.parametrize("name", ["states.parquet", "states.csv.gz"])
+def test_estimate_writes_states_and_a_plot(drive_file, tmp_path, capsys, name):
+    """Either kind of output, and the plot beside it named after it (states.png)."""
     path, truth = drive_file
-    out = tmp_path / "states.parquet"
+    out = tmp_path / name
     assert main(["estimate", str(path), "--cell", "a123_lfp", "--soc0", "0.8", "-o", str(out), "--plot"]) == 0
-    states = pd.read_parquet(out)
+    states = pd.read_parquet(out) if name.endswith(".parquet") else pd.read_csv(out)
     for column in ("Test Time / s", "SOC / 1", "SOC Bound / 1", "Capacity / Ah", "Resistance / ohm",
                    "Max Charge Power / W", "Max Discharge Power / W", "Max Charge Current / A",
                    "Max Discharge Current / A", "Max Discharge Power 30 s / W"):

@@ -60,10 +60,11 @@ def test_text_in_numeric_column(tmp_path, bdf_frame):
 
 
 def test_a_tagged_path_keeps_a_compound_suffix():
-    from openbms.io.writers import tagged
+    from openbms.io.writers import beside, tagged
 
     assert tagged(Path("out/m.csv.gz"), "_truth") == Path("out/m_truth.csv.gz")
     assert tagged(Path("m.parquet"), "_truth") == Path("m_truth.parquet")
+    assert beside(Path("out/m.v2.csv.gz"), ".png") == Path("out/m.v2.png")  # a plot beside the states
 
 
 def test_dates_instead_of_seconds(tmp_path, bdf_frame):

@@ -162,11 +162,10 @@ def _estimate(args) -> int:
     from .estimate.report import plot_estimate
     from .io import read_timeseries, write_timeseries
     from .io.columns import AMBIENT_TEMPERATURE, CELL_TEMPERATURE, CURRENT, TIME, VOLTAGE
-    from .io.writers import PLOT_SUFFIXES, checked_output
+    from .io.writers import PLOT_SUFFIXES, beside, checked_output
 
     output = checked_output(args.output)  # before the work, not after it
-    plot = None if args.plot is None else checked_output(args.plot or output.with_name(output.stem + ".png"),
-                                                         PLOT_SUFFIXES)
+    plot = None if args.plot is None else checked_output(args.plot or beside(output, ".png"), PLOT_SUFFIXES)
     cell = load_cell(args.cell)
     df = read_timeseries(args.data, **_reader_options(args))
     if args.temperature is not None:

@@ -26,11 +26,22 @@ def checked_output(path: str | Path, suffixes=TIMESERIES_SUFFIXES) -> Path:
     return path
 
 
-def tagged(path: Path, tag: str) -> Path:
-    """A time series' path with `tag` added to its name, a compound suffix kept whole (m.csv.gz: m_truth.csv.gz)."""
+def _split_name(path: Path) -> tuple[str, str]:
+    """A time series' file name and its suffix, a compound suffix kept whole (m.csv.gz: m, .csv.gz)."""
     suffix = max((s for s in TIMESERIES_SUFFIXES if path.name.lower().endswith(s)), key=len, default=path.suffix)
     cut = len(path.name) - len(suffix)
-    return path.with_name(path.name[:cut] + tag + path.name[cut:])
+    return path.name[:cut], path.name[cut:]
+
+
+def tagged(path: Path, tag: str) -> Path:
+    """A time series' path with `tag` added to its name (m.csv.gz: m_truth.csv.gz)."""
+    name, suffix = _split_name(path)
+    return path.with_name(name + tag + suffix)
+
+
+def beside(path: Path, suffix: str) -> Path:
+    """A file beside a time series, named after it (m.csv.gz: m.png)."""
+    return path.with_name(_split_name(path)[0] + suffix)
 
 
 def write_timeseries(df: pd.DataFrame, path: str | Path) -> Path:
