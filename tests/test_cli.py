@@ -211,6 +211,12 @@ def test_estimate_refuses_an_output_it_cannot_write_before_working(drive_file, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["drive.csv"]  # nothing half-written
 
 
+def test_estimate_names_a_temperature_flag_in_kelvin(drive_file, tmp_path, capsys):
+    path, _ = drive_file
+    assert main(["estimate", str(path), "--temperature", "298.15", "-o", str(tmp_path / "s.csv")]) == 2
+    assert _flat("--temperature 298.15 is outside -100 to 150 degC (is it in kelvin?)") in _error(capsys)
+
+
 @pytest.mark.parametrize("column_map, message", [
     ({"columns": {"t": "Test Time / s", "i": "Current / A", "v": "Voltage / V"}, "scale": {"i": "0.001"}},
      "scale factors must be finite non-zero numbers, got {'i': '0.001'}"),

@@ -159,6 +159,7 @@ def _estimate(args) -> int:
 
     from .cell import load_cell
     from .estimate import EstimateOptions, estimate
+    from .estimate.api import TEMPERATURE_RANGE_C
     from .estimate.report import plot_estimate
     from .io import read_timeseries, write_timeseries
     from .io.columns import AMBIENT_TEMPERATURE, CELL_TEMPERATURE, CURRENT, TIME, VOLTAGE
@@ -169,6 +170,10 @@ def _estimate(args) -> int:
     cell = load_cell(args.cell)
     df = read_timeseries(args.data, **_reader_options(args))
     if args.temperature is not None:
+        low, high = TEMPERATURE_RANGE_C
+        if not low <= args.temperature <= high:
+            raise ValueError(f"--temperature {args.temperature:g} is outside {low:g} to {high:g} degC "
+                             "(is it in kelvin?)")
         temperature = args.temperature
     elif CELL_TEMPERATURE in df or AMBIENT_TEMPERATURE in df:
         temperature = df[CELL_TEMPERATURE if CELL_TEMPERATURE in df else AMBIENT_TEMPERATURE].to_numpy()
