@@ -145,6 +145,18 @@ def test_ekf_slope_is_the_derivative_of_the_interpolated_ocv():
     assert slope == pytest.approx(numeric, rel=1e-8)
 
 
+@pytest.mark.parametrize("knot", [0.4, 0.7])
+def test_ekf_started_on_a_resistance_knot_runs_as_beside_it(knot):
+    """The EKF's resistance slope at a knot is the one to its right, as a hair beyond it: the hat
+    functions' edges differ in the last bit where they meet, so the edge is chosen by the knots."""
+    assert knot in CELL.resistance_soc
+    t, i = np.arange(600.0), np.full(600, -4.0)
+    v = noisy(simulate(CELL, t, i, 25.0, soc0=knot - 0.01).voltage_v)
+    on, beside = (estimate(CELL, t, i, v, 25.0, soc0=z, options=EstimateOptions(sigma_points=False))
+                  for z in (knot, knot + 1e-12))
+    assert np.abs(on.soc - beside.soc).max() < 1e-9  # measured 1e-12; 4e-6 when the edge was chosen by the hats
+
+
 def test_voltage_error_is_the_fit_at_the_temperature_but_not_below_25_degc():
     """The bundled cell fits to 13.65 mV at -25 degC, 7.24 mV at -15 and 8.68 mV at 25: the cold is
     trusted less, a temperature that happened to fit better is not trusted more."""

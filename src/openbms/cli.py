@@ -165,22 +165,21 @@ def _estimate(args) -> int:
     from .io.columns import AMBIENT_TEMPERATURE, CELL_TEMPERATURE, CURRENT, TIME, VOLTAGE
     from .io.writers import PLOT_SUFFIXES, beside, checked_output
 
-    output = checked_output(args.output)  # before the work, not after it
+    output = checked_output(args.output)  # the flags before the work, not after it
     plot = None if args.plot is None else checked_output(args.plot or beside(output, ".png"), PLOT_SUFFIXES)
+    low, high = TEMPERATURE_RANGE_C
+    if args.temperature is not None and not low <= args.temperature <= high:
+        raise ValueError(f"--temperature {args.temperature:g} is outside {low:g} to {high:g} degC (is it in kelvin?)")
+    if args.soc0 is not None and not 0 <= args.soc0 <= 1:
+        raise ValueError(f"--soc0 must be a fraction in [0, 1], got {args.soc0}")
     cell = load_cell(args.cell)
     df = read_timeseries(args.data, **_reader_options(args))
     if args.temperature is not None:
-        low, high = TEMPERATURE_RANGE_C
-        if not low <= args.temperature <= high:
-            raise ValueError(f"--temperature {args.temperature:g} is outside {low:g} to {high:g} degC "
-                             "(is it in kelvin?)")
         temperature = args.temperature
     elif CELL_TEMPERATURE in df or AMBIENT_TEMPERATURE in df:
         temperature = df[CELL_TEMPERATURE if CELL_TEMPERATURE in df else AMBIENT_TEMPERATURE].to_numpy()
     else:
         raise DataError(args.data, f"no temperature column ({CELL_TEMPERATURE!r}); pass --temperature")
-    if args.soc0 is not None and not 0 <= args.soc0 <= 1:
-        raise ValueError(f"--soc0 must be a fraction in [0, 1], got {args.soc0}")
     options = EstimateOptions(soc0_std=args.soc0_std, sigma_points=not args.ekf)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"estimating {Path(args.data).name}", total=len(df))

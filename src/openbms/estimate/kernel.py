@@ -225,7 +225,8 @@ def _limit(direction, i_max, horizon, z, h, irc, n_rc, b, rows, knots, ocv_table
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _update_health(k, time_s, dt, i, v_meas, st, W, irc, n_rc, b, rows, knots, adapt, opt, health_out):
-    """Resistance scale from voltage steps at current steps; capacity from confident SoC pairs."""
+    """Resistance scale from voltage steps at current steps; capacity from confident SoC pairs, reported
+    as it or as the filter's own g, whichever is better known."""
     # The model's one-sample voltage change at a current step, as the fresh cell showed it: ρ times this.
     n_k = knots.shape[0]
     base = N_FIXED + n_rc
@@ -494,7 +495,7 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
             m_first, m_last = 0, n_k - 1
             while m_first < n_k - 1 and knots[m_first + 1] <= z_lo:
                 m_first += 1
-            while m_last > 0 and knots[m_last - 1] >= z_hi:
+            while m_last > 0 and knots[m_last - 1] > z_hi:  # a knot at z_hi stays: the EKF's slope rises from it
                 m_last -= 1
             for m in range(m_first, m_last + 1):
                 for b in range(n_b):
@@ -503,15 +504,18 @@ def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables
                     for b in range(n_b):
                         knot_ri[m, b] += knot_r[(n + 1) * n_k + m, b] * irc[n, b]
             for m in range(m_first, m_last + 1 if not sigma_points else 0):  # the EKF: at z, and the slope
-                a, c = hats[0, m], hats[2, m]
+                hat = (hats[0, m], hats[1, m], hats[2, m], hats[3, m])
+                # the slope to the right of z, its edge chosen by the knots themselves (the hats' edges
+                # differ in the last bit where they meet, so at a knot they would pick inconsistently)
+                below, at, above = knots[max(m - 1, 0)], knots[m], knots[min(m + 1, n_k - 1)]
                 for b in range(n_b):
                     ri = knot_ri[m, b]
                     z = W[W_Z * CB + b]
-                    rise, fall = z * a - hats[1, m], hats[3, m] - z * c  # the hat's two edges
-                    weight = max(0.0, min(rise, fall))
+                    weight = _hat(z, hat)
                     W[W_RI * CB + b] += weight * ri
                     W[W_RS * CB + b] += weight * knot_r[knot_sum + m, b]
-                    W[W_RI_SLOPE * CB + b] += (0.0 if weight <= 0.0 else (a if rise < fall else -c)) * ri
+                    edge = hat[0] if z < at else -hat[2]
+                    W[W_RI_SLOPE * CB + b] += (edge if below <= z < above else 0.0) * ri
             for m in range(m_first, m_last + 1 if sigma_points else 0):  # sigma points: at z and z ± spread
                 hat = (hats[0, m], hats[1, m], hats[2, m], hats[3, m])
                 for b in range(n_b):
