@@ -100,22 +100,20 @@ def _grid_position(z, row, z0, inv_dz, n_z):
 
 
 @njit(cache=True, inline="always")
-def _bilinear(quads, j, w, u):
-    """OCV in interval j of `ocv_quads`, at weight w of its upper SoC and u of its upper temperature."""
-    q = 4 * j
-    at_lo = quads[q] + w * (quads[q + 1] - quads[q])
-    at_hi = quads[q + 2] + w * (quads[q + 3] - quads[q + 2])
-    return at_lo + u * (at_hi - at_lo)
-
-
-@njit(cache=True, inline="always")
 def _bilinear_and_slope(quads, j, w, u, inv_dz):
-    """`_bilinear` and its slope dOCV/dz, from one read of the interval's corners."""
+    """OCV in interval j of `ocv_quads`, at weight w of its upper SoC and u of its upper temperature,
+    and its slope dOCV/dz (grid step 1 / inv_dz), from one read of the interval's corners."""
     q = 4 * j
     q0, q1, q2, q3 = quads[q], quads[q + 1], quads[q + 2], quads[q + 3]
     at_lo = q0 + w * (q1 - q0)
     at_hi = q2 + w * (q3 - q2)
     return at_lo + u * (at_hi - at_lo), (q1 - q0 + u * (q3 - q2 - q1 + q0)) * inv_dz
+
+
+@njit(cache=True, inline="always")
+def _bilinear(quads, j, w, u):
+    """The OCV alone (the compiler drops the slope)."""
+    return _bilinear_and_slope(quads, j, w, u, 0.0)[0]
 
 
 @njit(cache=True, inline="always")
