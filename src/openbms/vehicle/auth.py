@@ -108,10 +108,17 @@ class Authority:
         self.store.add_grant(grant)
         return grant
 
-    def token(self, grant: Grant) -> str:
-        """The signed token of a grant (Ed25519 is deterministic: the same grant gives the same token)."""
-        claims = {"iss": "openbms", "aud": self.vehicle_id, "sub": grant.app, "scope": " ".join(grant.scopes),
-                  "iat": int(grant.issued_at), "exp": int(grant.expires_at), "jti": grant.id}
+    def token(self, grant: Grant, scopes: Iterable[str] | None = None, ttl_s: float | None = None) -> str:
+        """The signed token of a grant (Ed25519 is deterministic: the same grant gives the same token).
+
+        An OAuth access token is one of these for part of a grant's scopes and a short while (`ttl_s`
+        from now, never past the grant's expiry); revoking the grant ends it like any other.
+        """
+        now = int(self._clock())
+        expires_at = grant.expires_at if ttl_s is None else min(grant.expires_at, now + ttl_s)
+        claims = {"iss": "openbms", "aud": self.vehicle_id, "sub": grant.app,
+                  "scope": " ".join(grant.scopes if scopes is None else scopes),
+                  "iat": int(grant.issued_at) if ttl_s is None else now, "exp": int(expires_at), "jti": grant.id}
         return jwt.encode(claims, self._private_key, algorithm=_ALGORITHM)
 
     def grants(self) -> list[Grant]:

@@ -1,4 +1,4 @@
-"""`openbms token`, `grant`, `grants`, `revoke`: the owner's consent from the command line.
+"""`openbms token`, `grant`, `grants`, `revoke`, `app`: the owner's consent and OAuth apps from the command line.
 
 They work on the same database as `openbms serve` (`--db`), so a token printed here is
 accepted by the server, and a revocation here ends the app's access at its next request.
@@ -35,6 +35,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("grants", help="list the owner's grants", description="List every grant and its status.")
     _add_store_options(p)
     p.set_defaults(run=_grants)
+
+    app = sub.add_parser("app", help="register an app that will ask the owner for access through OAuth",
+                         description="Apps that ask the owner through OAuth 2.0 (code + PKCE) on the vehicle's "
+                         "consent page; the server's metadata is at /.well-known/oauth-authorization-server.")
+    app_sub = app.add_subparsers(dest="app_command", required=True, metavar="COMMAND")
+    p = app_sub.add_parser("register", help="register an app; prints its client id (and secret, shown once)")
+    p.add_argument("name", help="the app's name, as the owner will see it on the consent page")
+    p.add_argument("--redirect-uri", action="append", required=True, metavar="URI",
+                   help="where the owner's browser returns with the code (repeat for more; exact match)")
+    p.add_argument("--public", action="store_true", help="an app that cannot keep a secret (a phone app): "
+                                                         "no client secret, PKCE alone")
+    _add_store_options(p)
+    p.set_defaults(run=_register_app)
+    p = app_sub.add_parser("list", help="list the registered apps")
+    _add_store_options(p)
+    p.set_defaults(run=_list_apps)
 
     p = sub.add_parser("revoke", help="revoke a grant now", description="Revoke a grant: its token stops working "
                        "at its next request, and its live subscriptions end within a second.")
@@ -97,6 +113,24 @@ def _grants(args) -> int:
 def _revoke(args) -> int:
     _authority(args).revoke(args.grant_id)
     print(f"revoked {args.grant_id}")
+    return 0
+
+
+def _oauth_store(args):
+    from .oauth_store import OAuthStore
+    from .store import Store
+
+    return OAuthStore(Store(args.db))
+
+
+def _register_app(args) -> int:
+    client, secret = _oauth_store(args).register(args.name, args.redirect_uri, args.public)
+    print(json.dumps({**client.as_dict(), "client_secret": secret}, indent=2))
+    return 0
+
+
+def _list_apps(args) -> int:
+    print(json.dumps([client.as_dict() for client in _oauth_store(args).clients()], indent=2))
     return 0
 
 

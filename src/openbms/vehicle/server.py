@@ -12,6 +12,7 @@ Owner endpoints take a Bearer token carrying the `owner` scope (`openbms token -
   GET /owner/grants · POST /owner/grants {app, scopes, ttl_s} → {grant, token} ·
   DELETE /owner/grants/{id} · GET /owner/audit?limit=&grant= ·
   GET /owner/history?path=&start=&end=&points=
+OAuth 2.0 (apps asking the owner on the consent page): see `oauth.py`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from .auth import Access, Authority, parse_scopes
 from .history import HistoryRecorder
 from .hub import SignalHub
 from .limits import Limits, RateLimiter
+from .oauth import OAuthEndpoints
 from .service import VehicleService
 from .store import Store
 from .subscriptions import Fanout
@@ -56,6 +58,7 @@ class VehicleInterface:
         self.fanout = Fanout(hub, self.service)
         self.history = HistoryRecorder(hub, store, history_period_s)
         self.rate = RateLimiter(self.limits.requests_per_s, self.limits.burst)
+        self.oauth = OAuthEndpoints(self.authority, self._owner, _http_error)
         if static_dir is not None and not Path(static_dir).is_dir():
             raise FileNotFoundError(f"static directory {static_dir} does not exist")
         self.static_dir = static_dir
@@ -80,6 +83,7 @@ class VehicleInterface:
             Route("/owner/grants/{grant_id}", self._owner_revoke, methods=["DELETE"]),
             Route("/owner/audit", self._owner_audit),
             Route("/owner/history", self._owner_history),
+            *self.oauth.routes(),
         ]
         if self.static_dir is not None:
             routes.append(Mount("/", StaticFiles(directory=self.static_dir, html=True)))

@@ -3,6 +3,7 @@
 import { mountApps } from "./apps.js";
 import { updateCells } from "./cells.js";
 import { mountCharts } from "./charts.js";
+import { mountClients } from "./clients.js";
 import { mountControls } from "./controls.js";
 import { updateAlarms } from "./alarms.js";
 import { FORMATS, ROOT, dateTime } from "./format.js";
@@ -48,6 +49,7 @@ function start() {
   const refreshAudit = mountApps(owner, mine.jti, report);
   const updateControls = mountControls(viss, report, refreshAudit);
   mountCharts(owner, report);
+  mountClients(owner, report);
 
   const values = {}; // relative path -> latest wire value
   const bound = document.querySelectorAll("[data-path]");
