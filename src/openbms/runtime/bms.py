@@ -26,11 +26,13 @@ from ..safety.soa import SoaLimits
 from ..vehicle.hub import Requester, SetResult
 from ..vehicle.vss import ROOT
 from .sample import BmsOutput, Sample
+from .usage import Usage
 
 log = logging.getLogger(__name__)
 OVERLAY = f"{ROOT}.OpenBMS"
 CONTACTOR_TICK_S = 0.01
 MAX_CONTACTOR_TICKS = 1000  # after a long gap, 10 s of the contactor machine is enough to settle
+CERTIFIED_RATE_C = 1 / 3  # the discharge rate at which usable energy is rated (as EV range tests do)
 MIN_CONSUMPTION_WH_PER_KM = 50.0
 DEFAULT_CONSUMPTION_WH_PER_KM = 150.0
 
@@ -62,6 +64,10 @@ class Bms:
         self.charge_wanted = nv.get("charge_wanted", True)
         self.conditioning = nv.get("conditioning", "INACTIVE")
         self.consumption_wh_per_km = nv.get("consumption_wh_per_km", DEFAULT_CONSUMPTION_WH_PER_KM)
+        self.usage = Usage.restore(nv.get("usage"))
+        self.mean_ocv_v = float(np.mean(model.ocv(np.linspace(0.0, 1.0, 101), 25.0)))
+        self.r0_ohm = float(model.resistance_ohm(0.5, 25.0))
+        self.certified_wh = self._usable_wh(1.0, 1.0)
         self.latched: list[dict] = list(nv.get("latched", []))  # the record of critical faults, kept across restarts for service
         self.contactors = ContactorController()
         self.circuit = PrechargeCircuit(pack_voltage_v=3.3 * series)  # the HV side as the BMS sees it
@@ -94,6 +100,8 @@ class Bms:
                 selected = self.balancer.select(cell_soc, self.q_ah, s.cell_voltage_v, s.current_a)
                 self.bleed_a = self.balancer.bleed_a(selected, s.cell_voltage_v)
             self._learn_consumption(s)
+            self.usage.update(self.dt_s, s.current_a, float(np.nansum(s.cell_voltage_v)), row["soc"],
+                              _finite(np.nanmax, s.temperature_c))
             out = BmsOutput(s.time_s, row["soc"], row["soh_capacity"], row["soh_resistance"],
                             row["max_charge_current_a"], row["max_discharge_current_a"], row["max_charge_power_w"],
                             row["max_discharge_power_w"], charge.current_a, contactor_state, worst,
@@ -166,7 +174,6 @@ class Bms:
             f"{ROOT}.StateOfCharge.Current": _pct(np.mean(cell_soc)),
             f"{ROOT}.StateOfCharge.Displayed": _pct(row["soc"]),
             f"{ROOT}.StateOfCharge.CurrentEnergy": row["energy_wh"] / 1000.0,
-            f"{ROOT}.StateOfHealth": _pct(row["soh_capacity"]),
             f"{ROOT}.CellVoltage.Min": float(np.nanmin(v)),
             f"{ROOT}.CellVoltage.Max": float(np.nanmax(v)),
             f"{ROOT}.CellVoltage.IdMin": int(np.nanargmin(v)),
@@ -188,7 +195,6 @@ class Bms:
             f"{ROOT}.Charging.MaximumChargingCurrent.DC": float(row["max_charge_current_a"]),
             f"{ROOT}.BatteryConditioning.RequestedMode": self.conditioning,
             f"{OVERLAY}.StateOfChargeBound": _pct(float(np.mean(row["cell_soc_bound"]))),
-            f"{OVERLAY}.ResistanceHealth": max(0.0, 100.0 * row["soh_resistance"]),
             f"{OVERLAY}.MaxChargePower": max(0.0, row["max_charge_power_w"]),
             f"{OVERLAY}.MaxDischargePower": max(0.0, row["max_discharge_power_w"]),
             f"{OVERLAY}.CellStateOfCharge": [round(_pct(z), 2) for z in cell_soc],
@@ -197,6 +203,35 @@ class Bms:
             f"{OVERLAY}.WeakestCell": int(np.argmin(cell_soc)),
             f"{OVERLAY}.Events": [json.dumps(e.record()) for e in list(self.recent)[-20:]],
             f"{OVERLAY}.ChargingState": f"{charge.state}: {charge.reason}",
+            **self._health(row),
+        }
+
+    def _usable_wh(self, soh_capacity: float, soh_resistance: float) -> float:
+        """Energy a full pack delivers at the certified rate: capacity times the mean OCV less the resistive drop."""
+        q_ah = self.q_ah * soh_capacity
+        return self.series * q_ah * (self.mean_ocv_v - CERTIFIED_RATE_C * q_ah * self.r0_ohm * soh_resistance)
+
+    def _health(self, row: dict) -> dict:
+        """The health record (EU 2023/1542 Annex XIII), `vss.HEALTH_LEAVES`: state of health by capacity and
+        resistance, of certified energy, throughput, cycles, histograms and events."""
+        u, health = self.usage, f"{OVERLAY}.Health"
+        return {
+            f"{ROOT}.StateOfHealth": _pct(row["soh_capacity"]),
+            f"{OVERLAY}.ResistanceHealth": max(0.0, 100.0 * row["soh_resistance"]),
+            f"{health}.Capacity": self.q_ah * row["soh_capacity"],
+            f"{health}.StateOfCertifiedEnergy": max(0.0, 100.0 * self._usable_wh(row["soh_capacity"],
+                                                                              row["soh_resistance"]) / self.certified_wh),
+            f"{health}.CertifiedEnergy": self.certified_wh / 1000.0,
+            f"{health}.ChargedEnergy": u.charged_wh / 1000.0,
+            f"{health}.DischargedEnergy": u.discharged_wh / 1000.0,
+            f"{health}.ChargedCharge": u.charged_ah,
+            f"{health}.DischargedCharge": u.discharged_ah,
+            f"{health}.EquivalentFullCycles": u.equivalent_full_cycles(self.q_ah),
+            f"{health}.OperatingTime": u.operating_s,
+            f"{health}.TimeAtTemperature": [round(t, 1) for t in u.time_at_temperature_s],
+            f"{health}.TimeAtStateOfCharge": [round(t, 1) for t in u.time_at_soc_s],
+            f"{health}.DeepDischargeEvents": u.deep_discharge_events,
+            f"{health}.OverTemperatureEvents": u.over_temperature_events,
         }
 
     # -- what apps may ask ---------------------------------------------------------------------
@@ -232,7 +267,15 @@ class Bms:
                     "cell_soc": row.get("cell_soc"), "capacity_ah": row.get("capacity_ah"),
                     "resistance_ohm": row.get("resistance_ohm"), "charge_limit": self.charger.soc_target,
                     "charge_wanted": self.charge_wanted, "conditioning": self.conditioning,
-                    "consumption_wh_per_km": self.consumption_wh_per_km, "latched": self.latched[-50:]}
+                    "consumption_wh_per_km": self.consumption_wh_per_km, "latched": self.latched[-50:],
+                    "usage": self.usage.as_dict(), "health": self._health(row) if row else None,
+                    "cell": self._cell_record()}
+
+    def _cell_record(self) -> dict:
+        """Which cell model the estimates rest on and where it came from (for the battery passport)."""
+        return {"name": self.model.name, "chemistry": self.model.chemistry, "series": self.series,
+                "rated_capacity_ah": self.q_ah, "certified_energy_kwh": self.certified_wh / 1000.0,
+                "provenance": self.model.provenance, "fit": self.model.fit}
 
 
 def _finite(reduce, values) -> float | None:

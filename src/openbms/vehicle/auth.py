@@ -11,6 +11,9 @@ Scopes (space-separated in the `scope` claim):
                    path, because an app must see what the BMS actually applied
   owner            the owner's own credential: every read and actuate, plus the owner
                    endpoints (grants, audit, history); issued by `openbms token --owner`
+  health           read-only access to the battery's health and usage record and nothing else
+                   (`vss.HEALTH_LEAVES`): what EU 2023/1542 Art. 14 lets an owner give a buyer,
+                   a second-life assessor or anyone acting for them
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from . import vss
 from .store import Grant, Store
 
 OWNER_SCOPE = "owner"
+HEALTH_SCOPE = "health"
 MAX_TTL_S = 10 * 365 * 24 * 3600.0
 _SCOPE_VERBS = ("read", "actuate")
 _KEY_NAME = "token-signing-key-ed25519"
@@ -47,12 +51,12 @@ def parse_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
     """Check each scope names a verb and a catalogue path; ValueError says which one is wrong."""
     checked = []
     for scope in scopes:
-        if scope == OWNER_SCOPE:
+        if scope in (OWNER_SCOPE, HEALTH_SCOPE):
             checked.append(scope)
             continue
         verb, _, path = scope.partition(":")
         if verb not in _SCOPE_VERBS or not path:
-            raise ValueError(f"scope {scope!r} must be 'read:<path>', 'actuate:<path>' or 'owner'")
+            raise ValueError(f"scope {scope!r} must be 'read:<path>', 'actuate:<path>', 'health' or 'owner'")
         try:
             vss.node(vss.normalize_path(path))
         except (vss.UnknownPath, vss.InvalidValue) as exc:
@@ -77,7 +81,8 @@ class Access:
         return OWNER_SCOPE in self.scopes
 
     def can_read(self, path: str) -> bool:
-        return self.is_owner or any(vss.covers(scope.partition(":")[2], path) for scope in self.scopes)
+        return self.is_owner or (HEALTH_SCOPE in self.scopes and path in vss.HEALTH_LEAVES) or \
+            any(vss.covers(scope.partition(":")[2], path) for scope in self.scopes if ":" in scope)
 
     def can_actuate(self, path: str) -> bool:
         return self.is_owner or any(scope.startswith("actuate:") and vss.covers(scope[8:], path)

@@ -52,6 +52,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _add_store_options(p)
     p.set_defaults(run=_list_apps)
 
+    p = sub.add_parser("passport", help="write the battery's usage and health document (EU 2023/1542 Annex XIII)",
+                       description="The battery passport's usage document: state of health and of certified "
+                       "energy, throughput and cycles, time at temperature and state of charge, deep-discharge and "
+                       "over-temperature events, and the cell model's provenance, from what the BMS last saved.")
+    p.add_argument("-o", "--output", default="passport.json", help="the JSON document (default %(default)s)")
+    _add_store_options(p)
+    p.set_defaults(run=_passport)
+
     p = sub.add_parser("revoke", help="revoke a grant now", description="Revoke a grant: its token stops working "
                        "at its next request, and its live subscriptions end within a second.")
     p.add_argument("grant_id")
@@ -131,6 +139,21 @@ def _register_app(args) -> int:
 
 def _list_apps(args) -> int:
     print(json.dumps([client.as_dict() for client in _oauth_store(args).clients()], indent=2))
+    return 0
+
+
+def _passport(args) -> int:
+    from pathlib import Path
+
+    from ..runtime.passport import passport
+    from .store import Store
+
+    document = passport(Store(args.db), args.vehicle_id)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"wrote {out}: state of health {document['state_of_health']['capacity_percent']:.1f} %, "
+          f"{document['throughput']['equivalent_full_cycles']:.1f} equivalent full cycles")
     return 0
 
 

@@ -39,7 +39,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from . import viss, vss
-from .auth import OWNER_SCOPE, Access, AuthError, Authority, parse_scopes
+from .auth import HEALTH_SCOPE, OWNER_SCOPE, Access, AuthError, Authority, parse_scopes
 from .oauth_store import AuthorizationCode, Client, OAuthStore
 from .store import AuditRecord, Grant
 
@@ -51,6 +51,8 @@ DEFAULT_TTL_S = 90 * 24 * 3600
 AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 CONSENT_PAGE = Path(__file__).resolve().parent.parent / "web" / "consent.html"
 _PLAIN_WORDS = {
+    HEALTH_SCOPE: "See the battery's health record, and nothing else: state of health, certified energy, throughput "
+                  "and cycles, time at each temperature and charge level, deep discharges and overheating",
     f"read:{vss.ROOT}": "See the battery's state: charge, range, health, temperatures and charging",
     f"actuate:{vss.ROOT}.Charging.ChargeLimit": "Change the charge limit",
     f"actuate:{vss.ROOT}.Charging.StartStopCharging": "Start and stop charging",
@@ -326,7 +328,7 @@ class OAuthEndpoints:
             "grant_types_supported": ["authorization_code", "refresh_token"],
             "code_challenge_methods_supported": ["S256"], "token_endpoint_auth_methods_supported": AUTH_METHODS,
             "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
-            "scopes_supported": [f"read:{vss.ROOT}", *(f"actuate:{p}" for p in vss.LEAVES
+            "scopes_supported": [f"read:{vss.ROOT}", HEALTH_SCOPE, *(f"actuate:{p}" for p in vss.LEAVES
                                                       if vss.node(p).type == "actuator")],
         })
 

@@ -80,6 +80,7 @@ _BRANCHES = {
                                                "as measured at the charging inlet.",
     f"{ROOT}.BatteryConditioning": "Properties related to battery conditioning (heating or cooling).",
     f"{ROOT}.OpenBMS": "Overlay: what this BMS knows beyond VSS 6.0 (estimate bounds, power limits, cells).",
+    f"{ROOT}.OpenBMS.Health": "The battery's health and usage record (EU 2023/1542 Art. 14 and Annex XIII).",
 }
 
 _LEAVES = [
@@ -137,6 +138,31 @@ _LEAVES = [
           "time_s, kind, severity, cell (1-based), explanation."),
     _leaf("OpenBMS.ChargingState", "sensor", "string", "What the charge controller does and why.",
           ),
+    # The battery's health and usage record (EU 2023/1542 Art. 14, Annex XIII): what the `health` purpose reads.
+    _leaf("OpenBMS.Health.Capacity", "sensor", "float", "Learned capacity of the cells (rated capacity times the state of health).", "Ah", 0),
+    _leaf("OpenBMS.Health.StateOfCertifiedEnergy", "sensor", "float", "Usable energy now (a full pack at a C/3 "
+          "discharge) relative to the certified usable energy of the new battery.", "percent", 0),
+    _leaf("OpenBMS.Health.CertifiedEnergy", "sensor", "float", "Certified usable energy of the new battery.", "kWh",
+          0),
+    _leaf("OpenBMS.Health.ChargedEnergy", "sensor", "float", "Energy charged into the battery over its life.",
+          "kWh", 0),
+    _leaf("OpenBMS.Health.DischargedEnergy", "sensor", "float", "Energy discharged from the battery over its life.",
+          "kWh", 0),
+    _leaf("OpenBMS.Health.ChargedCharge", "sensor", "float", "Charge throughput into the battery over its life.",
+          "Ah", 0),
+    _leaf("OpenBMS.Health.DischargedCharge", "sensor", "float", "Charge throughput out of the battery over its "
+          "life.", "Ah", 0),
+    _leaf("OpenBMS.Health.EquivalentFullCycles", "sensor", "float", "Discharged charge over the rated capacity: "
+          "the number of full cycles the battery's use amounts to.", min=0),
+    _leaf("OpenBMS.Health.OperatingTime", "sensor", "float", "Time the BMS has seen the battery in use.", "s", 0),
+    _leaf("OpenBMS.Health.TimeAtTemperature", "sensor", "float[]", "Time with the hottest sensor in each band, in "
+          "seconds: below 0, 0-10, 10-25, 25-35, 35-45, above 45 celsius."),
+    _leaf("OpenBMS.Health.TimeAtStateOfCharge", "sensor", "float[]", "Time in each state of charge band, in "
+          "seconds: 0-10, 10-20, ..., 90-100 percent."),
+    _leaf("OpenBMS.Health.DeepDischargeEvents", "sensor", "uint32", "Times the battery went below 5 percent state "
+          "of charge."),
+    _leaf("OpenBMS.Health.OverTemperatureEvents", "sensor", "uint32", "Times the hottest sensor went above 45 "
+          "celsius."),
 ]
 
 
@@ -153,6 +179,9 @@ def _build() -> dict[str, Node]:
 
 CATALOGUE: dict[str, Node] = _build()
 LEAVES: tuple[str, ...] = tuple(leaf.path for leaf in _LEAVES)
+# What the read-only `health` purpose covers: state of health by capacity and resistance, and the record.
+HEALTH_LEAVES: tuple[str, ...] = (f"{ROOT}.StateOfHealth", f"{ROOT}.OpenBMS.ResistanceHealth",
+                                  *(p for p in LEAVES if p.startswith(f"{ROOT}.OpenBMS.Health.")))
 
 
 def normalize_path(path: object) -> str:

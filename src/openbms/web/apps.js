@@ -8,6 +8,7 @@ const ACCESS = [
   { name: "Set charge limit", scope: `actuate:${signal("Charging.ChargeLimit")}` },
   { name: "Start/stop charging", scope: `actuate:${signal("Charging.StartStopCharging")}` },
   { name: "Battery preconditioning", scope: `actuate:${signal("BatteryConditioning.RequestedMode")}` },
+  { name: "Battery health record only (for a buyer or assessor)", scope: "health" },
 ];
 const $ = (id) => document.getElementById(id);
 
