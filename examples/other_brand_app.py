@@ -149,14 +149,17 @@ async def _subscribe(car: Connection, config: Config) -> None:
         await ws.send(json.dumps({"action": "subscribe", "path": SOC, "requestId": uuid.uuid4().hex,
                                   "authorization": car.oauth.token["access_token"],
                                   "filter": {"type": "timebased", "parameter": {"period": "200"}}}))
-        async for frame in ws:
-            message = json.loads(frame)
-            if "error" in message:
-                car.subscription = f"ended: {message['error']['message']}"
-                return
-            if message.get("action") == "subscription":
-                car.subscription = "live"
-                car.soc_live = message["data"]["dp"]["value"]
+        try:
+            async for frame in ws:
+                message = json.loads(frame)
+                if "error" in message:
+                    car.subscription = f"ended: {message['error']['message']}"
+                    return
+                if message.get("action") == "subscription":
+                    car.subscription = "live"
+                    car.soc_live = message["data"]["dp"]["value"]
+        except websockets.ConnectionClosed as exc:
+            car.subscription = f"ended: the car closed the connection ({exc.rcvd.code if exc.rcvd else 'no code'})"
 
 
 def _error(answer: httpx.Response) -> str:
