@@ -57,7 +57,7 @@ def test_grant_grants_and_revoke(db, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["token", "--app", "x", "--scope", "read:Vehicle.Nope"], "'Vehicle.Nope' is not a signal or branch"),
-    (["token", "--app", "x", "--scope", "drive:Vehicle"], "must be 'read:<path>', 'actuate:<path>' or 'owner'"),
+    (["token", "--app", "x", "--scope", "drive:Vehicle"], "must be 'read:<path>', 'actuate:<path>', 'health' or 'owner'"),
     (["token", "--scope", SCOPE], "--app NAME is required"),
     (["token", "--app", "x"], "give either --scope SCOPE... or --owner"),
     (["token", "--app", "x", "--scope", SCOPE, "--ttl", "-5"], "ttl must be between 1 s"),
