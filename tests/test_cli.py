@@ -109,6 +109,23 @@ def test_derive_cell_scales_capacity_and_resistance(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().err
 
 
+def test_derive_cell_names_and_places_what_it_is_not_told(tmp_path, monkeypatch):
+    """The README's form needs neither --name nor -o: each defaults from the other, or from the source."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["derive-cell", "a123_lfp", "--capacity-ah", "138"]) == 0
+    assert load_cell(tmp_path / "out" / "a123_lfp_138ah.json").name == "a123_lfp_138ah"
+    assert main(["derive-cell", "a123_lfp", "--capacity-ah", "50", "-o", "cells/big.json"]) == 0
+    assert load_cell(tmp_path / "cells" / "big.json").name == "big"
+    assert main(["derive-cell", "a123_lfp", "--capacity-ah", "60", "--name", "blade"]) == 0
+    assert float(load_cell(tmp_path / "out" / "blade.json").param("capacity_ah", 25.0)) == pytest.approx(60.0)
+
+
+def test_derive_cell_refuses_a_capacity_that_is_not_positive(tmp_path, capsys):
+    assert main(["derive-cell", "a123_lfp", "--capacity-ah", "0", "-o", str(tmp_path / "x.json")]) == 2
+    assert _flat("--capacity-ah must be positive, got 0") in _error(capsys)
+    assert not (tmp_path / "x.json").exists()
+
+
 def test_derive_cell_unknown_source(tmp_path, capsys):
     assert main(["derive-cell", "no_such_cell", "--capacity-ah", "100", "--name", "x",
                  "-o", str(tmp_path / "x.json")]) == 2
@@ -230,6 +247,17 @@ def test_estimate_refuses_a_column_map_it_cannot_use(tmp_path, capsys, column_ma
     assert main(["estimate", str(tmp_path / "d.csv"), "--temperature", "25", "--columns", str(tmp_path / "map.json"),
                  "-o", str(tmp_path / "s.csv")]) == 2
     assert _flat(message) in _error(capsys)
+
+
+@pytest.mark.parametrize("name, degc", [("A123_DYN_50_P25_s1.csv", 25), ("A123_DYN_10_N25_s1.csv", -25),
+                                         ("A123_DYN_10_N25_s2.csv", 25)], ids=["P25", "N25", "N25 set-up script"])
+def test_estimate_takes_an_a123_files_temperature_from_its_name(a123_dir, tmp_path, capsys, name, degc):
+    """The README's example on the A123 data it names: those files carry the temperature in the name only."""
+    source = a123_dir / "dyn" / name.replace("N25_s2", "N25_s1").replace(".csv", ".csv.gz")
+    pd.read_csv(source, nrows=600).to_csv(tmp_path / name, index=False)
+    assert main(["estimate", str(tmp_path / name), "--soc0", "1.0", "-o", str(tmp_path / "s.csv")]) == 0
+    assert _flat(f"temperature {degc} degC, from the A123 file's name") in _flat(capsys.readouterr().err)
+    assert len(pd.read_csv(tmp_path / "s.csv")) == 600
 
 
 def test_estimate_refuses_bad_soc0_and_missing_temperature(drive_file, tmp_path, capsys):

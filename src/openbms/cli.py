@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .io import ColumnMap, DataError
-from .io.a123 import default_a123_dir
+from .io.a123 import a123_ambient_c, default_a123_dir
 
 console = Console(stderr=True)
 
@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Scale a cell's capacity; resistances scale inversely, as for cells in parallel.")
     p.add_argument("source", help="bundled cell name or cell JSON path")
     p.add_argument("--capacity-ah", type=float, required=True, help="capacity at 25 degC of the new cell")
-    p.add_argument("--name", required=True)
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--name", help="the new cell's name (default: the output's stem, else SOURCE_<capacity>ah)")
+    p.add_argument("-o", "--output", help="cell JSON to write (default: out/NAME.json)")
     p.set_defaults(run=_derive_cell)
 
     p = sub.add_parser("estimate", help="estimate SoC with its bound, health and power limits from measurements",
@@ -178,8 +178,11 @@ def _estimate(args) -> int:
         temperature = args.temperature
     elif CELL_TEMPERATURE in df or AMBIENT_TEMPERATURE in df:
         temperature = df[CELL_TEMPERATURE if CELL_TEMPERATURE in df else AMBIENT_TEMPERATURE].to_numpy()
+    elif (temperature := a123_ambient_c(args.data)) is not None:
+        console.print(f"temperature {temperature:g} degC, from the A123 file's name (--temperature to override)")
     else:
-        raise DataError(args.data, f"no temperature column ({CELL_TEMPERATURE!r}); pass --temperature")
+        raise DataError(args.data, f"no temperature column ({CELL_TEMPERATURE!r}), and the name is not an A123 "
+                                   "script's (A123_DYN_50_P25_s1: 25 degC); pass --temperature")
     options = EstimateOptions(soc0_std=args.soc0_std, sigma_points=not args.ekf)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"estimating {Path(args.data).name}", total=len(df))
@@ -255,10 +258,15 @@ def _monitor(args) -> int:
 def _derive_cell(args) -> int:
     from .cell import load_cell
 
+    if not args.capacity_ah > 0:
+        raise ValueError(f"--capacity-ah must be positive, got {args.capacity_ah:g}")
     source = load_cell(args.source)
-    derived = source.with_capacity(args.capacity_ah, args.name, args.command_line)
-    derived.save(args.output)
-    console.print(f"wrote {args.output}: {args.name}, {args.capacity_ah:g} Ah ({derived.provenance['derivation']})")
+    name = args.name or (Path(args.output).name.split(".")[0] if args.output
+                         else f"{source.name}_{args.capacity_ah:g}ah")
+    output = Path(args.output or f"out/{name}.json")
+    derived = source.with_capacity(args.capacity_ah, name, args.command_line)
+    derived.save(output)
+    console.print(f"wrote {output}: {name}, {args.capacity_ah:g} Ah ({derived.provenance['derivation']})")
     return 0
 
 

@@ -78,6 +78,15 @@ def a123_script(path: str | Path) -> tuple[str, float, int] | None:
     return kind, temperature, int(match["script"])
 
 
+def a123_ambient_c(path: str | Path) -> float | None:
+    """The ambient temperature an A123 script ran at (its test's, or 25 degC for set-up scripts), else None."""
+    tag = a123_script(path)
+    if tag is None:
+        return None
+    kind, temperature, script = tag
+    return REFERENCE_TEMPERATURE_C if script in A123_REFERENCE_SCRIPTS[kind] else temperature
+
+
 def read_tests(
     paths: list[str | Path],
     column_map: ColumnMap | None = None,
@@ -109,10 +118,9 @@ def read_tests(
                 f"A123 {kind} test at {temperature:g} degC needs scripts 1..n in order, found {numbers}",
             )
         frames = []
-        for number, path in scripts:
+        for _, path in scripts:
             df = read_timeseries(path, column_map, current_sign)
-            ambient = REFERENCE_TEMPERATURE_C if number in A123_REFERENCE_SCRIPTS[kind] else temperature
-            df[AMBIENT_TEMPERATURE] = ambient
+            df[AMBIENT_TEMPERATURE] = a123_ambient_c(path)
             frames.append(df)
         name = f"{kind.lower()}_{'N' if temperature < 0 else 'P'}{abs(temperature):02.0f}"
         main = np.zeros(sum(len(f) for f in frames), dtype=bool)
