@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CELLS := src/openbms/cell/data
+# The dashboard's HTTP port and the VISS WebSocket port: make run PORT=8001 VISS_PORT=8091 when these are taken.
+PORT ?= 8000
+VISS_PORT ?= 8090
 
 .PHONY: run identify test bench cells clean
 
@@ -15,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 ## The main job on embedded defaults: the BMS live on a simulated blade pack behind the VISS v2
 ## interface and the dashboard (open the printed URL); 10x faster than real time.
 run: $(VENV)/.installed
-	$(BIN)/openbms serve --speed 10
+	$(BIN)/openbms serve --speed 10 --port $(PORT) --viss-port $(VISS_PORT)
 
 ## Identify the A123 cell from the laboratory data, print its fit, plot it.
 identify: $(VENV)/.installed
