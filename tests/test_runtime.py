@@ -53,7 +53,7 @@ def test_kuksa_client_reads_the_bms_and_the_bms_obeys_its_charge_limit(live):
     try:
         token = server.authority.token(server.authority.grant("other-brand-app", (f"read:{ROOT}", f"actuate:{LIMIT}"), 600))
         client.authorize(token)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 120  # the first estimate compiles the kernels: slow on a busy machine
         while "error" in (soc := json.loads(client.getValue(SOC))):
             assert time.monotonic() < deadline, soc
             time.sleep(0.1)
@@ -65,7 +65,8 @@ def test_kuksa_client_reads_the_bms_and_the_bms_obeys_its_charge_limit(live):
         assert values[-1] > values[0]  # charging: the SoC rises live
 
         refused = json.loads(client.setValue(LIMIT, "30", attribute="targetValue"))
-        assert refused["data"]["dp"]["value"] == "50" and "0.50" in refused["reason"]  # clamped, and why
+        assert refused["data"]["dp"]["value"] == "50"  # clamped, and why, in the percent it was asked in
+        assert refused["reason"] == "a charge limit of 30 % is outside 50–100 %: set to 50 %"
         applied = json.loads(client.setValue(LIMIT, "62", attribute="targetValue"))
         assert applied["data"]["dp"]["value"] == "62"
         assert bms.charger.soc_target == pytest.approx(0.62)
@@ -109,6 +110,19 @@ def test_actuators_answer_what_was_applied():
         == "FAST_CHARGING_PREPARATION"
     stop = bms.actuate(f"{ROOT}.Charging.StartStopCharging", "STOP", WHO)
     assert stop.accepted and bms.charger.state == "stopped"
+    high = bms.actuate(f"{ROOT}.Charging.ChargeLimit", 120, WHO)
+    assert (high.applied, high.reason) == (100, "a charge limit of 120 % is outside 50–100 %: set to 100 %")
+    kept = bms.actuate(f"{ROOT}.Charging.ChargeLimit", 73, WHO)
+    assert (kept.applied, kept.reason) == (73, "charge limit set to 73 %")
+
+
+def test_a_replay_needs_the_recordings_cell(tmp_path, capsys):
+    """A pack file does not name its cell: the vehicle's blade cell is never assumed for it."""
+    from openbms.cli import main
+
+    assert main(["serve", "--source", f"replay:{tmp_path / 'pack.csv'}", "--db", f"sqlite:///{tmp_path / 'x.db'}"]) == 2
+    assert "a pack file does not say which cell it holds" in " ".join(capsys.readouterr().err.split())
+    assert not (tmp_path / "x.db").exists()  # refused before anything started
 
 
 def test_bad_sources_are_refused_clearly():

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..cell import CellModel
 from ..pack.balancing import Balancer
-from ..safety.charging import ChargeConfig, ChargeController
+from ..safety.charging import TARGET_RANGE, ChargeConfig, ChargeController
 from ..safety.contactors import ContactorController, PrechargeCircuit
 from ..safety.events import SEVERITIES, Event, rank
 from ..safety.monitor import MonitorConfig, PackMonitor
@@ -238,8 +238,11 @@ class Bms:
     def actuate(self, path: str, value, requester: Requester) -> SetResult:
         with self.lock:
             if path == f"{ROOT}.Charging.ChargeLimit":
-                why = self.charger.set_target(float(value) / 100.0)
+                asked = float(value)
+                clamped = self.charger.set_target(asked / 100.0)
                 applied = int(round(100 * self.charger.soc_target))
+                low, high = (round(100 * x) for x in TARGET_RANGE)
+                why = f"a charge limit of {asked:g} % is outside {low}–{high} %: set to {applied} %" if clamped else ""
                 if self.charger.state == "complete" and self._was_plugged and self.charge_wanted:
                     self.charger.start()  # a higher limit resumes a finished charge
                 return SetResult(True, applied, why or f"charge limit set to {applied} %")

@@ -16,6 +16,7 @@ from ..vehicle.store import DEFAULT_URL
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"  # the dashboard: static files, no build step
 OWNER_TOKEN_TTL_S = 7 * 24 * 3600
 DASHBOARD_APP = "owner dashboard"
+VEHICLE_CELL = "blade_lfp"  # the simulated vehicle's cell
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default=DEFAULT_URL, help="database URL (grants, audit, history, BMS state)")
     p.add_argument("--source", default="sim", help="sim, replay:FILE (a pack file) or can:INTERFACE:CHANNEL")
     p.add_argument("--speed", type=float, default=1.0, help="run the source this many times faster than real time")
-    p.add_argument("--cell", default="blade_lfp", help="cell model: a bundled name or a JSON file")
+    p.add_argument("--cell", help=f"cell model: a bundled name or a JSON file (default for sim and CAN: {VEHICLE_CELL}; "
+                                  "a replay needs it, as a pack file does not say which cell it holds)")
     p.add_argument("--series", type=int, default=100, help="cells in series (sim and CAN sources)")
     p.add_argument("--sensors", type=int, default=10, help="temperature sensors (sim and CAN sources)")
     p.add_argument("--pack", help="pack file (YAML or JSON): cell, series, sensors, variation, limits, balancing and "
@@ -73,7 +75,7 @@ def run(args) -> int:
         q = float(model.param("capacity_ah", 25.0))
         spread, balancer, config = pack.spread(), pack.balancer(), pack.monitor_config(q)
     else:
-        model, series, sensors = load_cell(args.cell), args.series, args.sensors
+        model, series, sensors = load_cell(_cell_name(args)), args.series, args.sensors
         spread, balancer, config = None, Balancer(), MonitorConfig()
     store = Store(args.db)
     source = make_source(args.source, model, series, sensors, spread)
@@ -99,6 +101,16 @@ def run(args) -> int:
         loop.stop()
         console.print(f"openbms: stopped after {loop.samples:,} samples; state saved to {args.db}")
     return 0
+
+
+def _cell_name(args) -> str:
+    """The cell asked for; the vehicle's own for sim and CAN; a recording's is never assumed."""
+    if args.cell:
+        return args.cell
+    if args.source.startswith("replay:"):
+        raise ValueError(f"--source {args.source}: a pack file does not say which cell it holds; give --cell "
+                         f"(a bundled name such as a123_lfp, or a cell JSON) or --pack")
+    return VEHICLE_CELL
 
 
 def _interrupt(signum, frame):
