@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -328,3 +329,18 @@ def test_stepper_matches_simulate():
     np.testing.assert_allclose(v, ref.voltage_v, atol=1e-12)
     with pytest.raises(ValueError, match="dt_s"):
         stepper.step(1.0, 0.0)
+
+
+def test_a_cell_driven_past_empty_is_named_in_a_warning(cell):
+    """Past empty the model extrapolates (negative SoC, then negative volts): say so, where it began."""
+    from openbms.cell.simulate import CellLimitWarning
+
+    q = float(cell.param("capacity_ah", 25.0))
+    t = np.arange(0.0, 4000.0)
+    current = np.stack([np.full(len(t), -0.1 * q), np.full(len(t), -1.0 * q)], axis=1)  # cell 2 empties at 1 h
+    with pytest.warns(CellLimitWarning, match=r"cell 2 was driven past empty at sample 3[0-9]{3} \(t = 3[0-9]{3} s\)"):
+        sim = simulate(cell, t, current, soc0=1.0)
+    assert sim.soc[-1, 1] < 0 and sim.soc[-1, 0] > 0.8
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        simulate(cell, t[:3000], current[:3000], soc0=1.0)  # within range: no warning

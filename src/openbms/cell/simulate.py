@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -60,11 +61,14 @@ def simulate(
     temperature_c=25.0,
     soc0=1.0,
     hysteresis0=0.0,
+    check_range: bool = True,
 ) -> Simulation:
     """Voltage of cells under a current (+ = charging) and temperature history.
 
     `current_a` is (time,) or (time, cells); temperature, soc0 and hysteresis0
-    broadcast against it. `model` is one cell model or one per cell.
+    broadcast against it. `model` is one cell model or one per cell. A cell driven
+    past empty or full raises a `CellLimitWarning` (fits that try guesses pass
+    `check_range=False`).
     """
     time_s = np.asarray(time_s, dtype=float)
     current = np.asarray(current_a, dtype=float)
@@ -86,9 +90,29 @@ def simulate(
     simulate_kernel(time_s, np.ascontiguousarray(current), temperature, packed.model_index, packed.axis,
                     packed.tables, packed.knots, packed.ocv_axis, packed.z0, packed.dz, packed.ocv_tables,
                     soc, h, s, i_rc, voltage, soc_out)
+    if check_range:
+        _warn_outside_range(time_s, voltage, soc_out)
     if squeeze:
         voltage, soc_out = voltage[:, 0], soc_out[:, 0]
     return Simulation(voltage, soc_out, soc, h)
+
+
+class CellLimitWarning(UserWarning):
+    """A simulated cell was driven past empty or full: the model extrapolates there, where no real cell goes."""
+
+
+SOC_MARGIN = 0.005  # a test run to exactly empty may end a little below 0 by the model's efficiency
+
+
+def _warn_outside_range(time_s: np.ndarray, voltage: np.ndarray, soc: np.ndarray) -> None:
+    """Say where the first cell left 0-1 SoC (or its voltage 0 V): the values past it are not physical."""
+    outside = (soc < -SOC_MARGIN) | (soc > 1 + SOC_MARGIN) | (voltage <= 0)
+    if not outside.any():
+        return
+    k, cell = np.unravel_index(np.argmax(outside), outside.shape)
+    warnings.warn(f"cell {cell + 1} was driven past {'full' if soc[k, cell] > 1 else 'empty'} at sample {k + 1} "
+                  f"(t = {time_s[k]:g} s): SoC {soc[k, cell]:.3f}, {voltage[k, cell]:.3f} V; from there on the model "
+                  "extrapolates (stop the current at the cell's voltage limits)", CellLimitWarning, stacklevel=3)
 
 
 def _broadcast(value, shape, name) -> np.ndarray:

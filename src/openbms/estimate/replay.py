@@ -79,7 +79,7 @@ def fit_capacity_by_replay(model: CellModel, time_s, current_a, voltage_v, tempe
         """Rest-sample residuals of parameter sets (n, 4) of `cells`, replayed at once as one batch."""
         models = [model.scaled(capacity=p[0], resistance=p[3]) for p in sets]
         sim = simulate(models, time_s, np.repeat(current[:, None], len(sets), axis=1), temperature[:, None],
-                       soc0=sets[:, 1], hysteresis0=sets[:, 2])
+                       soc0=sets[:, 1], hysteresis0=sets[:, 2], check_range=False)
         return (sim.voltage_v[rest] - measured[:, cells]) * weight[:, cells]
 
     def residuals(x):

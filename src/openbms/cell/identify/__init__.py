@@ -116,7 +116,7 @@ def score(model: CellModel, test: CellTest) -> Score:
     """Simulate the whole test from full with the model; error over the test's fit rows."""
     df = test.data
     sim = simulate(model, df[TIME].to_numpy(), df[CURRENT].to_numpy(), test.temperature,
-                   soc0=1.0, hysteresis0=START_HYSTERESIS)
+                   soc0=1.0, hysteresis0=START_HYSTERESIS, check_range=False)
     rows = test.fit_rows
     measured = df[VOLTAGE].to_numpy()[rows]
     error = sim.voltage_v[rows] - measured
