@@ -103,6 +103,10 @@ def test_cli_errors_are_clear(fleet, tmp_path, capsys):
     assert "expectedtcp://HOST:PORT" in error()
     assert main(["fleet", "analyze", str(fleet), "--scheduler", "tcp://127.0.0.1:9"]) == 2
     assert "cannotreachtheDaskschedulerattcp://127.0.0.1:9" in error()
+    for workers in ("2", "3"):  # 2 is the default: the exclusion must see it given all the same
+        with pytest.raises(SystemExit):
+            main(["fleet", "analyze", str(fleet), "--scheduler", "tcp://127.0.0.1:9", "--workers", workers])
+        assert "not allowed with argument" in capsys.readouterr().err
     (tmp_path / "vehicle=V1" / "day=2026-01-05").mkdir(parents=True)
     assert main(["fleet", "analyze", str(tmp_path)]) == 2
     assert "day=2026-01-05:missingpart.parquet" in error()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+DEFAULT_WORKERS = 2
+
 
 def add_commands(sub) -> None:
     p = sub.add_parser("simulate-fleet", help="simulate a fleet's telemetry (Parquet per vehicle and day) and its truth",
@@ -39,7 +41,8 @@ def add_commands(sub) -> None:
 def _add_cluster_options(p: argparse.ArgumentParser) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="tcp://HOST:8786", help="an existing Dask cluster (workers must see DIR)")
-    where.add_argument("--workers", type=int, default=2, help="local worker processes (default %(default)s)")
+    # No default here: argparse lets an explicit value equal to the default pass the exclusion unseen.
+    where.add_argument("--workers", type=int, help=f"local worker processes (default {DEFAULT_WORKERS})")
 
 
 def _simulate(args) -> int:
@@ -57,7 +60,7 @@ def _simulate(args) -> int:
     specs = draw_fleet(args.vehicles, args.days, args.series, q, args.seed, args.short_fraction, args.fault_fraction)
     info = FleetInfo(args.cell, args.series, sensors, SAMPLING, args.start)
     info.save(args.output)
-    with dask_client(args.scheduler, args.workers) as client:
+    with dask_client(args.scheduler, args.workers or DEFAULT_WORKERS) as client:
         labels = map_with_progress(client, simulate_vehicle, [(s,) for s in specs], args.output, info, args.days,
                                    description=f"simulating {args.vehicles} vehicles x {args.days} days")
     path = write_labels(args.output, labels)
@@ -77,7 +80,7 @@ def _analyze(args) -> int:
     from .report import write_report
 
     vehicle_days(args.dataset)  # a missing or malformed dataset fails before a cluster starts
-    with dask_client(args.scheduler, args.workers) as client:
+    with dask_client(args.scheduler, args.workers or DEFAULT_WORKERS) as client:
         analysis = analyze_fleet(args.dataset, client, args.cell)
     paths = write_report(args.output, analysis, args.drill_down)
     table = Table(title=f"who needs service first ({len(analysis.vehicles)} vehicles)")
