@@ -139,4 +139,7 @@ def test_a_restart_keeps_grants_audit_key_history_and_nv_state(tmp_path):
     assert second.load_nv("missing") is None
     points = second.history(SOC, 0, 9, max_points=5)
     assert len(points) == 5 and points[0] == (0.5, 50.5)
+    # a young history in a long window: the buckets span the 9 s found, not the week asked for
+    week = second.history(SOC, 9 - 7 * 86400, 9, max_points=5)
+    assert week == points
     second.close()

@@ -205,17 +205,20 @@ class Store:
 
     def history(self, path: str, start: float, end: float, max_points: int = 500) -> list[tuple[float, object]]:
         """Samples of one signal in [start, end]; numbers are averaged into at most `max_points` equal time
-        buckets (stamped at each bucket's mean time), other values keep the last of each bucket."""
+        buckets (stamped at each bucket's mean time), other values keep the last of each bucket. The buckets
+        span the samples found, not the window asked for: 17 minutes of a young history in a 7-day window
+        come back as up to `max_points` points, not as one."""
         if max_points < 1:
             raise ValueError(f"max_points must be at least 1, got {max_points}")
         with self._session() as s:
             rows = s.execute(select(_SampleRow.time, _SampleRow.number, _SampleRow.value)
                              .where(_SampleRow.path == path, _SampleRow.time >= start, _SampleRow.time <= end)
                              .order_by(_SampleRow.time)).all()
-        width = (end - start) / max_points if end > start else 1.0
+        first, last = (rows[0][0], rows[-1][0]) if rows else (start, end)
+        width = (last - first) / max_points if last > first else 1.0
         buckets: dict[int, list] = {}
         for t, number, value in rows:
-            buckets.setdefault(min(int((t - start) / width), max_points - 1), []).append((t, number, value))
+            buckets.setdefault(min(int((t - first) / width), max_points - 1), []).append((t, number, value))
         points = []
         for members in buckets.values():
             mean_t = sum(m[0] for m in members) / len(members)
