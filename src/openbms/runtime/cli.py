@@ -26,8 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default=DEFAULT_URL, help="database URL (grants, audit, history, BMS state)")
     p.add_argument("--source", default="sim", help="sim, replay:FILE (a pack file) or can:INTERFACE:CHANNEL")
     p.add_argument("--speed", type=float, default=1.0, help="run the source this many times faster than real time")
-    p.add_argument("--cell", help=f"cell model: a bundled name or a JSON file (default for sim and CAN: {VEHICLE_CELL}; "
-                                  "a replay needs it, as a pack file does not say which cell it holds)")
+    p.add_argument("--cell", help=f"cell model: a bundled name or a JSON file (sim and CAN: default {VEHICLE_CELL}; "
+                                  "a replay needs it: a pack file does not say which cell it holds)")
     p.add_argument("--series", type=int, default=100, help="cells in series (sim and CAN sources)")
     p.add_argument("--sensors", type=int, default=10, help="temperature sensors (sim and CAN sources)")
     p.add_argument("--pack", help="pack file (YAML or JSON): cell, series, sensors, variation, limits, balancing and "
