@@ -110,9 +110,10 @@ def _warn_outside_range(time_s: np.ndarray, voltage: np.ndarray, soc: np.ndarray
     if not outside.any():
         return
     k, cell = np.unravel_index(np.argmax(outside), outside.shape)
-    warnings.warn(f"cell {cell + 1} was driven past {'full' if soc[k, cell] > 1 else 'empty'} at sample {k + 1} "
-                  f"(t = {time_s[k]:g} s): SoC {soc[k, cell]:.3f}, {voltage[k, cell]:.3f} V; from there on the model "
-                  "extrapolates (stop the current at the cell's voltage limits)", CellLimitWarning, stacklevel=3)
+    where = "full" if soc[k, cell] > 1 + SOC_MARGIN else "empty" if soc[k, cell] < -SOC_MARGIN else "0 V"
+    warnings.warn(f"cell {cell + 1} was driven past {where} at sample {k + 1} (t = {time_s[k]:g} s): SoC "
+                  f"{soc[k, cell]:.3f}, {voltage[k, cell]:.3f} V; from there on the model extrapolates (stop the "
+                  "current at the cell's voltage limits)", CellLimitWarning, stacklevel=3)
 
 
 def _broadcast(value, shape, name) -> np.ndarray:
