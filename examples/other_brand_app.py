@@ -24,7 +24,7 @@ import httpx
 import uvicorn
 import websockets
 from authlib.common.security import generate_token
-from authlib.integrations.httpx_client import AsyncOAuth2Client
+from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse
@@ -126,7 +126,7 @@ def make_app(config: Config) -> Starlette:
         try:
             await car.oauth.refresh_token(car.metadata["token_endpoint"])
             car.message = "Access refreshed."
-        except Exception as exc:  # Authlib raises the token endpoint's OAuth error
+        except OAuthError as exc:  # the token endpoint's OAuth error
             car.message = f"Refresh refused: {exc}"
         return RedirectResponse("/", 303)
 

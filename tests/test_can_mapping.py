@@ -13,14 +13,14 @@ import uuid
 import can
 import httpx
 import pytest
+from test_vehicle_demo import ROOT, SOC
+from test_vehicle_oauth import consent
+from test_vehicle_oauth_browser import ServedApp, other_brand_app
 
 from openbms.runtime.mapping import BRANDS_DIR, CanBridge, MappingError, load_mapping
 from openbms.vehicle.hub import SignalHub
 from openbms.vehicle.server import running_server
 from openbms.vehicle.store import Store
-from test_vehicle_demo import LIMIT, ROOT, SOC
-from test_vehicle_oauth import consent
-from test_vehicle_oauth_browser import ServedApp, other_brand_app
 
 RANGE = f"{ROOT}.Range"
 # what each brand's battery says, in its own encoding: the same state of charge (64.5 %) and range (312.4 km)
@@ -84,7 +84,7 @@ def test_the_same_app_reads_and_commands_either_brand(brand, tmp_path):
             assert _text(page, "soc") == "64.5" and _text(page, "range") == "312400"
             browser.post("/limit", data={"limit": "80"})
             assert _text(browser.get("/").text, "message").startswith("Charge limit set to 80 %")
-            message, signal = COMMAND[brand]
+            _, signal = COMMAND[brand]
             while not any(h.get(signal) == 80 for h in list(car.heard)):
                 ecu.join(0.05)  # the car hears the command in its own encoding
             assert hub.read(SOC)[0] == pytest.approx(64.5) and hub.read(RANGE)[0] == 312400

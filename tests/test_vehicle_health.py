@@ -60,7 +60,7 @@ def pack(tmp_path_factory):
 
 
 def test_the_record_follows_the_pack(pack):
-    bms, hub, _ = pack
+    _, hub, _ = pack
     current_a = hub.read(f"{ROOT}.CurrentCurrent")[0]
     assert current_a > 10 and hub.read(f"{HEALTH}.ChargedCharge")[0] == pytest.approx(current_a * 299 / 3600, rel=0.1)
     assert hub.read(f"{HEALTH}.DischargedCharge")[0] == 0
@@ -99,13 +99,13 @@ def test_a_health_token_reads_exactly_the_health_record(pack):
 
 
 def test_passport_exports_the_record_with_the_cell_models_provenance(pack, tmp_path, capsys):
-    bms, hub, store = pack
+    _, hub, store = pack
     out = tmp_path / "passport.json"
     assert main(["passport", "--db", store.url, "-o", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["state_of_health"]["capacity_percent"] == hub.read(f"{ROOT}.StateOfHealth")[0]
     assert doc["throughput"]["charged_ah"] == hub.read(f"{HEALTH}.ChargedCharge")[0]
-    assert [b["band"] for b in doc["time_at_temperature_hours"]][0] == "below 0 degC"
+    assert doc["time_at_temperature_hours"][0]["band"] == "below 0 degC"
     assert len(doc["time_at_state_of_charge_hours"]) == 10 and doc["time_at_state_of_charge_hours"][-1]["band"] \
         == "above 90 %"
     assert doc["cell_model"]["name"] == "blade_lfp" and doc["cell_model"]["provenance"]["derived_from"] == "a123_lfp"

@@ -12,12 +12,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from test_vehicle_demo import LIMIT, ROOT, SOC, DemoVehicle
 
 from openbms.vehicle.hub import SignalHub
 from openbms.vehicle.oauth import ACCESS_TTL_S
 from openbms.vehicle.server import running_server
 from openbms.vehicle.store import Store
-from test_vehicle_demo import LIMIT, ROOT, SOC, DemoVehicle
 
 requests_oauthlib = pytest.importorskip("requests_oauthlib")
 REDIRECT = "http://127.0.0.1:9/callback"  # never contacted: the test reads the redirect the consent answers

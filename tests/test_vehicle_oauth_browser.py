@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from test_dashboard import CHROMIUM, expect, sync_api
+from test_vehicle_demo import LIMIT, ROOT, DemoVehicle
 
 from openbms.runtime.cli import WEB_DIR
 from openbms.vehicle.hub import SignalHub
 from openbms.vehicle.server import running_server
 from openbms.vehicle.store import Store
-from test_dashboard import CHROMIUM, expect, sync_api
-from test_vehicle_demo import LIMIT, ROOT, DemoVehicle
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 other_brand_app = pytest.importorskip("other_brand_app")

@@ -21,6 +21,7 @@ import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import can
 import cantools
@@ -62,11 +63,11 @@ class Entry:
         if self.values:
             return next((v for v, dbc in self.values.items() if str(dbc_value) in map(str, dbc)), None)
         number = self.scale * float(dbc_value) + self.offset
-        return round(number) if vss.node(self.path).datatype.startswith(("uint", "int")) else number
+        return round(number) if (vss.node(self.path).datatype or "").startswith(("uint", "int")) else number
 
-    def to_dbc(self, vss_value) -> object:
+    def to_dbc(self, vss_value) -> str | int | float:
         if self.values:
-            return self.values[vss.to_wire(vss_value)][0]
+            return self.values[str(vss.to_wire(vss_value))][0]
         return (float(vss_value) - self.offset) / self.scale
 
 
@@ -93,6 +94,8 @@ def load_mapping(path: str | Path) -> Mapping:
         db = cantools.database.load_file(dbc_path)
     except (OSError, cantools.database.UnsupportedDatabaseFormatError) as exc:
         raise MappingError(f"{path}:{_line(root, 'dbc')}: cannot read the DBC {dbc_path}: {exc}") from None
+    if not isinstance(db, cantools.database.can.Database):
+        raise MappingError(f"{path}:{_line(root, 'dbc')}: {dbc_path} is not a CAN database")
     nodes = next(v for k, v in root.value if k.value == "signals").value
     if not isinstance(doc["signals"], list) or not doc["signals"]:
         raise MappingError(f"{path}:{_line(root, 'signals')}: 'signals' must be a non-empty list")
@@ -186,7 +189,7 @@ def _values(where: str, path: str, signal: Signal, raw: object, direction: str) 
     mapped: dict[str, tuple] = {}
     for vss_value, dbc in raw.items():
         try:
-            wire = vss.to_wire(vss.coerce(path, str(vss_value)))
+            wire = str(vss.to_wire(vss.coerce(path, str(vss_value))))
         except vss.InvalidValue as exc:
             raise MappingError(f"{where}: {exc}") from None
         dbc_values = tuple(dbc) if isinstance(dbc, list) else (dbc,)
@@ -195,9 +198,9 @@ def _values(where: str, path: str, signal: Signal, raw: object, direction: str) 
         for value in dbc_values:
             if isinstance(value, str) and value not in choices:
                 raise MappingError(f"{where}: {signal.name} has no value {value!r}; it has {', '.join(sorted(choices))}")
-            if not isinstance(value, str) and not signal.minimum <= value <= signal.maximum:
-                raise MappingError(f"{where}: {value} is outside {signal.name}'s range [{signal.minimum:g}, "
-                                   f"{signal.maximum:g}]")
+            if not isinstance(value, str) and not _fits(signal, value):
+                raise MappingError(f"{where}: {value} is outside {signal.name}'s range [{signal.minimum}, "
+                                   f"{signal.maximum}]")
         mapped[wire] = dbc_values
     return mapped
 
@@ -222,12 +225,12 @@ class CanBridge(_Reporter):
                 self.inputs.setdefault(e.message.frame_id, []).append(e)
         self.outputs = {e.path: e for e in mapping.entries if e.direction == "out"}
         # each command message's last sent values, so one set leaves the message's other signals as they were
-        self.pending = {e.message.name: {s.name: _idle(s) for s in e.message.signals} for e in self.outputs.values()}
+        self.pending: dict[str, dict[str, Any]] = {e.message.name: {s.name: _idle(s) for s in e.message.signals} for e in self.outputs.values()}
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"can-bridge-{mapping.brand}", daemon=True)
         hub.set_actuator_handler(self.actuate)
 
-    def start(self) -> "CanBridge":
+    def start(self) -> CanBridge:
         self.thread.start()
         return self
 
@@ -248,7 +251,7 @@ class CanBridge(_Reporter):
             return
         message = entries[0].message
         try:
-            decoded = message.decode(frame.data)
+            decoded = cast(dict, message.decode(bytes(frame.data), decode_containers=False))
         except (ValueError, cantools.database.DecodeError) as exc:
             self._report(f"{self.mapping.brand} frame 0x{frame.arbitration_id:X} ({message.name}): {exc}")
             return
@@ -272,7 +275,7 @@ class CanBridge(_Reporter):
         if e is None:
             return SetResult(False, None, f"{self.mapping.brand}'s mapping sends nothing for {path}")
         dbc_value = e.to_dbc(value)
-        if not isinstance(dbc_value, str) and not e.signal.minimum <= dbc_value <= e.signal.maximum:
+        if isinstance(dbc_value, float) and not _fits(e.signal, dbc_value):
             return SetResult(False, None, f"{value} is outside what {e.signal.name} carries")
         values = {**self.pending[e.message.name], e.signal.name: dbc_value}
         try:
@@ -283,6 +286,13 @@ class CanBridge(_Reporter):
             return SetResult(False, None, f"not sent to the car: {exc}")
         self.pending[e.message.name] = values
         return SetResult(True, value, f"sent to the car as {e.message.name}.{e.signal.name} = {dbc_value}")
+
+
+def _fits(signal: Signal, value: float) -> bool:
+    """Whether a physical value is within the DBC's range for the signal (an open end where the DBC gives none)."""
+    low = -math.inf if signal.minimum is None else signal.minimum
+    high = math.inf if signal.maximum is None else signal.maximum
+    return low <= value <= high
 
 
 def _idle(signal: Signal) -> object:

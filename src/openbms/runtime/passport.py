@@ -7,12 +7,12 @@ provenance, so a buyer or an assessor can see what the estimates rest on.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..vehicle.store import Store
 from ..vehicle.vss import ROOT
 from .service import NV_KEY
-from .usage import (DEEP_DISCHARGE_SOC, OVER_TEMPERATURE_C, SOC_EDGES, TEMPERATURE_EDGES_C, band_labels)
+from .usage import DEEP_DISCHARGE_SOC, OVER_TEMPERATURE_C, SOC_EDGES, TEMPERATURE_EDGES_C, band_labels
 
 SCHEMA = "openbms.passport/1"
 _HEALTH = f"{ROOT}.OpenBMS.Health"
@@ -29,7 +29,7 @@ def passport(store: Store, vehicle_id: str) -> dict:
         "schema": SCHEMA,
         "document": "Battery usage and health (EU 2023/1542 Art. 14 and Annex XIII)",
         "vehicle_id": vehicle_id,
-        "generated_at": _iso(datetime.now(timezone.utc)),
+        "generated_at": _iso(datetime.now(UTC)),
         "battery": {"chemistry": cell["chemistry"], "cells_in_series": cell["series"],
                     "rated_capacity_ah": cell["rated_capacity_ah"], "certified_energy_kwh": cell["certified_energy_kwh"]},
         "state_of_health": {"capacity_percent": h[f"{ROOT}.StateOfHealth"], "capacity_ah": h[f"{_HEALTH}.Capacity"],

@@ -8,6 +8,7 @@ the `health` purpose reads them (with the state of health and of certified energ
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -23,7 +24,7 @@ MAX_GAP_S = 600.0  # a longer gap between samples (the car was off) counts no ti
 def band_labels(edges: tuple[float, ...], unit: str, scale: float = 1.0) -> list[str]:
     """Readable names of the bands `edges` cut: "below 0 degC", "0-10 degC", ..., "above 45 degC"."""
     shown = [f"{edge * scale:g}" for edge in edges]
-    return ([f"below {shown[0]} {unit}"] + [f"{a}-{b} {unit}" for a, b in zip(shown, shown[1:])]
+    return ([f"below {shown[0]} {unit}"] + [f"{a}-{b} {unit}" for a, b in itertools.pairwise(shown)]
             + [f"above {shown[-1]} {unit}"])
 
 
@@ -48,7 +49,7 @@ class Usage:
     in_over_temperature: bool = False
 
     @classmethod
-    def restore(cls, saved: dict | None) -> "Usage":
+    def restore(cls, saved: dict | None) -> Usage:
         """From `as_dict()`; a saved record of another shape (another band layout) starts afresh rather than
         mixing bands."""
         fresh = cls()

@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 from authlib.oauth2 import AuthorizationServer, OAuth2Error, OAuth2Request
@@ -122,7 +123,7 @@ class _S256(CodeChallenge):
     """PKCE for every client, S256 only (a plain challenge proves nothing once the request is seen)."""
 
     DEFAULT_CODE_CHALLENGE_METHOD = "S256"
-    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+    SUPPORTED_CODE_CHALLENGE_METHOD: ClassVar[list[str]] = ["S256"]
 
     def validate_code_challenge(self, grant, redirect_uri):
         data = grant.request.payload.data
@@ -305,7 +306,7 @@ Owner = Callable[[HttpRequest], Awaitable[Access]]
 class OAuthEndpoints:
     """The Starlette routes of the authorization server; `owner` checks the owner's token (raising VissError)."""
 
-    def __init__(self, authority: Authority, owner: Owner, error_response: Callable[[Exception], Response]):
+    def __init__(self, authority: Authority, owner: Owner, error_response: Callable[[viss.VissError], Response]):
         self.oauth = OAuthStore(authority.store)
         self.server = VehicleAuthorizationServer(authority, self.oauth)
         self.owner, self.error_response = owner, error_response
@@ -340,7 +341,7 @@ class OAuthEndpoints:
         answered with where to send the browser (the app's redirect URI with a code, or with the error)."""
         try:
             await self.owner(request)
-        except Exception as exc:  # the owner check's VissError, answered as the owner endpoints answer it
+        except viss.VissError as exc:  # answered as the owner endpoints answer it
             return self.error_response(exc)
         if request.method == "GET":
             query = request.url.query
@@ -361,14 +362,14 @@ class OAuthEndpoints:
     async def clients(self, request: HttpRequest) -> Response:
         try:
             await self.owner(request)
-        except Exception as exc:
+        except viss.VissError as exc:
             return self.error_response(exc)
         if request.method == "GET":
             return JSONResponse([c.as_dict() for c in self.oauth.clients()])
         body = await _json(request)
         try:
             if not isinstance(body, dict):
-                raise ValueError("expected a JSON object")
+                raise TypeError("expected a JSON object")
             client, secret = self.oauth.register(str(body.get("name", "")), body.get("redirect_uris"),
                                                  bool(body.get("public", False)))
         except (TypeError, ValueError) as exc:  # an owner endpoint: answered as the others are, with a VISS error

@@ -189,7 +189,7 @@ class OAuthStore:
         return Session(self.engine, expire_on_commit=False)
 
     # clients
-    def register(self, name: str, redirect_uris: list[str], public: bool = False) -> tuple[Client, str | None]:
+    def register(self, name: str, redirect_uris: object, public: bool = False) -> tuple[Client, str | None]:
         """A new client and its secret (None for a public client); the secret is shown once, never stored."""
         if not name or not name.strip():
             raise ValueError("the app needs a name: the owner sees it on the consent page")
@@ -227,7 +227,9 @@ class OAuthStore:
     def spend_code(self, item: AuthorizationCode) -> None:
         """Mark a code used; the row stays, so a second use is recognised as a replay."""
         with self._session() as s, s.begin():
-            s.get(_CodeRow, item.digest).used_at = time.time()
+            row = s.get(_CodeRow, item.digest)
+            if row is not None:
+                row.used_at = time.time()
 
     # refresh tokens
     def add_refresh(self, token: str, client_id: str, grant_id: str, scope: str, expires_at: float) -> None:
@@ -242,7 +244,9 @@ class OAuthStore:
 
     def rotate(self, item: RefreshToken) -> None:
         with self._session() as s, s.begin():
-            s.get(_RefreshRow, item.digest).rotated_at = time.time()
+            row = s.get(_RefreshRow, item.digest)
+            if row is not None:
+                row.rotated_at = time.time()
 
     def client_of_grant(self, grant_id: str) -> str | None:
         """The client a grant was given to through OAuth (None: a grant the owner made by hand)."""
