@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
@@ -15,7 +16,7 @@ import pytest
 from test_vehicle_demo import LIMIT, ROOT, SOC, DemoVehicle
 
 from openbms.vehicle.hub import SignalHub
-from openbms.vehicle.oauth import ACCESS_TTL_S
+from openbms.vehicle.oauth import ACCESS_TTL_S, CODE_TTL_S, DEFAULT_TTL_S, plain_words
 from openbms.vehicle.server import running_server
 from openbms.vehicle.store import Store
 
@@ -28,6 +29,7 @@ SCOPES = [f"read:{ROOT}", f"actuate:{LIMIT}"]
 def vehicle(tmp_path_factory):
     hub = SignalHub()
     DemoVehicle(hub).publish()
+    hub.publish({f"{ROOT}.StateOfHealth": 97.0})
     store = Store(f"sqlite:///{tmp_path_factory.mktemp('oauth') / 'openbms.db'}")
     with running_server(hub, store) as server:
         owner = server.authority.token(server.authority.grant("owner", ["owner"], 3600))
@@ -218,6 +220,40 @@ def test_a_replayed_refresh_token_revokes_the_grant(vehicle):
     assert read(vehicle, rotated.json()["access_token"]).status_code == 401
     later = _post_token(vehicle, client, grant_type="refresh_token", refresh_token=rotated.json()["refresh_token"])
     assert token_error(later) == (400, "invalid_grant")
+
+
+def test_expired_codes_and_refresh_tokens_are_invalid_grant(vehicle):
+    server, owner = vehicle
+    oauth_server = server.server.interface.oauth.server
+    client = register(owner)
+    oauth, redirect = authorize(vehicle, client)
+    code = parse_qs(urlsplit(redirect).query)["code"][0]
+    oauth_server.clock = lambda: time.time() + CODE_TTL_S + 1
+    try:
+        late = _post_token(vehicle, client, grant_type="authorization_code", code=code, redirect_uri=REDIRECT,
+                           code_verifier=oauth._code_verifier)
+        assert token_error(late) == (400, "invalid_grant") and "expired" in late.json()["error_description"]
+        oauth_server.clock = time.time
+        token = fetch(vehicle, client, *authorize(vehicle, client))
+        oauth_server.clock = lambda: time.time() + 2 * 86400  # past the one day the owner consented to
+        stale = _post_token(vehicle, client, grant_type="refresh_token", refresh_token=token["refresh_token"])
+        assert token_error(stale) == (400, "invalid_grant") and "expired" in stale.json()["error_description"]
+    finally:
+        oauth_server.clock = time.time
+
+
+def test_a_buyer_asks_for_the_health_record_in_plain_words(vehicle):
+    server, owner = vehicle
+    client = register(owner)
+    oauth = session(client, scope=["health"])
+    url = oauth.authorization_url(f"{server.http_url}/oauth/authorize")[0]
+    asked = owner.get(f"/oauth/consent?{urlsplit(url).query}").json()
+    assert asked["client"]["name"] == "Other Brand App" and asked["redirect_host"] == "127.0.0.1:9"
+    assert asked["scopes"] == [{"scope": "health", "text": plain_words("health")}]
+    assert "nothing else" in asked["scopes"][0]["text"] and DEFAULT_TTL_S in asked["ttl_choices_s"]
+    token = fetch(vehicle, client, oauth, consent(owner, url)["redirect"])
+    assert read(vehicle, token["access_token"], f"{ROOT}.StateOfHealth").status_code == 200
+    assert read(vehicle, token["access_token"], SOC).status_code == 403  # and nothing else
 
 
 def test_registration_refuses_what_the_rfcs_forbid(vehicle):

@@ -141,7 +141,7 @@ class _CodeGrant(AuthorizationCodeGrant):
         data = request.payload.data
         self.server.oauth.add_code(code, AuthorizationCode(
             "", request.client.client_id, grant.id, request.payload.redirect_uri or "", " ".join(grant.scopes),
-            data["code_challenge"], data["code_challenge_method"], time.time() + CODE_TTL_S, None))
+            data["code_challenge"], data["code_challenge_method"], self.server.clock() + CODE_TTL_S, None))
 
     def query_authorization_code(self, code, client):
         item = self.server.oauth.code(code)
@@ -150,7 +150,7 @@ class _CodeGrant(AuthorizationCodeGrant):
         if item.used_at is not None:  # RFC 6749 §4.1.2: a reused code revokes what it gave
             self.server.revoke(item.grant_id)
             raise InvalidGrantError("this authorization code was already used; the access it gave is now revoked")
-        if time.time() >= item.expires_at:
+        if self.server.clock() >= item.expires_at:
             raise InvalidGrantError(f"the authorization code expired ({CODE_TTL_S // 60} minutes after consent)")
         return item
 
@@ -172,7 +172,7 @@ class _RefreshGrant(RefreshTokenGrant):
         if item.is_revoked():  # RFC 9700 §4.14.2: a spent refresh token used again means it leaked
             self.server.revoke(item.grant_id)
             raise InvalidGrantError("this refresh token was already used; the grant it belongs to is now revoked")
-        if item.is_expired():
+        if self.server.clock() >= item.expires_at:
             raise InvalidGrantError("the refresh token has expired; ask the owner again")
         self.server.live_grant(item.grant_id)
         return item
@@ -218,6 +218,7 @@ class VehicleAuthorizationServer(AuthorizationServer):
     def __init__(self, authority: Authority, oauth: OAuthStore):
         super().__init__()
         self.authority, self.oauth = authority, oauth
+        self.clock = time.time  # the one clock of codes and refresh tokens (a test may move it)
         self.lock = threading.Lock()  # one token or consent decision at a time: a code is spent exactly once
         self.register_token_generator("default", self._tokens)
         self.register_grant(_CodeGrant, [_S256()])
@@ -265,16 +266,16 @@ class VehicleAuthorizationServer(AuthorizationServer):
         grant: Grant = user
         scopes = parse_scopes(scope.split())
         token = {"token_type": "Bearer", "access_token": self.authority.token(grant, scopes, ACCESS_TTL_S),
-                 "expires_in": int(min(ACCESS_TTL_S, grant.expires_at - time.time())), "scope": " ".join(scopes)}
+                 "expires_in": int(min(ACCESS_TTL_S, grant.expires_at - self.clock())), "scope": " ".join(scopes)}
         if include_refresh_token:
             token["refresh_token"] = secrets.token_urlsafe(32)
         return token
 
     def live_grant(self, grant_id: str) -> Grant:
         grant = self.authority.store.grant(grant_id)
-        if grant is None or grant.status(time.time()) != "active":
+        if grant is None or grant.status(self.clock()) != "active":
             raise InvalidGrantError(f"the owner's consent (grant {grant_id}) is "
-                                    f"{'unknown' if grant is None else grant.status(time.time())}")
+                                    f"{'unknown' if grant is None else grant.status(self.clock())}")
         return grant
 
     def revoke(self, grant_id: str) -> None:

@@ -171,9 +171,6 @@ class RefreshToken:
     def get_expires_in(self) -> int:
         return int(self.expires_at - self.issued_at)
 
-    def is_expired(self) -> bool:
-        return time.time() >= self.expires_at
-
     def is_revoked(self) -> bool:
         return self.rotated_at is not None
 
