@@ -139,3 +139,16 @@ def test_a_unitless_signal_needs_its_unit_said(tmp_path):
     (tmp_path / "borealis.yaml").write_text(doubled)
     with pytest.raises(MappingError, match=r"already mapped in on line"):
         load_mapping(tmp_path / "borealis.yaml")
+
+
+def test_serve_refuses_a_bad_mapping_before_it_serves(tmp_path, capsys):
+    from openbms.cli import main
+
+    shutil.copy(BRANDS_DIR / "aurora.dbc", tmp_path / "aurora.dbc")
+    (tmp_path / "aurora.yaml").write_text((BRANDS_DIR / "aurora.yaml").read_text().replace("AUR_SOC,", "AUR_SOCX,"))
+    db = f"sqlite:///{tmp_path / 'openbms.db'}"
+    assert main(["serve", "--mapping", str(tmp_path / "aurora.yaml"), "--source", "can:virtual:x", "--db", db]) == 2
+    said = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
+    assert f"{tmp_path / 'aurora.yaml'}:5: message AUR_BattStatus has no signal 'AUR_SOCX'" in said
+    assert main(["serve", "--mapping", str(BRANDS_DIR / "aurora.yaml"), "--db", db]) == 2
+    assert "give --source can:INTERFACE:CHANNEL" in " ".join(capsys.readouterr().err.split())

@@ -33,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pack", help="pack file (YAML or JSON): cell, series, sensors, variation, limits, balancing and "
                                   "detectors; overrides --cell, --series and --sensors")
     p.add_argument("--vehicle-id", default=os.environ.get("OPENBMS_VEHICLE_ID", DEFAULT_VEHICLE_ID))
+    p.add_argument("--mapping", help="a brand's mapping file (runtime/brands/*.yaml): with --source can:..., serve the "
+                                     "car's own BMS signals through it instead of running this BMS")
     p.add_argument("--cert", help="TLS certificate (PEM): serve https and wss")
     p.add_argument("--key", help="TLS private key (PEM)")
     p.set_defaults(run=run)
@@ -69,6 +71,8 @@ def run(args) -> int:
     from .service import NV_KEY, BmsLoop
 
     console = Console(stderr=True)
+    if args.mapping:
+        return _serve_mapped(args, console)
     if args.pack:
         pack = load_pack(args.pack)
         model, series, sensors = pack.cell_model(Path(args.pack).parent), pack.series, pack.temperature_sensors
@@ -111,6 +115,38 @@ def _cell_name(args) -> str:
         raise ValueError(f"--source {args.source}: a pack file does not say which cell it holds; give --cell "
                          f"(a bundled name such as a123_lfp, or a cell JSON) or --pack")
     return VEHICLE_CELL
+
+
+def _serve_mapped(args, console) -> int:
+    """A car whose own BMS speaks its brand's DBC: its signals reach VSS through the mapping, its actuators
+    through frames; the vehicle interface (VISS, OAuth, dashboard) is the same."""
+    from ..vehicle.auth import Authority
+    from ..vehicle.hub import SignalHub
+    from ..vehicle.server import run_fast, serve
+    from ..vehicle.store import Store
+    from .can import open_bus
+    from .mapping import CanBridge, load_mapping
+
+    kind, _, bus_spec = args.source.partition(":")
+    if kind != "can" or not bus_spec:
+        raise ValueError(f"--mapping maps a CAN bus: give --source can:INTERFACE:CHANNEL, not {args.source!r}")
+    mapping = load_mapping(args.mapping)
+    store, hub = Store(args.db), SignalHub()
+    bridge = CanBridge(mapping, open_bus(bus_spec), hub).start()
+    authority = Authority(store, args.vehicle_id)
+    owner = authority.token(_dashboard_grant(authority))
+    console.print(f"openbms: {mapping.brand}'s signals from {args.source} through {args.mapping}. Ctrl-C stops.")
+    print(f"{'https' if args.cert else 'http'}://{args.host}:{args.port}/#token={owner}", flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        run_fast(serve(hub, store, host=args.host, port=args.port, viss_port=args.viss_port,
+                       vehicle_id=args.vehicle_id, cert=args.cert, key=args.key, static_dir=WEB_DIR))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        bridge.stop()
+        bridge.bus.shutdown()
+    return 0
 
 
 def _interrupt(signum, frame):
