@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from test_dashboard import CHROMIUM, expect, sync_api
+from test_dashboard import CHROMIUM, SCREENSHOTS, expect, sync_api
 from test_vehicle_demo import LIMIT, ROOT, DemoVehicle
 
 from openbms.runtime.cli import WEB_DIR
@@ -67,7 +67,8 @@ def test_register_consent_use_revoke(vehicle):
     app = ServedApp()
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM)
-        context = browser.new_context()  # one browser profile: the consent page knows the owner from the dashboard
+        # one browser profile (the consent page knows the owner from the dashboard), phone-sized
+        context = browser.new_context(viewport={"width": 390, "height": 844})
         dashboard = context.new_page()
         dashboard.goto(f"{server.http_url}/#token={owner}")
         dashboard.fill("#client-name", "Other Brand App")
@@ -83,6 +84,8 @@ def test_register_consent_use_revoke(vehicle):
             expect(page.locator("#consent-app")).to_have_text("Other Brand App")
             expect(page.locator("#consent-scopes")).to_contain_text("Change the charge limit")
             expect(page.locator("#consent-until")).to_contain_text("or until you revoke it")
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=SCREENSHOTS / "consent-phone.png", full_page=True)
             page.click("#consent-allow")
             expect(page.locator("#message")).to_contain_text("Connected")
             expect(page.locator("#soc")).not_to_have_text("—")

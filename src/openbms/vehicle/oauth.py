@@ -335,7 +335,9 @@ class OAuthEndpoints:
         })
 
     async def consent_page(self, request: HttpRequest) -> FileResponse:
-        return FileResponse(CONSENT_PAGE, headers={"Cache-Control": "no-store"})
+        # never inside another site's frame: a consent click must be the owner's own (clickjacking)
+        return FileResponse(CONSENT_PAGE, headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
+                                                   "Content-Security-Policy": "frame-ancestors 'none'"})
 
     async def consent(self, request: HttpRequest) -> Response:
         """GET: what the app asks for, in plain words. POST {query, scopes, ttl_s, allow}: the owner's decision,
