@@ -202,6 +202,10 @@ def test_token_errors_are_the_rfcs_and_grant_nothing(vehicle):
     assert token_error(elsewhere) == (400, "invalid_grant")
     stranger = {**client, "client_secret": "not-the-secret"}
     assert token_error(_post_token(vehicle, stranger, **exchange, code_verifier=verifier)) == (401, "invalid_client")
+    nobody = {"client_id": "no-such-app", "client_secret": "x"}
+    assert token_error(_post_token(vehicle, nobody, **exchange, code_verifier=verifier)) == (401, "invalid_client")
+    assert any(r["app"] == "unknown client 'no-such-app'" and r["path"] == "oauth:/oauth/token"
+               for r in vehicle[1].get("/owner/audit?limit=500").json())
     first = _post_token(vehicle, client, **exchange, code_verifier=verifier)
     assert first.status_code == 200
     reused = _post_token(vehicle, client, **exchange, code_verifier=verifier)

@@ -32,6 +32,7 @@ from authlib.oauth2 import AuthorizationServer, OAuth2Error, OAuth2Request
 from authlib.oauth2.rfc6749 import OAuth2Payload
 from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidGrantError, InvalidRequestError, InvalidScopeError
 from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, RefreshTokenGrant
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
 from starlette.datastructures import MultiDict
@@ -286,8 +287,9 @@ class VehicleAuthorizationServer(AuthorizationServer):
             return
 
     def audit(self, request: OAuth2Request, grant_id: str, accepted: bool, reason: str) -> None:
-        client = request.client or self.query_client(request.payload.client_id)
-        app = client.name if client is not None else f"unknown client {request.payload.client_id!r}"
+        client_id = request.payload.client_id or extract_basic_authorization(request.headers)[0]
+        client = request.client or self.query_client(client_id)
+        app = client.name if client is not None else f"unknown client {client_id!r}"
         grant_id = grant_id or (request.user.id if isinstance(request.user, Grant) else "")
         self.authority.store.record_set(AuditRecord(
             time.time(), app, grant_id, f"oauth-{secrets.token_hex(8)}", f"oauth:{urlsplit(request.uri).path}",
