@@ -34,6 +34,14 @@ def test_token_prints_only_a_token_the_server_accepts(db, capsys):
     assert access.app == "charger" and access.scopes == (SCOPE,)
 
 
+def test_every_scope_is_kept_whether_the_flag_is_repeated_or_not(db, capsys):
+    limit = "actuate:Vehicle.Powertrain.TractionBattery.Charging.ChargeLimit"
+    health = "read:Vehicle.Powertrain.TractionBattery.StateOfHealth"
+    assert main(["token", "--app", "a", "--scope", SCOPE, limit, "--scope", health, "--db", db]) == 0
+    access = Authority(Store(db), "OPENBMS0000000001").verify(capsys.readouterr().out.strip())
+    assert access.scopes == (SCOPE, limit, health)
+
+
 def test_owner_token(db, capsys):
     assert main(["token", "--owner", "--db", db]) == 0
     assert Authority(Store(db), "OPENBMS0000000001").verify(capsys.readouterr().out.strip()).is_owner

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from openbms.vehicle import vss
+from openbms.vehicle.errors import VissError
+from openbms.vehicle.filters import essential_points, history_seconds
 from openbms.vehicle.auth import AuthError, Authority
 from openbms.vehicle.hub import Requester, SetResult, SignalHub
 from openbms.vehicle.store import AuditRecord, Store
@@ -62,6 +65,34 @@ def test_branches_and_paths_filter_select_leaves():
     assert vss.normalize_path("Vehicle/Powertrain/TractionBattery") == "Vehicle.Powertrain.TractionBattery"
 
 
+def test_curve_logging_keeps_every_sample_within_maxerr_of_the_curve():
+    times = np.linspace(0.0, 60.0, 601)
+    values = 50 + 20 * np.sin(times / 7) + np.where(times > 30, 15.0, 0.0)  # a wave with a step
+    for max_error in (0.05, 0.5, 5.0):
+        keep = essential_points(list(times), list(values), max_error)
+        assert keep[0] == 0 and keep[-1] == len(times) - 1 and keep == sorted(set(keep))
+        curve = np.interp(times, times[keep], values[keep])
+        assert np.max(np.abs(curve - values)) <= max_error + 1e-12
+    assert len(essential_points(list(times), list(values), 0.05)) > len(essential_points(list(times), list(values), 5))
+    assert essential_points([0, 1, 2, 3], [1.0, 2.0, 3.0, 4.0], 0.0) == [0, 3]  # a line needs its ends only
+
+
+def test_history_periods_are_iso_8601_days_to_seconds():
+    assert history_seconds("P2DT12H") == 2.5 * 86400 and history_seconds("PT10M") == 600
+    assert history_seconds("PT1H30M15.5S") == 5415.5 and history_seconds("P1D") == 86400
+    for bad in ("P1Y", "P1M", "P2W", "PT", "P", "PT-5M", "2H", "", "P999D"):
+        with pytest.raises(VissError, match="period") as exc:
+            history_seconds(bad)
+        assert exc.value.reason == "bad_request"
+
+
+def test_error_objects_use_only_the_specifications_pairs():
+    assert VissError("missing_token", "x").as_dict() == {"number": 401, "reason": "missing_token", "message": "x"}
+    assert VissError("unavailable_data", "x").number == 404 and VissError("invalid_data", "x").number == 400
+    with pytest.raises(ValueError, match="not a VISS v2 error reason"):
+        VissError("token_missing", "x")
+
+
 def test_hub_asks_the_handler_and_publishes_what_was_applied():
     hub = SignalHub()
     hub.set_actuator_handler(lambda path, value, who: SetResult(True, max(50, min(100, value)), "clamped"))
@@ -89,15 +120,15 @@ def test_tokens_are_bound_to_vehicle_expiry_scope_and_live_grants(store):
     assert exc.value.number == 401
     with pytest.raises(AuthError) as exc:
         authority.verify(authority.token(grant)[:-4] + "AAAA")
-    assert exc.value.reason == "token_invalid"
+    assert exc.value.reason == "invalid_token"
     with pytest.raises(AuthError) as exc:
         authority.verify(None)
-    assert exc.value.reason == "token_missing"
+    assert exc.value.reason == "missing_token"
 
     clock.now += 61
     with pytest.raises(AuthError) as exc:
         authority.verify(authority.token(grant))
-    assert exc.value.reason == "token_expired"
+    assert exc.value.reason == "expired_token"
 
     clock.now -= 61
     authority.revoke(grant.id)

@@ -77,12 +77,25 @@ def test_kuksa_client_reads_subscribes_and_sets(vehicle, kuksa):
 
 
 def test_kuksa_client_sees_refusals_as_viss_errors(vehicle, kuksa):
-    assert json.loads(kuksa.getValue(SOC))["error"]["reason"] == "token_missing"
+    assert json.loads(kuksa.getValue(SOC))["error"]["reason"] == "missing_token"
     kuksa.authorize(grant_token(vehicle, f"read:{SOC}"))
     refused = json.loads(kuksa.setValue(LIMIT, "80", attribute="targetValue"))
     assert refused["error"]["number"] == 403
     metadata = json.loads(kuksa.getMetaData(SOC))
     assert metadata["metadata"]["Current"]["unit"] == "percent"
+
+
+def test_kuksa_client_discovers_the_catalogue_and_is_refused_wildcards(vehicle, kuksa):
+    """What kuksa-client can send of the filters: static metadata (it has no history, range, change or
+    curvelog call); and a wildcard path, refused as VISS requires."""
+    tree = json.loads(kuksa.getMetaData(f"{ROOT}.Temperature"))["metadata"]["Temperature"]
+    assert tree["type"] == "branch" and tree["children"]["Average"]["unit"] == "celsius"
+    kuksa.authorize(grant_token(vehicle, f"read:{ROOT}"))
+    refused = json.loads(kuksa.getValue("Vehicle.*"))
+    assert refused["error"]["number"] == 400 and "paths filter" in refused["error"]["message"]
+    unknown = json.loads(kuksa.getValue(f"{ROOT}.Flux"))["error"]
+    assert (unknown["number"], unknown["reason"]) == (404, "unavailable_data")
+    assert unknown["message"].startswith("The specified data path does not exist")
 
 
 def test_kuksa_val_authorize_dialect(vehicle):

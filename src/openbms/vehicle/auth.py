@@ -137,24 +137,26 @@ class Authority:
         """The access a token gives now, or AuthError: 401 missing, invalid (bad signature, another vehicle,
         revoked or unknown grant, unknown scope path) or expired."""
         if token is None or token == "":
-            raise AuthError(401, "token_missing", "an access token is required: pass it as 'authorization'")
+            raise AuthError(401, "missing_token", "Access token is missing: pass it as 'authorization' "
+                                                  "(HTTP: an 'Authorization: Bearer' header)")
         if not isinstance(token, str):
-            raise AuthError(401, "token_invalid", "the access token must be a string")
+            raise AuthError(401, "invalid_token", "Access token is invalid: it must be a string")
         claims = self._decode(token)
         if claims["aud"] != self.vehicle_id:
-            raise AuthError(401, "token_invalid", f"the token was issued for vehicle {claims['aud']!r}, "
-                                                  f"not this one ({self.vehicle_id!r})")
+            raise AuthError(401, "invalid_token", f"Access token is invalid: it was issued for vehicle "
+                                                  f"{claims['aud']!r}, not this one ({self.vehicle_id!r})")
         if self._clock() >= claims["exp"]:
-            raise AuthError(401, "token_expired", "the access token has expired; ask the owner for a new grant")
+            raise AuthError(401, "expired_token", "Access token has expired: ask the owner for a new grant")
         grant = self.store.grant(claims["jti"])
         if grant is None:
-            raise AuthError(401, "token_invalid", "the token's grant is unknown to this vehicle")
+            raise AuthError(401, "invalid_token", "Access token is invalid: its grant is unknown to this vehicle")
         if grant.revoked_at is not None:
-            raise AuthError(401, "token_invalid", f"the owner revoked grant {grant.id}")
+            raise AuthError(401, "invalid_token", f"Access token is invalid: the owner revoked grant {grant.id}")
         try:
             scopes = parse_scopes(claims["scope"].split())
         except ValueError as exc:
-            raise AuthError(401, "token_invalid", f"the token's scope is not valid here: {exc}") from None
+            raise AuthError(401, "invalid_token", f"Access token is invalid: its scope is not valid here: "
+                                                  f"{exc}") from None
         return Access(grant.id, claims["sub"], scopes, float(claims["exp"]))
 
     def _decode_signed(self, token: str) -> dict:
@@ -164,9 +166,10 @@ class Authority:
                                 options={"verify_aud": False, "verify_exp": False,
                                          "require": ["aud", "sub", "scope", "exp", "iat", "jti"]})
         except jwt.InvalidTokenError as exc:
-            raise AuthError(401, "token_invalid", f"the access token is not valid: {exc}") from None
+            raise AuthError(401, "invalid_token", f"Access token is invalid: {exc}") from None
         if not all(isinstance(claims[k], str) for k in ("aud", "sub", "scope", "jti")):
-            raise AuthError(401, "token_invalid", "the access token's aud, sub, scope and jti must be strings")
+            raise AuthError(401, "invalid_token", "Access token is invalid: its aud, sub, scope and jti must be "
+                                                  "strings")
         return claims
 
 

@@ -22,8 +22,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         p = sub.add_parser(name, help=help_, description=help_ + ". Scopes: read:<VSS path>, actuate:<VSS path> "
                            "(a branch covers its signals; actuate also reads), or --owner for the owner's token.")
         p.add_argument("--app", help="the app's name, as the owner will see it in grants and the audit log")
-        p.add_argument("--scope", nargs="+", default=[], metavar="SCOPE",
-                       help="e.g. read:Vehicle.Powertrain.TractionBattery "
+        p.add_argument("--scope", nargs="+", action="extend", default=[], metavar="SCOPE",
+                       help="one or more scopes, the flag repeated or not: e.g. read:Vehicle.Powertrain.TractionBattery "
                             "actuate:Vehicle.Powertrain.TractionBattery.Charging.ChargeLimit")
         p.add_argument("--owner", action="store_true", help="the owner's own token (scope 'owner': everything, "
                                                             "plus the dashboard's owner endpoints)")

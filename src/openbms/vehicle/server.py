@@ -28,14 +28,16 @@ from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import viss
+from . import viss, vss
 from .auth import Access, Authority, parse_scopes
+from .errors import UNKNOWN_SUBSCRIPTION, VissError, bad_request, revoked_grant
 from .history import HistoryRecorder
 from .hub import SignalHub
 from .limits import Limits, RateLimiter
@@ -87,7 +89,19 @@ class VehicleInterface:
         ]
         if self.static_dir is not None:
             routes.append(Mount("/", StaticFiles(directory=self.static_dir, html=True)))
-        return Starlette(routes=routes)
+        return Starlette(routes=routes, exception_handlers={HTTPException: self._http_exception})
+
+    async def _http_exception(self, request: HttpRequest, exc: Exception) -> JSONResponse:
+        """Routing errors (no such resource, a method it does not take) as VISS error objects too."""
+        status = getattr(exc, "status_code", 400)
+        where = f"{request.method} {request.url.path}"
+        if status == 404:
+            error = VissError("unavailable_data", f"The requested data was not found: nothing is served at {where}; "
+                                                  "signals are under /Vehicle/..., the owner's endpoints under /owner/")
+        else:
+            error = bad_request(f"{where} is not served here (HTTP {status}): read with GET and set with POST "
+                                "under /Vehicle/...")
+        return _http_error(error, self.service.clock())
 
     # WebSocket
     async def _websocket(self, ws: WebSocket) -> None:
@@ -100,31 +114,37 @@ class VehicleInterface:
     # HTTP transport
     async def _http_signal(self, request: HttpRequest) -> JSONResponse:
         now = self.service.clock()
-        path = request.url.path.strip("/").replace("/", ".")
         token = _bearer(request)
         try:
+            try:
+                path = vss.request_path(request.url.path)
+            except vss.InvalidValue as exc:
+                raise bad_request(str(exc)) from None
             self.check_rate(token or f"ip:{request.client.host if request.client else '?'}")
             filters = viss.parse_filters(_json_query(request, "filter"), request.method.lower())
-            if request.method == "GET" and filters.metadata:
-                return JSONResponse({"metadata": self.service.metadata(path), "ts": viss.timestamp(now)})
-            access = self.service.authorize(token)
             if request.method == "GET":
-                return JSONResponse({"data": viss.data_points(self.service.read(access, path, filters)),
-                                     "ts": viss.timestamp(now)})
+                return JSONResponse({**await self.get(token, path, filters), "ts": viss.timestamp(now)})
+            access = self.service.authorize(token)
             body = await _json_body(request, self.limits.max_message_bytes)
             request_id = viss.request_id_of(body)
             if request_id is None or "value" not in body:
-                raise viss.bad_request('POST {"value": ..., "requestId": "<unique per grant>"} to set a signal')
+                raise bad_request('POST {"value": ..., "requestId": "<unique per grant>"} to set a signal')
             outcome = await asyncio.to_thread(self.service.request_set, access, path, body["value"], request_id)
             return JSONResponse(_set_members(outcome, request_id))
-        except viss.VissError as exc:
-            return _http_error(exc)
+        except VissError as exc:
+            return _http_error(exc, now)
+
+    async def get(self, token: object, path: str, filters: viss.Filters) -> dict:
+        """A get on either transport; a history is a database query, so it runs off the event loop."""
+        if filters.history_s is None:
+            return self.service.get(token, path, filters)
+        return await asyncio.to_thread(self.service.get, token, path, filters)
 
     # owner endpoints
     async def _owner(self, request: HttpRequest) -> Access:
         access = self.service.authorize(_bearer(request))
         if not access.is_owner:
-            raise viss.VissError(403, "user_forbidden", "the owner endpoints need a token with the 'owner' scope")
+            raise VissError("forbidden_request", "the owner endpoints need a token with the 'owner' scope")
         return access
 
     async def _owner_grants(self, request: HttpRequest) -> JSONResponse:
@@ -138,10 +158,10 @@ class VehicleInterface:
                 grant = self.authority.grant(str(body.get("app", "")), parse_scopes(body.get("scopes") or []),
                                              float(body.get("ttl_s", 0)))
             except (TypeError, ValueError) as exc:
-                raise viss.bad_request(f'POST {{"app", "scopes": [...], "ttl_s"}}: {exc}') from None
+                raise bad_request(f'POST {{"app", "scopes": [...], "ttl_s"}}: {exc}') from None
             return JSONResponse({"grant": grant.as_dict(), "token": self.authority.token(grant)}, status_code=201)
-        except viss.VissError as exc:
-            return _http_error(exc)
+        except VissError as exc:
+            return _http_error(exc, self.service.clock())
 
     async def _owner_revoke(self, request: HttpRequest) -> JSONResponse:
         grant_id = request.path_params["grant_id"]
@@ -150,11 +170,11 @@ class VehicleInterface:
             try:
                 self.authority.revoke(grant_id)
             except ValueError as exc:
-                raise viss.VissError(404, "unavailable_data", str(exc)) from None
-            self.fanout.end_grant(grant_id, viss.VissError(401, "token_invalid", f"the owner revoked grant {grant_id}"))
+                raise VissError("unavailable_data", str(exc)) from None
+            self.fanout.end_grant(grant_id, revoked_grant(grant_id))
             return JSONResponse({"revoked": grant_id})
-        except viss.VissError as exc:
-            return _http_error(exc)
+        except VissError as exc:
+            return _http_error(exc, self.service.clock())
 
     async def _owner_audit(self, request: HttpRequest) -> JSONResponse:
         try:
@@ -162,8 +182,8 @@ class VehicleInterface:
             limit = _int_query(request, "limit", 100)
             records = self.service.store.audit(limit, request.query_params.get("grant"))
             return JSONResponse([r.as_dict() for r in records])
-        except viss.VissError as exc:
-            return _http_error(exc)
+        except VissError as exc:
+            return _http_error(exc, self.service.clock())
 
     async def _owner_history(self, request: HttpRequest) -> JSONResponse:
         try:
@@ -171,18 +191,18 @@ class VehicleInterface:
             path = request.query_params.get("path", "")
             now = self.service.clock()
             if self.service.select(access, path, viss.Filters()) != [path]:
-                raise viss.bad_request(f"history is kept per signal; {path} is a branch")
+                raise bad_request(f"history is kept per signal; {path} is a branch")
             start, end = _float_query(request, "start", now - 3600), _float_query(request, "end", now)
             points = await asyncio.to_thread(self.service.store.history, path, start, end,
                                              _int_query(request, "points", 500))
             return JSONResponse({"path": path, "points": [[t, v] for t, v in points]})
-        except viss.VissError as exc:
-            return _http_error(exc)
+        except VissError as exc:
+            return _http_error(exc, self.service.clock())
 
     def check_rate(self, key: str) -> None:
         if not self.rate.allow(key):
-            raise viss.VissError(429, "too_many_requests", f"at most {self.limits.requests_per_s:g} requests/s "
-                                                           f"(bursts of {self.limits.burst:g}) per token")
+            raise VissError("too_many_requests", f"at most {self.limits.requests_per_s:g} requests/s "
+                                                 f"(bursts of {self.limits.burst:g}) per token")
 
 
 class Connection:
@@ -234,7 +254,7 @@ class Connection:
             token = msg.get("authorization", msg.get("tokens")) or self.token
             self.interface.check_rate(token if isinstance(token, str) else f"connection:{id(self)}")
             reply = await self.dispatch(viss.parse_request(msg), now)
-        except viss.VissError as exc:
+        except VissError as exc:
             sub_id = msg.get("subscriptionId") if msg.get("action") == "unsubscribe" else None
             reply = viss.error_response(msg.get("action"), viss.request_id_of(msg), exc, now,
                                         str(sub_id) if isinstance(sub_id, (str, int)) else None)
@@ -244,20 +264,18 @@ class Connection:
     async def dispatch(self, request: viss.Request, now: float) -> dict | None:
         if request.action == "unsubscribe":
             if request.subscription_id not in self.subscriptions:
-                raise viss.VissError(404, "invalid_subscriptionId",
-                                     f"this connection has no subscription {request.subscription_id!r}")
+                raise VissError("unavailable_data", f"{UNKNOWN_SUBSCRIPTION[:-1]}: this connection has no "
+                                                    f"subscription {request.subscription_id!r}")
             self.interface.fanout.remove(request.subscription_id)
             self.subscriptions.discard(request.subscription_id)
             return viss.response(request, now)
-        if request.action == "get" and request.filters.metadata:
-            return viss.response(request, now, metadata=self.service.metadata(request.path))
+        if request.action == "get":
+            return viss.response(request, now, **await self.interface.get(request.token or self.token, request.path,
+                                                                          request.filters))
         access = self.service.authorize(request.token or self.token)
         if request.action == "authorize":
             self.token = request.token
             return viss.response(request, now, TTL=int(access.expires_at))
-        if request.action == "get":
-            return viss.response(request, now, data=viss.data_points(
-                self.service.read(access, request.path, request.filters)))
         if request.action == "set":
             outcome = await asyncio.to_thread(self.service.request_set, access, request.path, request.value,
                                               request.request_id)
@@ -267,15 +285,14 @@ class Connection:
     def _subscribe(self, request: viss.Request, access: Access, now: float) -> None:
         limit = self.interface.limits.max_subscriptions
         if len(self.subscriptions) >= limit:
-            raise viss.VissError(429, "too_many_subscriptions", f"at most {limit} subscriptions per connection; "
-                                                                 "unsubscribe first")
-        leaves = self.service.select(access, request.path, request.filters)
-        sub = self.interface.fanout.add(access, leaves, self.send, request.filters.period_s, request.filters.change)
+            raise VissError("too_many_requests", f"at most {limit} subscriptions per connection; unsubscribe first")
+        leaves = self.service.subscription_leaves(access, request.path, request.filters)
+        sub = self.interface.fanout.add(access, leaves, self.send, request.filters)
         self.subscriptions.add(sub.id)
         self.send(viss.response(request, now, subscriptionId=sub.id))
-        if sub.period_s is None:  # event subscriptions start with the current values
+        if sub.period_s is None:  # event subscriptions start from the current values
             current = self.service.hub.read_many(leaves)
-            sub.notify([(p, v, ts) for p, (v, ts) in current.items() if ts is not None], now)
+            sub.offer([(p, v, ts) for p, (v, ts) in current.items() if ts is not None], now)
 
 
 def _set_members(outcome, request_id: str | None) -> dict:
@@ -293,17 +310,16 @@ def _bearer(request: HttpRequest) -> str | None:
     return header[7:].strip() if header[:7].lower() == "bearer " else None
 
 
-def _http_error(exc: viss.VissError) -> JSONResponse:
+def _http_error(exc: VissError, now: float) -> JSONResponse:
     headers = {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc.reason}"'} \
         if exc.number == 401 else None
-    return JSONResponse({"error": exc.as_dict()}, status_code=exc.number, headers=headers)
+    return JSONResponse({"error": exc.as_dict(), "ts": viss.timestamp(now)}, status_code=exc.number, headers=headers)
 
 
 async def _json_body(request: HttpRequest, max_bytes: int) -> dict:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise viss.VissError(413, "payload_too_large",
-                             f"the body has {declared} bytes; at most {max_bytes} are accepted")
+        raise bad_request(f"the body has {declared} bytes; at most {max_bytes} are accepted")
     body = b""
     async for chunk in request.stream():
         body += chunk
@@ -319,7 +335,7 @@ def _json_query(request: HttpRequest, name: str) -> object:
     try:
         return json.loads(raw)
     except ValueError:
-        raise viss.bad_request(f"query parameter {name!r} must be JSON, got {raw!r}") from None
+        raise bad_request(f"query parameter {name!r} must be JSON, got {raw!r}") from None
 
 
 def _int_query(request: HttpRequest, name: str, default: int) -> int:
@@ -327,7 +343,7 @@ def _int_query(request: HttpRequest, name: str, default: int) -> int:
     if raw is None:
         return default
     if not raw.isdigit() or int(raw) < 1:
-        raise viss.bad_request(f"query parameter {name!r} must be a positive whole number, got {raw!r}")
+        raise bad_request(f"query parameter {name!r} must be a positive whole number, got {raw!r}")
     return int(raw)
 
 
@@ -336,7 +352,7 @@ def _float_query(request: HttpRequest, name: str, default: float) -> float:
     try:
         return default if raw is None else float(raw)
     except ValueError:
-        raise viss.bad_request(f"query parameter {name!r} must be a number (Unix seconds), got {raw!r}") from None
+        raise bad_request(f"query parameter {name!r} must be a number (Unix seconds), got {raw!r}") from None
 
 
 class VehicleServer:

@@ -1,7 +1,7 @@
-"""What a request may do, whatever transport carried it: authorize, read, and request a set.
+"""What a request may do, whatever transport carried it: authorize, get, and request a set.
 
-Both the WebSocket and the HTTP transport call these methods, so the rules (scope,
-replay, audit-before-acknowledge) live in one place. Errors are `VissError`s.
+Both the WebSocket and the HTTP transport call these methods, so the rules (scope, replay,
+audit-before-acknowledge, what each get filter answers) live in one place. Errors are `VissError`s.
 """
 
 from __future__ import annotations
@@ -13,9 +13,18 @@ from dataclasses import dataclass
 
 from . import vss
 from .auth import Access, AuthError, Authority
+from .errors import READ_ONLY, VissError, bad_request, unknown_path
+from .filters import TYPES, Filters
 from .hub import Requester, SignalHub
 from .store import AuditRecord, Store
-from .viss import Filters, VissError, bad_request
+from .viss import data_points, series
+
+STALE_AFTER_S = 10.0  # a signal not published for this long is "unavailable", however recent its last value
+MAX_HISTORY_POINTS = 20_000  # per history request, over all its signals
+# server capabilities (VISS v2 Core, appendix "Server Capabilities"); access_ctrl: the token's scope is a
+# set of signals (read:/actuate: paths), issued by the owner rather than by an access-grant/token server
+CAPABILITIES = {"filter": [t.replace("-", "_") for t in TYPES], "access_ctrl": ["signalset_claim"],
+                "transport_protocol": ["https", "wss"]}
 
 
 @dataclass(frozen=True)
@@ -35,36 +44,92 @@ class VehicleService:
         try:
             return self.authority.verify(token)
         except AuthError as exc:
-            raise VissError(exc.number, exc.reason, exc.message) from None
+            raise VissError(exc.reason, exc.message) from None
 
-    def select(self, access: Access, path: str, filters: Filters) -> list[str]:
-        """The leaves a read or subscription covers, each of which the token must be allowed to read."""
-        try:
-            leaves = vss.select(path, list(filters.paths) if filters.paths else None)
-        except vss.UnknownPath as exc:
-            raise VissError(404, "invalid_path", str(exc)) from None
-        except vss.InvalidValue as exc:
-            raise bad_request(str(exc)) from None
-        for leaf in leaves:
+    def select(self, access: Access | None, path: str, filters: Filters) -> list[str]:
+        """The leaves a request covers, each of which the token (if the request needs one) may read."""
+        leaves = _leaves(path, filters)
+        for leaf in leaves if access is not None else ():
             if not access.can_read(leaf):
-                raise VissError(403, "user_forbidden", f"grant {access.grant_id} ({access.app}) may not read {leaf}")
+                raise VissError("forbidden_request", f"grant {access.grant_id} ({access.app}) may not read {leaf}")
         return leaves
 
+    def subscription_leaves(self, access: Access, path: str, filters: Filters) -> list[str]:
+        """The leaves a subscription covers, checked against its filter: a change or range trigger is
+        evaluated on the first leaf (VISS), curve logging on every one."""
+        leaves = self.select(access, path, filters)
+        for rule, checked in ((filters.trigger, leaves[:1]), (filters.curvelog, leaves)):
+            for leaf in checked if rule is not None else ():
+                rule.check(leaf, vss.node(leaf).datatype)
+        return leaves
+
+    def get(self, token: object, path: str, filters: Filters) -> dict:
+        """The members of a get's answer: `data` (latest values, history, availability, access control
+        mode) or `metadata` (static metadata, server capabilities). Blocking for a history (a database
+        query): call it from a worker thread in async code then."""
+        if filters.static_metadata is not None:
+            return {"metadata": self.metadata(path, filters)}
+        if filters.dynamic_metadata == "server_capabilities":
+            if path != "Vehicle" or filters.paths:
+                raise bad_request(f"server capabilities are asked of the path Vehicle without a paths filter, "
+                                  f"not of {path}")
+            return {"metadata": CAPABILITIES}
+        if filters.dynamic_metadata == "validate":  # every read and every set needs a token here
+            return {"data": data_points([(leaf, "read-write", self.clock()) for leaf in _leaves(path, filters)])}
+        access = self.authorize(token)
+        if filters.dynamic_metadata == "availability":
+            return {"data": data_points(self.availability(access, path, filters))}
+        if filters.history_s is not None:
+            return {"data": series(self.history(access, path, filters))}
+        return {"data": data_points(self.read(access, path, filters))}
+
     def read(self, access: Access, path: str, filters: Filters) -> list[tuple[str, object, float]]:
-        """(path, value, ts) of every covered leaf that has a value; 404 unavailable_data if none has."""
+        """(path, value, ts) of every covered leaf that has a value; unavailable_data if none has."""
         leaves = self.select(access, path, filters)
         values = self.hub.read_many(leaves)
         found = [(leaf, value, ts) for leaf, (value, ts) in values.items() if ts is not None]
         if not found:
-            raise VissError(404, "unavailable_data", f"the BMS has not published {path} yet")
+            raise VissError("unavailable_data", f"The requested data was not found: the BMS has not published "
+                                                f"{path} yet")
         return found
 
-    def metadata(self, path: str) -> dict:
-        """The catalogue's static metadata of a subtree: public, as the VSS specification is."""
+    def availability(self, access: Access, path: str, filters: Filters) -> list[tuple[str, str, float]]:
+        """Each leaf "available" while the BMS keeps publishing it, else "unavailable" (never published, or
+        silent for STALE_AFTER_S), stamped with its latest value's time."""
+        now = self.clock()
+        values = self.hub.read_many(self.select(access, path, filters))
+        return [(leaf, "available" if ts is not None and now - ts <= STALE_AFTER_S else "unavailable",
+                 now if ts is None else ts) for leaf, (_, ts) in values.items()]
+
+    def history(self, access: Access, path: str, filters: Filters) -> list[tuple[str, list[tuple[object, float]]]]:
+        """The recorded values of each covered leaf over the filter's period back from now, oldest first, the
+        current value excluded; unavailable_data when none was recorded."""
+        leaves = self.select(access, path, filters)
+        now = self.clock()
+        recorded = self.store.samples(leaves, now - filters.history_s, now, MAX_HISTORY_POINTS + 1)
+        if sum(len(points) for points in recorded.values()) > MAX_HISTORY_POINTS:
+            raise bad_request(f"the period holds more than {MAX_HISTORY_POINTS} recorded values of {path}: ask for "
+                              "a shorter period or fewer signals (a paths filter)")
+        current = self.hub.read_many(leaves)
+        found = []
+        for leaf in leaves:
+            latest = current[leaf][1]
+            points = [(value, t) for t, value in recorded.get(leaf, []) if latest is None or t < latest]
+            if points:
+                found.append((leaf, points))
+        if not found:
+            raise VissError("unavailable_data", f"The requested data was not found: no history of {path} was "
+                                                "recorded in that period")
+        return found
+
+    def metadata(self, path: str, filters: Filters) -> dict:
+        """The catalogue's static metadata of a subtree (the selected keys, the leaves of a paths filter):
+        public, as the VSS specification is."""
+        only = _leaves(path, filters) if filters.paths else None
         try:
-            return vss.metadata(path)
+            return vss.metadata(path, filters.static_metadata or None, only)
         except vss.UnknownPath as exc:
-            raise VissError(404, "invalid_path", str(exc)) from None
+            raise unknown_path(str(exc)) from None
 
     def request_set(self, access: Access, path: str, value: object, request_id: str) -> SetOutcome:
         """Ask the BMS to apply a value; the request and its outcome are audited before this returns.
@@ -72,39 +137,47 @@ class VehicleService:
         Blocking (a database write): call it from a worker thread in async code.
         """
         with self._set_lock:
+            if self.store.seen_request(access.grant_id, request_id):  # refused, and not audited twice
+                raise VissError("forbidden_request", f"requestId {request_id!r} was already used by grant "
+                                                     f"{access.grant_id}: a replayed command is refused")
             try:
                 outcome = self._decide(access, path, value, request_id)
             except VissError as exc:
-                if exc.reason != "duplicate_request":
-                    self._audit(access, path, value, request_id, None, False, exc.message)
+                self._audit(access, path, value, request_id, None, False, exc.message)
                 raise
             self._audit(access, path, value, request_id, outcome.applied, True, outcome.reason)
             return outcome
 
     def _decide(self, access: Access, path: str, value: object, request_id: str) -> SetOutcome:
-        if self.store.seen_request(access.grant_id, request_id):
-            raise VissError(409, "duplicate_request", f"requestId {request_id!r} was already used by grant "
-                                                      f"{access.grant_id}: a replayed command is refused")
         try:
             node = vss.node(path)
         except vss.UnknownPath as exc:
-            raise VissError(404, "invalid_path", str(exc)) from None
+            raise unknown_path(str(exc)) from None
         if node.type != "actuator":
-            raise VissError(401, "read_only", f"{path} is a {node.type}; only actuators can be set")
+            raise VissError("invalid_data", f"{READ_ONLY[:-1]}: {path} is a {node.type}; only actuators can be set")
         if not access.can_actuate(path):
-            raise VissError(403, "user_forbidden", f"grant {access.grant_id} ({access.app}) may not actuate {path}")
+            raise VissError("forbidden_request", f"grant {access.grant_id} ({access.app}) may not actuate {path}")
         try:
             result = self.hub.request_set(path, value, Requester(access.app, access.grant_id, request_id))
         except vss.InvalidValue as exc:
-            raise bad_request(str(exc)) from None
+            raise VissError("invalid_data", str(exc)) from None
         if not result.accepted:
-            raise VissError(409, "refused_by_bms", result.reason or "the BMS refused the request")
+            raise VissError("forbidden_request", f"the BMS refused: {result.reason or 'no reason given'}")
         return SetOutcome(path, result.applied, self.clock(), result.reason)
 
     def _audit(self, access: Access, path: str, requested: object, request_id: str, applied: object,
                accepted: bool, reason: str) -> None:
         self.store.record_set(AuditRecord(self.clock(), access.app, access.grant_id, request_id, path,
                                           _jsonable(requested), _jsonable(applied), accepted, reason))
+
+
+def _leaves(path: str, filters: Filters) -> list[str]:
+    try:
+        return vss.select(path, list(filters.paths) if filters.paths else None)
+    except vss.UnknownPath as exc:
+        raise unknown_path(str(exc)) from None
+    except vss.InvalidValue as exc:
+        raise bad_request(str(exc)) from None
 
 
 def _jsonable(value: object) -> object:

@@ -229,6 +229,18 @@ class Store:
                 points.append((mean_t, json.loads(members[-1][2])))
         return points
 
+    def samples(self, paths: list[str], start: float, end: float, limit: int) -> dict[str, list[tuple[float, object]]]:
+        """The values of these signals recorded in [start, end], as written (no averaging), oldest first;
+        at most `limit` rows over all of them (the oldest), so a caller can tell when a period holds more."""
+        with self._session() as s:
+            rows = s.execute(select(_SampleRow.path, _SampleRow.time, _SampleRow.value)
+                             .where(_SampleRow.path.in_(paths), _SampleRow.time >= start, _SampleRow.time <= end)
+                             .order_by(_SampleRow.time).limit(limit)).all()
+        found: dict[str, list[tuple[float, object]]] = {}
+        for path, t, value in rows:
+            found.setdefault(path, []).append((t, json.loads(value)))
+        return found
+
     # non-volatile BMS state
     def save_nv(self, key: str, value: dict) -> None:
         blob = json.dumps(value)

@@ -1,9 +1,10 @@
 """Subscriptions: which connection hears about which signals, when, and until its grant ends.
 
-One hub listener fans every publish out to the subscriptions indexed by signal; a
-timebased subscription has its own timer instead. A watcher ends subscriptions whose
-grant expired or was revoked (also by another process on the same database) with a
-VISS error notification, so a revocation reaches live streams within a second.
+One hub listener fans every publish out to the subscriptions indexed by signal, each of which
+notifies, waits for its trigger (change, range: evaluated on its first signal, as VISS says) or
+buffers for curve logging; a timebased subscription has its own timer instead. A watcher ends
+subscriptions whose grant expired or was revoked (also by another process on the same database)
+with a VISS error notification, so a revocation reaches live streams within a second.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .auth import Access
+from .errors import VissError, revoked_grant
+from .filters import CurveLog, Filters, Trigger, essential_points
 from .hub import SignalHub
 from .service import VehicleService
-from .viss import ChangeFilter, VissError, data_points, timestamp
+from .viss import data_points, series, timestamp
 
 log = logging.getLogger(__name__)
 Send = Callable[[dict | str], None]  # a message, or one already serialised
+Values = list[tuple[str, object, float]]  # (path, value, ts)
 
 
 @dataclass(eq=False)
@@ -31,15 +35,22 @@ class Subscription:
     leaves: tuple[str, ...]
     send: Send
     period_s: float | None = None
-    change: ChangeFilter | None = None
+    trigger: Trigger | None = None
+    curvelog: CurveLog | None = None
     last_sent: dict[str, object] = field(default_factory=dict)
+    buffers: dict[str, list[tuple[object, float]]] = field(default_factory=dict)
     timer: asyncio.Task | None = None
 
-    def notify(self, values: list[tuple[str, object, float]], now: float, shared: dict | None = None) -> None:
-        """Send the values that pass the filter; `shared` caches their JSON across the subscriptions of one
-        publish, so a thousand subscribers to one signal cost one serialisation, not a thousand."""
-        if self.change is not None:
-            values = [v for v in values if self.change.passes(self.last_sent.get(v[0]), v[1])]
+    def offer(self, values: Values, now: float, shared: dict | None = None) -> None:
+        """New values of some of this subscription's signals: notify, wait for the trigger, or buffer them."""
+        if self.curvelog is not None:
+            self._log(values, now)
+        elif self.trigger is None or self._fires(values):
+            self.notify(values, now, shared)
+
+    def notify(self, values: Values, now: float, shared: dict | None = None) -> None:
+        """Send these values; `shared` caches their JSON across the subscriptions of one publish, so a
+        thousand subscribers to one signal cost one serialisation, not a thousand."""
         if not values:
             return
         self.last_sent.update((path, value) for path, value, _ in values)
@@ -49,6 +60,28 @@ class Subscription:
             shared[key] = json.dumps(data_points(values))
         self.send(f'{{"action": "subscription", "subscriptionId": "{self.id}", "data": {shared[key]}, '
                   f'"ts": "{timestamp(now)}"}}')
+
+    def _fires(self, values: Values) -> bool:
+        first = self.leaves[0]
+        new = [value for path, value, _ in values if path == first]
+        return bool(new) and self.trigger.fires(self.last_sent.get(first), new[0])
+
+    def _log(self, values: Values, now: float) -> None:
+        """Buffer; when the first signal's buffer is full, send each signal's essential points as one series."""
+        for path, value, ts in values:
+            self.buffers.setdefault(path, []).append((value, ts))
+        if len(self.buffers.get(self.leaves[0], ())) < self.curvelog.buffer_size:
+            return
+        curves = []
+        for path in self.leaves:
+            points = self.buffers.get(path)
+            if points:
+                keep = essential_points([ts for _, ts in points], [float(v) for v, _ in points],
+                                        self.curvelog.max_error)
+                curves.append((path, [points[i] for i in keep]))
+        self.buffers.clear()
+        self.send({"action": "subscription", "subscriptionId": self.id, "data": series(curves),
+                   "ts": timestamp(now)})
 
 
 class Fanout:
@@ -75,11 +108,11 @@ class Fanout:
         self._subscriptions.clear()
         self._by_leaf.clear()
 
-    def add(self, access: Access, leaves: list[str], send: Send, period_s: float | None,
-            change: ChangeFilter | None) -> Subscription:
-        sub = Subscription(str(next(self._ids)), access, tuple(leaves), send, period_s, change)
+    def add(self, access: Access, leaves: list[str], send: Send, filters: Filters) -> Subscription:
+        sub = Subscription(str(next(self._ids)), access, tuple(leaves), send, filters.period_s, filters.trigger,
+                           filters.curvelog)
         self._subscriptions[sub.id] = sub
-        if period_s is None:
+        if sub.period_s is None:
             for leaf in leaves:
                 self._by_leaf.setdefault(leaf, set()).add(sub)
         else:
@@ -110,7 +143,7 @@ class Fanout:
                 touched.setdefault(sub, []).append((path, value, ts))
         shared: dict = {}
         for sub, points in touched.items():
-            sub.notify(points, now, shared)
+            sub.offer(points, now, shared)
 
     async def _tick(self, sub: Subscription) -> None:
         while True:
@@ -133,7 +166,8 @@ class Fanout:
         now = self.service.clock()
         for grant_id, access in grants.items():
             if now >= access.expires_at:
-                self.end_grant(grant_id, VissError(401, "token_expired", "the access token has expired"))
+                self.end_grant(grant_id, VissError("expired_token", "Access token has expired: ask the owner for a "
+                                                                    "new grant"))
         revoked = await asyncio.to_thread(self.service.store.revoked_among, grants)
         for grant_id in revoked:
-            self.end_grant(grant_id, VissError(401, "token_invalid", f"the owner revoked grant {grant_id}"))
+            self.end_grant(grant_id, revoked_grant(grant_id))

@@ -193,6 +193,15 @@ def normalize_path(path: object) -> str:
     return path.strip("/").replace("/", ".")
 
 
+def request_path(path: object) -> str:
+    """The path of a request: `normalize_path`, refusing wildcards (VISS: they belong in a paths filter)."""
+    normalized = normalize_path(path)
+    if "*" in normalized:
+        raise InvalidValue(f"a request path must not contain wildcards (*), got {path!r}: address the branch and put "
+                           'the pattern in a paths filter, e.g. {"type": "paths", "parameter": "*.Min"}')
+    return normalized
+
+
 def node(path: str) -> Node:
     try:
         return CATALOGUE[path]
@@ -290,11 +299,12 @@ def to_wire(value: object) -> object:
     return str(value)
 
 
-def metadata(path: str) -> dict:
-    """Static metadata of a node and, for a branch, of its whole subtree, keyed by name as in VSS JSON."""
+def metadata(path: str, keys: tuple[str, ...] | None = None, only: list[str] | None = None) -> dict:
+    """Static metadata of a node and, for a branch, of its subtree, keyed by name as in VSS JSON: every key, or
+    the `keys` asked for; every node, or those on the way to the leaves `only` (a paths filter selects)."""
     n = node(path)
-    meta = n.metadata()
+    meta = {key: value for key, value in n.metadata().items() if keys is None or key in keys}
     if not n.is_leaf:
-        meta["children"] = {child.rpartition(".")[2]: metadata(child)[child.rpartition(".")[2]]
-                            for child in n.children}
+        meta["children"] = {child.rpartition(".")[2]: metadata(child, keys, only)[child.rpartition(".")[2]]
+                            for child in n.children if only is None or any(covers(child, leaf) for leaf in only)}
     return {path.rpartition(".")[2]: meta}

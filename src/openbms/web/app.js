@@ -24,7 +24,7 @@ function showProblem(message) {
 }
 
 function authMessage(error) {
-  if (error.reason === "token_expired") return `Your access has expired. ${HOW_TO_GET_IN}`;
+  if (error.reason === "expired_token") return `Your access has expired. ${HOW_TO_GET_IN}`;
   return `This page's access token is not accepted (${error.message}). ${HOW_TO_GET_IN}`;
 }
 
