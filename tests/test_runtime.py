@@ -76,6 +76,10 @@ def test_kuksa_client_reads_the_bms_and_the_bms_obeys_its_charge_limit(live):
             time.sleep(0.1)
         assert bms.last.charge_request_a == 0
         assert max(bms.last_estimate["cell_soc"]) == pytest.approx(0.62, abs=0.02)
+        state = {name: json.loads(client.getValue(f"{ROOT}.OpenBMS.{name}"))["data"]["dp"]["value"]
+                 for name in ("ContactorState", "IsBalancing", "ThermalWarning")}  # the overlay's states, live
+        assert state["ContactorState"] in ("CHARGE", "NORMAL", "STANDBY") and state["ThermalWarning"] == "NONE"
+        assert state["IsBalancing"] in ("true", "false")
     finally:
         client.stop()
         client.join(5)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -31,11 +36,57 @@ def store(tmp_path):
     s.close()
 
 
+VSS_UNITS = ("percent", "A", "Ah", "V", "W", "kW", "kWh", "s", "m", "Ohm", "Celsius")  # names of VSS 6.0 units.yaml
+OFFICIAL_VSS = Path(os.environ.get("OPENBMS_VSS_JSON", Path(__file__).parents[1] / ".." / "shared" / "vss"
+                                   / "vss_release_6.0.json"))
+
+
 def test_catalogue_follows_vss_datatypes_and_units():
     assert vss.node(SOC).unit == "percent" and vss.node(SOC).datatype == "float"
     assert vss.node(LIMIT).type == "actuator" and vss.node(LIMIT).datatype == "uint8"
     assert vss.node("Vehicle.Powertrain.TractionBattery.Range").unit == "m"
+    assert vss.node("Vehicle.Powertrain.TractionBattery.Temperature.Average").unit == "Celsius"
     assert not vss.node("Vehicle.Powertrain.TractionBattery.Charging").is_leaf
+
+
+@pytest.mark.skipif(not OFFICIAL_VSS.is_file(), reason=f"the official VSS 6.0 export is not at {OFFICIAL_VSS}")
+def test_the_shipped_branch_is_the_official_vss_6_0_export_s():
+    official = json.loads(OFFICIAL_VSS.read_text(encoding="utf-8"))
+    shipped = json.loads(resources.files("openbms.vehicle").joinpath("data", vss.VSS_FILE).read_text(encoding="utf-8"))
+    assert shipped == vss.branch_of(official, vss.ROOT)
+    official_nodes = vss.load(official, {})
+    branch = [path for path in official_nodes if vss.covers(vss.ROOT, path)]
+    assert len(branch) > 100  # every node of the branch is served, with VSS's own metadata
+    for path in branch:
+        assert vss.node(path).metadata() == official_nodes[path].metadata(), path
+
+
+def test_the_overlay_only_adds_below_its_own_branch():
+    def data(name: str) -> dict:
+        return json.loads(resources.files("openbms.vehicle").joinpath("data", name).read_text(encoding="utf-8"))
+
+    overlaid, standard = vss.load(data(vss.OVERLAY_FILE), {}), vss.load(data(vss.VSS_FILE), {})
+    assert [p for p in overlaid if p in standard] == ["Vehicle", "Vehicle.Powertrain", vss.ROOT]  # the way down
+    added = [p for p in overlaid if p not in standard]
+    assert all(vss.covers(f"{vss.ROOT}.OpenBMS", p) for p in added)
+    assert {f"{vss.ROOT}.OpenBMS.{name}" for name in (
+        "StateOfChargeBound", "Health.StateOfCertifiedEnergy", "Health.StateOfCertifiedRange", "MaxChargePower",
+        "MaxDischargePower",
+        "ContactorState", "IsBalancing", "BalancingCells", "ThermalWarning", "InsulationResistance")} <= set(added)
+    for path in added:  # in VSS's own terms
+        n = vss.node(path)
+        assert n.type in ("branch", "sensor") and n.metadata()["description"], path
+        assert n.unit in (None, *VSS_UNITS), path
+
+
+def test_an_overlay_replaces_keys_and_adds_nodes():
+    base = {"A": {"type": "branch", "description": "a", "children": {"B": {"type": "sensor", "datatype": "float",
+                                                                         "description": "b", "unit": "V"}}}}
+    layer = {"A": {"children": {"B": {"unit": "mV"}, "C": {"type": "sensor", "datatype": "boolean",
+                                                            "description": "c"}}}}
+    nodes = vss.load(base, layer)
+    assert list(nodes) == ["A", "A.B", "A.C"] and nodes["A.B"].unit == "mV" and nodes["A.B"].datatype == "float"
+    assert nodes["A"].children == ("A.B", "A.C") and nodes["A"].metadata() == {"type": "branch", "description": "a"}
 
 
 def test_coerce_accepts_wire_strings_and_names_the_broken_rule():
@@ -56,10 +107,10 @@ def test_coerce_accepts_wire_strings_and_names_the_broken_rule():
 
 def test_branches_and_paths_filter_select_leaves():
     soc_leaves = vss.select("Vehicle.Powertrain.TractionBattery.StateOfCharge")
-    assert soc_leaves == [SOC, "Vehicle.Powertrain.TractionBattery.StateOfCharge.Displayed",
-                          "Vehicle.Powertrain.TractionBattery.StateOfCharge.CurrentEnergy"]
+    assert soc_leaves == [SOC, "Vehicle.Powertrain.TractionBattery.StateOfCharge.CurrentEnergy",
+                          "Vehicle.Powertrain.TractionBattery.StateOfCharge.Displayed"]
     picked = vss.select("Vehicle.Powertrain.TractionBattery", ["StateOfCharge.Current", "Temperature/*"])
-    assert picked[0] == SOC and len(picked) == 4
+    assert picked[0] == SOC and len(picked) == 5  # Average, CellTemperature, Max, Min
     with pytest.raises(vss.InvalidValue, match="characters long"):
         vss.normalize_path("Vehicle." + "x" * 300)
     assert vss.normalize_path("Vehicle/Powertrain/TractionBattery") == "Vehicle.Powertrain.TractionBattery"

@@ -89,7 +89,7 @@ def test_kuksa_client_discovers_the_catalogue_and_is_refused_wildcards(vehicle, 
     """What kuksa-client can send of the filters: static metadata (it has no history, range, change or
     curvelog call); and a wildcard path, refused as VISS requires."""
     tree = json.loads(kuksa.getMetaData(f"{ROOT}.Temperature"))["metadata"]["Temperature"]
-    assert tree["type"] == "branch" and tree["children"]["Average"]["unit"] == "celsius"
+    assert tree["type"] == "branch" and tree["children"]["Average"]["unit"] == "Celsius"
     kuksa.authorize(grant_token(vehicle, f"read:{ROOT}"))
     refused = json.loads(kuksa.getValue("Vehicle.*"))
     assert refused["error"]["number"] == 400 and "paths filter" in refused["error"]["message"]

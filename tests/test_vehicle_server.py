@@ -144,8 +144,8 @@ def test_get_static_metadata(client, vehicle):
     reply = client.send(action="get", path=f"{ROOT}.Charging", authorization=token(vehicle),
                         filter={"type": "static-metadata", "parameter": ""})
     limit = reply["metadata"]["Charging"]["children"]["ChargeLimit"]
-    assert limit == {"type": "actuator", "description": limit["description"], "datatype": "uint8",
-                     "unit": "percent", "min": 0, "max": 100}
+    assert limit == {"type": "actuator", "description": "Target charge limit (state of charge) for battery.",
+                     "datatype": "uint8", "unit": "percent", "min": 0, "max": 100, "default": 100}  # VSS 6.0's
 
 
 def test_set_returns_what_the_bms_applied_and_audits_it_first(client, vehicle):

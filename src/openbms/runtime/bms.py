@@ -195,6 +195,9 @@ class Bms:
             f"{ROOT}.Charging.MaximumChargingCurrent.DC": float(row["max_charge_current_a"]),
             f"{ROOT}.BatteryConditioning.RequestedMode": self.conditioning,
             f"{OVERLAY}.StateOfChargeBound": _pct(float(np.mean(row["cell_soc_bound"]))),
+            f"{OVERLAY}.ContactorState": self.contactors.state.upper(),
+            f"{OVERLAY}.IsBalancing": bool(np.any(self.bleed_a > 0)),
+            f"{OVERLAY}.ThermalWarning": self._thermal_warning(),
             f"{OVERLAY}.MaxChargePower": max(0.0, row["max_charge_power_w"]),
             f"{OVERLAY}.MaxDischargePower": max(0.0, row["max_discharge_power_w"]),
             f"{OVERLAY}.CellStateOfCharge": [round(_pct(z), 2) for z in cell_soc],
@@ -233,6 +236,10 @@ class Bms:
             f"{health}.DeepDischargeEvents": u.deep_discharge_events,
             f"{health}.OverTemperatureEvents": u.over_temperature_events,
         }
+
+    def _thermal_warning(self) -> str:
+        kinds = {e.kind for e in self.active.values()}
+        return next((name.upper() for name in ("thermal_runaway", "abnormal_heating") if name in kinds), "NONE")
 
     # -- what apps may ask ---------------------------------------------------------------------
     def actuate(self, path: str, value, requester: Requester) -> SetResult:

@@ -21,6 +21,7 @@ import asyncio
 import json
 import socket
 import threading
+import time
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -101,7 +102,7 @@ class VehicleInterface:
         else:
             error = bad_request(f"{where} is not served here (HTTP {status}): read with GET and set with POST "
                                 "under /Vehicle/...")
-        return _http_error(error, self.service.clock())
+        return _http_error(error)
 
     # WebSocket
     async def _websocket(self, ws: WebSocket) -> None:
@@ -132,7 +133,7 @@ class VehicleInterface:
             outcome = await asyncio.to_thread(self.service.request_set, access, path, body["value"], request_id)
             return JSONResponse(_set_members(outcome, request_id))
         except VissError as exc:
-            return _http_error(exc, now)
+            return _http_error(exc)
 
     async def get(self, token: object, path: str, filters: viss.Filters) -> dict:
         """A get on either transport; a history is a database query, so it runs off the event loop."""
@@ -161,7 +162,7 @@ class VehicleInterface:
                 raise bad_request(f'POST {{"app", "scopes": [...], "ttl_s"}}: {exc}') from None
             return JSONResponse({"grant": grant.as_dict(), "token": self.authority.token(grant)}, status_code=201)
         except VissError as exc:
-            return _http_error(exc, self.service.clock())
+            return _http_error(exc)
 
     async def _owner_revoke(self, request: HttpRequest) -> JSONResponse:
         grant_id = request.path_params["grant_id"]
@@ -174,7 +175,7 @@ class VehicleInterface:
             self.fanout.end_grant(grant_id, revoked_grant(grant_id))
             return JSONResponse({"revoked": grant_id})
         except VissError as exc:
-            return _http_error(exc, self.service.clock())
+            return _http_error(exc)
 
     async def _owner_audit(self, request: HttpRequest) -> JSONResponse:
         try:
@@ -183,7 +184,7 @@ class VehicleInterface:
             records = self.service.store.audit(limit, request.query_params.get("grant"))
             return JSONResponse([r.as_dict() for r in records])
         except VissError as exc:
-            return _http_error(exc, self.service.clock())
+            return _http_error(exc)
 
     async def _owner_history(self, request: HttpRequest) -> JSONResponse:
         try:
@@ -197,7 +198,7 @@ class VehicleInterface:
                                              _int_query(request, "points", 500))
             return JSONResponse({"path": path, "points": [[t, v] for t, v in points]})
         except VissError as exc:
-            return _http_error(exc, self.service.clock())
+            return _http_error(exc)
 
     def check_rate(self, key: str) -> None:
         if not self.rate.allow(key):
@@ -310,10 +311,12 @@ def _bearer(request: HttpRequest) -> str | None:
     return header[7:].strip() if header[:7].lower() == "bearer " else None
 
 
-def _http_error(exc: VissError, now: float) -> JSONResponse:
+def _http_error(exc: VissError) -> JSONResponse:
+    """A VISS error object with the server's time, the HTTP status being its number."""
     headers = {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc.reason}"'} \
         if exc.number == 401 else None
-    return JSONResponse({"error": exc.as_dict(), "ts": viss.timestamp(now)}, status_code=exc.number, headers=headers)
+    return JSONResponse({"error": exc.as_dict(), "ts": viss.timestamp(time.time())}, status_code=exc.number,
+                        headers=headers)
 
 
 async def _json_body(request: HttpRequest, max_bytes: int) -> dict:

@@ -232,10 +232,11 @@ class Store:
     def samples(self, paths: list[str], start: float, end: float, limit: int) -> dict[str, list[tuple[float, object]]]:
         """The values of these signals recorded in [start, end], as written (no averaging), oldest first;
         at most `limit` rows over all of them (the oldest), so a caller can tell when a period holds more."""
-        with self._session() as s:
-            rows = s.execute(select(_SampleRow.path, _SampleRow.time, _SampleRow.value)
-                             .where(_SampleRow.path.in_(paths), _SampleRow.time >= start, _SampleRow.time <= end)
-                             .order_by(_SampleRow.time).limit(limit)).all()
+        table = _SampleRow.__table__.c  # Core rows: a long history is thousands of them
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(table.path, table.time, table.value)
+                                      .where(table.path.in_(paths), table.time >= start, table.time <= end)
+                                      .order_by(table.time).limit(limit)).all()
         found: dict[str, list[tuple[float, object]]] = {}
         for path, t, value in rows:
             found.setdefault(path, []).append((t, json.loads(value)))

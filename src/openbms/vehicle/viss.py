@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 
 from . import vss
 from .errors import VissError, bad_request
@@ -21,6 +22,7 @@ from .filters import Filters, parse_filters
 ACTIONS = ("get", "set", "subscribe", "unsubscribe", "authorize")
 
 
+@lru_cache(maxsize=4096)  # one publish stamps every signal alike: a history of many signals repeats each stamp
 def timestamp(time_s: float) -> str:
     """VISS timestamps: RFC 3339 in UTC with milliseconds, e.g. 2026-04-15T13:37:00.123Z."""
     return datetime.fromtimestamp(time_s, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,29 +1,33 @@
-"""The VSS 6.0 signal catalogue this BMS serves, and the rules every value must meet.
+"""The VSS 6.0 signal catalogue this BMS serves, read from VSS itself, and the rules every value must meet.
 
-Paths, datatypes and units follow COVESA VSS (`spec/Powertrain/TractionBattery.vspec`).
-Where the first sketch of this list differed from VSS, VSS wins:
-`NetCapacity` is a uint16 sensor in kWh, `Range` a uint32 in metres, `ChargeLimit` a
-uint8 percent, `TimeToComplete` a uint32 in seconds, `CellVoltage.IdMin/IdMax` uint16
-(0-based cell index), `ErrorCodes` a string array.
+The tree is COVESA VSS 6.0's own `Vehicle.Powertrain.TractionBattery` branch, extracted from the
+official JSON export (`data/vss-6.0-traction-battery.json`; `data/README.md` says how), so names,
+types, datatypes, units, ranges and allowed values are exactly VSS's; `data/openbms-overlay.json`
+adds, in the same JSON shape, what VSS 6.0 lacks and this BMS publishes, under
+`…TractionBattery.OpenBMS`. Every node of the branch is served: static metadata describes the
+whole branch; the signals the BMS never publishes read as unavailable.
 
-Wire values follow VISS v2: every value travels as a string (arrays as lists of
-strings); `coerce` turns a wire or Python value into the catalogue's Python type and
-refuses anything that does not fit, with a message that names the path and the rule.
+Wire values follow VISS v2: every value travels as a string (arrays as lists of strings);
+`coerce` turns a wire or Python value into the catalogue's Python type and refuses anything
+that does not fit, with a message that names the path and the rule.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import json
 import math
 from dataclasses import dataclass, field
+from importlib import resources
 
 ROOT = "Vehicle.Powertrain.TractionBattery"
 MAX_PATH_LENGTH = 256
+VSS_FILE = "vss-6.0-traction-battery.json"
+OVERLAY_FILE = "openbms-overlay.json"
 
 _INT_RANGES = {"uint8": (0, 2**8 - 1), "uint16": (0, 2**16 - 1), "uint32": (0, 2**32 - 1),
                "uint64": (0, 2**64 - 1), "int8": (-2**7, 2**7 - 1), "int16": (-2**15, 2**15 - 1),
                "int32": (-2**31, 2**31 - 1), "int64": (-2**63, 2**63 - 1)}
-_FLOATS = ("float", "double")
 
 
 class UnknownPath(LookupError):
@@ -40,145 +44,95 @@ class InvalidValue(ValueError):
 @dataclass(frozen=True)
 class Node:
     path: str
-    type: str  # branch | sensor | actuator | attribute
-    description: str
-    datatype: str | None = None
-    unit: str | None = None
-    min: float | None = None
-    max: float | None = None
-    allowed: tuple[str, ...] | None = None
+    meta: dict = field(compare=False, repr=False)  # the node's VSS JSON entry, without its children
     children: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def type(self) -> str:  # branch | sensor | actuator | attribute
+        return self.meta["type"]
+
+    @property
+    def datatype(self) -> str | None:
+        return self.meta.get("datatype")
+
+    @property
+    def unit(self) -> str | None:
+        return self.meta.get("unit")
+
+    @property
+    def min(self) -> float | None:
+        return self.meta.get("min")
+
+    @property
+    def max(self) -> float | None:
+        return self.meta.get("max")
+
+    @property
+    def allowed(self) -> tuple[str, ...] | None:
+        return tuple(self.meta["allowed"]) if "allowed" in self.meta else None
 
     @property
     def is_leaf(self) -> bool:
         return self.type != "branch"
 
     def metadata(self) -> dict:
-        """VSS-style static metadata (as in the VSS JSON export)."""
-        meta: dict = {"type": self.type, "description": self.description}
-        for key in ("datatype", "unit", "min", "max", "allowed"):
-            value = getattr(self, key)
-            if value is not None:
-                meta[key] = list(value) if key == "allowed" else value
-        return meta
+        """VSS static metadata, as in the VSS JSON export."""
+        return dict(self.meta)
 
 
-def _leaf(rel, type_, datatype, description, unit=None, min=None, max=None, allowed=None):
-    return Node(f"{ROOT}.{rel}", type_, description, datatype, unit, min, max,
-                tuple(allowed) if allowed else None)
+def branch_of(tree: dict, path: str) -> dict:
+    """The subtree at `path` of a VSS JSON tree, under the branches above it (their own entries, without
+    their other children): how `data/vss-6.0-traction-battery.json` is cut from the official export."""
+    names = path.split(".")
+    cut: dict = {}
+    source, target = tree, cut
+    for depth, name in enumerate(names):
+        entry = source[name]
+        if depth == len(names) - 1:
+            target[name] = entry
+        else:
+            target[name] = {**{k: v for k, v in entry.items() if k != "children"}, "children": {}}
+            source, target = entry["children"], target[name]["children"]
+    return cut
 
 
-_BRANCHES = {
-    "Vehicle": "High-level vehicle data.",
-    "Vehicle.Powertrain": "Powertrain data for battery management, etc.",
-    ROOT: "Battery management data.",
-    f"{ROOT}.StateOfCharge": "Information on the state of charge of the vehicle's high voltage battery.",
-    f"{ROOT}.CellVoltage": "Voltage information for cells in the battery pack.",
-    f"{ROOT}.Temperature": "Temperature information for the battery pack.",
-    f"{ROOT}.Charging": "Properties related to battery charging.",
-    f"{ROOT}.Charging.MaximumChargingCurrent": "Maximum charging current that can be accepted by the system, "
-                                               "as measured at the charging inlet.",
-    f"{ROOT}.BatteryConditioning": "Properties related to battery conditioning (heating or cooling).",
-    f"{ROOT}.OpenBMS": "Overlay: what this BMS knows beyond VSS 6.0 (estimate bounds, power limits, cells).",
-    f"{ROOT}.OpenBMS.Health": "The battery's health and usage record (EU 2023/1542 Art. 14 and Annex XIII).",
-}
-
-_LEAVES = [
-    _leaf("StateOfCharge.Current", "sensor", "float", "Physical state of charge of the high voltage battery, "
-          "relative to net capacity.", "percent", 0, 100),
-    _leaf("StateOfCharge.Displayed", "sensor", "float", "State of charge displayed to the customer.",
-          "percent", 0, 100),
-    _leaf("StateOfCharge.CurrentEnergy", "sensor", "float", "Physical state of charge of high voltage battery "
-          "expressed in kWh.", "kWh"),
-    _leaf("StateOfHealth", "sensor", "float", "Calculated battery state of health at standard conditions.",
-          "percent", 0, 100),
-    _leaf("CellVoltage.Min", "sensor", "float", "Current voltage of the battery cell with lowest voltage.", "V"),
-    _leaf("CellVoltage.Max", "sensor", "float", "Current voltage of the battery cell with highest voltage.", "V"),
-    _leaf("CellVoltage.IdMin", "sensor", "uint16", "Identifier (0-based index) of the battery cell with lowest "
-          "voltage."),
-    _leaf("CellVoltage.IdMax", "sensor", "uint16", "Identifier (0-based index) of the battery cell with highest "
-          "voltage."),
-    _leaf("CellVoltage.CellVoltages", "sensor", "float[]", "Array of cell voltages, by relative position."),
-    _leaf("Temperature.Average", "sensor", "float", "Current average temperature of the battery cells.", "celsius"),
-    _leaf("Temperature.Min", "sensor", "float", "Current minimum temperature of the battery cells.", "celsius"),
-    _leaf("Temperature.Max", "sensor", "float", "Current maximum temperature of the battery cells.", "celsius"),
-    _leaf("CurrentVoltage", "sensor", "float", "Current voltage of the battery.", "V"),
-    _leaf("CurrentCurrent", "sensor", "float", "Current flowing in/out of battery. Positive = flowing in to "
-          "battery, e.g. during charging.", "A"),
-    _leaf("CurrentPower", "sensor", "float", "Electrical power flowing in/out of battery. Positive = flowing in "
-          "to battery, e.g. during charging.", "W"),
-    _leaf("NetCapacity", "sensor", "uint16", "Total net capacity of the battery considering aging.", "kWh"),
-    _leaf("Range", "sensor", "uint32", "Remaining range in meters using only battery.", "m"),
-    _leaf("ErrorCodes", "sensor", "string[]", "Current error codes related to the battery, if any."),
-    _leaf("Charging.IsCharging", "sensor", "boolean", "True if charging is ongoing."),
-    _leaf("Charging.ChargeLimit", "actuator", "uint8", "Target charge limit (state of charge) for battery.",
-          "percent", 0, 100),
-    _leaf("Charging.StartStopCharging", "actuator", "string", "Start or stop the charging process.",
-          allowed=("START", "STOP")),
-    _leaf("Charging.TimeToComplete", "sensor", "uint32", "The time needed for the current charging process to "
-          "reach Charging.ChargeLimit; 0 if charging is complete or no charging process is active.", "s"),
-    _leaf("Charging.MaximumChargingCurrent.DC", "sensor", "float", "Maximum DC charging current at inlet that can "
-          "be accepted by the system.", "A"),
-    _leaf("BatteryConditioning.RequestedMode", "actuator", "string", "Defines requested mode for battery "
-          "conditioning.", allowed=("INACTIVE", "FAST_CHARGING_PREPARATION", "DRIVING_PREPARATION")),
-    # The overlay (VSS allows vendor branches): an app may ignore it and still see the standard signals.
-    _leaf("OpenBMS.StateOfChargeBound", "sensor", "float", "Three-sigma bound of StateOfCharge.Current: the true "
-          "state of charge lies within plus or minus this.", "percent", 0, 100),
-    _leaf("OpenBMS.ResistanceHealth", "sensor", "float", "Internal resistance relative to the fresh cell's "
-          "(100 = as new; higher is worse).", "percent", 0),
-    _leaf("OpenBMS.MaxChargePower", "sensor", "float", "Charge power the pack accepts for the next 10 s.", "W", 0),
-    _leaf("OpenBMS.MaxDischargePower", "sensor", "float", "Discharge power the pack delivers for the next 10 s.",
-          "W", 0),
-    _leaf("OpenBMS.CellStateOfCharge", "sensor", "float[]", "Estimated state of charge of each cell, in percent, "
-          "by relative position."),
-    _leaf("OpenBMS.CellTemperatures", "sensor", "float[]", "Temperature sensors along the string, in celsius (-273.15: no reading)."),
-    _leaf("OpenBMS.BalancingCells", "sensor", "uint16[]", "0-based indexes of the cells being balanced now."),
-    _leaf("OpenBMS.WeakestCell", "sensor", "uint16", "0-based index of the cell that empties first."),
-    _leaf("OpenBMS.Events", "sensor", "string[]", "Recent safety events, newest last, each a JSON object with "
-          "time_s, kind, severity, cell (1-based), explanation."),
-    _leaf("OpenBMS.ChargingState", "sensor", "string", "What the charge controller does and why.",
-          ),
-    # The battery's health and usage record (EU 2023/1542 Art. 14, Annex XIII): what the `health` purpose reads.
-    _leaf("OpenBMS.Health.Capacity", "sensor", "float", "Learned capacity of the cells (rated capacity times the state of health).", "Ah", 0),
-    _leaf("OpenBMS.Health.StateOfCertifiedEnergy", "sensor", "float", "Usable energy now (a full pack at a C/3 "
-          "discharge) relative to the certified usable energy of the new battery.", "percent", 0),
-    _leaf("OpenBMS.Health.CertifiedEnergy", "sensor", "float", "Certified usable energy of the new battery.", "kWh",
-          0),
-    _leaf("OpenBMS.Health.ChargedEnergy", "sensor", "float", "Energy charged into the battery over its life.",
-          "kWh", 0),
-    _leaf("OpenBMS.Health.DischargedEnergy", "sensor", "float", "Energy discharged from the battery over its life.",
-          "kWh", 0),
-    _leaf("OpenBMS.Health.ChargedCharge", "sensor", "float", "Charge throughput into the battery over its life.",
-          "Ah", 0),
-    _leaf("OpenBMS.Health.DischargedCharge", "sensor", "float", "Charge throughput out of the battery over its "
-          "life.", "Ah", 0),
-    _leaf("OpenBMS.Health.EquivalentFullCycles", "sensor", "float", "Discharged charge over the rated capacity: "
-          "the number of full cycles the battery's use amounts to.", min=0),
-    _leaf("OpenBMS.Health.OperatingTime", "sensor", "float", "Time the BMS has seen the battery in use.", "s", 0),
-    _leaf("OpenBMS.Health.TimeAtTemperature", "sensor", "float[]", "Time with the hottest sensor in each band, in "
-          "seconds: below 0, 0-10, 10-25, 25-35, 35-45, above 45 celsius."),
-    _leaf("OpenBMS.Health.TimeAtStateOfCharge", "sensor", "float[]", "Time in each state of charge band, in "
-          "seconds: 0-10, 10-20, ..., 90-100 percent."),
-    _leaf("OpenBMS.Health.DeepDischargeEvents", "sensor", "uint32", "Times the battery went below 5 percent state "
-          "of charge."),
-    _leaf("OpenBMS.Health.OverTemperatureEvents", "sensor", "uint32", "Times the hottest sensor went above 45 "
-          "celsius."),
-]
+def overlay(tree: dict, layer: dict) -> dict:
+    """A VSS JSON tree with an overlay in the same shape laid over it (VSS layering): the overlay's keys
+    replace the tree's, its children are laid over the tree's children, new nodes are added."""
+    merged = dict(tree)
+    for name, entry in layer.items():
+        base = dict(merged.get(name, {}))
+        children = overlay(base.get("children", {}), entry.get("children", {}))
+        base.update({k: v for k, v in entry.items() if k != "children"})
+        if children:
+            base["children"] = children
+        merged[name] = base
+    return merged
 
 
-def _build() -> dict[str, Node]:
-    children: dict[str, list[str]] = {path: [] for path in _BRANCHES}
-    for path in [*_BRANCHES, *(leaf.path for leaf in _LEAVES)]:
-        parent = path.rpartition(".")[0]
-        if parent:
-            children[parent].append(path)
-    nodes = {path: Node(path, "branch", text, children=tuple(children[path])) for path, text in _BRANCHES.items()}
-    nodes.update((leaf.path, leaf) for leaf in _LEAVES)
+def load(vss_tree: dict, layer: dict) -> dict[str, Node]:
+    """Every node of the overlaid tree by path, parents before children, siblings in file order."""
+    nodes: dict[str, Node] = {}
+
+    def walk(entries: dict, prefix: str) -> None:
+        for name, entry in entries.items():
+            path = f"{prefix}.{name}" if prefix else name
+            children = entry.get("children", {})
+            nodes[path] = Node(path, {k: v for k, v in entry.items() if k != "children"},
+                               tuple(f"{path}.{child}" for child in children))
+            walk(children, path)
+
+    walk(overlay(vss_tree, layer), "")
     return nodes
 
 
-CATALOGUE: dict[str, Node] = _build()
-LEAVES: tuple[str, ...] = tuple(leaf.path for leaf in _LEAVES)
+def _data(name: str) -> dict:
+    return json.loads(resources.files(__package__).joinpath("data", name).read_text(encoding="utf-8"))
+
+
+CATALOGUE: dict[str, Node] = load(_data(VSS_FILE), _data(OVERLAY_FILE))
+LEAVES: tuple[str, ...] = tuple(path for path, n in CATALOGUE.items() if n.is_leaf)
+_ORDER = {leaf: k for k, leaf in enumerate(LEAVES)}
 # What the read-only `health` purpose covers: state of health by capacity and resistance, and the record.
 HEALTH_LEAVES: tuple[str, ...] = (f"{ROOT}.StateOfHealth", f"{ROOT}.OpenBMS.ResistanceHealth",
                                   *(p for p in LEAVES if p.startswith(f"{ROOT}.OpenBMS.Health.")))
@@ -222,7 +176,7 @@ def leaves_under(path: str) -> list[str]:
                  and all(fnmatch.fnmatchcase(s, q) for s, q in zip(p.split("."), pattern))]
         if not found:
             raise UnknownPath(f"no signal matches {path!r}")
-        return sorted({leaf for p in found for leaf in leaves_under(p)}, key=LEAVES.index)
+        return sorted({leaf for p in found for leaf in leaves_under(p)}, key=_ORDER.__getitem__)
     node(path)
     return [leaf for leaf in LEAVES if covers(path, leaf)]
 
@@ -286,7 +240,8 @@ def _scalar(n: Node, datatype: str, value: object) -> object:
         number = float(number)
     if (n.min is not None and number < n.min) or (n.max is not None and number > n.max):
         unit = f" {n.unit}" if n.unit else ""
-        raise InvalidValue(f"{n.path} must be within [{n.min:g}, {n.max:g}]{unit}; got {value!r}")
+        low, high = ("-inf" if n.min is None else f"{n.min:g}"), ("inf" if n.max is None else f"{n.max:g}")
+        raise InvalidValue(f"{n.path} must be within [{low}, {high}]{unit}; got {value!r}")
     return number
 
 
