@@ -40,7 +40,8 @@ _UNITS = {"percent": ("ratio", 1.0), "%": ("ratio", 1.0), "1": ("ratio", 100.0),
           "V": ("voltage", 1.0), "A": ("current", 1.0), "W": ("power", 1.0), "kW": ("power", 1000.0),
           "m": ("length", 1.0), "km": ("length", 1000.0), "Wh": ("energy", 1.0), "kWh": ("energy", 1000.0),
           "s": ("time", 1.0), "min": ("time", 60.0), "h": ("time", 3600.0),
-          "celsius": ("temperature", 1.0), "degC": ("temperature", 1.0), "°C": ("temperature", 1.0)}
+          "Celsius": ("temperature", 1.0), "celsius": ("temperature", 1.0), "degC": ("temperature", 1.0),
+          "°C": ("temperature", 1.0)}
 
 
 class MappingError(ValueError):

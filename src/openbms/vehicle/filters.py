@@ -49,7 +49,7 @@ class Change:
     def fires(self, last: object, new: object) -> bool:
         if last is None:
             return True  # the first value starts the subscription
-        if _numeric(new) and _numeric(last):
+        if isinstance(new, (int, float)) and isinstance(last, (int, float)):  # booleans too, as 0 and 1
             return LOGIC_OPS[self.logic_op](float(new) - float(last), self.diff)
         changed = new != last  # strings and arrays: only eq and ne have a meaning
         return not changed if self.logic_op == "eq" else changed
@@ -68,7 +68,7 @@ class Range:
     combination: str = "AND"
 
     def fires(self, last: object, new: object) -> bool:
-        if not _numeric(new):
+        if not isinstance(new, (int, float)):
             return False
         results = [LOGIC_OPS[op](float(new), boundary) for op, boundary in self.boundaries]
         return all(results) if self.combination == "AND" else any(results)
@@ -103,10 +103,6 @@ class Filters:
     history_s: float | None = None
     static_metadata: tuple[str, ...] | None = None  # () selects every key
     dynamic_metadata: str | None = None
-
-    @property
-    def metadata(self) -> bool:
-        return self.static_metadata is not None or self.dynamic_metadata is not None
 
 
 def parse_filters(raw: object, action: str) -> Filters:
@@ -174,8 +170,8 @@ def _change(parameter: object) -> Change:
 def _range(parameter: object) -> Range:
     usage = (f'a range filter takes {{"boundary-op": one of {", ".join(LOGIC_OPS)}, "boundary": "<number>"}}, '
              'or a list of two such objects, the first with "combination-op": "AND" or "OR"')
-    objects = parameter if isinstance(parameter, list) else [parameter]
-    if len(objects) not in (1, 2) or not all(isinstance(o, dict) for o in objects):
+    objects = [o for o in (parameter if isinstance(parameter, list) else [parameter]) if isinstance(o, dict)]
+    if len(objects) not in (1, 2) or len(objects) != (len(parameter) if isinstance(parameter, list) else 1):
         raise _invalid(f"{usage}; got {parameter!r}")
     boundaries = []
     for o in objects:
@@ -203,7 +199,7 @@ def _curvelog(parameter: object) -> CurveLog:
 def history_seconds(period: object) -> float:
     """An ISO 8601 duration of days, hours, minutes and seconds (`PdddDThhHmmMssS`, e.g. P2DT12H) in seconds."""
     match = _PERIOD.fullmatch(period) if isinstance(period, str) else None
-    if match is None or not any(match.groups()) or period.endswith("T"):
+    if match is None or not any(match.groups()) or str(period).endswith("T"):
         raise _invalid(f"a history filter takes an ISO 8601 period of days, hours, minutes and seconds "
                        f"(PdddDThhHmmMssS, e.g. P2DT12H or PT10M; years, months and weeks are not exact), "
                        f"got {period!r}")
@@ -241,10 +237,6 @@ def _number(raw: object, usage: str) -> float:
     if not math.isfinite(value):
         raise _invalid(usage)
     return value
-
-
-def _numeric(value: object) -> bool:
-    return isinstance(value, (int, float))  # booleans included, as 0 and 1
 
 
 def _numeric_type(datatype: str) -> bool:

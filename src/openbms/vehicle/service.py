@@ -49,18 +49,20 @@ class VehicleService:
     def select(self, access: Access | None, path: str, filters: Filters) -> list[str]:
         """The leaves a request covers, each of which the token (if the request needs one) may read."""
         leaves = _leaves(path, filters)
-        for leaf in leaves if access is not None else ():
-            if not access.can_read(leaf):
-                raise VissError("forbidden_request", f"grant {access.grant_id} ({access.app}) may not read {leaf}")
+        refused = [leaf for leaf in leaves if access is not None and not access.can_read(leaf)]
+        if access is not None and refused:
+            raise VissError("forbidden_request", f"grant {access.grant_id} ({access.app}) may not read {refused[0]}")
         return leaves
 
     def subscription_leaves(self, access: Access, path: str, filters: Filters) -> list[str]:
         """The leaves a subscription covers, checked against its filter: a change or range trigger is
         evaluated on the first leaf (VISS), curve logging on every one."""
         leaves = self.select(access, path, filters)
-        for rule, checked in ((filters.trigger, leaves[:1]), (filters.curvelog, leaves)):
-            for leaf in checked if rule is not None else ():
-                rule.check(leaf, vss.node(leaf).datatype)
+        if filters.trigger is not None:
+            filters.trigger.check(leaves[0], vss.node(leaves[0]).datatype or "")
+        if filters.curvelog is not None:
+            for leaf in leaves:
+                filters.curvelog.check(leaf, vss.node(leaf).datatype or "")
         return leaves
 
     def get(self, token: object, path: str, filters: Filters) -> dict:
@@ -80,7 +82,7 @@ class VehicleService:
         if filters.dynamic_metadata == "availability":
             return {"data": data_points(self.availability(access, path, filters))}
         if filters.history_s is not None:
-            return {"data": series(self.history(access, path, filters))}
+            return {"data": series(self.history(access, path, filters, filters.history_s))}
         return {"data": data_points(self.read(access, path, filters))}
 
     def read(self, access: Access, path: str, filters: Filters) -> list[tuple[str, object, float]]:
@@ -101,12 +103,13 @@ class VehicleService:
         return [(leaf, "available" if ts is not None and now - ts <= STALE_AFTER_S else "unavailable",
                  now if ts is None else ts) for leaf, (_, ts) in values.items()]
 
-    def history(self, access: Access, path: str, filters: Filters) -> list[tuple[str, list[tuple[object, float]]]]:
-        """The recorded values of each covered leaf over the filter's period back from now, oldest first, the
-        current value excluded; unavailable_data when none was recorded."""
+    def history(self, access: Access, path: str, filters: Filters,
+                period_s: float) -> list[tuple[str, list[tuple[object, float]]]]:
+        """The recorded values of each covered leaf over `period_s` back from now, oldest first, the current
+        value excluded; unavailable_data when none was recorded."""
         leaves = self.select(access, path, filters)
         now = self.clock()
-        recorded = self.store.samples(leaves, now - filters.history_s, now, MAX_HISTORY_POINTS + 1)
+        recorded = self.store.samples(leaves, now - period_s, now, MAX_HISTORY_POINTS + 1)
         if sum(len(points) for points in recorded.values()) > MAX_HISTORY_POINTS:
             raise bad_request(f"the period holds more than {MAX_HISTORY_POINTS} recorded values of {path}: ask for "
                               "a shorter period or fewer signals (a paths filter)")

@@ -44,8 +44,8 @@ class Subscription:
     def offer(self, values: Values, now: float, shared: dict | None = None) -> None:
         """New values of some of this subscription's signals: notify, wait for the trigger, or buffer them."""
         if self.curvelog is not None:
-            self._log(values, now)
-        elif self.trigger is None or self._fires(values):
+            self._log(values, now, self.curvelog)
+        elif self.trigger is None or self._fires(values, self.trigger):
             self.notify(values, now, shared)
 
     def notify(self, values: Values, now: float, shared: dict | None = None) -> None:
@@ -61,23 +61,23 @@ class Subscription:
         self.send(f'{{"action": "subscription", "subscriptionId": "{self.id}", "data": {shared[key]}, '
                   f'"ts": "{timestamp(now)}"}}')
 
-    def _fires(self, values: Values) -> bool:
+    def _fires(self, values: Values, trigger: Trigger) -> bool:
         first = self.leaves[0]
         new = [value for path, value, _ in values if path == first]
-        return bool(new) and self.trigger.fires(self.last_sent.get(first), new[0])
+        return bool(new) and trigger.fires(self.last_sent.get(first), new[0])
 
-    def _log(self, values: Values, now: float) -> None:
+    def _log(self, values: Values, now: float, curvelog: CurveLog) -> None:
         """Buffer; when the first signal's buffer is full, send each signal's essential points as one series."""
         for path, value, ts in values:
             self.buffers.setdefault(path, []).append((value, ts))
-        if len(self.buffers.get(self.leaves[0], ())) < self.curvelog.buffer_size:
+        if len(self.buffers.get(self.leaves[0], ())) < curvelog.buffer_size:
             return
         curves = []
         for path in self.leaves:
             points = self.buffers.get(path)
-            if points:
-                keep = essential_points([ts for _, ts in points], [float(v) for v, _ in points],
-                                        self.curvelog.max_error)
+            if points:  # numeric signals only (checked at subscribe)
+                keep = essential_points([ts for _, ts in points], [float(v) for v, _ in points],  # type: ignore[arg-type]
+                                        curvelog.max_error)
                 curves.append((path, [points[i] for i in keep]))
         self.buffers.clear()
         self.send({"action": "subscription", "subscriptionId": self.id, "data": series(curves),
@@ -116,7 +116,7 @@ class Fanout:
             for leaf in leaves:
                 self._by_leaf.setdefault(leaf, set()).add(sub)
         else:
-            sub.timer = asyncio.create_task(self._tick(sub))
+            sub.timer = asyncio.create_task(self._tick(sub, sub.period_s))
         return sub
 
     def remove(self, subscription_id: str) -> None:
@@ -145,11 +145,11 @@ class Fanout:
         for sub, points in touched.items():
             sub.offer(points, now, shared)
 
-    async def _tick(self, sub: Subscription) -> None:
+    async def _tick(self, sub: Subscription, period_s: float) -> None:
         while True:
             values = self.hub.read_many(sub.leaves)
             sub.notify([(p, v, ts) for p, (v, ts) in values.items() if ts is not None], self.service.clock())
-            await asyncio.sleep(sub.period_s)
+            await asyncio.sleep(period_s)
 
     async def _watch_grants(self) -> None:
         while True:

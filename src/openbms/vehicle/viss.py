@@ -11,6 +11,7 @@ transport drafts) instead of `parameter` (VISS v2 core). After it, the server se
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -94,12 +95,12 @@ def parse_request(msg: dict) -> Request:
     return Request(action, request_id, path, value, parse_filters(msg.get("filter"), action), token)
 
 
-def data_points(values: list[tuple[str, object, float]]) -> dict | list:
+def data_points(values: Sequence[tuple[str, object, float]]) -> dict | list:
     """VISS `data`: one {path, dp:{value, ts}} object, or a list of them for several signals."""
     return _one_or_list([{"path": path, "dp": _dp(value, ts)} for path, value, ts in values])
 
 
-def series(values: list[tuple[str, list[tuple[object, float]]]]) -> dict | list:
+def series(values: Sequence[tuple[str, Sequence[tuple[object, float]]]]) -> dict | list:
     """VISS `data` with several values per signal (history, curve logging): {path, dp:[{value, ts}, ...]}."""
     return _one_or_list([{"path": path, "dp": [_dp(value, ts) for value, ts in points]} for path, points in values])
 
