@@ -41,8 +41,7 @@ from filterpy.kalman import ExtendedKalmanFilter, MerweScaledSigmaPoints, Unscen
 import openbms
 from openbms.cell.kernels import SIGN_THRESHOLD_A, rc_current
 from openbms.estimate import EstimateOptions, estimate
-from openbms.estimate import kernel as K
-from openbms.estimate.api import options_array, voltage_error_std
+from openbms.estimate.api import voltage_error_std
 
 CELL = openbms.load_cell("a123_lfp")
 T_C = 25.0
@@ -116,13 +115,13 @@ class Esc:
         self.tau = cell.param("rc_tau_s", t)  # (n_rc,)
         self.rc_r = cell.param("rc_r_ohm", t)  # (n_rc, n_knots)
         defaults = EstimateOptions()
-        opt = options_array(cell, defaults)
-        self.sigma_i, self.q_offset = opt[K.O_SIGMA_I], opt[K.O_Q_OFFSET]
+        opt = defaults.to_kernel()
+        self.sigma_i, self.q_offset = opt.sigma_i, opt.q_offset
         # Charge moved is uncertain by the gain error and, with health off, by the capacity prior.
-        self.moved_var = opt[K.O_GAIN_STD] ** 2 + opt[K.O_PRIOR_S_VAR]
+        self.moved_var = opt.gain_std**2 + opt.prior_s_var
         self.var_v = float(voltage_error_std(cell, defaults, t)) ** 2
-        self.inflation = max(1.0, opt[K.O_CORRELATION_S] / DT)  # correlated model error
-        self.ocv_scale = opt[K.O_OCV_SCALE]
+        self.inflation = max(1.0, opt.correlation_s / DT)  # correlated model error
+        self.ocv_scale = opt.ocv_scale
         self.x0 = np.array([SOC0, 0.0, 0.0])
         self.p0 = np.diag([defaults.soc0_std**2, 0.6**2, (defaults.offset_std_c * self.q) ** 2])
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..cell.kernels import ocv_lookup
 from ..cell.model import CellModel
-from ..cell.packing import pack
+from ..cell.packing import PackedModels, pack
 from ..cell.simulate import _broadcast
 from . import kernel as K
 
@@ -81,6 +81,20 @@ class EstimateOptions:
             raise ValueError("estimate option hysteresis0 must be in [-1, 1]")
         return self
 
+    def to_kernel(self) -> K.Options:
+        """The options as the compiled kernel reads them (drifts per second)."""
+        return K.Options(
+            sensor_v=self.sensor_voltage_std_v, sigma_i=self.current_std_c, gain_std=self.current_gain_std,
+            q_offset=self.offset_drift_c**2 / 3600.0, anchor_std=self.anchor_std, min_moved=self.min_soc_moved,
+            fade=self.capacity_memory, step_c=self.resistance_step_c, q_rho=self.resistance_drift,
+            prior_s_var=self.capacity_prior_std**2, soc_min=self.soc_min, soc_max=self.soc_max,
+            max_charge_c=self.max_charge_c, max_discharge_c=self.max_discharge_c, gate=self.innovation_gate,
+            correlation_s=self.error_correlation_s, q_capacity=self.capacity_drift**2 / 3600.0,
+            joint_var=self.joint_capacity_std**2, rho_deadband=self.resistance_deadband,
+            ocv_scale=self.ocv_scale_std, sigma_points=self.sigma_points, health=self.health,
+            adapt=self.health and self.adapt, adapt_resistance=self.health and self.adapt and self.adapt_resistance,
+            limits=self.limits, horizons=np.sort(np.asarray(self.horizons_s, dtype=float)))
+
 
 @dataclass
 class Limits:
@@ -129,7 +143,7 @@ class Estimate:
 
 
 def estimate(
-    model: CellModel,
+    model: CellModel | Sequence[CellModel],
     time_s,
     current_a,
     voltage_v,
@@ -158,20 +172,20 @@ class Estimator:
     makes this exact), so the next update starts from the right SoC.
     """
 
-    def __init__(self, model: CellModel, n_cells: int, soc0=None, options: EstimateOptions | None = None):
+    def __init__(self, model: CellModel | Sequence[CellModel], n_cells: int, soc0=None,
+                 options: EstimateOptions | None = None):
         self.model = model
         self.n_cells = n_cells
         self.soc0 = _checked_soc0(soc0, n_cells)
         self.options = (options or EstimateOptions()).validate()
         self.packed = pack(model, n_cells)
-        self.ocv_quads = K.ocv_quads(self.packed.ocv_tables)
-        self.opt = options_array(model, self.options)
-        self.sigma_v = voltage_error_std(model, self.options, self.packed.axis)
-        self.horizons = np.sort(np.asarray(self.options.horizons_s, dtype=float))
-        models = [model] if isinstance(model, CellModel) else list(model)
+        self.kernel_model = kernel_model(self.packed, self.options)
+        self.kernel_options = self.options.to_kernel()
+        self.horizons = self.kernel_options.horizons
+        models = self.packed.models
         # beyond these a value is in another unit (mA, mV)
         self.max_current_a = MAX_C_RATE * max(float(m.param("capacity_ah", 25.0)) for m in models)
-        self.max_voltage_v = 2.0 * models[0].voltage_max_v
+        self.max_voltage_v = 2.0 * max(m.voltage_max_v for m in models)
         self.state = self.cov = self.i_rc = None
         self.last_time_s = self.last_dt_s = None
 
@@ -187,29 +201,26 @@ class Estimator:
         # Everything an update changes is committed together once its last chunk is done: interrupted
         # before (Ctrl-C, a failing progress callback), it leaves the filter as it was.
         if self.state is None:
-            state, cov, i_rc = initial_state(self.model, self.packed.n_rc, current[0], voltage[0], temperature[0],
-                                             self.soc0, self.options)
+            state, cov, i_rc = initial_state(self.packed, current[0], voltage[0], temperature[0], self.soc0,
+                                             self.options)
         elif n_time <= CHUNK_STEPS:  # one chunk: no copy, the progress callback comes after the commit
             state, cov, i_rc = self.state, self.cov, self.i_rc
         else:
             state, cov, i_rc = self.state.copy(), self.cov.copy(), self.i_rc.copy()
         hold_dt = self._hold_dt(time_s)
         times = np.append(time_s, time_s[-1] + hold_dt)
-        o, p = self.options, self.packed
+        o = self.options
         soc = np.empty((n_time, n_cells))
         bound = np.empty((n_time, n_cells))
         health = np.empty((n_time, n_cells, K.N_HEALTH) if o.health else (1, 1, K.N_HEALTH))
         limits = np.empty((n_time, n_cells, K.N_LIMITS * len(self.horizons)) if o.limits else (1, 1, 1))
         for start in range(0, n_time, CHUNK_STEPS):
             stop = min(start + CHUNK_STEPS, n_time)
-            K.estimate_kernel(times[start : stop + 1], current[start:stop], voltage[start:stop],
-                              temperature if steady else temperature[start:stop],
-                              p.model_index, p.axis, p.tables, p.knots, p.ocv_axis, p.z0,
-                              p.dz, p.ocv_tables, self.ocv_quads, self.opt, self.sigma_v, o.sigma_points, o.health,
-                              o.health and o.adapt, self.horizons,
-                              state, cov, i_rc, soc[start:stop], bound[start:stop],
-                              health[start:stop] if o.health else health,
-                              limits[start:stop] if o.limits else limits)
+            series = K.Series(times[start : stop + 1], current[start:stop], voltage[start:stop],
+                              temperature if steady else temperature[start:stop])
+            outputs = K.Outputs(soc[start:stop], bound[start:stop], health[start:stop] if o.health else health,
+                                limits[start:stop] if o.limits else limits)
+            K.estimate_kernel(series, self.kernel_model, self.kernel_options, K.Filter(state, cov, i_rc), outputs)
             if stop == n_time:
                 self.state, self.cov, self.i_rc = state, cov, i_rc
                 self.last_time_s, self.last_dt_s = time_s[-1], hold_dt
@@ -233,7 +244,7 @@ class Estimator:
         """Everything the filter has learned (SoC, hysteresis, offset, capacity, resistance), JSON-ready."""
         if self.state is None:
             return None
-        return {"model": _model_name(self.model), "state": self.state.tolist(), "cov": self.cov.tolist(),
+        return {"model": self.packed.name, "state": self.state.tolist(), "cov": self.cov.tolist(),
                 "i_rc": self.i_rc.tolist()}
 
     def restore(self, snapshot: dict) -> None:
@@ -245,9 +256,9 @@ class Estimator:
         missing = [k for k in ("state", "cov", "i_rc") if k not in snapshot]
         if missing:
             raise ValueError(f"the saved filter state lacks {missing}")
-        if snapshot.get("model", _model_name(self.model)) != _model_name(self.model):
+        if snapshot.get("model", self.packed.name) != self.packed.name:
             raise ValueError(f"the saved filter state is for cell model {snapshot['model']!r}, "
-                             f"this filter runs {_model_name(self.model)!r}")
+                             f"this filter runs {self.packed.name!r}")
         state, cov, i_rc = (np.array(snapshot[k], dtype=float) for k in ("state", "cov", "i_rc"))
         if state.shape != (self.n_cells, K.N_STATE) or cov.shape != (self.n_cells, K.N_X, K.N_X) \
                 or i_rc.shape != (self.n_cells, self.packed.n_rc):
@@ -290,19 +301,19 @@ class Estimator:
         return time_s, current, voltage
 
     def _result(self, time_s, soc, bound, health, limits, temperature) -> Estimate:
-        o, model = self.options, self.model
+        o, packed = self.options, self.packed
         out = Estimate(time_s, soc, bound)
         if o.health:
-            q_model = _per_cell(model, "capacity_ah", temperature)
+            q_model = packed.per_cell("capacity_ah", temperature)
             out.current_offset_a = health[..., K.OUT_OFFSET]
             out.hysteresis = health[..., K.OUT_HYST]
             out.soh_capacity = health[..., K.OUT_CAPACITY_SCALE]
             out.capacity_ah = out.soh_capacity * q_model
             out.capacity_bound_ah = 3.0 * health[..., K.OUT_CAPACITY_SCALE_STD] * q_model
             out.soh_resistance = health[..., K.OUT_RHO]
-            out.resistance_ohm = out.soh_resistance * _r0(model, soc, temperature)
+            out.resistance_ohm = out.soh_resistance * packed.r0_ohm(soc, temperature)
         if o.energy:
-            out.energy_wh = energy_wh(model, soc, temperature, o.soc_min) * (out.soh_capacity if o.health else 1.0)
+            out.energy_wh = energy_wh(packed, soc, temperature, o.soc_min) * (out.soh_capacity if o.health else 1.0)
         if o.limits:
             for n, horizon in enumerate(self.horizons):
                 block = limits[..., n * K.N_LIMITS : (n + 1) * K.N_LIMITS]
@@ -336,25 +347,22 @@ def _checked_soc0(soc0, n_cells):
     return soc0
 
 
-def _model_name(model):
-    return model.name if isinstance(model, CellModel) else [m.name for m in model]
-
-
-def initial_state(model, n_rc, i0, v0, t0, soc0, options):
+def initial_state(packed: PackedModels, i0, v0, t0, soc0, options: EstimateOptions):
     """Per-cell filter state and covariance at the first sample."""
     n_cells = len(i0)
     state = np.zeros((n_cells, K.N_STATE))
     cov = np.zeros((n_cells, K.N_X, K.N_X))
-    cell = model if isinstance(model, CellModel) else model[0]  # per-cell lists start from the first's OCV
-    m_v = cell.param("m_v", t0)
-    q = _per_cell(model, "capacity_ah", np.asarray(t0, dtype=float)[None, :])[0]
+    t0 = np.asarray(t0, dtype=float)
+    q = packed.per_cell("capacity_ah", t0[None, :])[0]
     if soc0 is None:
         # Rested-ish voltage less the resistive drop; hysteresis unknown, so OCV lies within ±M of it.
-        ocv_guess = v0 - cell.resistance_ohm(0.5, t0) * i0
-        z_hi = cell.soc_from_ocv(ocv_guess + m_v, t0)
-        z_lo = cell.soc_from_ocv(ocv_guess - m_v, t0)
-        state[:, K.Z] = np.clip(0.5 * (z_hi + z_lo), 0.0, 1.0)
-        cov[:, 0, 0] = np.maximum(0.5 * (z_hi - z_lo), 0.05) ** 2
+        for cell, cols in packed.cells_of():
+            t, m_v = t0[cols], cell.param("m_v", t0[cols])
+            ocv_guess = v0[cols] - cell.resistance_ohm(0.5, t) * i0[cols]
+            z_hi = cell.soc_from_ocv(ocv_guess + m_v, t)
+            z_lo = cell.soc_from_ocv(ocv_guess - m_v, t)
+            state[cols, K.Z] = np.clip(0.5 * (z_hi + z_lo), 0.0, 1.0)
+            cov[cols, 0, 0] = np.maximum(0.5 * (z_hi - z_lo), 0.05) ** 2
     else:
         state[:, K.Z] = np.broadcast_to(np.asarray(soc0, dtype=float), (n_cells,))  # checked by _checked_soc0
         cov[:, 0, 0] = options.soc0_std**2
@@ -372,10 +380,10 @@ def initial_state(model, n_rc, i0, v0, t0, soc0, options):
     state[:, K.PREV_T] = np.nan  # no sample before the first: no current step to measure
     state[:, K.PREV_V] = v0
     state[:, K.PREV_S] = state[:, K.S]
-    return state, cov, np.zeros((n_cells, n_rc))
+    return state, cov, np.zeros((n_cells, packed.n_rc))
 
 
-def voltage_error_std(model, o: EstimateOptions, temperature_c) -> np.ndarray:
+def voltage_error_std(cell: CellModel, o: EstimateOptions, temperature_c) -> np.ndarray:
     """The model's voltage error std (V) at these temperatures: `voltage_std_v` if given, else the
     cell's identification fit RMSE there, not below its fit at 25 degC nor 5 mV. The fits are
     in-sample: a temperature that happened to fit better is not trusted more, the cold that fit
@@ -383,44 +391,33 @@ def voltage_error_std(model, o: EstimateOptions, temperature_c) -> np.ndarray:
     t = np.asarray(temperature_c, dtype=float)
     if o.voltage_std_v is not None:
         return np.full(t.shape, o.voltage_std_v)
-    cell = model if isinstance(model, CellModel) else model[0]
     fits = sorted((float(k), v) for k, v in cell.fit.get("rmse_mv", {}).items()) or [(25.0, 10.0)]
     at, rmse_mv = np.array(fits).T
     return 1e-3 * np.maximum(np.maximum(np.interp(t, at, rmse_mv), np.interp(25.0, at, rmse_mv)), 5.0)
 
 
-def options_array(model, o: EstimateOptions) -> np.ndarray:
-    cell = model if isinstance(model, CellModel) else model[0]
-    opt = np.empty(K.N_OPTIONS)
-    opt[K.O_SENSOR_V] = o.sensor_voltage_std_v
-    opt[K.O_SIGMA_I] = o.current_std_c  # options in C-rate are scaled by each cell's capacity in the kernel
-    opt[K.O_GAIN_STD] = o.current_gain_std
-    opt[K.O_Q_OFFSET] = o.offset_drift_c**2 / 3600.0
-    opt[K.O_ANCHOR_STD] = o.anchor_std
-    opt[K.O_MIN_MOVED] = o.min_soc_moved
-    opt[K.O_FADE] = o.capacity_memory
-    opt[K.O_STEP_C] = o.resistance_step_c
-    opt[K.O_Q_RHO] = o.resistance_drift
-    opt[K.O_PRIOR_S_VAR] = o.capacity_prior_std**2
-    opt[K.O_SOC_MIN] = o.soc_min
-    opt[K.O_SOC_MAX] = o.soc_max
-    opt[K.O_MAX_CHARGE_C] = o.max_charge_c
-    opt[K.O_MAX_DISCHARGE_C] = o.max_discharge_c
-    opt[K.O_V_MIN] = cell.voltage_min_v
-    opt[K.O_V_MAX] = cell.voltage_max_v
-    opt[K.O_GATE] = o.innovation_gate
-    opt[K.O_CORRELATION_S] = o.error_correlation_s
-    opt[K.O_Q_CAPACITY] = o.capacity_drift**2 / 3600.0
-    opt[K.O_ADAPT_RESISTANCE] = float(o.adapt_resistance)
-    opt[K.O_JOINT_VAR] = o.joint_capacity_std**2
-    opt[K.O_RHO_DEADBAND] = o.resistance_deadband
-    opt[K.O_OCV_SCALE] = o.ocv_scale_std
-    return opt
+def kernel_model(packed: PackedModels, o: EstimateOptions) -> K.Model:
+    """The packed models as the kernel reads them, with each model's own voltage limits and error."""
+    models = packed.models
+    return K.Model(
+        axis=packed.axis, tables=packed.tables, knots=packed.knots, hats=K.knot_hats(packed.knots),
+        ocv_axis=packed.ocv_axis, z0=packed.z0, dz=packed.dz, ocv_tables=packed.ocv_tables,
+        quads=K.ocv_quads(packed.ocv_tables), model_index=packed.model_index,
+        sigma_v=np.stack([voltage_error_std(m, o, packed.axis) for m in models]),
+        v_min=np.array([m.voltage_min_v for m in models]), v_max=np.array([m.voltage_max_v for m in models]))
 
 
-def energy_wh(model, soc, temperature, soc_min: float) -> np.ndarray:
-    """Energy from SoC down to soc_min at open circuit: Q·∫OCV dz (Wh), per cell model's table."""
-    cell = model if isinstance(model, CellModel) else model[0]
+def energy_wh(packed: PackedModels, soc, temperature, soc_min: float) -> np.ndarray:
+    """Energy from SoC down to soc_min at open circuit: Q·∫OCV dz (Wh), per cell from its model's table."""
+    t = np.broadcast_to(np.asarray(temperature, dtype=float), soc.shape)
+    open_circuit = np.empty(soc.shape)
+    for cell, cols in packed.cells_of():
+        open_circuit[:, cols] = _ocv_integral(cell, soc[:, cols], t[:, cols], soc_min)
+    return open_circuit * packed.per_cell("capacity_ah", temperature)
+
+
+def _ocv_integral(cell: CellModel, soc, temperature, soc_min: float) -> np.ndarray:
+    """∫OCV dz from soc_min up to soc (V, per unit of SoC), not below 0."""
     z = cell.soc
     cumulative = np.concatenate([np.zeros((len(cell.ocv_temperature_c), 1)),
                                  np.cumsum(0.5 * (cell.ocv_v[:, 1:] + cell.ocv_v[:, :-1]) * np.diff(z), axis=1)], axis=1)
@@ -429,20 +426,7 @@ def energy_wh(model, soc, temperature, soc_min: float) -> np.ndarray:
     t = np.ascontiguousarray(temperature, dtype=float).ravel()
     ocv_lookup(np.ascontiguousarray(soc).ravel(), t, cell.ocv_temperature_c, z[0], z[1] - z[0], cumulative, lookup)
     ocv_lookup(np.full(soc.size, soc_min), t, cell.ocv_temperature_c, z[0], z[1] - z[0], cumulative, floor)
-    q = _per_cell(model, "capacity_ah", temperature)
-    return np.maximum(lookup - floor, 0.0).reshape(soc.shape) * q
-
-
-def _per_cell(model, name, temperature) -> np.ndarray:
-    if isinstance(model, CellModel):
-        return model.param(name, temperature)
-    return np.stack([m.param(name, temperature[:, c]) for c, m in enumerate(model)], axis=1)
-
-
-def _r0(model, soc, temperature) -> np.ndarray:
-    if isinstance(model, CellModel):
-        return model.resistance_ohm(soc, temperature)
-    return np.stack([m.resistance_ohm(soc[:, c], temperature[:, c]) for c, m in enumerate(model)], axis=1)
+    return np.maximum(lookup - floor, 0.0).reshape(soc.shape)
 
 
 def _squeeze(out: Estimate) -> None:

@@ -26,21 +26,20 @@ parameters interpolated at its temperature until the temperature changes.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
-from ..cell.kernels import N_FIXED, SIGN_THRESHOLD_A, _axis_position, ocv_at_position, params_at_position
+from ..cell.kernels import (
+    CAPACITY_AH, EFFICIENCY, HYSTERESIS_RATE, M0_V, M_V, N_FIXED, STEP_RATIO, _axis_position, current_sign,
+    exp_neg, hysteresis_step, ocv_at_position, params_at_position, rc_step, soc_per_amp)
 
 # Per-cell scalar state columns; the RC branch currents follow.
 (Z, H, B, G, S, RHO, RHO_VAR, S_INV, SXX, SXY, ANCHOR_Z, ANCHOR_VAR, MOVED, ANCHORED, PREV_I, PREV_V, PREV_S, PREV_VRC,
  PREV_T) = range(19)
 N_STATE = 19
 N_X = 4  # filter states: the first four columns
-# Options array.
-(O_SENSOR_V, O_SIGMA_I, O_GAIN_STD, O_Q_OFFSET, O_ANCHOR_STD, O_MIN_MOVED, O_FADE, O_STEP_C,
- O_Q_RHO, O_PRIOR_S_VAR, O_SOC_MIN, O_SOC_MAX, O_MAX_CHARGE_C, O_MAX_DISCHARGE_C, O_V_MIN, O_V_MAX, O_GATE,
- O_CORRELATION_S, O_Q_CAPACITY, O_ADAPT_RESISTANCE, O_JOINT_VAR, O_RHO_DEADBAND, O_OCV_SCALE) = range(23)
-N_OPTIONS = 23
 # Health outputs.
 OUT_OFFSET, OUT_HYST, OUT_CAPACITY_SCALE, OUT_CAPACITY_SCALE_STD, OUT_RHO, OUT_RHO_STD = range(6)
 N_HEALTH = 6
@@ -69,6 +68,100 @@ W_OCV_SLOPE, W_RI_SLOPE = W_OCV_UP, W_RI_UP
 # branch currents `irc` and their decays over the step; per knot the resistances' values
 # `knot_r` (R0's, then each branch's, then their sum ΣR) and `knot_ri`, Σ R·i at this sample.
 # A loop that writes rows at offsets known only at run time must not read the same array.
+
+
+class Model(NamedTuple):
+    """The cell models as the filter reads them (see `cell.packing.PackedModels`), with per model
+    its voltage limits and its voltage error std on the parameters' temperature axis."""
+
+    axis: np.ndarray  # (n_t,) temperature axis of the parameter tables
+    tables: np.ndarray  # (n_models, n_t, n_columns): PARAM_COLUMNS, τ per branch, resistance knots
+    knots: np.ndarray  # (n_k,) SoC knots of the resistances
+    hats: np.ndarray  # (4, n_k): `knot_hats(knots)`
+    ocv_axis: np.ndarray  # (n_ocv_t,)
+    z0: float  # first SoC of the uniform OCV grid
+    dz: float  # its step
+    ocv_tables: np.ndarray  # (n_models, n_ocv_t, n_z)
+    quads: np.ndarray  # `ocv_quads(ocv_tables)`
+    model_index: np.ndarray  # (n_cells,) each cell's model
+    sigma_v: np.ndarray  # (n_models, n_t) the model's voltage error std (V)
+    v_min: np.ndarray  # (n_models,) voltage limits (V)
+    v_max: np.ndarray
+
+
+class Options(NamedTuple):
+    """`EstimateOptions` as the kernel reads them (`EstimateOptions.to_kernel()`): options in C-rate
+    are scaled by each cell's capacity in the kernel; drifts are per second."""
+
+    sensor_v: float  # voltage sensor noise std (V), for resistance steps
+    sigma_i: float  # current noise std, C
+    gain_std: float  # relative current gain uncertainty
+    q_offset: float  # offset random walk, C² per s
+    anchor_std: float  # SoC std below which an estimate anchors a capacity measurement
+    min_moved: float  # SoC moved between capacity anchors
+    fade: float  # fading memory of capacity measurements
+    step_c: float  # current step that measures resistance, C
+    q_rho: float  # resistance-scale variance growth per s
+    prior_s_var: float  # prior variance of the capacity scale
+    soc_min: float
+    soc_max: float
+    max_charge_c: float
+    max_discharge_c: float
+    gate: float  # innovations beyond this many sigmas inflate the noise
+    correlation_s: float  # how long model voltage errors stay alike
+    q_capacity: float  # the filter's capacity random walk, per s
+    joint_var: float  # prior variance of the capacity the filter tracks (0: the certified one only)
+    rho_deadband: float  # the resistance step method's own bias
+    ocv_scale: float  # relative uncertainty of the OCV curve's SoC scale
+    sigma_points: bool  # False: extended Kalman filter
+    health: bool  # capacity and resistance estimates (and their outputs)
+    adapt: bool  # health fed back into the SoC filter
+    adapt_resistance: bool  # ρ fed back too
+    limits: bool  # power limits (and their outputs)
+    horizons: np.ndarray  # ascending, s
+
+
+class Filter(NamedTuple):
+    """What carries over between calls, per cell: the state columns, x's covariance, the RC currents."""
+
+    state: np.ndarray  # (n_cells, N_STATE)
+    cov: np.ndarray  # (n_cells, N_X, N_X)
+    i_rc: np.ndarray  # (n_cells, n_rc)
+
+
+class Series(NamedTuple):
+    """The samples, (time, cells); time_s runs one past them; temperature may be one row for all."""
+
+    time_s: np.ndarray
+    current: np.ndarray
+    voltage: np.ndarray
+    temperature: np.ndarray
+
+
+class Outputs(NamedTuple):
+    """Per sample and cell: SoC, its 3-sigma bound, health (N_HEALTH) and limits (N_LIMITS per horizon)."""
+
+    soc: np.ndarray
+    bound: np.ndarray
+    health: np.ndarray  # (time, cells, N_HEALTH), or any shape when health is off
+    limits: np.ndarray  # (time, cells, N_LIMITS · n_horizons), or any shape when limits are off
+
+
+class Block(NamedTuple):
+    """Work arrays for one block of cells (see `block_arrays`)."""
+
+    W: np.ndarray  # (N_W · CB,) the rows above
+    irc: np.ndarray  # (n_rc, CB) RC branch currents
+    rc_decay: np.ndarray  # (n_rc, CB) their decay over the step
+    knot_r: np.ndarray  # ((n_rc + 2) · n_k, CB) knot values of R0, each branch's R and ΣR
+    knot_ri: np.ndarray  # (n_k, CB) Σ R·i at each knot
+    seen_t: np.ndarray  # (CB,) the temperature the cached values hold for
+    seen_dt: np.ndarray  # (CB,) the step the RC decays hold for
+    rows: np.ndarray  # (CB, n_columns) parameter rows at that temperature
+    ocv_k: np.ndarray  # (CB,) int: OCV temperature interval
+    ocv_u: np.ndarray  # (CB,) its weight
+    ocv_start: np.ndarray  # (CB,) int: where the cell's OCV row starts in the quads
+    ocv_at: np.ndarray  # (3, CB) int: the interval there at each evaluation SoC
 
 
 @njit(cache=True, inline="always")
@@ -169,25 +262,25 @@ def _trusted_rho(rho, deadband):
 @njit(cache=True, inline="always")
 def _counted_charge_var(sxx, opt):
     """Relative variance of counted charge: the gain error, and the capacity unless the filter tracks it."""
-    relative_var = opt[O_GAIN_STD] ** 2
-    if opt[O_JOINT_VAR] == 0.0:
-        relative_var += 1.0 / (sxx + 1.0 / opt[O_PRIOR_S_VAR])
+    relative_var = opt.gain_std ** 2
+    if opt.joint_var == 0.0:
+        relative_var += 1.0 / (sxx + 1.0 / opt.prior_s_var)
     return relative_var
 
 
 @njit(cache=True)
 def _predict_voltage(I, horizon, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah):
     """Voltage and SoC after holding current I for `horizon` seconds from the present state."""
-    eta = rows[b, 1] if I > 0 else 1.0
+    eta = rows[b, EFFICIENCY] if I > 0 else 1.0
     moved = eta * I * horizon / (3600.0 * q_ah)
     z_end = z + moved
-    decay = np.exp(-abs(moved) * rows[b, 2])
+    decay = np.exp(-abs(moved) * rows[b, HYSTERESIS_RATE])
     sign = 1.0 if I > 0 else (-1.0 if I < 0 else 0.0)
     h_end = decay * h + (1.0 - decay) * sign
     n_k = knots.shape[0]
     base = N_FIXED + n_rc
     j, w = _knot_position(knots, z_end)
-    v = ocv_at_position(z_end, kt, ut, z0, dz, ocv_tables[m]) + rows[b, 3] * sign + rows[b, 4] * h_end
+    v = ocv_at_position(z_end, kt, ut, z0, dz, ocv_tables[m]) + rows[b, M0_V] * sign + rows[b, M_V] * h_end
     v += rho * _resistance(rows, b, base, j, w, n_k) * I
     for n in range(n_rc):
         a = np.exp(-horizon / rows[b, N_FIXED + n])
@@ -196,7 +289,8 @@ def _predict_voltage(I, horizon, z, h, irc, n_rc, b, rows, knots, ocv_tables, m,
 
 
 @njit(cache=True)
-def _limit(direction, i_max, horizon, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah, opt):
+def _limit(direction, i_max, horizon, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah,
+           soc_max, soc_min, v_max, v_min):
     """Largest |I| in `direction` (+1 charge, −1 discharge) that keeps voltage and SoC in bounds
     at the start and at the end of the horizon, and the power at the lower of those voltages."""
     lo, hi = 0.0, i_max
@@ -207,9 +301,9 @@ def _limit(direction, i_max, horizon, z, h, irc, n_rc, b, rows, knots, ocv_table
         v1, z_end = _predict_voltage(direction * mid, horizon, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut,
                                      z0, dz, rho, q_ah)
         if direction > 0:
-            ok = max(v0, v1) <= opt[O_V_MAX] and z_end <= opt[O_SOC_MAX]
+            ok = max(v0, v1) <= v_max and z_end <= soc_max
         else:
-            ok = min(v0, v1) >= opt[O_V_MIN] and z_end >= opt[O_SOC_MIN]
+            ok = min(v0, v1) >= v_min and z_end >= soc_min
         if ok:
             lo = mid
         else:
@@ -233,44 +327,44 @@ def _update_health(k, time_s, dt, i, v_meas, st, W, irc, n_rc, b, rows, knots, a
     for n in range(n_rc):
         v_rc += _resistance(rows, b, base + (n + 1) * n_k, j, w, n_k) * irc[n, b]
     # the previous sample may be the last of an earlier call: a BMS feeds one sample at a time
-    if abs(i - st[PREV_I]) > opt[O_STEP_C] * rows[b, 0] and time_s[k] - st[PREV_T] < 2.5:
-        hr = rows[b, 5] * (_resistance(rows, b, base, j, w, n_k) * (i - st[PREV_I]) + v_rc - st[PREV_VRC])
-        dv = v_meas - st[PREV_V] - rows[b, 3] * (st[S] - st[PREV_S])
-        noise = 2.0 * opt[O_SENSOR_V] ** 2 + (0.05 * hr) ** 2
+    if abs(i - st[PREV_I]) > opt.step_c * rows[b, CAPACITY_AH] and time_s[k] - st[PREV_T] < 2.5:
+        hr = rows[b, STEP_RATIO] * (_resistance(rows, b, base, j, w, n_k) * (i - st[PREV_I]) + v_rc - st[PREV_VRC])
+        dv = v_meas - st[PREV_V] - rows[b, M0_V] * (st[S] - st[PREV_S])
+        noise = 2.0 * opt.sensor_v ** 2 + (0.05 * hr) ** 2
         gain = st[RHO_VAR] * hr / (hr * hr * st[RHO_VAR] + noise)
         st[RHO] = min(5.0, max(0.2, st[RHO] + gain * (dv - st[RHO] * hr)))
         st[RHO_VAR] *= 1.0 - gain * hr
     st[PREV_VRC] = v_rc
-    st[RHO_VAR] += opt[O_Q_RHO] * dt
+    st[RHO_VAR] += opt.q_rho * dt
     st[MOVED] += W[W_MOVED * CB + b]  # over the time update before this sample
     W[W_MOVED * CB + b] = 0.0
     var_z = W[W_P00 * CB + b]
-    if var_z < opt[O_ANCHOR_STD] ** 2:
+    if var_z < opt.anchor_std ** 2:
         if st[ANCHORED] == 0.0:
             st[ANCHORED] = 1.0
             st[ANCHOR_Z] = W[W_Z * CB + b]
             st[ANCHOR_VAR] = var_z
             st[MOVED] = 0.0
-        elif abs(st[MOVED]) >= opt[O_MIN_MOVED]:
+        elif abs(st[MOVED]) >= opt.min_moved:
             moved = st[MOVED]
             y = W[W_Z * CB + b] - st[ANCHOR_Z]
-            var_moved = (opt[O_GAIN_STD] * moved) ** 2
+            var_moved = (opt.gain_std * moved) ** 2
             weight = 1.0 / (var_z + st[ANCHOR_VAR] + st[S_INV] ** 2 * var_moved)
-            st[SXX] = opt[O_FADE] * st[SXX] + weight * moved * moved
-            st[SXY] = opt[O_FADE] * st[SXY] + weight * moved * y
-            prior = 1.0 / opt[O_PRIOR_S_VAR]
+            st[SXX] = opt.fade * st[SXX] + weight * moved * moved
+            st[SXY] = opt.fade * st[SXY] + weight * moved * y
+            prior = 1.0 / opt.prior_s_var
             st[S_INV] = (st[SXY] + prior) / (st[SXX] + prior)
             certified_var = 1.0 / (st[SXX] + prior)
             # the filter's capacity restarts from the certified estimate, unless it knows its own better
-            if adapt and not (opt[O_JOINT_VAR] > 0 and W[W_P33 * CB + b] < certified_var):
+            if adapt and not (opt.joint_var > 0 and W[W_P33 * CB + b] < certified_var):
                 W[W_G * CB + b] = st[S_INV]
                 W[W_P03 * CB + b] = W[W_P13 * CB + b] = W[W_P23 * CB + b] = 0.0
-                W[W_P33 * CB + b] = certified_var if opt[O_JOINT_VAR] > 0 else 0.0
+                W[W_P33 * CB + b] = certified_var if opt.joint_var > 0 else 0.0
             st[ANCHOR_Z] = W[W_Z * CB + b]
             st[ANCHOR_VAR] = var_z
             st[MOVED] = 0.0
-    s_inv, s_var = st[S_INV], 1.0 / (st[SXX] + 1.0 / opt[O_PRIOR_S_VAR])
-    if adapt and opt[O_JOINT_VAR] > 0 and W[W_P33 * CB + b] < s_var:  # the filter knows its own capacity better
+    s_inv, s_var = st[S_INV], 1.0 / (st[SXX] + 1.0 / opt.prior_s_var)
+    if adapt and opt.joint_var > 0 and W[W_P33 * CB + b] < s_var:  # the filter knows its own capacity better
         s_inv, s_var = W[W_G * CB + b], W[W_P33 * CB + b]
     health_out[OUT_OFFSET] = W[W_B * CB + b]
     health_out[OUT_HYST] = W[W_H * CB + b]
@@ -280,32 +374,63 @@ def _update_health(k, time_s, dt, i, v_meas, st, W, irc, n_rc, b, rows, knots, a
     health_out[OUT_RHO_STD] = np.sqrt(st[RHO_VAR])
 
 
-@njit(cache=True, inline="always", error_model="numpy")
-def _exp_neg(x):
-    """exp(−x) for x ≥ 0 without a library call, so that the loop around it compiles to vector
-    instructions (numba has no vector exp): a Taylor polynomial at x/1024, squared ten times.
-    Relative error 1e-13 up to x = 1 (a step's hysteresis decay is far below), 1e-12 up to 10,
-    5e-9 up to 40; beyond, exp(−40) ≈ 4e-18 stands for 0."""
-    y = min(x, 40.0) * (1.0 / 1024.0)
-    e = 1.0 - y * (1.0 - y * (1.0 / 2.0) * (1.0 - y * (1.0 / 3.0) * (1.0 - y * (1.0 / 4.0) * (1.0 - y * (1.0 / 5.0)))))
-    for _ in range(10):
-        e *= e
-    return e
+# -- the stages of a time step, each over the block's cells ---------------------------------------------------
+
+@njit(cache=True, inline="always")
+def _load(first, n_b, filt, opt, work):
+    """The block's cells from the carried-over state into the work rows."""
+    W, state, cov = work.W, filt.state, filt.cov
+    for b in range(n_b):
+        c = first + b
+        for d in range(N_X):
+            W[d * CB + b] = state[c, d]
+            for e in range(d, N_X):
+                W[P_ROWS[d, e] * CB + b] = cov[c, d, e]
+        for n in range(work.irc.shape[0]):
+            work.irc[n, b] = filt.i_rc[c, n]
+        W[W_SIGN * CB + b] = state[c, S]
+        W[W_RHO * CB + b] = _trusted_rho(state[c, RHO], opt.rho_deadband) if opt.adapt_resistance else 1.0
+        W[W_CHARGE_VAR * CB + b] = _counted_charge_var(state[c, SXX], opt)
+        W[W_MOVED * CB + b] = 0.0
+        work.seen_t[b] = np.nan
 
 
 @njit(cache=True, inline="always")
-def _cache_parameters(t, b, m, axis, tables, sigma_v, ocv_t, n_ocv_t, n_z, n_rc, n_k, rows, W, knot_r, ocv_k, ocv_u,
-                      ocv_start):
+def _parameters(k, dt, dt_before, temperature_k, varying, first, n_b, model, work):
+    """Each cell's parameters at its temperature and its RC decays over this step, where either changed
+    (`varying`: a temperature per sample). Returns the step the decays now hold for."""
+    stale = 0  # cells whose cached parameters or RC decays are for another temperature or step
+    if k == 0 or varying or (dt > 0.0 and dt != dt_before):  # else none can be
+        for b in range(n_b):
+            stale += (temperature_k[b] != work.seen_t[b]) | ((dt > 0.0) & (dt != work.seen_dt[b]))
+    for b in range(n_b if stale > 0 else 0):
+        t = temperature_k[b]
+        if t != work.seen_t[b]:
+            _cache_parameters(t, b, model.model_index[first + b], model, work)
+            work.seen_t[b] = t
+            work.seen_dt[b] = np.nan
+        if dt > 0.0 and dt != work.seen_dt[b]:
+            for n in range(work.irc.shape[0]):
+                work.rc_decay[n, b] = np.exp(-dt / work.rows[b, N_FIXED + n])
+            work.seen_dt[b] = dt
+    return dt if dt > 0.0 else dt_before
+
+
+@njit(cache=True, inline="always")
+def _cache_parameters(t, b, m, model, work):
     """Cell b's parameters at temperature t, of model m: its row; the scalars (with the voltage error
-    variance from `sigma_v` on the same temperature axis), the resistances' knot values and their
-    sums in the work arrays; its OCV table position."""
+    variance), the resistances' knot values and their sums in the work arrays; its OCV table position."""
+    axis, rows, W, knot_r = model.axis, work.rows, work.W, work.knot_r
+    n_rc, n_k = work.irc.shape[0], model.knots.shape[0]
+    n_ocv_t, n_z = model.ocv_tables.shape[1], model.ocv_tables.shape[2]
     k, u = _axis_position(axis, t)
-    params_at_position(k, u, tables[m], rows[b])
+    params_at_position(k, u, model.tables[m], rows[b])
+    sigma_v = model.sigma_v[m]
     std = sigma_v[k] if axis.shape[0] == 1 else sigma_v[k] + u * (sigma_v[k + 1] - sigma_v[k])
     W[W_VAR_V * CB + b] = std * std
-    for row, col in ((W_Q, 0), (W_ETA, 1), (W_GAMMA, 2), (W_M0, 3), (W_M, 4)):
+    for row, col in ((W_Q, CAPACITY_AH), (W_ETA, EFFICIENCY), (W_GAMMA, HYSTERESIS_RATE), (W_M0, M0_V), (W_M, M_V)):
         W[row * CB + b] = rows[b, col]
-    W[W_PER_AS * CB + b] = 1.0 / (3600.0 * rows[b, 0])
+    W[W_PER_AS * CB + b] = 1.0 / (3600.0 * rows[b, CAPACITY_AH])
     knot_sum = (1 + n_rc) * n_k
     for j in range(n_k):
         knot_r[knot_sum + j, b] = 0.0
@@ -313,43 +438,257 @@ def _cache_parameters(t, b, m, axis, tables, sigma_v, ocv_t, n_ocv_t, n_z, n_rc,
             r = rows[b, N_FIXED + n_rc + n * n_k + j]
             knot_r[n * n_k + j, b] = r
             knot_r[knot_sum + j, b] += r
-    ocv_k[b], ocv_u[b] = _axis_position(ocv_t, t)
-    ocv_start[b] = (m * n_ocv_t + ocv_k[b]) * (n_z - 1)
+    work.ocv_k[b], work.ocv_u[b] = _axis_position(model.ocv_axis, t)
+    work.ocv_start[b] = (m * n_ocv_t + work.ocv_k[b]) * (n_z - 1)
+
+
+@njit(cache=True, inline="always")
+def _voltage(current_k, n_b, model, sigma_points, work):
+    """The sign memory, then the voltage's parts at each evaluation SoC (the EKF: at z, with its slope there):
+    its resistive part through the knots' hat functions (vector loops, cells innermost); its OCV by a scalar
+    look-up."""
+    W, irc, knot_r, knot_ri, knots, hats = work.W, work.irc, work.knot_r, work.knot_ri, model.knots, model.hats
+    n_rc, n_k, n_z = irc.shape[0], knots.shape[0], model.ocv_tables.shape[2]
+    knot_sum = (1 + n_rc) * n_k  # first row of ΣR in knot_r
+    inv_dz = 1.0 / model.dz
+    for b in range(n_b):
+        W[W_SIGN * CB + b] = current_sign(current_k[b], W[W_SIGN * CB + b])
+    for b in range(n_b):
+        z = W[W_Z * CB + b]
+        spread = SIGMA_H * np.sqrt(max(W[W_P00 * CB + b], 1e-16)) if sigma_points else 0.0
+        W[W_Z_UP * CB + b] = z + spread
+        W[W_Z_DN * CB + b] = z - spread
+        W[W_RI * CB + b] = W[W_RI_UP * CB + b] = W[W_RI_DN * CB + b] = 0.0  # sums over the knots follow
+        W[W_RS * CB + b] = W[W_RS_UP * CB + b] = W[W_RS_DN * CB + b] = 0.0
+    # Only the knots whose hat reaches into the block's SoC range contribute: often 2 or 3 of them.
+    z_lo, z_hi = np.inf, -np.inf
+    for b in range(n_b):
+        z_lo, z_hi = min(z_lo, W[W_Z_DN * CB + b]), max(z_hi, W[W_Z_UP * CB + b])
+    m_first, m_last = 0, n_k - 1
+    while m_first < n_k - 1 and knots[m_first + 1] <= z_lo:
+        m_first += 1
+    while m_last > 0 and knots[m_last - 1] > z_hi:  # a knot at z_hi stays: the EKF's slope rises from it
+        m_last -= 1
+    for m in range(m_first, m_last + 1):
+        for b in range(n_b):
+            knot_ri[m, b] = knot_r[m, b] * current_k[b]
+        for n in range(n_rc):
+            for b in range(n_b):
+                knot_ri[m, b] += knot_r[(n + 1) * n_k + m, b] * irc[n, b]
+    for m in range(m_first, m_last + 1 if not sigma_points else 0):  # the EKF: at z, and the slope
+        hat = (hats[0, m], hats[1, m], hats[2, m], hats[3, m])
+        # the slope to the right of z, its edge chosen by the knots themselves (the hats' edges
+        # differ in the last bit where they meet, so at a knot they would pick inconsistently)
+        below, at, above = knots[max(m - 1, 0)], knots[m], knots[min(m + 1, n_k - 1)]
+        for b in range(n_b):
+            ri = knot_ri[m, b]
+            z = W[W_Z * CB + b]
+            weight = _hat(z, hat)
+            W[W_RI * CB + b] += weight * ri
+            W[W_RS * CB + b] += weight * knot_r[knot_sum + m, b]
+            edge = hat[0] if z < at else -hat[2]
+            W[W_RI_SLOPE * CB + b] += (edge if below <= z < above else 0.0) * ri
+    for m in range(m_first, m_last + 1 if sigma_points else 0):  # sigma points: at z and z ± spread
+        hat = (hats[0, m], hats[1, m], hats[2, m], hats[3, m])
+        for b in range(n_b):
+            ri, rs = knot_ri[m, b], knot_r[knot_sum + m, b]
+            weight = _hat(W[W_Z * CB + b], hat)
+            W[W_RI * CB + b] += weight * ri
+            W[W_RS * CB + b] += weight * rs
+            weight = _hat(W[W_Z_UP * CB + b], hat)
+            W[W_RI_UP * CB + b] += weight * ri
+            W[W_RS_UP * CB + b] += weight * rs
+            weight = _hat(W[W_Z_DN * CB + b], hat)
+            W[W_RI_DN * CB + b] += weight * ri
+            W[W_RS_DN * CB + b] += weight * rs
+    ocv_at, ocv_start, z0, quads = work.ocv_at, work.ocv_start, model.z0, model.quads
+    for b in range(n_b):  # where on the OCV grid: the interval in the quads, the weight in the OCV rows
+        ocv_at[0, b], W[W_OCV * CB + b] = _grid_position(W[W_Z * CB + b], ocv_start[b], z0, inv_dz, n_z)
+    for b in range(n_b if sigma_points else 0):
+        row = ocv_start[b]
+        ocv_at[1, b], W[W_OCV_UP * CB + b] = _grid_position(W[W_Z_UP * CB + b], row, z0, inv_dz, n_z)
+        ocv_at[2, b], W[W_OCV_DN * CB + b] = _grid_position(W[W_Z_DN * CB + b], row, z0, inv_dz, n_z)
+    for b in range(n_b):  # the look-ups themselves: scalar, 4 adjacent values each
+        u = work.ocv_u[b]
+        if sigma_points:
+            W[W_OCV * CB + b] = _bilinear(quads, ocv_at[0, b], W[W_OCV * CB + b], u)
+            W[W_OCV_UP * CB + b] = _bilinear(quads, ocv_at[1, b], W[W_OCV_UP * CB + b], u)
+            W[W_OCV_DN * CB + b] = _bilinear(quads, ocv_at[2, b], W[W_OCV_DN * CB + b], u)
+        else:
+            W[W_OCV * CB + b], W[W_OCV_SLOPE * CB + b] = _bilinear_and_slope(
+                quads, ocv_at[0, b], W[W_OCV * CB + b], u, inv_dz)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _time_update(W, b, i, dt, adapt, joint, opt):
-    """Cell b's state and covariance to the next sample, the current i held for dt: P = F P F' + Q."""
-    q_model = W[W_Q * CB + b]
-    eta = W[W_ETA * CB + b] if i > 0 else 1.0
-    g = W[W_G * CB + b] if adapt else 1.0
-    bias = W[W_B * CB + b]
-    c0 = eta * dt * W[W_PER_AS * CB + b]
-    moved = c0 * g * (i - bias)
-    decay = _exp_neg(abs(c0 * g * i) * W[W_GAMMA * CB + b])
-    sign = 1.0 if i > 0 else (-1.0 if i < 0 else 0.0)
-    W[W_Z * CB + b] += moved
-    W[W_H * CB + b] = decay * W[W_H * CB + b] + (1.0 - decay) * sign
-    W[W_MOVED * CB + b] += c0 * (i - bias)  # moved / g
-    # F is the identity but for dz/db = a, dz/dg = f and dh/dh = decay.
-    a = -c0 * g
-    f = c0 * (i - bias) if adapt else 0.0
-    p02, p03, p22, p23, p33 = (W[W_P02 * CB + b], W[W_P03 * CB + b], W[W_P22 * CB + b],
-                               W[W_P23 * CB + b], W[W_P33 * CB + b])
-    f00 = W[W_P00 * CB + b] + a * p02 + f * p03
-    f01 = W[W_P01 * CB + b] + a * W[W_P12 * CB + b] + f * W[W_P13 * CB + b]
-    f02 = p02 + a * p22 + f * p23
-    f03 = p03 + a * p23 + f * p33
-    W[W_P00 * CB + b] = (f00 + a * f02 + f * f03 + ((c0 * g * opt[O_SIGMA_I] * q_model) ** 2
-                                                   + W[W_CHARGE_VAR * CB + b] * moved * moved))
-    W[W_P01 * CB + b] = decay * f01
-    W[W_P02 * CB + b] = f02
-    W[W_P03 * CB + b] = f03
-    W[W_P11 * CB + b] = decay * (decay * W[W_P11 * CB + b]) + (0.2 * (1.0 - decay)) ** 2
-    W[W_P12 * CB + b] *= decay
-    W[W_P13 * CB + b] *= decay
-    W[W_P22 * CB + b] = p22 + opt[O_Q_OFFSET] * q_model * q_model * dt
-    W[W_P33 * CB + b] = p33 + (opt[O_Q_CAPACITY] * dt if joint else 0.0)
+def _update(voltage_k, soc_k, bound_k, n_b, inflation, opt, W):
+    """The Kalman update on the measured voltage: arithmetic only, over the block's cells at once."""
+    sigma_points = opt.sigma_points
+    inv_gate2 = 1.0 / opt.gate ** 2
+    ocv_scale = opt.ocv_scale
+    for b in range(n_b):
+        h, bias = W[W_H * CB + b], W[W_B * CB + b]
+        p00, p01, p02, p03 = W[W_P00 * CB + b], W[W_P01 * CB + b], W[W_P02 * CB + b], W[W_P03 * CB + b]
+        p11, p12, p13 = W[W_P11 * CB + b], W[W_P12 * CB + b], W[W_P13 * CB + b]
+        p22, p23, p33 = W[W_P22 * CB + b], W[W_P23 * CB + b], W[W_P33 * CB + b]
+        m_v = W[W_M * CB + b]
+        rho = W[W_RHO * CB + b]
+        hysteresis = W[W_M0 * CB + b] * W[W_SIGN * CB + b]
+        # the voltage without h and b, and ρ·ΣR, at z and the other evaluation SoCs
+        y0 = W[W_OCV * CB + b] + hysteresis + rho * W[W_RI * CB + b]
+        r = rho * W[W_RS * CB + b]
+        if sigma_points:
+            y_up = W[W_OCV_UP * CB + b] + hysteresis + rho * W[W_RI_UP * CB + b]
+            y_dn = W[W_OCV_DN * CB + b] + hysteresis + rho * W[W_RI_DN * CB + b]
+            y_mean, pyy, dv_dz = _sigma_point_moments(
+                y0, r, y_up, rho * W[W_RS_UP * CB + b], y_dn, rho * W[W_RS_DN * CB + b], h, bias,
+                m_v, p00, p01, p02, p11, p12, p22)
+        else:  # the slope of the interpolated OCV and resistances at z
+            dv_dz = W[W_OCV_SLOPE * CB + b] + rho * W[W_RI_SLOPE * CB + b]
+            y_mean = y0 + m_v * h - r * bias
+            pyy = 0.0
+        p_y0 = p00 * dv_dz + p01 * m_v - p02 * r  # P·H', H = [dv/dz, M, −R, 0]
+        p_y1 = p01 * dv_dz + p11 * m_v - p12 * r
+        p_y2 = p02 * dv_dz + p12 * m_v - p22 * r
+        p_y3 = p03 * dv_dz + p13 * m_v - p23 * r
+        if not sigma_points:
+            pyy = dv_dz * p_y0 + m_v * p_y1 - r * p_y2
+        innovation = voltage_k[b] - y_mean
+        # The model's voltage error: its fit, and its OCV curve's SoC scale, measured from full (the
+        # capacity it was measured with is uncertain): a SoC error that grows towards empty, seen
+        # through the OCV's slope. Beyond the gate the model is off: trust it less, not more.
+        scale_error = dv_dz * ocv_scale * (1.0 - W[W_Z * CB + b])
+        r_v = (W[W_VAR_V * CB + b] + scale_error * scale_error) * inflation
+        pyy = max(pyy + r_v, innovation * innovation * inv_gate2)
+        inv_pyy = 1.0 / pyy
+        gain = innovation * inv_pyy
+        z = W[W_Z * CB + b] + p_y0 * gain
+        W[W_Z * CB + b] = z
+        W[W_H * CB + b] = min(1.0, max(-1.0, h + p_y1 * gain))
+        W[W_B * CB + b] = bias + p_y2 * gain
+        W[W_G * CB + b] = min(2.0, max(0.5, W[W_G * CB + b] + p_y3 * gain))
+        p00 = max(p00 - p_y0 * p_y0 * inv_pyy, 1e-12)
+        W[W_P00 * CB + b] = p00
+        W[W_P01 * CB + b] = p01 - p_y0 * p_y1 * inv_pyy
+        W[W_P02 * CB + b] = p02 - p_y0 * p_y2 * inv_pyy
+        W[W_P03 * CB + b] = p03 - p_y0 * p_y3 * inv_pyy
+        W[W_P11 * CB + b] = max(p11 - p_y1 * p_y1 * inv_pyy, 1e-12)
+        W[W_P12 * CB + b] = p12 - p_y1 * p_y2 * inv_pyy
+        W[W_P13 * CB + b] = p13 - p_y1 * p_y3 * inv_pyy
+        W[W_P22 * CB + b] = max(p22 - p_y2 * p_y2 * inv_pyy, 1e-12)
+        W[W_P23 * CB + b] = p23 - p_y2 * p_y3 * inv_pyy
+        W[W_P33 * CB + b] = max(p33 - p_y3 * p_y3 * inv_pyy, 1e-12)
+        soc_k[b] = z
+        bound_k[b] = 3.0 * np.sqrt(p00)
+
+
+@njit(cache=True, inline="always")
+def _health(k, dt, first, n_b, series, model, opt, filt, health_out, work):
+    """Capacity and resistance per cell (see `_update_health`), and what the filter uses of them."""
+    W = work.W
+    n_rc = work.irc.shape[0]
+    for b in range(n_b):
+        c = first + b
+        st = filt.state[c]
+        i, v = series.current[k, c], series.voltage[k, c]
+        st[S] = W[W_SIGN * CB + b]
+        _update_health(k, series.time_s, dt, i, v, st, W, work.irc, n_rc, b, work.rows, model.knots, opt.adapt,
+                       opt, health_out[k, c])
+        st[PREV_I] = i
+        st[PREV_V] = v
+        st[PREV_S] = st[S]
+        st[PREV_T] = series.time_s[k]
+        W[W_RHO * CB + b] = _trusted_rho(st[RHO], opt.rho_deadband) if opt.adapt_resistance else 1.0
+        W[W_CHARGE_VAR * CB + b] = _counted_charge_var(st[SXX], opt)
+
+
+@njit(cache=True, inline="always")
+def _limits(k, first, n_b, model, opt, filt, limits_out, work):
+    """The largest charge and discharge current and power per horizon; horizons ascend, and a longer
+    pulse also has to hold over the shorter one's span."""
+    W, rows, horizons = work.W, work.rows, opt.horizons
+    n_rc = work.irc.shape[0]
+    for b in range(n_b):
+        c = first + b
+        m = model.model_index[c]
+        q_model = rows[b, CAPACITY_AH]
+        q_now = q_model / (W[W_G * CB + b] if opt.adapt else 1.0)  # the capacity the SoC is counted with
+        z, h = W[W_Z * CB + b], W[W_H * CB + b]
+        ic_cap, idis_cap = opt.max_charge_c * q_model, opt.max_discharge_c * q_model
+        pc_cap, pdis_cap = np.inf, np.inf
+        rho = filt.state[c, RHO]
+        for n in range(horizons.shape[0]):
+            ic, pc = _limit(1.0, ic_cap, horizons[n], z, h, work.irc, n_rc, b, rows, model.knots, model.ocv_tables,
+                            m, work.ocv_k[b], work.ocv_u[b], model.z0, model.dz, rho, q_now, opt.soc_max,
+                            opt.soc_min, model.v_max[m], model.v_min[m])
+            idis, pdis = _limit(-1.0, idis_cap, horizons[n], z, h, work.irc, n_rc, b, rows, model.knots,
+                                model.ocv_tables, m, work.ocv_k[b], work.ocv_u[b], model.z0, model.dz, rho, q_now,
+                                opt.soc_max, opt.soc_min, model.v_max[m], model.v_min[m])
+            ic_cap, idis_cap = ic, idis
+            pc_cap, pdis_cap = min(pc, pc_cap), min(pdis, pdis_cap)
+            limits_out[k, c, n * N_LIMITS + 0] = ic
+            limits_out[k, c, n * N_LIMITS + 1] = idis
+            limits_out[k, c, n * N_LIMITS + 2] = pc_cap
+            limits_out[k, c, n * N_LIMITS + 3] = pdis_cap
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _predict(current_k, dt, n_b, opt, work):
+    """The time update to the next sample, the current held for dt, over the block's cells at once:
+    x by the ESC step, P = F P F' + Q, and the RC branch currents."""
+    W = work.W
+    adapt, joint = opt.adapt, opt.joint_var > 0
+    for b in range(n_b):
+        i = current_k[b]
+        q_model = W[W_Q * CB + b]
+        g = W[W_G * CB + b] if adapt else 1.0
+        bias = W[W_B * CB + b]
+        c0 = soc_per_amp(i, W[W_ETA * CB + b], dt, W[W_PER_AS * CB + b])
+        moved = c0 * g * (i - bias)
+        W[W_Z * CB + b] += moved
+        W[W_H * CB + b], decay = hysteresis_step(W[W_H * CB + b], c0 * g * i, W[W_GAMMA * CB + b], i)
+        W[W_MOVED * CB + b] += c0 * (i - bias)  # moved / g
+        # F is the identity but for dz/db = a, dz/dg = f and dh/dh = decay.
+        a = -c0 * g
+        f = c0 * (i - bias) if adapt else 0.0
+        p02, p03, p22, p23, p33 = (W[W_P02 * CB + b], W[W_P03 * CB + b], W[W_P22 * CB + b],
+                                   W[W_P23 * CB + b], W[W_P33 * CB + b])
+        f00 = W[W_P00 * CB + b] + a * p02 + f * p03
+        f01 = W[W_P01 * CB + b] + a * W[W_P12 * CB + b] + f * W[W_P13 * CB + b]
+        f02 = p02 + a * p22 + f * p23
+        f03 = p03 + a * p23 + f * p33
+        W[W_P00 * CB + b] = (f00 + a * f02 + f * f03 + ((c0 * g * opt.sigma_i * q_model) ** 2
+                                                       + W[W_CHARGE_VAR * CB + b] * moved * moved))
+        W[W_P01 * CB + b] = decay * f01
+        W[W_P02 * CB + b] = f02
+        W[W_P03 * CB + b] = f03
+        W[W_P11 * CB + b] = decay * (decay * W[W_P11 * CB + b]) + (0.2 * (1.0 - decay)) ** 2
+        W[W_P12 * CB + b] *= decay
+        W[W_P13 * CB + b] *= decay
+        W[W_P22 * CB + b] = p22 + opt.q_offset * q_model * q_model * dt
+        W[W_P33 * CB + b] = p33 + (opt.q_capacity * dt if joint else 0.0)
+    for n in range(work.irc.shape[0]):
+        for b in range(n_b):
+            work.irc[n, b] = rc_step(work.irc[n, b], work.rc_decay[n, b], current_k[b])
+
+
+@njit(cache=True, inline="always")
+def _store(first, n_b, series, filt, work):
+    """The block's cells back into the carried-over state, with the last sample for the next call."""
+    W, state, n_time = work.W, filt.state, series.current.shape[0]
+    for b in range(n_b):
+        c = first + b
+        for d in range(N_X):
+            state[c, d] = W[d * CB + b]
+            for e in range(N_X):
+                filt.cov[c, d, e] = W[P_ROWS[d, e] * CB + b]
+        for n in range(work.irc.shape[0]):
+            filt.i_rc[c, n] = work.irc[n, b]
+        state[c, S] = W[W_SIGN * CB + b]
+        state[c, MOVED] += W[W_MOVED * CB + b]
+        state[c, PREV_I] = series.current[n_time - 1, c]
+        state[c, PREV_V] = series.voltage[n_time - 1, c]
+        state[c, PREV_S] = W[W_SIGN * CB + b]
+        state[c, PREV_T] = series.time_s[n_time - 1]
 
 
 # Covariance rows of the 4 × 4 state covariance, by (row, column).
@@ -357,17 +696,57 @@ P_ROWS = np.array([[W_P00, W_P01, W_P02, W_P03], [W_P01, W_P11, W_P12, W_P13], [
                    [W_P03, W_P13, W_P23, W_P33]])
 
 
-@njit(cache=True)
-def _block_arrays(n_rc, n_k, n_columns):
+# Without the runtime's reference counting: every inlined helper that takes an array would
+# otherwise count references to it on each call, an atomic operation that costs more than the
+# arithmetic. Nothing here allocates; the work arrays come from `block_arrays`. The numpy error
+# model (a division by zero gives inf, not an exception) keeps branches out of the vector loops.
+@njit(cache=True, _nrt=False, error_model="numpy")
+def _run_blocks(series, model, opt, filt, out, work):
+    """Each block of cells through every sample, stage by stage."""
+    n_time, n_cells = series.current.shape
+    varying = series.temperature.shape[0] > 1
+    for first in range(0, n_cells, CB):
+        n_b = min(CB, n_cells - first)
+        last = first + n_b
+        _load(first, n_b, filt, opt, work)
+        dt_before = np.nan
+        for k in range(n_time):
+            time_s = series.time_s
+            dt = time_s[k + 1] - time_s[k] if k + 1 < time_s.shape[0] else 0.0  # time_s may run one past
+            # Model error is slow and correlated: one independent look per correlation time.
+            step = dt if dt > 0.0 else (time_s[k] - time_s[k - 1] if k > 0 else 1.0)
+            inflation = max(1.0, opt.correlation_s / step)
+            # this sample's rows of the block's cells: indexed from 0, the compiler sees contiguous runs
+            current_k = series.current[k, first:last]
+            temperature_k = series.temperature[k if varying else 0, first:last]
+            dt_before = _parameters(k, dt, dt_before, temperature_k, varying, first, n_b, model, work)
+            _voltage(current_k, n_b, model, opt.sigma_points, work)
+            _update(series.voltage[k, first:last], out.soc[k, first:last], out.bound[k, first:last], n_b, inflation,
+                    opt, work.W)
+            if opt.health:
+                _health(k, dt, first, n_b, series, model, opt, filt, out.health, work)
+            if opt.limits:
+                _limits(k, first, n_b, model, opt, filt, out.limits, work)
+            if dt > 0.0:
+                _predict(current_k, dt, n_b, opt, work)
+        _store(first, n_b, series, filt, work)
+
+
+def estimate_kernel(series: Series, model: Model, opt: Options, filt: Filter, out: Outputs) -> None:
+    """Run the estimator over (time, cells): SoC and its 3-sigma bound, and health and limits where the
+    options ask for them; `filt` carries over between calls."""
+    _run_blocks(series, model, opt, filt, out, block_arrays(filt.i_rc.shape[1], len(model.knots),
+                                                            model.tables.shape[2]))
+
+
+def block_arrays(n_rc: int, n_k: int, n_columns: int) -> Block:
     """Work arrays for one block of cells: the rows of W; per cell the temperature and step its
     cached values hold for, the parameter row and OCV table position at that temperature, where
     its OCV row starts in the OCV quads, and the interval there at each evaluation SoC."""
-    return (np.empty(N_W * CB), np.empty((n_rc, CB)), np.empty((n_rc, CB)), np.empty(((n_rc + 2) * n_k, CB)),
-            np.empty((n_k, CB)), np.empty(CB), np.empty(CB),
-            np.empty((CB, n_columns)), np.empty(CB, dtype=np.int64), np.empty(CB), np.empty(CB, dtype=np.int64),
-            np.empty((3, CB), dtype=np.int64))
-
-
+    return Block(np.empty(N_W * CB), np.empty((n_rc, CB)), np.empty((n_rc, CB)), np.empty(((n_rc + 2) * n_k, CB)),
+                 np.empty((n_k, CB)), np.empty(CB), np.empty(CB), np.empty((CB, n_columns)),
+                 np.empty(CB, dtype=np.int64), np.empty(CB), np.empty(CB, dtype=np.int64),
+                 np.empty((3, CB), dtype=np.int64))
 @njit(cache=True)
 def first_outside(a, lo, hi):
     """(row, column) of the first value of the 2-D `a` that is not finite or lies outside [lo, hi],
@@ -396,260 +775,3 @@ def ocv_quads(ocv_tables):
     return np.stack(corners, axis=-1).reshape(-1)
 
 
-def estimate_kernel(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz,
-                    ocv_tables, quads, opt, sigma_v, sigma_points, with_health, adapt, horizons,
-                    state, cov, i_rc, soc_out, bound_out, health_out, limits_out):
-    """Run the estimator over (time, cells): SoC and its 3-sigma bound, and health and limits when their
-    outputs are that long; `state`, `cov` and `i_rc` carry over between calls. `temperature` may
-    be a single row for all samples; `sigma_v` is the model's voltage error std on `axis`; `quads`
-    is `ocv_quads(ocv_tables)`."""
-    _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz, ocv_tables,
-                opt, sigma_v, sigma_points, with_health, adapt, horizons, state, cov, i_rc, soc_out, bound_out,
-                health_out, limits_out, P_ROWS, knot_hats(knots), quads,
-                *_block_arrays(i_rc.shape[1], len(knots), tables.shape[2]))
-
-
-# Without the runtime's reference counting: every inlined helper that takes an array would
-# otherwise count references to it on each call, an atomic operation that costs more than the
-# arithmetic. Nothing here allocates; the work arrays come from `_block_arrays`. The numpy error
-# model (a division by zero gives inf, not an exception) keeps branches out of the vector loops.
-@njit(cache=True, _nrt=False, error_model="numpy")
-def _run_blocks(time_s, current, voltage, temperature, model_index, axis, tables, knots, ocv_t, z0, dz, ocv_tables,
-                opt, sigma_v, sigma_points, with_health, adapt, horizons, state, cov, i_rc, soc_out, bound_out,
-                health_out, limits_out, p_rows, hats, quads, W, irc, rc_decay, knot_r, knot_ri, seen_t, seen_dt,
-                rows, ocv_k, ocv_u, ocv_start, ocv_at):
-    n_time, n_cells = current.shape
-    n_rc = i_rc.shape[1]
-    n_k = knots.shape[0]
-    n_ocv_t, n_z = ocv_tables.shape[1], ocv_tables.shape[2]
-    n_h = horizons.shape[0]
-    record_limits = limits_out.shape[0] == n_time and limits_out.shape[2] == N_LIMITS * n_h
-    adapt_rho = adapt and opt[O_ADAPT_RESISTANCE] > 0
-    joint = opt[O_JOINT_VAR] > 0
-    inv_gate2 = 1.0 / opt[O_GATE] ** 2
-    ocv_scale = opt[O_OCV_SCALE]
-    knot_sum = (1 + n_rc) * n_k  # first row of ΣR in knot_r
-    inv_dz = 1.0 / dz
-    for first in range(0, n_cells, CB):
-        n_b = min(CB, n_cells - first)
-        for b in range(n_b):
-            c = first + b
-            for d in range(N_X):
-                W[d * CB + b] = state[c, d]
-                for e in range(d, N_X):
-                    W[p_rows[d, e] * CB + b] = cov[c, d, e]
-            for n in range(n_rc):
-                irc[n, b] = i_rc[c, n]
-            W[W_SIGN * CB + b] = state[c, S]
-            W[W_RHO * CB + b] = _trusted_rho(state[c, RHO], opt[O_RHO_DEADBAND]) if adapt_rho else 1.0
-            W[W_CHARGE_VAR * CB + b] = _counted_charge_var(state[c, SXX], opt)
-            W[W_MOVED * CB + b] = 0.0
-            seen_t[b] = np.nan
-        dt_before = np.nan
-        for k in range(n_time):
-            dt = time_s[k + 1] - time_s[k] if k + 1 < time_s.shape[0] else 0.0  # time_s may run one past
-            # Model error is slow and correlated: one independent look per correlation time.
-            step = dt if dt > 0.0 else (time_s[k] - time_s[k - 1] if k > 0 else 1.0)
-            inflation = max(1.0, opt[O_CORRELATION_S] / step)
-            # this sample's rows of the block's cells: indexed from 0, the compiler sees contiguous runs
-            last = first + n_b
-            current_k, voltage_k = current[k, first:last], voltage[k, first:last]
-            temperature_k = temperature[k if temperature.shape[0] > 1 else 0, first:last]
-            soc_k, bound_k = soc_out[k, first:last], bound_out[k, first:last]
-            stale = 0  # cells whose cached parameters or RC decays are for another temperature or step
-            if k == 0 or temperature.shape[0] > 1 or (dt > 0.0 and dt != dt_before):  # else none can be
-                for b in range(n_b):
-                    stale += (temperature_k[b] != seen_t[b]) | ((dt > 0.0) & (dt != seen_dt[b]))
-            dt_before = dt if dt > 0.0 else dt_before
-            for b in range(n_b if stale > 0 else 0):
-                t = temperature_k[b]
-                if t != seen_t[b]:
-                    _cache_parameters(t, b, model_index[first + b], axis, tables, sigma_v, ocv_t, n_ocv_t, n_z, n_rc,
-                                      n_k, rows, W, knot_r, ocv_k, ocv_u, ocv_start)
-                    seen_t[b] = t
-                    seen_dt[b] = np.nan
-                if dt > 0.0 and dt != seen_dt[b]:
-                    for n in range(n_rc):
-                        rc_decay[n, b] = np.exp(-dt / rows[b, N_FIXED + n])
-                    seen_dt[b] = dt
-            # --- measurement update -------------------------------------------------------
-            for b in range(n_b):
-                i = current_k[b]
-                s = W[W_SIGN * CB + b]
-                W[W_SIGN * CB + b] = 1.0 if i > SIGN_THRESHOLD_A else (-1.0 if i < -SIGN_THRESHOLD_A else s)
-            # The voltage at each evaluation SoC (the EKF: at z, with its slope there): its resistive part
-            # through the knots' hat functions (vector loops, cells innermost); its OCV by a scalar look-up.
-            for b in range(n_b):
-                z = W[W_Z * CB + b]
-                spread = SIGMA_H * np.sqrt(max(W[W_P00 * CB + b], 1e-16)) if sigma_points else 0.0
-                W[W_Z_UP * CB + b] = z + spread
-                W[W_Z_DN * CB + b] = z - spread
-                W[W_RI * CB + b] = W[W_RI_UP * CB + b] = W[W_RI_DN * CB + b] = 0.0  # sums over the knots follow
-                W[W_RS * CB + b] = W[W_RS_UP * CB + b] = W[W_RS_DN * CB + b] = 0.0
-            # Only the knots whose hat reaches into the block's SoC range contribute: often 2 or 3 of them.
-            z_lo, z_hi = np.inf, -np.inf
-            for b in range(n_b):
-                z_lo, z_hi = min(z_lo, W[W_Z_DN * CB + b]), max(z_hi, W[W_Z_UP * CB + b])
-            m_first, m_last = 0, n_k - 1
-            while m_first < n_k - 1 and knots[m_first + 1] <= z_lo:
-                m_first += 1
-            while m_last > 0 and knots[m_last - 1] > z_hi:  # a knot at z_hi stays: the EKF's slope rises from it
-                m_last -= 1
-            for m in range(m_first, m_last + 1):
-                for b in range(n_b):
-                    knot_ri[m, b] = knot_r[m, b] * current_k[b]
-                for n in range(n_rc):
-                    for b in range(n_b):
-                        knot_ri[m, b] += knot_r[(n + 1) * n_k + m, b] * irc[n, b]
-            for m in range(m_first, m_last + 1 if not sigma_points else 0):  # the EKF: at z, and the slope
-                hat = (hats[0, m], hats[1, m], hats[2, m], hats[3, m])
-                # the slope to the right of z, its edge chosen by the knots themselves (the hats' edges
-                # differ in the last bit where they meet, so at a knot they would pick inconsistently)
-                below, at, above = knots[max(m - 1, 0)], knots[m], knots[min(m + 1, n_k - 1)]
-                for b in range(n_b):
-                    ri = knot_ri[m, b]
-                    z = W[W_Z * CB + b]
-                    weight = _hat(z, hat)
-                    W[W_RI * CB + b] += weight * ri
-                    W[W_RS * CB + b] += weight * knot_r[knot_sum + m, b]
-                    edge = hat[0] if z < at else -hat[2]
-                    W[W_RI_SLOPE * CB + b] += (edge if below <= z < above else 0.0) * ri
-            for m in range(m_first, m_last + 1 if sigma_points else 0):  # sigma points: at z and z ± spread
-                hat = (hats[0, m], hats[1, m], hats[2, m], hats[3, m])
-                for b in range(n_b):
-                    ri, rs = knot_ri[m, b], knot_r[knot_sum + m, b]
-                    weight = _hat(W[W_Z * CB + b], hat)
-                    W[W_RI * CB + b] += weight * ri
-                    W[W_RS * CB + b] += weight * rs
-                    weight = _hat(W[W_Z_UP * CB + b], hat)
-                    W[W_RI_UP * CB + b] += weight * ri
-                    W[W_RS_UP * CB + b] += weight * rs
-                    weight = _hat(W[W_Z_DN * CB + b], hat)
-                    W[W_RI_DN * CB + b] += weight * ri
-                    W[W_RS_DN * CB + b] += weight * rs
-            for b in range(n_b):  # where on the OCV grid: the interval in the quads, the weight in the OCV rows
-                ocv_at[0, b], W[W_OCV * CB + b] = _grid_position(W[W_Z * CB + b], ocv_start[b], z0, inv_dz, n_z)
-            for b in range(n_b if sigma_points else 0):
-                row = ocv_start[b]
-                ocv_at[1, b], W[W_OCV_UP * CB + b] = _grid_position(W[W_Z_UP * CB + b], row, z0, inv_dz, n_z)
-                ocv_at[2, b], W[W_OCV_DN * CB + b] = _grid_position(W[W_Z_DN * CB + b], row, z0, inv_dz, n_z)
-            for b in range(n_b):  # the look-ups themselves: scalar, 4 adjacent values each
-                u = ocv_u[b]
-                if sigma_points:
-                    W[W_OCV * CB + b] = _bilinear(quads, ocv_at[0, b], W[W_OCV * CB + b], u)
-                    W[W_OCV_UP * CB + b] = _bilinear(quads, ocv_at[1, b], W[W_OCV_UP * CB + b], u)
-                    W[W_OCV_DN * CB + b] = _bilinear(quads, ocv_at[2, b], W[W_OCV_DN * CB + b], u)
-                else:
-                    W[W_OCV * CB + b], W[W_OCV_SLOPE * CB + b] = _bilinear_and_slope(
-                        quads, ocv_at[0, b], W[W_OCV * CB + b], u, inv_dz)
-            # the Kalman update: arithmetic only, over the block's cells at once
-            for b in range(n_b):
-                h, bias = W[W_H * CB + b], W[W_B * CB + b]
-                p00, p01, p02, p03 = W[W_P00 * CB + b], W[W_P01 * CB + b], W[W_P02 * CB + b], W[W_P03 * CB + b]
-                p11, p12, p13 = W[W_P11 * CB + b], W[W_P12 * CB + b], W[W_P13 * CB + b]
-                p22, p23, p33 = W[W_P22 * CB + b], W[W_P23 * CB + b], W[W_P33 * CB + b]
-                m_v = W[W_M * CB + b]
-                rho = W[W_RHO * CB + b]
-                hysteresis = W[W_M0 * CB + b] * W[W_SIGN * CB + b]
-                # the voltage without h and b, and ρ·ΣR, at z and the other evaluation SoCs
-                y0 = W[W_OCV * CB + b] + hysteresis + rho * W[W_RI * CB + b]
-                r = rho * W[W_RS * CB + b]
-                if sigma_points:
-                    y_up = W[W_OCV_UP * CB + b] + hysteresis + rho * W[W_RI_UP * CB + b]
-                    y_dn = W[W_OCV_DN * CB + b] + hysteresis + rho * W[W_RI_DN * CB + b]
-                    y_mean, pyy, dv_dz = _sigma_point_moments(
-                        y0, r, y_up, rho * W[W_RS_UP * CB + b], y_dn, rho * W[W_RS_DN * CB + b], h, bias,
-                        m_v, p00, p01, p02, p11, p12, p22)
-                else:  # the slope of the interpolated OCV and resistances at z
-                    dv_dz = W[W_OCV_SLOPE * CB + b] + rho * W[W_RI_SLOPE * CB + b]
-                    y_mean = y0 + m_v * h - r * bias
-                    pyy = 0.0
-                p_y0 = p00 * dv_dz + p01 * m_v - p02 * r  # P·H', H = [dv/dz, M, −R, 0]
-                p_y1 = p01 * dv_dz + p11 * m_v - p12 * r
-                p_y2 = p02 * dv_dz + p12 * m_v - p22 * r
-                p_y3 = p03 * dv_dz + p13 * m_v - p23 * r
-                if not sigma_points:
-                    pyy = dv_dz * p_y0 + m_v * p_y1 - r * p_y2
-                innovation = voltage_k[b] - y_mean
-                # The model's voltage error: its fit, and its OCV curve's SoC scale, measured from full (the
-                # capacity it was measured with is uncertain): a SoC error that grows towards empty, seen
-                # through the OCV's slope. Beyond the gate the model is off: trust it less, not more.
-                scale_error = dv_dz * ocv_scale * (1.0 - W[W_Z * CB + b])
-                r_v = (W[W_VAR_V * CB + b] + scale_error * scale_error) * inflation
-                pyy = max(pyy + r_v, innovation * innovation * inv_gate2)
-                inv_pyy = 1.0 / pyy
-                gain = innovation * inv_pyy
-                z = W[W_Z * CB + b] + p_y0 * gain
-                W[W_Z * CB + b] = z
-                W[W_H * CB + b] = min(1.0, max(-1.0, h + p_y1 * gain))
-                W[W_B * CB + b] = bias + p_y2 * gain
-                W[W_G * CB + b] = min(2.0, max(0.5, W[W_G * CB + b] + p_y3 * gain))
-                p00 = max(p00 - p_y0 * p_y0 * inv_pyy, 1e-12)
-                W[W_P00 * CB + b] = p00
-                W[W_P01 * CB + b] = p01 - p_y0 * p_y1 * inv_pyy
-                W[W_P02 * CB + b] = p02 - p_y0 * p_y2 * inv_pyy
-                W[W_P03 * CB + b] = p03 - p_y0 * p_y3 * inv_pyy
-                W[W_P11 * CB + b] = max(p11 - p_y1 * p_y1 * inv_pyy, 1e-12)
-                W[W_P12 * CB + b] = p12 - p_y1 * p_y2 * inv_pyy
-                W[W_P13 * CB + b] = p13 - p_y1 * p_y3 * inv_pyy
-                W[W_P22 * CB + b] = max(p22 - p_y2 * p_y2 * inv_pyy, 1e-12)
-                W[W_P23 * CB + b] = p23 - p_y2 * p_y3 * inv_pyy
-                W[W_P33 * CB + b] = max(p33 - p_y3 * p_y3 * inv_pyy, 1e-12)
-                soc_k[b] = z
-                bound_k[b] = 3.0 * np.sqrt(p00)
-            if with_health:
-                for b in range(n_b):
-                    c = first + b
-                    st = state[c]
-                    st[S] = W[W_SIGN * CB + b]
-                    _update_health(k, time_s, dt, current[k, c], voltage[k, c], st, W, irc, n_rc, b, rows, knots, adapt,
-                                   opt, health_out[k, c])
-                    st[PREV_I] = current[k, c]
-                    st[PREV_V] = voltage[k, c]
-                    st[PREV_S] = st[S]
-                    st[PREV_T] = time_s[k]
-                    W[W_RHO * CB + b] = _trusted_rho(st[RHO], opt[O_RHO_DEADBAND]) if adapt_rho else 1.0
-                    W[W_CHARGE_VAR * CB + b] = _counted_charge_var(st[SXX], opt)
-            if record_limits:
-                for b in range(n_b):
-                    c = first + b
-                    m = model_index[c]
-                    q_model = rows[b, 0]
-                    q_now = q_model / (W[W_G * CB + b] if adapt else 1.0)  # the capacity the SoC is counted with
-                    z, h = W[W_Z * CB + b], W[W_H * CB + b]
-                    # Horizons ascend; a longer pulse also has to hold over the shorter one's span.
-                    ic_cap, idis_cap = opt[O_MAX_CHARGE_C] * q_model, opt[O_MAX_DISCHARGE_C] * q_model
-                    pc_cap, pdis_cap = np.inf, np.inf
-                    for n in range(n_h):
-                        ic, pc = _limit(1.0, ic_cap, horizons[n], z, h, irc, n_rc, b, rows, knots, ocv_tables,
-                                        m, ocv_k[b], ocv_u[b], z0, dz, state[c, RHO], q_now, opt)
-                        idis, pdis = _limit(-1.0, idis_cap, horizons[n], z, h, irc, n_rc, b, rows, knots,
-                                            ocv_tables, m, ocv_k[b], ocv_u[b], z0, dz, state[c, RHO], q_now, opt)
-                        ic_cap, idis_cap = ic, idis
-                        pc_cap, pdis_cap = min(pc, pc_cap), min(pdis, pdis_cap)
-                        limits_out[k, c, n * N_LIMITS + 0] = ic
-                        limits_out[k, c, n * N_LIMITS + 1] = idis
-                        limits_out[k, c, n * N_LIMITS + 2] = pc_cap
-                        limits_out[k, c, n * N_LIMITS + 3] = pdis_cap
-            # --- time update to the next sample, over the block's cells at once ----------------------
-            if dt > 0.0:
-                for b in range(n_b):
-                    _time_update(W, b, current_k[b], dt, adapt, joint, opt)
-                for n in range(n_rc):
-                    for b in range(n_b):
-                        a = rc_decay[n, b]
-                        irc[n, b] = a * irc[n, b] + (1.0 - a) * current_k[b]
-        for b in range(n_b):
-            c = first + b
-            for d in range(N_X):
-                state[c, d] = W[d * CB + b]
-                for e in range(N_X):
-                    cov[c, d, e] = W[p_rows[d, e] * CB + b]
-            for n in range(n_rc):
-                i_rc[c, n] = irc[n, b]
-            state[c, S] = W[W_SIGN * CB + b]
-            state[c, MOVED] += W[W_MOVED * CB + b]
-            state[c, PREV_I] = current[n_time - 1, c]
-            state[c, PREV_V] = voltage[n_time - 1, c]
-            state[c, PREV_S] = W[W_SIGN * CB + b]
-            state[c, PREV_T] = time_s[n_time - 1]

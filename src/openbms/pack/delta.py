@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..cell.kernels import N_FIXED, ocv_at, params_at, resistance_at
+from ..cell.kernels import CAPACITY_AH, N_FIXED, ocv_at, params_at, rc_step, resistance_at, soc_per_amp
 
 DZ, LEAK, DC, DR = range(4)
 N_DELTA = 4
@@ -58,7 +58,7 @@ def delta_kernel(time_s, dv, current, bleed, zbar, zbar_std, tbar, axis, table, 
         i = current[k]
         # the mean cell's modelled overpotential: a cell with (1 + δ) times its resistances shows δ times it more
         params_at(tbar[k], axis, table, p)
-        q_ah = p[0]
+        q_ah = p[CAPACITY_AH]
         r[0] = resistance_at(p, N_FIXED + n_rc, zbar[k], knots)
         eta = r[0] * i
         for j in range(n_rc):
@@ -77,7 +77,7 @@ def delta_kernel(time_s, dv, current, bleed, zbar, zbar_std, tbar, axis, table, 
                 drop[c] += r[j + 1] * bleed_rc[c, j]
             if dv[k, c] == dv[k, c]:
                 mean_drop += drop[c]
-        a = -dt / (3600.0 * q_ah)
+        a = -soc_per_amp(-1.0, 1.0, dt, 1.0 / (3600.0 * q_ah))  # what a drain (leak, bleed) moves per amp
         # The measured mean is the mean of the cells' voltages, not the voltage at the mean SoC: predict it so.
         mean_ocv, mean_slope, mean_wide, mean_dr, n_valid = 0.0, 0.0, 0.0, 0.0, 0
         span = max(SLOPE_STEP, MEAN_SPREAD * zbar_std[k])
@@ -146,7 +146,7 @@ def delta_kernel(time_s, dv, current, bleed, zbar, zbar_std, tbar, axis, table, 
                 x[c, d] -= common
         for j in range(n_rc):
             decay = np.exp(-dt / p[N_FIXED + j])
-            i_rc[j] = decay * i_rc[j] + (1.0 - decay) * i
+            i_rc[j] = rc_step(i_rc[j], decay, i)
             for c in range(n_cells):
-                bleed_rc[c, j] = decay * bleed_rc[c, j] + (1.0 - decay) * (bleed[k, c] - mean_bleed)
+                bleed_rc[c, j] = rc_step(bleed_rc[c, j], decay, bleed[k, c] - mean_bleed)
 
