@@ -284,6 +284,13 @@ def test_dynamic_metadata_server_capabilities_availability_and_access_control(cl
                                 {"type": "dynamic-metadata", "parameter": ["availability"]}])
     assert [(d["path"], d["dp"]["value"]) for d in reply["data"]] == [(SOC, "available"),
                                                                      (f"{ROOT}.StateOfHealth", "unavailable")]
+    rates = client.send(action="get", path=ROOT, authorization=token(vehicle),
+                        filter=[{"type": "paths", "parameter": ["StateOfCharge.Current", "StateOfHealth"]},
+                                {"type": "dynamic-metadata", "parameter": "samplerate"}])["data"]
+    assert rates["path"] == SOC and 1 < float(rates["dp"]["value"]) < 40  # the demo publishes at 20 Hz
+    never = client.send(action="get", path=f"{ROOT}.StateOfHealth", authorization=token(vehicle),
+                        filter={"type": "dynamic-metadata", "parameter": "samplerate"})
+    assert error_of(never) == (404, "unavailable_data")
     validate = client.send(action="get", path=f"{ROOT}.Charging.ChargeLimit",
                            filter={"type": "dynamic-metadata", "parameter": "validate"})
     assert validate["data"]["dp"]["value"] == "read-write"

@@ -45,6 +45,7 @@ class SignalHub:
         self._clock = clock
         self._lock = threading.Lock()
         self._values: dict[str, tuple[object, float]] = {}
+        self._intervals: dict[str, float] = {}  # per signal, the mean time between its publishes (moving average)
         self._listeners: dict[int, tuple[asyncio.AbstractEventLoop, Listener]] = {}
         self._handler: ActuatorHandler | None = None
         self._keys = itertools.count()
@@ -54,6 +55,11 @@ class SignalHub:
         ts = self._clock() if time_s is None else float(time_s)
         checked = {path: (vss.coerce(path, value), ts) for path, value in values.items()}
         with self._lock:
+            for path, (_, t) in checked.items():
+                last = self._values.get(path)
+                if last is not None and t > last[1]:
+                    mean = self._intervals.get(path, t - last[1])
+                    self._intervals[path] = mean + 0.1 * (t - last[1] - mean)
             self._values.update(checked)
             listeners = list(self._listeners.values())
         for loop, listener in listeners:
@@ -66,6 +72,12 @@ class SignalHub:
             raise vss.InvalidValue(f"{path} is a branch; read its signals")
         with self._lock:
             return self._values.get(path, (None, None))
+
+    def sample_rates_hz(self, paths: Iterable[str]) -> dict[str, float | None]:
+        """How often each signal is published (VISS samplerate), from the mean interval between its publishes;
+        None before its second."""
+        with self._lock:
+            return {path: 1.0 / self._intervals[path] if path in self._intervals else None for path in paths}
 
     def read_many(self, paths: Iterable[str]) -> dict[str, tuple[object, float | None]]:
         with self._lock:

@@ -7,7 +7,9 @@ for a browser dashboard, and an optional static directory at `/`). With a certif
 and key both are TLS (wss/https).
 
 Every read and set needs a token; the catalogue's static metadata (a VSS `static-metadata`
-get) does not, since it describes the vehicle model, not this vehicle's data.
+get) does not, since it describes the vehicle model, not this vehicle's data, nor do the server
+capabilities and the access-control mode (`dynamic-metadata` server_capabilities and validate), as
+VISS requires. Every refusal, on any URL, is a VISS error object with the server's time.
 Owner endpoints take a Bearer token carrying the `owner` scope (`openbms token --owner`):
   GET /owner/grants · POST /owner/grants {app, scopes, ttl_s} → {grant, token} ·
   DELETE /owner/grants/{id} · GET /owner/audit?limit=&grant= ·

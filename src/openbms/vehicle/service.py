@@ -81,6 +81,8 @@ class VehicleService:
         access = self.authorize(token)
         if filters.dynamic_metadata == "availability":
             return {"data": data_points(self.availability(access, path, filters))}
+        if filters.dynamic_metadata == "samplerate":
+            return {"data": data_points(self.sample_rates(access, path, filters))}
         if filters.history_s is not None:
             return {"data": series(self.history(access, path, filters, filters.history_s))}
         return {"data": data_points(self.read(access, path, filters))}
@@ -102,6 +104,16 @@ class VehicleService:
         values = self.hub.read_many(self.select(access, path, filters))
         return [(leaf, "available" if ts is not None and now - ts <= STALE_AFTER_S else "unavailable",
                  now if ts is None else ts) for leaf, (_, ts) in values.items()]
+
+    def sample_rates(self, access: Access, path: str, filters: Filters) -> list[tuple[str, float, float]]:
+        """Each covered leaf's capture rate in Hz, as the BMS publishes it; unavailable_data if none is known."""
+        now = self.clock()
+        rates = self.hub.sample_rates_hz(self.select(access, path, filters))
+        found = [(leaf, round(rate, 3), now) for leaf, rate in rates.items() if rate is not None]
+        if not found:
+            raise VissError("unavailable_data", f"The requested data was not found: {path} has not been published "
+                                                "twice yet")
+        return found
 
     def history(self, access: Access, path: str, filters: Filters,
                 period_s: float) -> list[tuple[str, list[tuple[object, float]]]]:
