@@ -33,6 +33,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/faults.py
 	$(BIN)/python bench/interface_load.py
+	$(BIN)/python bench/durability.py
 	$(BIN)/python bench/fleet.py
 
 ## Regenerate the bundled cells from the A123 data (see README: Bundled cells).

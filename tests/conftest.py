@@ -20,6 +20,23 @@ def a123_dir() -> Path:
     return A123_DIR
 
 
+@pytest.fixture(scope="session")
+def warm_kernels() -> None:
+    """Compile the live BMS's numba kernels once per session (cached on disk after the first run, which takes
+    minutes on a loaded machine), so tests that wait for a live BMS wait for the BMS, not for the compiler."""
+    pytest.importorskip("fastsim", reason="the simulated vehicle needs the sim extra (pip install -e '.[sim]')")
+    from openbms.cell import load_cell
+    from openbms.runtime.bms import Bms
+    from openbms.runtime.sources import SimSource
+    from openbms.runtime.vehicle import SimulatedVehicle
+
+    cell = load_cell("blade_lfp")
+    source = SimSource(SimulatedVehicle(cell, 4, 2, soc0=0.6, plugged_at_start=True))
+    bms = Bms(cell, 4, 2)
+    for _ in range(3):
+        bms.step(source.next_sample())
+
+
 @pytest.fixture
 def bdf_frame() -> pd.DataFrame:
     """A short, valid BDF cell series: a discharge pulse, rest, a charge pulse."""

@@ -15,10 +15,11 @@ from openbms.vehicle.errors import VissError
 from openbms.vehicle.filters import essential_points, history_seconds
 from openbms.vehicle.auth import AuthError, Authority
 from openbms.vehicle.hub import Requester, SetResult, SignalHub
-from openbms.vehicle.store import AuditRecord, Store
+from openbms.vehicle.store import AuditRecord, StorageError, Store
 
-SOC = "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current"
-LIMIT = "Vehicle.Powertrain.TractionBattery.Charging.ChargeLimit"
+ROOT = "Vehicle.Powertrain.TractionBattery"
+SOC = f"{ROOT}.StateOfCharge.Current"
+LIMIT = f"{ROOT}.Charging.ChargeLimit"
 
 
 class Clock:
@@ -144,14 +145,44 @@ def test_error_objects_use_only_the_specifications_pairs():
         VissError("token_missing", "x")
 
 
-def test_hub_asks_the_handler_and_publishes_what_was_applied():
-    hub = SignalHub()
-    hub.set_actuator_handler(lambda path, value, who: SetResult(True, max(50, min(100, value)), "clamped"))
-    result = hub.request_set(LIMIT, "30", Requester("app", "g", "r1"))
-    assert result == SetResult(True, 50, "clamped")
+def test_hub_asks_the_handler_and_publishes_what_was_committed():
+    hub, committed = SignalHub(), []
+    hub.set_actuator_handler(lambda path, value, who, commit: SetResult(True, max(50, min(100, value)), "clamped"))
+    result = hub.request_set(LIMIT, "30", Requester("app", "g", "r1"), lambda r, state: committed.append(r))
+    assert result == SetResult(True, 50, "clamped") and committed == [result]  # committed for a stateless handler
     assert hub.read(LIMIT)[0] == 50
     with pytest.raises(vss.InvalidValue, match="not an actuator"):
-        hub.request_set(SOC, 10, Requester("app", "g", "r2"))
+        hub.request_set(SOC, 10, Requester("app", "g", "r2"), lambda r, state: committed.append(r))
+
+
+def test_a_set_that_cannot_be_committed_is_not_published():
+    hub = SignalHub()
+    hub.publish({LIMIT: 90})
+    hub.set_actuator_handler(lambda path, value, who, commit: SetResult(True, value, ""))
+
+    def full_disk(result, state):
+        raise StorageError("the audit log cannot be written: database or disk is full")
+
+    with pytest.raises(StorageError):
+        hub.request_set(LIMIT, 60, Requester("app", "g", "r1"), full_disk)
+    assert hub.read(LIMIT)[0] == 90
+
+
+@pytest.mark.parametrize("value", ["8_0", " 80 ", "80 ", "0x50", "NaN", "Infinity", "1e400", "", "eighty"])
+def test_wire_numbers_are_json_numbers_only(value):
+    with pytest.raises(vss.InvalidValue, match="expected a"):
+        vss.coerce(LIMIT, value)
+
+
+def test_numbers_are_checked_exactly_and_without_overflow():
+    assert vss.coerce(LIMIT, "80") == 80 and vss.coerce(LIMIT, "8e1") == 80 and vss.coerce(LIMIT, 80.0) == 80
+    with pytest.raises(vss.InvalidValue, match="a number of about 400 digits is outside"):
+        vss.coerce(LIMIT, 10**399)
+    with pytest.raises(vss.InvalidValue, match="beyond any float"):
+        vss.coerce(f"{ROOT}.CurrentCurrent", 10**399)
+    for bad in (float("nan"), float("inf"), True, None, [80]):
+        with pytest.raises(vss.InvalidValue):
+            vss.coerce(LIMIT, bad)
 
 
 def test_tokens_are_bound_to_vehicle_expiry_scope_and_live_grants(store):

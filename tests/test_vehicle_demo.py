@@ -33,7 +33,8 @@ class DemoVehicle:
                           f"{ROOT}.Charging.IsCharging": False}, time_s)
         self.step += 1
 
-    def decide(self, path: str, value: object, requester: Requester) -> SetResult:
+    def decide(self, path: str, value: object, requester: Requester, commit=None) -> SetResult:
+        """Keeps no state of its own, so it leaves `commit` to the hub."""
         if path == LIMIT:
             applied = min(100, max(50, value))
             return SetResult(True, applied, "" if applied == value else f"clamped to {applied} % (50–100 % allowed)")

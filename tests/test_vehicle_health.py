@@ -21,6 +21,7 @@ from openbms.vehicle.hub import SignalHub
 from openbms.vehicle.server import running_server
 from openbms.vehicle.store import Store
 from openbms.vehicle.vss import HEALTH_LEAVES, LEAVES, ROOT, node
+from waiting import PATIENCE_S
 
 HEALTH = f"{ROOT}.OpenBMS.Health"
 
@@ -48,7 +49,7 @@ def pack(tmp_path_factory):
     """A 20-cell pack charging for five minutes, its values on the hub and its state saved as `serve` saves it."""
     cell = load_cell("blade_lfp")
     source = SimSource(SimulatedVehicle(cell, 20, 4, soc0=0.3, plugged_at_start=True, seed=5))
-    bms, hub = Bms(cell, source.series, source.sensors), SignalHub()
+    bms, hub = Bms(cell, source.series, source.sensors), SignalHub(stale_after_s=PATIENCE_S)  # then silent
     for _ in range(300):
         output, values = bms.step(source.next_sample())
         source.apply(output, bms.bleed_a, bms.conditioning)  # the charger obeys the BMS, as in the running loop

@@ -14,6 +14,7 @@ from openbms.vehicle.hub import SignalHub
 from openbms.vehicle.server import running_server
 from openbms.vehicle.store import Store
 from test_vehicle_demo import LIMIT, ROOT, SOC, DemoVehicle
+from waiting import PATIENCE_S, wait_for
 
 kuksa_client = pytest.importorskip("kuksa_client")
 
@@ -36,10 +37,7 @@ def kuksa_connect(viss_url: str):
     host, port = viss_url.removeprefix("ws://").rsplit(":", 1)
     client = kuksa_client.KuksaClientThread({"ip": host, "port": int(port), "protocol": "ws", "insecure": True})
     client.start()
-    deadline = time.monotonic() + 5
-    while not client.connection_established():
-        assert time.monotonic() < deadline, "kuksa-client did not connect"
-        time.sleep(0.02)
+    wait_for(client.connection_established, "kuksa-client did not connect", poll_s=0.02)
     return client
 
 
@@ -65,7 +63,7 @@ def test_kuksa_client_reads_subscribes_and_sets(vehicle, kuksa):
     updates: queue.Queue = queue.Queue()
     subscribed = json.loads(kuksa.subscribe(SOC, lambda message: updates.put(json.loads(message))))
     assert "subscriptionId" in subscribed, subscribed
-    values = [updates.get(timeout=5)["data"]["dp"]["value"] for _ in range(3)]
+    values = [updates.get(timeout=PATIENCE_S)["data"]["dp"]["value"] for _ in range(3)]
     assert len(set(values)) > 1  # the SoC moves: these are live updates
 
     applied = json.loads(kuksa.setValue(LIMIT, "30", attribute="targetValue"))
@@ -102,7 +100,7 @@ def test_kuksa_val_authorize_dialect(vehicle):
     tok = grant_token(vehicle, f"read:{SOC}")
     with connect(vehicle.viss_url, subprotocols=["VISSv2"], open_timeout=5) as ws:
         ws.send(json.dumps({"action": "authorize", "tokens": tok, "requestId": "1"}))
-        authorized = json.loads(ws.recv(timeout=5))
+        authorized = json.loads(ws.recv(timeout=PATIENCE_S))
         assert authorized["action"] == "authorize" and authorized["TTL"] > time.time()
         ws.send(json.dumps({"action": "get", "path": SOC, "attribute": "value", "requestId": "2"}))
-        assert json.loads(ws.recv(timeout=5))["data"]["path"] == SOC
+        assert json.loads(ws.recv(timeout=PATIENCE_S))["data"]["path"] == SOC

@@ -19,6 +19,7 @@ from openbms.vehicle.hub import SignalHub
 from openbms.vehicle.oauth import ACCESS_TTL_S, CODE_TTL_S, DEFAULT_TTL_S, plain_words
 from openbms.vehicle.server import running_server
 from openbms.vehicle.store import Store
+from waiting import PATIENCE_S
 
 requests_oauthlib = pytest.importorskip("requests_oauthlib")
 REDIRECT = "http://127.0.0.1:9/callback"  # never contacted: the test reads the redirect the consent answers
@@ -27,7 +28,7 @@ SCOPES = [f"read:{ROOT}", f"actuate:{LIMIT}"]
 
 @pytest.fixture(scope="module")
 def vehicle(tmp_path_factory):
-    hub = SignalHub()
+    hub = SignalHub(stale_after_s=PATIENCE_S)  # published once: live for the whole module
     DemoVehicle(hub).publish()
     hub.publish({f"{ROOT}.StateOfHealth": 97.0})
     store = Store(f"sqlite:///{tmp_path_factory.mktemp('oauth') / 'openbms.db'}")

@@ -3,11 +3,13 @@
 `Bms.step` turns a `Sample` into a `BmsOutput` (for CAN and the vehicle) and the VSS values
 the vehicle interface publishes; `Bms.actuate` is what an app's set request reaches, and
 its answer says what was applied. Everything an app can set, and everything the BMS learns,
-is in `nv_state`, so a restart resumes where it stopped.
+is in its non-volatile state, saved at every command and every minute, so a restart resumes
+where it stopped.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import threading
@@ -23,12 +25,13 @@ from ..safety.contactors import ContactorController, PrechargeCircuit
 from ..safety.events import SEVERITIES, Event, rank
 from ..safety.monitor import MonitorConfig, PackMonitor
 from ..safety.soa import SoaLimits
-from ..vehicle.hub import Requester, SetResult
+from ..vehicle.hub import Commit, Requester, SetResult
 from ..vehicle.vss import ROOT
 from .sample import BmsOutput, Sample
 from .usage import Usage
 
 log = logging.getLogger(__name__)
+NV_KEY = "bms"  # the store's key of the BMS's non-volatile state
 OVERLAY = f"{ROOT}.OpenBMS"
 CONTACTOR_TICK_S = 0.01
 MAX_CONTACTOR_TICKS = 1000  # after a long gap, 10 s of the contactor machine is enough to settle
@@ -242,44 +245,69 @@ class Bms:
         return next((name.upper() for name in ("thermal_runaway", "abnormal_heating") if name in kinds), "NONE")
 
     # -- what apps may ask ---------------------------------------------------------------------
-    def actuate(self, path: str, value, requester: Requester) -> SetResult:
+    def actuate(self, path: str, value, requester: Requester, commit: Commit) -> SetResult:
+        """Decide a set request; the decision and the state it leaves are committed (`commit`) before it takes
+        effect, and undone if they cannot be, so what the owner was told is what a restart finds."""
         with self.lock:
-            if path == f"{ROOT}.Charging.ChargeLimit":
-                asked = float(value)
-                clamped = self.charger.set_target(asked / 100.0)
-                applied = int(round(100 * self.charger.soc_target))
-                low, high = (round(100 * x) for x in TARGET_RANGE)
-                why = f"a charge limit of {asked:g} % is outside {low}–{high} %: set to {applied} %" if clamped else ""
-                if self.charger.state == "complete" and self._was_plugged and self.charge_wanted:
-                    self.charger.start()  # a higher limit resumes a finished charge
-                return SetResult(True, applied, why or f"charge limit set to {applied} %")
-            if path == f"{ROOT}.Charging.StartStopCharging":
-                self.charge_wanted = value == "START"
-                if value == "STOP":
-                    self.charger.stop()
-                    return SetResult(True, "STOP", "charging stopped")
-                if not self._was_plugged:
-                    return SetResult(True, "START", "charging will start when a charger is connected")
-                if any(e.severity == "critical" for e in self.active.values()):
-                    return SetResult(False, "STOP", "refused: a critical fault is active")
-                self.charger.start()
-                return SetResult(True, "START", "charging started")
-            if path == f"{ROOT}.BatteryConditioning.RequestedMode":
-                self.conditioning = str(value)
-                return SetResult(True, self.conditioning, f"conditioning {self.conditioning.lower()}")
+            before = copy.copy(self.charger), self.charge_wanted, self.conditioning
+            result = self._decide(path, value)
+            try:
+                commit(result, {NV_KEY: self._nv_state()})
+            except BaseException:
+                self.charger, self.charge_wanted, self.conditioning = before
+                raise
+            return result
+
+    def _decide(self, path: str, value) -> SetResult:
+        if path == f"{ROOT}.Charging.ChargeLimit":
+            asked = float(value)
+            clamped = self.charger.set_target(asked / 100.0)
+            applied = int(round(100 * self.charger.soc_target))
+            low, high = (round(100 * x) for x in TARGET_RANGE)
+            why = f"a charge limit of {asked:g} % is outside {low}–{high} %: set to {applied} %" if clamped else ""
+            if self.charger.state == "complete" and self._was_plugged and self.charge_wanted:
+                self.charger.start()  # a higher limit resumes a finished charge
+            return SetResult(True, applied, why or f"charge limit set to {applied} %")
+        if path == f"{ROOT}.Charging.StartStopCharging":
+            self.charge_wanted = value == "START"
+            if value == "STOP":
+                self.charger.stop()
+                return SetResult(True, "STOP", "charging stopped")
+            if not self._was_plugged:
+                return SetResult(True, "START", "charging will start when a charger is connected")
+            if any(e.severity == "critical" for e in self.active.values()):
+                return SetResult(False, "STOP", "refused: a critical fault is active")
+            self.charger.start()
+            return SetResult(True, "START", "charging started")
+        if path == f"{ROOT}.BatteryConditioning.RequestedMode":
+            self.conditioning = str(value)
+            return SetResult(True, self.conditioning, f"conditioning {self.conditioning.lower()}")
         return SetResult(False, None, f"{path} is not controlled by the BMS")
+
+    def report(self, event: Event) -> None:
+        """An event from outside the estimate and safety checks (a storage fault), onto the alarm timeline."""
+        with self.lock:
+            self._track([event])
+
+    def persist(self, write) -> None:
+        """`write(nv_state)` under the lock, so a periodic save never overwrites a command committed meanwhile."""
+        with self.lock:
+            write(self._nv_state())
 
     def nv_state(self) -> dict:
         """What a restart must not lose."""
         with self.lock:
-            row = self.last_estimate or {}
-            return {"filters": self.monitor.estimator.snapshot(),
-                    "cell_soc": row.get("cell_soc"), "capacity_ah": row.get("capacity_ah"),
-                    "resistance_ohm": row.get("resistance_ohm"), "charge_limit": self.charger.soc_target,
-                    "charge_wanted": self.charge_wanted, "conditioning": self.conditioning,
-                    "consumption_wh_per_km": self.consumption_wh_per_km, "latched": self.latched[-50:],
-                    "usage": self.usage.as_dict(), "health": self._health(row) if row else None,
-                    "cell": self._cell_record()}
+            return self._nv_state()
+
+    def _nv_state(self) -> dict:
+        row = self.last_estimate or {}
+        return {"filters": self.monitor.estimator.snapshot(),
+                "cell_soc": row.get("cell_soc"), "capacity_ah": row.get("capacity_ah"),
+                "resistance_ohm": row.get("resistance_ohm"), "charge_limit": self.charger.soc_target,
+                "charge_wanted": self.charge_wanted, "conditioning": self.conditioning,
+                "consumption_wh_per_km": self.consumption_wh_per_km, "latched": self.latched[-50:],
+                "usage": self.usage.as_dict(), "health": self._health(row) if row else None,
+                "cell": self._cell_record()}
 
     def _cell_record(self) -> dict:
         """Which cell model the estimates rest on and where it came from (for the battery passport)."""

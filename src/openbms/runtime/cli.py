@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import signal
+import sys
 import time
 
 from pathlib import Path
@@ -37,16 +39,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                      "car's own BMS signals through it instead of running this BMS")
     p.add_argument("--cert", help="TLS certificate (PEM): serve https and wss")
     p.add_argument("--key", help="TLS private key (PEM)")
+    p.add_argument("--server-name", action="append", default=[], metavar="NAME",
+                   help="a host name clients use to reach this server (IP addresses and localhost always work); "
+                        "repeatable")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a web app's origin (https://app.example) allowed to open WebSockets besides the dashboard's "
+                        "own; repeatable")
     p.set_defaults(run=run)
 
 
 def make_source(spec: str, model, series: int, sensors: int, spread=None):
     from .sources import ReplaySource, SimSource
-    from .vehicle import SimulatedVehicle
 
     kind, _, rest = spec.partition(":")
     if kind == "sim" and not rest:
-        return SimSource(SimulatedVehicle(model, series, sensors, **({"spread": spread} if spread else {})))
+        from .vehicle import SimulatedVehicle
+
+        try:
+            return SimSource(SimulatedVehicle(model, series, sensors, **({"spread": spread} if spread else {})))
+        except ModuleNotFoundError as exc:  # the `sim` extra is not installed
+            raise ValueError(f"--source sim: {exc}") from None
     if kind == "replay" and rest:
         return ReplaySource(rest)
     if kind == "can" and rest:
@@ -58,12 +70,13 @@ def make_source(spec: str, model, series: int, sensors: int, spread=None):
 
 def run(args) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from ..cell import load_cell
     from ..vehicle.auth import Authority
     from ..vehicle.hub import SignalHub
     from ..vehicle.server import run_fast, serve
-    from ..vehicle.store import Store
+    from ..vehicle.store import StorageError, Store
     from ..pack.balancing import Balancer
     from ..pack.config import load_pack
     from ..safety.monitor import MonitorConfig
@@ -71,6 +84,8 @@ def run(args) -> int:
     from .service import NV_KEY, BmsLoop
 
     console = Console(stderr=True)
+    # a fatal signal (SIGBUS from a storage file mapped into memory) says where it came from, on the real stderr
+    faulthandler.enable(file=sys.__stderr__)
     if args.mapping:
         return _serve_mapped(args, console)
     if args.pack:
@@ -81,29 +96,38 @@ def run(args) -> int:
     else:
         model, series, sensors = load_cell(_cell_name(args)), args.series, args.sensors
         spread, balancer, config = None, Balancer(), MonitorConfig()
-    store = Store(args.db)
+    edge = _edge(args)
+    try:
+        store = Store(args.db)
+    except StorageError as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        return 2
     source = make_source(args.source, model, series, sensors, spread)
     bms = Bms(model, source.series, source.sensors, nv=store.load_nv(NV_KEY),
               balancer=balancer if getattr(source, "obeys", False) else None, config=config)
     hub = SignalHub()
-    # The owner opens the dashboard with their own token in the URL's fragment (never sent to a server log).
     authority = Authority(store, args.vehicle_id)
-    owner = authority.token(_dashboard_grant(authority))
     loop = BmsLoop(source, bms, hub, store, speed=args.speed, sink=getattr(source, "sink", None)).start()
     scheme = "https" if args.cert else "http"
     console.print(f"openbms: {source.series} cells from {args.source} at {args.speed:g}x. VISS v2 on "
                   f"{'wss' if args.cert else 'ws'}://{args.host}:{args.viss_port}; apps get tokens with "
                   f"`openbms token --db {args.db} --app NAME --scope read:...`. Ctrl-C stops.")
-    print(f"{scheme}://{args.host}:{args.port}/#token={owner}", flush=True)
+    try:  # the owner opens the dashboard with their own token in the URL's fragment (never sent to a server log)
+        print(f"{scheme}://{args.host}:{args.port}/#token={authority.token(_dashboard_grant(authority))}",
+              flush=True)
+    except StorageError as exc:
+        console.print(f"[bold red]openbms: {escape(str(exc))}[/]: no dashboard link (its grant cannot be stored); "
+                      "the BMS runs and serves reads, and refuses commands until the database takes writes")
     signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop saves the state like Ctrl-C does
     try:
         run_fast(serve(hub, store, host=args.host, port=args.port, viss_port=args.viss_port,
-                          vehicle_id=args.vehicle_id, cert=args.cert, key=args.key, static_dir=WEB_DIR))
+                       vehicle_id=args.vehicle_id, cert=args.cert, key=args.key, static_dir=WEB_DIR, edge=edge))
     except KeyboardInterrupt:
         pass
     finally:
         loop.stop()
-        console.print(f"openbms: stopped after {loop.samples:,} samples; state saved to {args.db}")
+        saved = f"state saved to {args.db}" if loop.storage_fault is None else f"state NOT saved: {loop.storage_fault}"
+        console.print(f"openbms: stopped after {loop.samples:,} samples; {escape(saved)}")
     return 0
 
 
@@ -140,13 +164,20 @@ def _serve_mapped(args, console) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         run_fast(serve(hub, store, host=args.host, port=args.port, viss_port=args.viss_port,
-                       vehicle_id=args.vehicle_id, cert=args.cert, key=args.key, static_dir=WEB_DIR))
+                       vehicle_id=args.vehicle_id, cert=args.cert, key=args.key, static_dir=WEB_DIR, edge=_edge(args)))
     except KeyboardInterrupt:
         pass
     finally:
         bridge.stop()
         bridge.bus.shutdown()
     return 0
+
+
+def _edge(args):
+    """Who may reach the server: the names it is served under, the web apps allowed to open WebSockets."""
+    from ..vehicle.guard import Edge
+
+    return Edge(server_names=(args.host, *args.server_name), allowed_origins=tuple(args.allow_origin)).validate()
 
 
 def _interrupt(signum, frame):

@@ -30,7 +30,7 @@ from cantools.database import Message
 from cantools.database.can import Signal
 
 from ..vehicle import vss
-from ..vehicle.hub import Requester, SetResult, SignalHub
+from ..vehicle.hub import Commit, Requester, SetResult, SignalHub
 from .can import _Reporter
 
 BRANDS_DIR = Path(__file__).resolve().parent / "brands"
@@ -270,8 +270,9 @@ class CanBridge(_Reporter):
         except vss.InvalidValue as exc:
             self._report(f"{message.name} not published: {exc}")
 
-    def actuate(self, path: str, value, requester: Requester) -> SetResult:
-        """The hub's actuator handler: one set request, one frame to the car."""
+    def actuate(self, path: str, value, requester: Requester, commit: Commit) -> SetResult:
+        """The hub's actuator handler: one set request, one frame to the car, audited before it is sent (and
+        audited again as refused if the bus then fails to take it)."""
         e = self.outputs.get(path)
         if e is None:
             return SetResult(False, None, f"{self.mapping.brand}'s mapping sends nothing for {path}")
@@ -281,12 +282,19 @@ class CanBridge(_Reporter):
         values = {**self.pending[e.message.name], e.signal.name: dbc_value}
         try:
             data = e.message.encode(values)
+        except ValueError as exc:
+            return SetResult(False, None, f"not sent to the car: {exc}")
+        result = SetResult(True, value, f"sent to the car as {e.message.name}.{e.signal.name} = {dbc_value}")
+        commit(result, None)
+        try:
             self.bus.send(can.Message(arbitration_id=e.message.frame_id, data=data,
                                       is_extended_id=e.message.is_extended_frame))
-        except (ValueError, can.CanError) as exc:
-            return SetResult(False, None, f"not sent to the car: {exc}")
+        except can.CanError as exc:
+            failed = SetResult(False, None, f"not sent to the car: {exc}")
+            commit(failed, None)
+            return failed
         self.pending[e.message.name] = values
-        return SetResult(True, value, f"sent to the car as {e.message.name}.{e.signal.name} = {dbc_value}")
+        return result
 
 
 def _fits(signal: Signal, value: float) -> bool:

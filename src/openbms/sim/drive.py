@@ -17,7 +17,7 @@ CYCLES = {"udds": "udds.csv", "hwfet": "hwfet.csv"}
 @lru_cache(maxsize=None)
 def pack_power(cycle: str) -> tuple[np.ndarray, np.ndarray, float]:
     """(time_s, pack power W with + = charging, pack energy Wh) on one cycle."""
-    import fastsim as fsim
+    fsim = _fastsim()
 
     if cycle not in CYCLES:
         raise ValueError(f"unknown drive cycle {cycle!r}: choose from {sorted(CYCLES)}")
@@ -34,7 +34,7 @@ def pack_power(cycle: str) -> tuple[np.ndarray, np.ndarray, float]:
 @lru_cache(maxsize=None)
 def cycle_speed(cycle: str) -> np.ndarray:
     """The cycle's speed (m/s) at the times of `pack_power`."""
-    import fastsim as fsim
+    fsim = _fastsim()
 
     if cycle not in CYCLES:
         raise ValueError(f"unknown drive cycle {cycle!r}: choose from {sorted(CYCLES)}")
@@ -62,3 +62,14 @@ def drive(cycles: list[str], cell_energy_wh: float, gap_s: float = 60.0) -> tupl
             speeds.append(np.zeros(int(gap_s)))
             t0 += gap_s
     return np.concatenate(times), np.concatenate(powers), np.concatenate(speeds)
+
+
+def _fastsim():
+    """FASTSim comes with the `sim` extra: a missing one is named with the command that installs it."""
+    try:
+        import fastsim
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError("the simulated vehicle needs the package fastsim, part of the 'sim' extra: "
+                                  "pip install 'openbms[sim]' (in a checkout: pip install -e '.[sim]')",
+                                  name="fastsim") from exc
+    return fastsim

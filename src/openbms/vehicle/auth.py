@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from . import vss
-from .store import Grant, Store
+from .store import AuditRecord, Grant, Store
 
 OWNER_SCOPE = "owner"
 HEALTH_SCOPE = "health"
@@ -37,6 +37,7 @@ MAX_TTL_S = 10 * 365 * 24 * 3600.0
 _SCOPE_VERBS = ("read", "actuate")
 _KEY_NAME = "token-signing-key-ed25519"
 _ALGORITHM = "EdDSA"
+ISSUER = "openbms"  # the `iss` of every token this vehicle signs, and the only one it accepts
 
 
 class AuthError(Exception):
@@ -101,8 +102,9 @@ class Authority:
         self._public_key = self._private_key.public_key()
         self._decode = lru_cache(maxsize=4096)(self._decode_signed)
 
-    def grant(self, app: str, scopes: Iterable[str], ttl_s: float) -> Grant:
-        """Record the owner's consent; `token(grant)` gives the app its credential."""
+    def grant(self, app: str, scopes: Iterable[str], ttl_s: float, by: Access | None = None) -> Grant:
+        """Record the owner's consent (audited with it, when given `by` whose credential); `token(grant)` gives
+        the app its credential."""
         if not app or not app.strip():
             raise ValueError("the app name must not be empty")
         if not 1 <= ttl_s <= MAX_TTL_S:
@@ -110,7 +112,9 @@ class Authority:
         now = int(self._clock())
         # hex: an id never starts with '-', which `openbms revoke ID` would take for an option (1 in 64 did)
         grant = Grant(secrets.token_hex(12), app.strip(), parse_scopes(scopes), now, now + int(ttl_s))
-        self.store.add_grant(grant)
+        self.store.add_grant(grant, None if by is None else self._record(
+            by, f"grant-{grant.id}", "owner:grants", f"{grant.app}: {' '.join(grant.scopes)} for {ttl_s:g} s",
+            grant.id, f"granted {grant.app} {' '.join(grant.scopes)} until {int(grant.expires_at)}"))
         return grant
 
     def token(self, grant: Grant, scopes: Iterable[str] | None = None, ttl_s: float | None = None) -> str:
@@ -121,7 +125,7 @@ class Authority:
         """
         now = int(self._clock())
         expires_at = grant.expires_at if ttl_s is None else min(grant.expires_at, now + ttl_s)
-        claims = {"iss": "openbms", "aud": self.vehicle_id, "sub": grant.app,
+        claims = {"iss": ISSUER, "aud": self.vehicle_id, "sub": grant.app,
                   "scope": " ".join(grant.scopes if scopes is None else scopes),
                   "iat": int(grant.issued_at) if ttl_s is None else now, "exp": int(expires_at), "jti": grant.id}
         return jwt.encode(claims, self._private_key, algorithm=_ALGORITHM)
@@ -129,9 +133,16 @@ class Authority:
     def grants(self) -> list[Grant]:
         return self.store.grants()
 
-    def revoke(self, grant_id: str) -> None:
-        if not self.store.revoke_grant(grant_id, self._clock()):
+    def revoke(self, grant_id: str, by: Access | None = None) -> None:
+        """End a grant (audited with it, when given `by` whose credential)."""
+        record = None if by is None else self._record(by, f"revoke-{grant_id}", f"owner:grants/{grant_id}",
+                                                      "revoke", grant_id, f"revoked grant {grant_id}")
+        if not self.store.revoke_grant(grant_id, self._clock(), record):
             raise ValueError(f"no grant with id {grant_id!r}")
+
+    def _record(self, by: Access, request_id: str, path: str, requested: object, applied: object,
+                reason: str) -> AuditRecord:
+        return AuditRecord(self._clock(), by.app, by.grant_id, request_id, path, requested, applied, True, reason)
 
     def verify(self, token: object) -> Access:
         """The access a token gives now, or AuthError: 401 missing, invalid (bad signature, another vehicle,
@@ -159,12 +170,21 @@ class Authority:
                                                   f"{exc}") from None
         return Access(grant.id, claims["sub"], scopes, float(claims["exp"]))
 
+    def claimed(self, token: object) -> tuple[str, str] | None:
+        """(app, grant id) a token names if its signature holds, whatever its expiry or grant say (for the
+        audit of a refused request); None for anything this vehicle did not sign."""
+        try:
+            claims = self._decode(token) if isinstance(token, str) and token else None
+        except AuthError:
+            return None
+        return None if claims is None else (claims["sub"], claims["jti"])
+
     def _decode_signed(self, token: str) -> dict:
         """Signature and claim shape only (cached per token); expiry and revocation are checked per request."""
         try:
-            claims = jwt.decode(token, self._public_key, algorithms=[_ALGORITHM],
+            claims = jwt.decode(token, self._public_key, algorithms=[_ALGORITHM], issuer=ISSUER,
                                 options={"verify_aud": False, "verify_exp": False,
-                                         "require": ["aud", "sub", "scope", "exp", "iat", "jti"]})
+                                         "require": ["iss", "aud", "sub", "scope", "exp", "iat", "jti"]})
         except jwt.InvalidTokenError as exc:
             raise AuthError(401, "invalid_token", f"Access token is invalid: {exc}") from None
         if not all(isinstance(claims[k], str) for k in ("aud", "sub", "scope", "jti")):

@@ -34,6 +34,7 @@ class VissError(Exception):
             raise ValueError(f"{reason!r} is not a VISS v2 error reason ({', '.join(STATUS_CODES)})")
         super().__init__(message)
         self.number, self.reason, self.message = STATUS_CODES[reason], reason, message
+        self.audited = False  # a refused set: whether its audit row was already written
 
     def as_dict(self) -> dict:
         return {"number": self.number, "reason": self.reason, "message": self.message}

@@ -112,7 +112,7 @@ def parse_filters(raw: object, action: str) -> Filters:
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep for the parser
             raise _invalid(f"the filter must be a JSON object, got {raw!r}") from None
     items = raw if isinstance(raw, list) else [raw]
     found: dict[str, object] = {}

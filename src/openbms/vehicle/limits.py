@@ -15,6 +15,7 @@ class Limits:
     requests_per_s: float = 50.0           # token bucket per access token (or per connection without one)
     burst: float = 100.0
     send_queue: int = 1_000                # notifications waiting for a slow client before it is disconnected
+    send_queue_bytes: int = 4_194_304      # ... or this many bytes of them
 
     def validate(self) -> Limits:
         for name, value in vars(self).items():

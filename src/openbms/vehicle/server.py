@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import threading
 import time
@@ -41,23 +42,26 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from . import viss, vss
 from .auth import Access, Authority, parse_scopes
 from .errors import UNKNOWN_SUBSCRIPTION, VissError, bad_request, revoked_grant
+from .guard import Edge, Guard, http_protocol, ws_protocol
 from .history import HistoryRecorder
 from .hub import SignalHub
 from .limits import Limits, RateLimiter
 from .oauth import OAuthEndpoints
-from .service import VehicleService
-from .store import Store
+from .service import VehicleService, stale_error
+from .store import StorageError, Store
 from .subscriptions import Fanout
 
 SUBPROTOCOL = "VISSv2"
+log = logging.getLogger(__name__)
 
 
 class VehicleInterface:
     """The transports around one hub, store and vehicle; `start`/`stop` its background tasks on the serving loop."""
 
     def __init__(self, hub: SignalHub, store: Store, vehicle_id: str, *, limits: Limits | None = None,
-                 static_dir: str | Path | None = None, history_period_s: float = 1.0):
+                 edge: Edge | None = None, static_dir: str | Path | None = None, history_period_s: float = 1.0):
         self.limits = (limits or Limits()).validate()
+        self.edge = (edge or Edge()).validate()
         self.authority = Authority(store, vehicle_id)
         self.service = VehicleService(hub, store, self.authority)
         self.fanout = Fanout(hub, self.service)
@@ -76,10 +80,10 @@ class VehicleInterface:
         await self.fanout.stop()
         await self.history.stop()
 
-    def viss_app(self) -> Starlette:
-        return Starlette(routes=[WebSocketRoute("/", self._websocket)])
+    def viss_app(self) -> Guard:
+        return self._app([WebSocketRoute("/", self._websocket)])
 
-    def http_app(self) -> Starlette:
+    def http_app(self) -> Guard:
         routes = [
             WebSocketRoute("/viss", self._websocket),
             Route("/Vehicle", self._http_signal, methods=["GET", "POST"]),
@@ -92,7 +96,13 @@ class VehicleInterface:
         ]
         if self.static_dir is not None:
             routes.append(Mount("/", StaticFiles(directory=self.static_dir, html=True)))
-        return Starlette(routes=routes, exception_handlers={HTTPException: self._http_exception})
+        return self._app(routes)
+
+    def _app(self, routes: list) -> Guard:
+        """The routes behind the guard, outermost, so that even a 500 answer carries the security headers."""
+        return Guard(Starlette(routes=routes, exception_handlers={HTTPException: self._http_exception,
+                                                                  StorageError: _storage_error,
+                                                                  Exception: _internal_error}), self.edge)
 
     async def _http_exception(self, request: HttpRequest, exc: Exception) -> JSONResponse:
         """Routing errors (no such resource, a method it does not take) as VISS error objects too."""
@@ -119,22 +129,34 @@ class VehicleInterface:
         now = self.service.clock()
         token = _bearer(request)
         try:
-            try:
-                path = vss.request_path(request.url.path)
-            except vss.InvalidValue as exc:
-                raise bad_request(str(exc)) from None
+            path = vss.request_path(request.url.path)
+        except vss.InvalidValue as exc:
+            return _http_error(bad_request(str(exc)))
+        if request.method == "POST":
+            return await self._http_set(request, path, token)
+        try:  # GET and HEAD only read
             self.check_rate(token or f"ip:{request.client.host if request.client else '?'}")
-            filters = viss.parse_filters(_json_query(request, "filter"), request.method.lower())
-            if request.method == "GET":
-                return JSONResponse({**await self.get(token, path, filters), "ts": viss.timestamp(now)})
-            access = self.service.authorize(token)
-            body = await _json_body(request, self.limits.max_message_bytes)
+            filters = viss.parse_filters(_json_query(request, "filter", self.limits), "get")
+            return JSONResponse({**await self.get(token, path, filters), "ts": viss.timestamp(now)})
+        except VissError as exc:
+            return _http_error(exc)
+
+    async def _http_set(self, request: HttpRequest, path: str, token: str | None) -> JSONResponse:
+        body: dict = {}
+        try:
+            self.check_rate(token or f"ip:{request.client.host if request.client else '?'}")
+            body = await _json_body(request, self.limits)
             request_id = viss.request_id_of(body)
             if request_id is None or "value" not in body:
                 raise bad_request('POST {"value": ..., "requestId": "<unique per grant>"} to set a signal')
+            if request.query_params.get("filter") is not None:
+                raise bad_request("a set takes no filter")
+            access = self.service.authorize(token)
             outcome = await asyncio.to_thread(self.service.request_set, access, path, body["value"], request_id)
             return JSONResponse(_set_members(outcome, request_id))
         except VissError as exc:
+            await asyncio.to_thread(self.service.audit_refusal, token, path, body.get("value"),
+                                    viss.request_id_of(body), exc)
             return _http_error(exc)
 
     async def get(self, token: object, path: str, filters: viss.Filters) -> dict:
@@ -152,16 +174,19 @@ class VehicleInterface:
 
     async def _owner_grants(self, request: HttpRequest) -> JSONResponse:
         try:
-            await self._owner(request)
+            owner = await self._owner(request)
             if request.method == "GET":
                 now = self.service.clock()
                 return JSONResponse([{**g.as_dict(), "status": g.status(now)} for g in self.authority.grants()])
-            body = await _json_body(request, self.limits.max_message_bytes)
+            body = await _json_body(request, self.limits)
             try:
                 grant = self.authority.grant(str(body.get("app", "")), parse_scopes(body.get("scopes") or []),
-                                             float(body.get("ttl_s", 0)))
+                                             float(body.get("ttl_s", 0)), by=owner)
             except (TypeError, ValueError) as exc:
-                raise bad_request(f'POST {{"app", "scopes": [...], "ttl_s"}}: {exc}') from None
+                error = bad_request(f'POST {{"app", "scopes": [...], "ttl_s"}}: {exc}')
+                await asyncio.to_thread(self.service.record_refusal, owner.app, owner.grant_id, "",
+                                        "owner:grants", body, error)
+                raise error from None
             return JSONResponse({"grant": grant.as_dict(), "token": self.authority.token(grant)}, status_code=201)
         except VissError as exc:
             return _http_error(exc)
@@ -169,11 +194,14 @@ class VehicleInterface:
     async def _owner_revoke(self, request: HttpRequest) -> JSONResponse:
         grant_id = request.path_params["grant_id"]
         try:
-            await self._owner(request)
+            owner = await self._owner(request)
             try:
-                self.authority.revoke(grant_id)
+                self.authority.revoke(grant_id, by=owner)
             except ValueError as exc:
-                raise VissError("unavailable_data", str(exc)) from None
+                error = VissError("unavailable_data", str(exc))
+                await asyncio.to_thread(self.service.record_refusal, owner.app, owner.grant_id, "",
+                                        f"owner:grants/{grant_id}", "revoke", error)
+                raise error from None
             self.fanout.end_grant(grant_id, revoked_grant(grant_id))
             return JSONResponse({"revoked": grant_id})
         except VissError as exc:
@@ -209,14 +237,17 @@ class VehicleInterface:
 
 
 class Connection:
-    """One WebSocket client: its requests in order, its subscriptions, and a send queue so a slow
-    client only delays itself (and is disconnected when it falls `Limits.send_queue` messages behind)."""
+    """One WebSocket client: its requests in order, its subscriptions, and a send queue so a slow client only
+    delays itself. A client that falls `Limits.send_queue` messages or `Limits.send_queue_bytes` behind is
+    disconnected; one that stops reading altogether is dropped by the transport (`guard.ws_protocol`)."""
 
     def __init__(self, ws: WebSocket, interface: VehicleInterface):
         self.ws, self.interface, self.service = ws, interface, interface.service
         self.token: str | None = None  # from an `authorize` request (kuksa dialect), used when a request has none
         self.subscriptions: set[str] = set()
         self.outbox: asyncio.Queue[str | None] = asyncio.Queue(interface.limits.send_queue)
+        self.queued_bytes = 0
+        self.closing = False
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._write())
@@ -229,23 +260,31 @@ class Connection:
         except WebSocketDisconnect:
             pass
         finally:
-            for sub_id in self.subscriptions:
-                self.interface.fanout.remove(sub_id)
+            self._end_subscriptions()
             writer.cancel()
 
     def send(self, body: dict | str) -> None:
-        try:
-            self.outbox.put_nowait(body if isinstance(body, str) else json.dumps(body))
-        except asyncio.QueueFull:
-            for sub_id in self.subscriptions:
-                self.interface.fanout.remove(sub_id)
-            self.subscriptions.clear()
+        if self.closing:
+            return
+        text = body if isinstance(body, str) else json.dumps(body)
+        if self.outbox.full() or self.queued_bytes + len(text) > self.interface.limits.send_queue_bytes:
+            self._end_subscriptions()
+            self.closing = True
             while not self.outbox.empty():
                 self.outbox.get_nowait()
             self.outbox.put_nowait(None)  # the writer closes the connection
+            return
+        self.queued_bytes += len(text)
+        self.outbox.put_nowait(text)
+
+    def _end_subscriptions(self) -> None:
+        for sub_id in self.subscriptions:
+            self.interface.fanout.remove(sub_id)
+        self.subscriptions.clear()
 
     async def _write(self) -> None:
         while (text := await self.outbox.get()) is not None:
+            self.queued_bytes -= len(text)
             await self.ws.send_text(text)
         await self.ws.close(code=1013, reason="the client reads notifications too slowly")
 
@@ -258,6 +297,11 @@ class Connection:
             self.interface.check_rate(token if isinstance(token, str) else f"connection:{id(self)}")
             reply = await self.dispatch(viss.parse_request(msg), now)
         except VissError as exc:
+            if msg.get("action") == "set":
+                await asyncio.to_thread(self.service.audit_refusal, msg.get("authorization", self.token),
+                                        msg.get("path"), msg.get("targetValue" if msg.get("attribute") ==
+                                                                 "targetValue" else "value"),
+                                        viss.request_id_of(msg), exc)
             sub_id = msg.get("subscriptionId") if msg.get("action") == "unsubscribe" else None
             reply = viss.error_response(msg.get("action"), viss.request_id_of(msg), exc, now,
                                         str(sub_id) if isinstance(sub_id, (str, int)) else None)
@@ -293,7 +337,11 @@ class Connection:
         sub = self.interface.fanout.add(access, leaves, self.send, request.filters)
         self.subscriptions.add(sub.id)
         self.send(viss.response(request, now, subscriptionId=sub.id))
-        if sub.period_s is None:  # event subscriptions start from the current values
+        stale_since = self.service.hub.stale_since()
+        if stale_since is not None:  # it resumes with the BMS; until then, no stale values
+            self.send({"action": "subscription", "subscriptionId": sub.id,
+                       "error": stale_error(stale_since).as_dict(), "ts": viss.timestamp(now)})
+        elif sub.period_s is None:  # event subscriptions start from the current values
             current = self.service.hub.read_many(leaves)
             sub.offer([(p, v, ts) for p, (v, ts) in current.items() if ts is not None], now)
 
@@ -313,6 +361,18 @@ def _bearer(request: HttpRequest) -> str | None:
     return header[7:].strip() if header[:7].lower() == "bearer " else None
 
 
+async def _storage_error(request: HttpRequest, exc: Exception) -> JSONResponse:
+    """A write the database refused (an owner's grant or revocation): nothing was changed."""
+    return _http_error(VissError("service_unavailable", f"not done: {exc}"))
+
+
+async def _internal_error(request: HttpRequest, exc: Exception) -> JSONResponse:
+    """A bug: logged with its traceback here, answered without one (HTTP 500 has no VISS reason)."""
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"error": {"number": 500, "reason": "internal_error",
+                                   "message": "the server failed on this request; it is logged"}}, status_code=500)
+
+
 def _http_error(exc: VissError) -> JSONResponse:
     """A VISS error object with the server's time, the HTTP status being its number."""
     headers = {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc.reason}"'} \
@@ -321,7 +381,8 @@ def _http_error(exc: VissError) -> JSONResponse:
                         headers=headers)
 
 
-async def _json_body(request: HttpRequest, max_bytes: int) -> dict:
+async def _json_body(request: HttpRequest, limits: Limits) -> dict:
+    max_bytes = limits.max_message_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise bad_request(f"the body has {declared} bytes; at most {max_bytes} are accepted")
@@ -333,14 +394,11 @@ async def _json_body(request: HttpRequest, max_bytes: int) -> dict:
     return viss.decode(body, max_bytes)
 
 
-def _json_query(request: HttpRequest, name: str) -> object:
+def _json_query(request: HttpRequest, name: str, limits: Limits) -> object:
     raw = request.query_params.get(name)
     if raw is None:
         return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise bad_request(f"query parameter {name!r} must be JSON, got {raw!r}") from None
+    return viss.parse_json(raw, limits.max_message_bytes, what=f"query parameter {name!r}")
 
 
 def _int_query(request: HttpRequest, name: str, default: int) -> int:
@@ -365,13 +423,15 @@ class VehicleServer:
 
     def __init__(self, hub: SignalHub, store: Store, *, host: str, port: int, viss_port: int, vehicle_id: str,
                  cert: str | None = None, key: str | None = None, static_dir: str | Path | None = None,
-                 limits: Limits | None = None, history_period_s: float = 1.0):
+                 limits: Limits | None = None, edge: Edge | None = None, history_period_s: float = 1.0):
         if (cert is None) != (key is None):
             raise ValueError("TLS needs both a certificate and its key")
-        self.interface = VehicleInterface(hub, store, vehicle_id, limits=limits, static_dir=static_dir,
+        self.interface = VehicleInterface(hub, store, vehicle_id, limits=limits, edge=edge, static_dir=static_dir,
                                           history_period_s=history_period_s)
+        edge = self.interface.edge
         common = {"host": host, "ssl_certfile": cert, "ssl_keyfile": key, "lifespan": "off", "access_log": False,
-                  "log_level": "warning", "ws": "websockets-sansio", "ws_per_message_deflate": False,
+                  "log_level": "warning", "http": http_protocol(edge.header_timeout_s),
+                  "ws": ws_protocol(edge.stall_s), "ws_per_message_deflate": False,
                   "ws_max_size": self.interface.limits.max_frame_bytes}
         self.servers = [uvicorn.Server(uvicorn.Config(self.interface.http_app(), port=port, **common)),
                         uvicorn.Server(uvicorn.Config(self.interface.viss_app(), port=viss_port, **common))]
@@ -406,10 +466,10 @@ class VehicleServer:
 
 async def serve(hub: SignalHub, store: Store, *, host: str = "127.0.0.1", port: int = 8080, viss_port: int = 8090,
                 vehicle_id: str, cert: str | None = None, key: str | None = None,
-                static_dir: str | Path | None = None, limits: Limits | None = None) -> None:
+                static_dir: str | Path | None = None, limits: Limits | None = None, edge: Edge | None = None) -> None:
     """Serve HTTP on `port` and VISS v2 WebSocket on `viss_port` until cancelled or signalled."""
     await VehicleServer(hub, store, host=host, port=port, viss_port=viss_port, vehicle_id=vehicle_id, cert=cert,
-                        key=key, static_dir=static_dir, limits=limits).run()
+                        key=key, static_dir=static_dir, limits=limits, edge=edge).run()
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,12 @@
 """What a request may do, whatever transport carried it: authorize, get, and request a set.
 
 Both the WebSocket and the HTTP transport call these methods, so the rules (scope, replay,
-audit-before-acknowledge, what each get filter answers) live in one place. Errors are `VissError`s.
+audit before apply and before acknowledge, what each get filter answers) live in one place. Errors are `VissError`s.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -15,11 +16,11 @@ from . import vss
 from .auth import Access, AuthError, Authority
 from .errors import READ_ONLY, VissError, bad_request, unknown_path
 from .filters import TYPES, Filters
-from .hub import Requester, SignalHub
-from .store import AuditRecord, Store
-from .viss import data_points, series
+from .hub import Requester, SetResult, SignalHub
+from .store import AuditRecord, StorageError, Store
+from .viss import data_points, series, timestamp
 
-STALE_AFTER_S = 10.0  # a signal not published for this long is "unavailable", however recent its last value
+log = logging.getLogger(__name__)
 MAX_HISTORY_POINTS = 20_000  # per history request, over all its signals
 # server capabilities (VISS v2 Core, appendix "Server Capabilities"); access_ctrl: the token's scope is a
 # set of signals (read:/actuate: paths), issued by the owner rather than by an access-grant/token server
@@ -90,6 +91,7 @@ class VehicleService:
     def read(self, access: Access, path: str, filters: Filters) -> list[tuple[str, object, float]]:
         """(path, value, ts) of every covered leaf that has a value; unavailable_data if none has."""
         leaves = self.select(access, path, filters)
+        self.check_live()
         values = self.hub.read_many(leaves)
         found = [(leaf, value, ts) for leaf, (value, ts) in values.items() if ts is not None]
         if not found:
@@ -97,12 +99,18 @@ class VehicleService:
                                                 f"{path} yet")
         return found
 
+    def check_live(self) -> None:
+        """service_unavailable (VISS's 503: the server cannot provide the data now) while the BMS is silent."""
+        since = self.hub.stale_since()
+        if since is not None:
+            raise stale_error(since)
+
     def availability(self, access: Access, path: str, filters: Filters) -> list[tuple[str, str, float]]:
         """Each leaf "available" while the BMS keeps publishing it, else "unavailable" (never published, or
-        silent for STALE_AFTER_S), stamped with its latest value's time."""
+        silent for the hub's stale_after_s), stamped with its latest value's time."""
         now = self.clock()
         values = self.hub.read_many(self.select(access, path, filters))
-        return [(leaf, "available" if ts is not None and now - ts <= STALE_AFTER_S else "unavailable",
+        return [(leaf, "available" if ts is not None and now - ts <= self.hub.stale_after_s else "unavailable",
                  now if ts is None else ts) for leaf, (_, ts) in values.items()]
 
     def sample_rates(self, access: Access, path: str, filters: Filters) -> list[tuple[str, float, float]]:
@@ -147,23 +155,47 @@ class VehicleService:
             raise unknown_path(str(exc)) from None
 
     def request_set(self, access: Access, path: str, value: object, request_id: str) -> SetOutcome:
-        """Ask the BMS to apply a value; the request and its outcome are audited before this returns.
+        """Ask the BMS to apply a value. Every outcome is audited; an accepted one is committed (audit row and
+        the BMS state it leaves, in one transaction) before it takes effect and before this returns, and is
+        refused (503, not applied) when the database cannot take it.
 
         Blocking (a database write): call it from a worker thread in async code.
         """
-        with self._set_lock:
-            if self.store.seen_request(access.grant_id, request_id):  # refused, and not audited twice
-                raise VissError("forbidden_request", f"requestId {request_id!r} was already used by grant "
-                                                     f"{access.grant_id}: a replayed command is refused")
-            try:
-                outcome = self._decide(access, path, value, request_id)
-            except VissError as exc:
-                self._audit(access, path, value, request_id, None, False, exc.message)
-                raise
-            self._audit(access, path, value, request_id, outcome.applied, True, outcome.reason)
-            return outcome
+        requester = Requester(access.app, access.grant_id, request_id)
 
-    def _decide(self, access: Access, path: str, value: object, request_id: str) -> SetOutcome:
+        def commit(result: SetResult, state: dict | None) -> None:
+            self.store.record_set(self._record(access.app, access.grant_id, request_id, path, value, result.applied,
+                                               result.accepted, result.reason), state)
+
+        with self._set_lock:
+            try:
+                self._check(access, path, request_id)
+                result = self.hub.request_set(path, value, requester, commit)
+            except vss.InvalidValue as exc:
+                raise self.record_refusal(access.app, access.grant_id, request_id, path, value,
+                                          VissError("invalid_data", str(exc))) from None
+            except VissError as exc:
+                raise self.record_refusal(access.app, access.grant_id, request_id, path, value, exc) from None
+            except StorageError as exc:
+                log.error("set of %s refused: %s", path, exc)
+                raise _audited(VissError("service_unavailable", f"not applied: {exc}")) from None
+        if not result.accepted:
+            raise _audited(VissError("forbidden_request", f"the BMS refused: {result.reason or 'no reason given'}"))
+        return SetOutcome(path, result.applied, self.clock(), result.reason)
+
+    def audit_refusal(self, token: object, path: object, value: object, request_id: str | None,
+                      error: VissError) -> None:
+        """Record a set refused before it reached `request_set` (no valid token, rate-limited, malformed),
+        under the grant its token names when its signature holds. Blocking."""
+        if error.audited:
+            return
+        app, grant_id = self.authority.claimed(token) or ("(no valid token)", "")
+        self.record_refusal(app, grant_id, request_id or "", path, value, error)
+
+    def _check(self, access: Access, path: str, request_id: str) -> None:
+        if self.store.seen_request(access.grant_id, request_id):
+            raise VissError("forbidden_request", f"requestId {request_id!r} was already used by grant "
+                                                 f"{access.grant_id}: a replayed command is refused")
         try:
             node = vss.node(path)
         except vss.UnknownPath as exc:
@@ -172,18 +204,30 @@ class VehicleService:
             raise VissError("invalid_data", f"{READ_ONLY[:-1]}: {path} is a {node.type}; only actuators can be set")
         if not access.can_actuate(path):
             raise VissError("forbidden_request", f"grant {access.grant_id} ({access.app}) may not actuate {path}")
-        try:
-            result = self.hub.request_set(path, value, Requester(access.app, access.grant_id, request_id))
-        except vss.InvalidValue as exc:
-            raise VissError("invalid_data", str(exc)) from None
-        if not result.accepted:
-            raise VissError("forbidden_request", f"the BMS refused: {result.reason or 'no reason given'}")
-        return SetOutcome(path, result.applied, self.clock(), result.reason)
 
-    def _audit(self, access: Access, path: str, requested: object, request_id: str, applied: object,
-               accepted: bool, reason: str) -> None:
-        self.store.record_set(AuditRecord(self.clock(), access.app, access.grant_id, request_id, path,
-                                          _jsonable(requested), _jsonable(applied), accepted, reason))
+    def record_refusal(self, app: str, grant_id: str, request_id: str, path: object, value: object,
+                       error: VissError) -> VissError:
+        """Audit a refusal (the request is refused whether or not the audit can be written) and mark it so."""
+        try:
+            self.store.record_set(self._record(app, grant_id, request_id, path, value, None, False, error.message))
+        except StorageError as exc:
+            log.error("refused set of %s not audited: %s", path, exc)
+        return _audited(error)
+
+    def _record(self, app: str, grant_id: str, request_id: str, path: object, requested: object, applied: object,
+                accepted: bool, reason: str) -> AuditRecord:
+        return AuditRecord(self.clock(), app, grant_id, request_id, "" if path is None else str(path),
+                           requested, applied, accepted, reason)
+
+
+def stale_error(since: float) -> VissError:
+    return VissError("service_unavailable", f"no data from the BMS since {timestamp(since)}: its last values are "
+                                            "stale, so none are served")
+
+
+def _audited(error: VissError) -> VissError:
+    error.audited = True
+    return error
 
 
 def _leaves(path: str, filters: Filters) -> list[str]:
@@ -194,6 +238,3 @@ def _leaves(path: str, filters: Filters) -> list[str]:
     except vss.InvalidValue as exc:
         raise bad_request(str(exc)) from None
 
-
-def _jsonable(value: object) -> object:
-    return value if isinstance(value, (str, int, float, bool, list, type(None))) else repr(value)

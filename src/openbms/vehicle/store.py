@@ -10,14 +10,17 @@ dashboard's charts, the BMS's non-volatile state (key → JSON), and named secre
 from __future__ import annotations
 
 import json
+import math
+import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sqlalchemy import Boolean, Float, Index, Integer, String, Text, create_engine, event, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 DEFAULT_URL = "sqlite:///out/openbms.db"
@@ -129,8 +132,12 @@ class Store:
         except Exception as exc:  # an unknown dialect or a driver that is not installed
             raise ValueError(f"cannot open database {url!r}: {exc}") from None
         if parsed.get_backend_name() == "sqlite":
+            _check_mapped_files(parsed.database)
             event.listen(self.engine, "connect", _sqlite_wal)
-        _Base.metadata.create_all(self.engine)
+        try:
+            _Base.metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot open database {url!r}: {_cause(exc)}") from None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -138,9 +145,21 @@ class Store:
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
+    @contextmanager
+    def _writing(self, what: str) -> Iterator[Session]:
+        """One transaction; `StorageError` naming `what` and the database's own words if it is refused."""
+        try:
+            with self._session() as s, s.begin():
+                yield s
+        except SQLAlchemyError as exc:
+            raise StorageError(f"{what} cannot be written to {self.url}: {_cause(exc)}") from exc
+
     # grants
-    def add_grant(self, grant: Grant) -> None:
-        with self._session() as s, s.begin():
+    def add_grant(self, grant: Grant, record: AuditRecord | None = None) -> None:
+        """Store a grant, and with it (one transaction) the audit row of whoever granted it."""
+        with self._writing("the grant") as s:
+            if record is not None:
+                _add_audit(s, record)
             s.add(_GrantRow(id=grant.id, app=grant.app, scopes=" ".join(grant.scopes), issued_at=grant.issued_at,
                             expires_at=grant.expires_at, revoked_at=grant.revoked_at))
 
@@ -161,29 +180,35 @@ class Store:
         with self._session() as s:
             return set(s.scalars(select(_GrantRow.id).where(_GrantRow.id.in_(ids), _GrantRow.revoked_at.is_not(None))))
 
-    def revoke_grant(self, grant_id: str, time_s: float) -> bool:
-        """Mark a grant revoked; False if there is no such grant. Revoking twice keeps the first time."""
-        with self._session() as s, s.begin():
+    def revoke_grant(self, grant_id: str, time_s: float, record: AuditRecord | None = None) -> bool:
+        """Mark a grant revoked, with the audit row of whoever revoked it; False (and nothing written) if there
+        is no such grant. Revoking twice keeps the first time."""
+        with self._writing("the revocation") as s:
             row = s.get(_GrantRow, grant_id)
             if row is None:
                 return False
+            if record is not None:
+                _add_audit(s, record)
             if row.revoked_at is None:
                 row.revoked_at = time_s
             return True
 
     # audit
-    def record_set(self, record: AuditRecord) -> None:
-        """Append one actuation request and its outcome; returns only once committed."""
-        with self._session() as s, s.begin():
-            s.add(_AuditRow(time=record.time, app=record.app, grant_id=record.grant_id, request_id=record.request_id,
-                            path=record.path, requested=json.dumps(record.requested),
-                            applied=json.dumps(record.applied),
-                            accepted=record.accepted, reason=record.reason))
+    def record_set(self, record: AuditRecord, nv: dict[str, dict] | None = None) -> None:
+        """Append one actuation request and its outcome, and the BMS state it leaves (`nv`: key → value), in
+        one transaction; returns only once committed, so an acknowledged command survives a crash with its
+        audit row. Raises `StorageError` (nothing written) when the database cannot take it."""
+        with self._writing("the audit log") as s:
+            _add_audit(s, record)
+            for key, value in (nv or {}).items():
+                _upsert_nv(s, key, value)
 
     def seen_request(self, grant_id: str, request_id: str) -> bool:
-        """Whether this grant already sent a set with this request id (replay protection across restarts)."""
+        """Whether this grant already had a set with this request id accepted (replay protection across
+        restarts); a refused request may be sent again, since nothing of it took effect."""
         with self._session() as s:
-            query = select(_AuditRow.id).where(_AuditRow.grant_id == grant_id, _AuditRow.request_id == request_id)
+            query = select(_AuditRow.id).where(_AuditRow.grant_id == grant_id, _AuditRow.request_id == request_id,
+                                               _AuditRow.accepted.is_(True))
             return s.scalars(query.limit(1)).first() is not None
 
     def audit(self, limit: int = 100, grant_id: str | None = None) -> list[AuditRecord]:
@@ -192,15 +217,15 @@ class Store:
             query = select(_AuditRow).order_by(_AuditRow.id.desc()).limit(limit)
             if grant_id is not None:
                 query = query.where(_AuditRow.grant_id == grant_id)
-            return [AuditRecord(r.time, r.app, r.grant_id, r.request_id, r.path, json.loads(r.requested),
-                                json.loads(r.applied), r.accepted, r.reason) for r in s.scalars(query)]
+            return [AuditRecord(r.time, r.app, r.grant_id, r.request_id, r.path, _json_value(r.requested),
+                                _json_value(r.applied), bool(r.accepted), str(r.reason)) for r in s.scalars(query)]
 
     # state history
     def append_history(self, samples: Iterable[tuple[float, str, object]]) -> None:
         rows = [_SampleRow(time=t, path=path, value=json.dumps(value), number=_number(value))
                 for t, path, value in samples]
         if rows:
-            with self._session() as s, s.begin():
+            with self._writing("the state history") as s:
                 s.add_all(rows)
 
     def history(self, path: str, start: float, end: float, max_points: int = 500) -> list[tuple[float, object]]:
@@ -244,13 +269,9 @@ class Store:
 
     # non-volatile BMS state
     def save_nv(self, key: str, value: dict) -> None:
-        blob = json.dumps(value)
-        with self._session() as s, s.begin():
-            row = s.get(_NvRow, key)
-            if row is None:
-                s.add(_NvRow(key=key, value=blob, updated_at=time.time()))
-            else:
-                row.value, row.updated_at = blob, time.time()
+        """Raises `StorageError` when the database cannot take it (the caller retries: nothing was written)."""
+        with self._writing("the BMS state") as s:
+            _upsert_nv(s, key, value)
 
     def load_nv(self, key: str) -> dict | None:
         with self._session() as s:
@@ -265,12 +286,64 @@ class Store:
             if row is not None:
                 return row.value
         try:
-            with self._session() as s, s.begin():
+            with self._writing(f"the secret {name}") as s:
                 s.add(_SecretRow(name=name, value=make(), created_at=time.time()))
-        except IntegrityError:
-            pass
+        except StorageError as exc:
+            if not isinstance(exc.__cause__, IntegrityError):
+                raise
         with self._session() as s:
             return s.get(_SecretRow, name).value
+
+
+class StorageError(RuntimeError):
+    """The database refused a write (read-only, full, locked, or its files unwritable); nothing was written."""
+
+
+def json_text(value: object) -> str:
+    """Any value as JSON text that every reader can parse back: non-finite numbers and non-JSON objects
+    become their text, so a hostile request's value can never poison the audit view."""
+    return json.dumps(_json_safe(value), allow_nan=False)
+
+
+def _json_safe(value: object) -> object:
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    return repr(value)
+
+
+def _json_value(text: str) -> object:
+    """A stored value back; rows written before values were made JSON-safe (NaN, or not JSON) come back as
+    JSON-safe values or as their raw text, never as an error."""
+    try:
+        return _json_safe(json.loads(text))
+    except (TypeError, ValueError, RecursionError):
+        return str(text)
+
+
+def _add_audit(s: Session, record: AuditRecord) -> None:
+    s.add(_AuditRow(time=record.time, app=record.app[:200], grant_id=record.grant_id[:64],
+                    request_id=record.request_id[:200], path=record.path[:256], requested=json_text(record.requested),
+                    applied=json_text(record.applied), accepted=record.accepted, reason=record.reason))
+
+
+def _upsert_nv(s: Session, key: str, value: dict) -> None:
+    blob = json.dumps(value)
+    row = s.get(_NvRow, key)
+    if row is None:
+        s.add(_NvRow(key=key, value=blob, updated_at=time.time()))
+    else:
+        row.value, row.updated_at = blob, time.time()
+
+
+def _cause(exc: SQLAlchemyError) -> str:
+    """The driver's own words (e.g. 'attempt to write a readonly database'), without SQLAlchemy's SQL dump."""
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0]
 
 
 def _grant(row: _GrantRow) -> Grant:
@@ -283,8 +356,25 @@ def _number(value: object) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def _check_mapped_files(database: str | None) -> None:
+    """SQLite maps a WAL database's `-shm` file into memory: one it cannot write kills the process with SIGBUS
+    at the first query. Refuse it here, saying which file and why, instead."""
+    if database in (None, "", ":memory:"):
+        return
+    shm = Path(f"{database}-shm")
+    try:
+        os.close(os.open(shm, os.O_RDWR))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StorageError(f"{shm} cannot be opened for writing ({exc.strerror}): SQLite maps it into memory, so "
+                           "the database cannot be used; make it writable (chmod, chattr -i) or, with no other "
+                           "process on the database, remove it") from None
+
+
 def _sqlite_wal(dbapi_connection, _record) -> None:
     """WAL lets `openbms revoke` write while the server reads; the server sees it on its next query."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns: an acknowledgement survives power loss
     cursor.close()

@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import json
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,7 +21,7 @@ from .auth import Access
 from .errors import VissError, revoked_grant
 from .filters import CurveLog, Filters, Trigger, essential_points
 from .hub import SignalHub
-from .service import VehicleService
+from .service import VehicleService, stale_error
 from .viss import data_points, series, timestamp
 
 log = logging.getLogger(__name__)
@@ -38,11 +39,18 @@ class Subscription:
     trigger: Trigger | None = None
     curvelog: CurveLog | None = None
     last_sent: dict[str, object] = field(default_factory=dict)
+    last_ts: dict[str, float] = field(default_factory=dict)
     buffers: dict[str, list[tuple[object, float]]] = field(default_factory=dict)
     timer: asyncio.Task | None = None
 
     def offer(self, values: Values, now: float, shared: dict | None = None) -> None:
-        """New values of some of this subscription's signals: notify, wait for the trigger, or buffer them."""
+        """New values of some of this subscription's signals: notify, wait for the trigger, or buffer them.
+        Each published value is offered once (the current values that start an event subscription may also
+        be in a publish already on its way)."""
+        values = [v for v in values if v[2] > self.last_ts.get(v[0], -math.inf)]
+        self.last_ts.update((path, ts) for path, _, ts in values)
+        if not values:
+            return
         if self.curvelog is not None:
             self._log(values, now, self.curvelog)
         elif self.trigger is None or self._fires(values, self.trigger):
@@ -94,10 +102,14 @@ class Fanout:
         self._ids = itertools.count(1)
         self._listener_key: int | None = None
         self._watcher: asyncio.Task | None = None
+        self._stale_since: float | None = None  # announced to every subscription; ticks pause meanwhile
+
+    def __len__(self) -> int:
+        return len(self._subscriptions)
 
     def start(self) -> None:
         self._listener_key = self.hub.add_listener(self._on_publish, asyncio.get_running_loop())
-        self._watcher = asyncio.create_task(self._watch_grants())
+        self._watcher = asyncio.create_task(self._watch())
 
     async def stop(self) -> None:
         if self._listener_key is not None:
@@ -147,17 +159,33 @@ class Fanout:
 
     async def _tick(self, sub: Subscription, period_s: float) -> None:
         while True:
-            values = self.hub.read_many(sub.leaves)
-            sub.notify([(p, v, ts) for p, (v, ts) in values.items() if ts is not None], self.service.clock())
+            if self._stale_since is None:
+                values = self.hub.read_many(sub.leaves)
+                sub.notify([(p, v, ts) for p, (v, ts) in values.items() if ts is not None], self.service.clock())
             await asyncio.sleep(period_s)
 
-    async def _watch_grants(self) -> None:
+    async def _watch(self) -> None:
+        failing = False
         while True:
             await asyncio.sleep(self.watch_period_s)
+            self._announce_staleness()
             try:
                 await self._end_dead_grants()
-            except Exception:  # a database hiccup must not stop the watcher
-                log.exception("checking subscription grants failed")
+                failing = False
+            except Exception:  # a database hiccup must not stop the watcher; said once, not every second
+                if not failing:
+                    log.exception("checking subscription grants failed; retrying every %g s", self.watch_period_s)
+                failing = True
+
+    def _announce_staleness(self) -> None:
+        """When the BMS falls silent, every subscription hears a 503 error event once; values resume with it."""
+        since = self.hub.stale_since()
+        if since is not None and self._stale_since is None:
+            error = stale_error(since).as_dict()
+            for sub in self._subscriptions.values():
+                sub.send({"action": "subscription", "subscriptionId": sub.id, "error": error,
+                          "ts": timestamp(self.service.clock())})
+        self._stale_since = since
 
     async def _end_dead_grants(self) -> None:
         grants = {s.access.grant_id: s.access for s in self._subscriptions.values()}

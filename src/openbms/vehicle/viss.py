@@ -11,6 +11,7 @@ transport drafts) instead of `parameter` (VISS v2 core). After it, the server se
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,6 +22,9 @@ from .errors import VissError, bad_request
 from .filters import Filters, parse_filters
 
 ACTIONS = ("get", "set", "subscribe", "unsubscribe", "authorize")
+MAX_DEPTH = 32  # a VISS request nests four or five levels; anything far deeper is an attack on the parser
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_STRUCTURE = re.compile(rb"[\[\]{}]")
 
 
 @lru_cache(maxsize=4096)  # one publish stamps every signal alike: a history of many signals repeats each stamp
@@ -40,18 +44,51 @@ class Request:
     subscription_id: str | None = None
 
 
-def decode(message: str | bytes, max_bytes: int) -> dict:
-    """One JSON object from a frame, or bad_request (too large, not JSON, not an object)."""
-    size = len(message.encode() if isinstance(message, str) else message)
-    if size > max_bytes:
-        raise bad_request(f"the message has {size} bytes; at most {max_bytes} are accepted")
-    try:
-        msg = json.loads(message)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad_request(f"the message is not valid JSON: {exc}") from None
+def decode(message: str | bytes, max_bytes: int, max_depth: int = MAX_DEPTH) -> dict:
+    """One JSON object from a frame, or bad_request (too large, not JSON, nested deeper than `max_depth`, not
+    an object). Size and depth are checked before parsing, so no input reaches the parser's recursion;
+    NaN and Infinity (not JSON, though Python's parser takes them) stay as `NotANumber` for the value
+    checks to refuse by name."""
+    msg = parse_json(message, max_bytes, max_depth)
     if not isinstance(msg, dict):
         raise bad_request(f"a request must be a JSON object, got {type(msg).__name__}")
     return msg
+
+
+def parse_json(text: str | bytes, max_bytes: int, max_depth: int = MAX_DEPTH, what: str = "the message") -> object:
+    """Any JSON value under the same limits as `decode` (for query parameters too)."""
+    raw = text.encode() if isinstance(text, str) else text
+    if len(raw) > max_bytes:
+        raise bad_request(f"{what} has {len(raw)} bytes; at most {max_bytes} are accepted")
+    depth = json_depth(raw)
+    if depth > max_depth:
+        raise bad_request(f"{what} nests {depth} levels deep; at most {max_depth} are accepted")
+    try:
+        return json.loads(raw, parse_constant=NotANumber)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad_request(f"{what} is not valid JSON: {exc}") from None
+
+
+def json_depth(raw: bytes) -> int:
+    """The deepest nesting of arrays and objects, strings skipped: a linear scan, no recursion."""
+    depth = deepest = 0
+    for token in _STRUCTURE.findall(_STRINGS.sub(b"", raw)):
+        if token in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+class NotANumber:
+    """A NaN or Infinity literal in a request: kept by name so the refusal (and its audit row) says what came."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
 
 
 def request_id_of(msg: dict) -> str | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -24,6 +25,7 @@ ROOT = "Vehicle.Powertrain.TractionBattery"
 MAX_PATH_LENGTH = 256
 VSS_FILE = "vss-6.0-traction-battery.json"
 OVERLAY_FILE = "openbms-overlay.json"
+_WIRE_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")  # JSON's number grammar, nothing else
 
 _INT_RANGES = {"uint8": (0, 2**8 - 1), "uint16": (0, 2**16 - 1), "uint32": (0, 2**32 - 1),
                "uint64": (0, 2**64 - 1), "int8": (-2**7, 2**7 - 1), "int16": (-2**15, 2**15 - 1),
@@ -221,28 +223,50 @@ def _scalar(n: Node, datatype: str, value: object) -> object:
         if n.allowed and value not in n.allowed:
             raise InvalidValue(f"{n.path} accepts {', '.join(n.allowed)}; got {value!r}")
         return value
-    if isinstance(value, bool):
-        raise InvalidValue(f"{expected}: expected a number, got {value!r}")
-    try:
-        number = float(value) if isinstance(value, str) else value
-    except ValueError:
-        raise InvalidValue(f"{expected}: expected a number, got {value!r}") from None
-    if not isinstance(number, (int, float)) or not math.isfinite(number):
-        raise InvalidValue(f"{expected}: expected a finite number, got {value!r}")
+    number = _number(value, expected)
     if datatype in _INT_RANGES:
-        if number != int(number):
-            raise InvalidValue(f"{expected}: expected a whole number, got {value!r}")
-        number = int(number)
+        if isinstance(number, float):
+            if number != int(number):
+                raise InvalidValue(f"{expected}: expected a whole number, got {value!r}")
+            number = int(number)
         low, high = _INT_RANGES[datatype]
         if not low <= number <= high:
-            raise InvalidValue(f"{expected}: {number} is outside [{low}, {high}]")
+            raise InvalidValue(f"{expected}: {_short(number)} is outside [{low}, {high}]")
     else:
-        number = float(number)
+        try:
+            number = float(number)
+        except OverflowError:
+            raise InvalidValue(f"{expected}: {_short(number)} is beyond any {datatype}") from None
     if (n.min is not None and number < n.min) or (n.max is not None and number > n.max):
         unit = f" {n.unit}" if n.unit else ""
         low, high = ("-inf" if n.min is None else f"{n.min:g}"), ("inf" if n.max is None else f"{n.max:g}")
         raise InvalidValue(f"{n.path} must be within [{low}, {high}]{unit}; got {value!r}")
     return number
+
+
+def _number(value: object, expected: str) -> int | float:
+    """A finite number from a JSON number or a wire string written as one ("8_0", " 80 ", "0x50", "NaN" are
+    not); whole numbers stay exact ints, so a 400-digit one is refused by range, not by overflow."""
+    if isinstance(value, str):
+        if len(value) > 64 or not _WIRE_NUMBER.fullmatch(value):
+            raise InvalidValue(f"{expected}: expected a finite number as JSON writes one (80, -2.5, 1e3), "
+                               f"got {_short(value)}")
+        number: int | float = int(value) if value.lstrip("-").isdigit() else float(value)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = value
+    else:
+        raise InvalidValue(f"{expected}: expected a number, got {_short(value)}")
+    if isinstance(number, float) and not math.isfinite(number):
+        raise InvalidValue(f"{expected}: expected a finite number, got {_short(value)}")
+    return number
+
+
+def _short(value: object) -> str:
+    """A value as an error message can quote it: long ones cut, huge whole numbers by their size."""
+    if isinstance(value, int) and abs(value) >= 10**30:
+        return f"a number of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def to_wire(value: object) -> object:

@@ -27,6 +27,8 @@ const EXPLAIN = {
   contactor_welded: "A battery contactor did not open when commanded. Service needed.",
   contactor_failed_to_close: "A battery contactor did not close when commanded. Service needed.",
   precharge_failed: "Connecting the battery (precharge) did not complete.",
+  storage_fault: "The BMS cannot save to its storage: commands are refused and recent settings would be lost "
+    + "on a restart. Free space or fix the storage; the BMS retries on its own.",
 };
 
 function fallback(code) {

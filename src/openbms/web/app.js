@@ -53,8 +53,22 @@ function start() {
 
   const values = {}; // relative path -> latest wire value
   const bound = document.querySelectorAll("[data-path]");
+  let latest = 0;
+  // The server answers 503 service_unavailable while the BMS is silent: its last values are not shown as live.
+  const stale = (error) => {
+    if (error.reason !== "service_unavailable") return report(error, status);
+    document.body.classList.add("stale");
+    const said = Date.parse(error.message.match(/since (\S+Z)/)?.[1] ?? "") / 1000; // the server's last value
+    const since = latest || said;
+    status.textContent = since ? `No data since ${dateTime(since)}` : "No data from the BMS";
+    status.title = error.message;
+  };
   viss.subscribe(ROOT, { type: "timebased", parameter: { period: LIVE_PERIOD_MS } }, (points) => {
-    let latest = 0;
+    if (document.body.classList.contains("stale")) {
+      document.body.classList.remove("stale");
+      status.textContent = "Live";
+      status.title = "";
+    }
     for (const { path, dp } of points) {
       values[path.slice(ROOT.length + 1)] = dp.value;
       latest = Math.max(latest, Date.parse(dp.ts) / 1000);
@@ -67,7 +81,7 @@ function start() {
     updateCells(values);
     updateAlarms(values, latest);
     updateControls(values);
-  }, (error) => report(error, status));
+  }, stale);
 }
 
 start();

@@ -40,7 +40,8 @@ export const COMMANDS = {
 
 export function describeCommand(path, value) {
   const command = COMMANDS[path.replace(`${ROOT}.`, "")];
-  return command ? `${command.name}: ${command.value(value)}` : `${path} = ${value}`;
+  return command ? `${command.name}: ${command.value(value)}`
+    : `${path} = ${typeof value === "string" ? value : JSON.stringify(value)}`;
 }
 
 export function duration(seconds) {
