@@ -3,8 +3,8 @@
 `Guard` (ASGI middleware, both ports): the `Host` must name this server (an IP address,
 `localhost`, or a `--server-name`), so a page on another site cannot reach it by DNS rebinding;
 a browser's WebSocket `Origin` must be the dashboard's own (the same scheme, host and port) or
-an `--allow-origin`; the path and query have a length limit (each refusal a VISS error object); every HTTP answer carries the
-security headers (a CSP allowing only the server's own scripts, styles and connections, no
+an `--allow-origin`; the path and query have a length limit (each refusal a VISS error object);
+every HTTP answer carries the security headers (a CSP allowing only the server's own scripts, styles and connections, no
 framing, no sniffing, and `Cache-Control: no-store` on JSON, which carries tokens).
 
 `http_protocol` closes a connection whose request head is not complete in `header_timeout_s`

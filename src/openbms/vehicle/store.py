@@ -376,5 +376,5 @@ def _sqlite_wal(dbapi_connection, _record) -> None:
     """WAL lets `openbms revoke` write while the server reads; the server sees it on its next query."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns: an acknowledgement survives power loss
+    cursor.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns: an ack outlives power loss
     cursor.close()
