@@ -68,12 +68,12 @@ def test_identify_wrong_columns(tmp_path, bdf_frame, capsys):
 
 
 def test_error_messages_are_printed_verbatim(tmp_path, capsys):
-    """Column names with bracketed units (PyBaMM's 'Time [s]') appear in the error as they are in the file."""
-    path = tmp_path / "pybamm.csv"
-    frame = pd.DataFrame({"Time [s]": [0.0, 1.0], "Current [A]": [1.0, 1.0], "Voltage [V]": [3.3, 3.3]})
+    """Column names with bracketed units ('Zeit [s]') appear in the error as they are in the file."""
+    path = tmp_path / "other.csv"
+    frame = pd.DataFrame({"Zeit [s]": [0.0, 1.0], "Strom [A]": [1.0, 1.0], "Spannung [V]": [3.3, 3.3]})
     frame.to_csv(path, index=False)
     assert main(["identify", "--ocv", str(path), "--dynamic", str(path), "-o", str(tmp_path / "c.json")]) == 2
-    assert _flat("'Time [s]'") in _error(capsys)
+    assert _flat("'Zeit [s]'") in _error(capsys)
 
 
 def test_identify_missing_a123_dir(tmp_path, capsys):

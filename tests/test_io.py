@@ -160,3 +160,54 @@ def test_gzip_csv(tmp_path, bdf_frame):
     with gzip.open(path, "wt") as f:
         bdf_frame.to_csv(f, index=False)
     assert len(read_timeseries(path)) == len(bdf_frame)
+
+
+def test_a_time_shared_by_two_steps_is_accepted(tmp_path, bdf_frame):
+    """PyBaMM and many cyclers log a step's end and the next step's start at one instant."""
+    frame = bdf_frame.copy()
+    frame.loc[20:, "Test Time / s"] -= 1.0  # row 21 (rest starts) shares row 20's time (discharge ends)
+    df = read_timeseries(_write(tmp_path, frame))
+    t = df["Test Time / s"].to_numpy()
+    assert t[19] == t[20] and len(df) == len(frame)
+
+
+def test_a_time_repeated_within_a_step_is_refused(tmp_path, bdf_frame):
+    """With a step index, a repeated time must be a step change; without one it is taken as one."""
+    frame = bdf_frame.copy()
+    frame.loc[10:, "Test Time / s"] -= 1.0  # rows 10 and 11: the same discharge, the same instant
+    assert len(read_timeseries(_write(tmp_path, frame))) == len(frame)
+    frame["Step Index / 1"] = 1
+    with pytest.raises(DataError, match=r"row 11: time repeats \(9.0 s at rows 10 and 11\) within one step"):
+        read_timeseries(_write(tmp_path, frame))
+    frame["Step Index / 1"] = np.where(frame.index < 10, 1, 2)
+    assert len(read_timeseries(_write(tmp_path, frame))) == len(frame)
+
+
+def test_decreasing_time_names_both_rows(tmp_path, bdf_frame):
+    bdf_frame.loc[10, "Test Time / s"] = 5.0
+    with pytest.raises(DataError, match=r"row 11: time must increase, but goes from 9.0 s to 5.0 s \(rows 10 and 11\)"):
+        read_timeseries(_write(tmp_path, bdf_frame))
+
+
+def test_ambient_fills_a_missing_or_partial_temperature_column(tmp_path, bdf_frame):
+    """--ambient: the chamber's temperature where the file has none, and the test says what was filled."""
+    missing = _write(tmp_path, bdf_frame.drop(columns=["Temperature T1 / degC"]), "no_temperature.csv")
+    partial_frame = bdf_frame.copy()
+    partial_frame.loc[30:, "Temperature T1 / degC"] = np.nan
+    partial = _write(tmp_path, partial_frame, "partial.csv")
+    with pytest.raises(DataError, match=r"partial.csv, column 'Temperature T1 / degC', row 31: missing.*--ambient DEGC"):
+        read_timeseries(partial)
+    with pytest.raises(DataError, match=r"no_temperature.csv: .*needs a temperature column.*--ambient DEGC"):
+        read_tests([missing])
+    a, b = read_tests([missing, partial], ambient_c={None: 20.0, "partial.csv": 15.0})
+    assert a.temperature_c == 20.0 and (a.data["Ambient Temperature / degC"] == 20.0).all()
+    assert a.assumptions == ["no_temperature.csv: no ambient temperature column: 20 degC from --ambient"]
+    assert b.temperature_c == 15.0
+    assert (b.data["Temperature T1 / degC"].iloc[30:] == 15.0).all() and (b.data["Temperature T1 / degC"].iloc[:30] == 25.0).all()
+    assert any("30 of 60 rows without 'Temperature T1 / degC'" in note for note in b.assumptions)
+
+
+def test_sign_error_suggests_the_flag(tmp_path, bdf_frame):
+    bdf_frame["Current / A"] *= -1
+    with pytest.raises(DataError, match=r"--current-sign discharge-positive"):
+        read_timeseries(_write(tmp_path, bdf_frame))

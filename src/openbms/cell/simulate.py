@@ -76,8 +76,8 @@ def simulate(
     current = current.reshape(len(current), -1)
     if time_s.ndim != 1 or len(time_s) != len(current):
         raise ValueError(f"time_s must be 1-D with one entry per current row; got {time_s.shape} and {current.shape}")
-    if len(time_s) > 1 and np.any(np.diff(time_s) <= 0):
-        raise ValueError("time_s must increase")
+    if len(time_s) > 1 and np.any(np.diff(time_s) < 0):
+        raise ValueError("time_s must increase (it may repeat where one step ends and the next begins)")
     n_time, n_cells = current.shape
     temperature = _broadcast(temperature_c, (n_time, n_cells), "temperature_c")
     packed = pack(model, n_cells)

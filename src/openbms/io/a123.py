@@ -46,6 +46,7 @@ class CellTest:
     data: pd.DataFrame
     sources: list[str] = field(default_factory=list)
     main_rows: np.ndarray | None = None  # the test proper (A123: script 1), without its set-up scripts
+    assumptions: list[str] = field(default_factory=list)  # what the reader or identifier assumed, to report
 
     @property
     def at_temperature(self) -> np.ndarray:
@@ -91,18 +92,21 @@ def read_tests(
     paths: list[str | Path],
     column_map: ColumnMap | None = None,
     current_sign: str | None = None,
+    ambient_c: float | dict[str | None, float] | None = None,
 ) -> list[CellTest]:
     """Group files into tests: an A123 test's scripts are joined; any other file is a test.
 
     A file that is not an A123 script must carry a temperature column (ambient or
-    cell), since a test's temperature is never guessed.
+    cell), or the caller states the chamber temperature: `ambient_c` is one value
+    for every file, or {file path or name: degC, None: default}. A test's
+    temperature is never guessed.
     """
     groups: dict[tuple[str, float], list[tuple[int, Path]]] = {}
     tests: list[CellTest] = []
     for path in map(Path, paths):
         tag = a123_script(path)
         if tag is None:
-            tests.append(_single_file_test(path, column_map, current_sign))
+            tests.append(_single_file_test(path, column_map, current_sign, _ambient_for(path, ambient_c)))
         else:
             kind, temperature, script = tag
             groups.setdefault((kind, temperature), []).append((script, path))
@@ -147,13 +151,26 @@ def join_scripts(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(out, ignore_index=True)
 
 
-def _single_file_test(path: Path, column_map: ColumnMap | None, current_sign: str | None) -> CellTest:
-    df = read_timeseries(path, column_map, current_sign)
+def _ambient_for(path: Path, ambient_c: float | dict[str | None, float] | None) -> float | None:
+    """The stated ambient of one file: by its path, then its name, then the default."""
+    if not isinstance(ambient_c, dict):
+        return ambient_c
+    for key in (str(path), path.name):
+        if key in ambient_c:
+            return ambient_c[key]
+    return ambient_c.get(None)
+
+
+def _single_file_test(path: Path, column_map: ColumnMap | None, current_sign: str | None,
+                      ambient_c: float | None) -> CellTest:
+    df = read_timeseries(path, column_map, current_sign, ambient_c)
+    notes = [f"{path.name}: {note}" for note in df.attrs.get("assumptions", [])]
     for column in (AMBIENT_TEMPERATURE, CELL_TEMPERATURE):
         if column in df:
             temperature = float(np.round(df[column].iloc[0], 1))
-            return CellTest(path.name.split(".")[0], temperature, df, [str(path)])
+            return CellTest(path.name.split(".")[0], temperature, df, [str(path)], assumptions=notes)
     raise DataError(
         str(path),
-        f"a characterisation test needs a temperature column ({AMBIENT_TEMPERATURE!r} or {CELL_TEMPERATURE!r})",
+        f"a characterisation test needs a temperature column ({AMBIENT_TEMPERATURE!r} or {CELL_TEMPERATURE!r}); "
+        "if the chamber temperature is known, say it with --ambient DEGC (or --ambient FILE=DEGC)",
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .columns import CHARGE_CAPACITY, CURRENT, DISCHARGE_CAPACITY, TIME
+from .columns import CHARGE_CAPACITY, CURRENT, DISCHARGE_CAPACITY, STEP_INDEX, TEMPERATURES, TIME
 from .errors import DataError
 
 # Above this a "current in A" is almost surely milliamps (no cell or pack draws 5 kA).
@@ -29,18 +29,35 @@ def check_finite(df: pd.DataFrame, source: str) -> None:
         bad = ~np.isfinite(values)
         if bad.any():
             row = int(np.argmax(bad)) + 1
-            raise DataError(source, f"missing or non-finite value ({values[row - 1]})", column, row)
+            hint = ("; if the chamber temperature is known, --ambient DEGC fills the missing rows"
+                    if column in TEMPERATURES else "")
+            raise DataError(source, f"missing or non-finite value ({values[row - 1]}){hint}", column, row)
 
 
 def check_time(df: pd.DataFrame, source: str) -> None:
-    steps = np.diff(df[TIME].to_numpy(dtype=float))
-    bad = steps <= 0
-    if bad.any():
-        row = int(np.argmax(bad)) + 2
-        t = df[TIME].to_numpy()
+    """Time never goes back; it may repeat where one step ends and the next begins.
+
+    Cyclers and PyBaMM log the end of a step and the start of the next at the same
+    instant. Where the file has a step index, a time repeated within one step is
+    refused; without one, a repeat is taken as a step change (at a CC to CV handover
+    even the current stays the same).
+    """
+    t = df[TIME].to_numpy(dtype=float)
+    steps = np.diff(t)
+    back = steps < 0
+    if back.any():
+        row = int(np.argmax(back)) + 2
+        raise DataError(source, f"time must increase, but goes from {t[row - 2]} s to {t[row - 1]} s "
+                                f"(rows {row - 1} and {row})", TIME, row)
+    if STEP_INDEX not in df:
+        return
+    repeated = (steps == 0) & (np.diff(df[STEP_INDEX].to_numpy(dtype=float)) == 0)
+    if repeated.any():
+        row = int(np.argmax(repeated)) + 2
         raise DataError(
             source,
-            f"time must increase, but goes from {t[row - 2]} s to {t[row - 1]} s",
+            f"time repeats ({t[row - 1]} s at rows {row - 1} and {row}) within one step: only the end of a "
+            f"step and the start of the next may share a time (the {STEP_INDEX!r} column does not change there)",
             TIME,
             row,
         )
@@ -89,7 +106,7 @@ def check_current_sign(df: pd.DataFrame, source: str) -> None:
             source,
             f"current sign contradicts the capacity columns on {disagree} of {agree + disagree} rows "
             "(positive current must charge): state the file's sign convention "
-            "(current_sign='discharge-positive')",
+            "(--current-sign discharge-positive; current_sign='discharge-positive' in Python)",
             CURRENT,
             row,
         )

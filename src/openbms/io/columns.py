@@ -22,6 +22,7 @@ CHARGE_CAPACITY = "Charging Capacity / Ah"
 DISCHARGE_CAPACITY = "Discharging Capacity / Ah"
 
 REQUIRED = (TIME, CURRENT, VOLTAGE)
+TEMPERATURES = (CELL_TEMPERATURE, AMBIENT_TEMPERATURE)
 KNOWN = REQUIRED + (
     CELL_TEMPERATURE,
     AMBIENT_TEMPERATURE,
@@ -118,9 +119,15 @@ ESC_DYNAMIC = ColumnMap(
     current_sign=DISCHARGE_POSITIVE,
 )
 
+PYBAMM = ColumnMap(  # PyBaMM's Solution.save_data with these variables; its current is + = discharge
+    name="pybamm",
+    columns={"Time [s]": TIME, "Current [A]": CURRENT, "Voltage [V]": VOLTAGE},
+    current_sign=DISCHARGE_POSITIVE,
+)
+
 BDF = ColumnMap(name="bdf", columns={label: label for label in KNOWN})
 
-PRESETS = {m.name: m for m in (BDF, ARBIN, ESC_DYNAMIC)}
+PRESETS = {m.name: m for m in (BDF, ARBIN, ESC_DYNAMIC, PYBAMM)}
 
 
 def detect(header: list[str]) -> ColumnMap | None:

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from .checks import check_frame
-from .columns import CURRENT, DISCHARGE_POSITIVE, REQUIRED, SIGNS, TIME, ColumnMap, detect
+from .columns import (AMBIENT_TEMPERATURE, CURRENT, DISCHARGE_POSITIVE, REQUIRED, SIGNS, TEMPERATURES, TIME,
+                      ColumnMap, detect)
 from .errors import DataError
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -38,12 +39,15 @@ def read_timeseries(
     path: str | Path,
     column_map: ColumnMap | None = None,
     current_sign: str | None = None,
+    ambient_c: float | None = None,
 ) -> pd.DataFrame:
     """Read one cycler file into BDF columns (SI, + = charging), checked.
 
     The column map is detected from the header unless given. `current_sign`
     overrides the map's sign convention; the result is checked against the
-    file's capacity columns where it has them.
+    file's capacity columns where it has them. `ambient_c`, the chamber
+    temperature the user states, fills a missing or partial temperature column;
+    what it filled is listed in `df.attrs["assumptions"]`.
     """
     source = str(path)
     raw = read_raw(path)
@@ -52,7 +56,7 @@ def read_timeseries(
         raise DataError(source, _missing_message(list(raw.columns)))
     sign = current_sign or column_map.current_sign
     if sign not in SIGNS:
-        raise DataError(source, f"current sign must be one of {SIGNS}, got {sign!r}")
+        raise DataError(source, f"current sign must be one of {SIGNS}, got {sign!r} (--current-sign)")
     for src, label in column_map.columns.items():
         if label in REQUIRED and src not in raw.columns:
             raise DataError(source, f"missing column {src!r} ({label}){_suggest(src, raw.columns)}", src)
@@ -70,10 +74,33 @@ def read_timeseries(
     df = df.astype(float)
     if sign == DISCHARGE_POSITIVE:
         df[CURRENT] = -df[CURRENT]
+    assumptions = [] if ambient_c is None else fill_temperature(df, float(ambient_c))
     check_frame(df, source)
     df = df.reset_index(drop=True)
     df.attrs["source"] = source
+    df.attrs["assumptions"] = assumptions
     return df
+
+
+def fill_temperature(df: pd.DataFrame, ambient_c: float) -> list[str]:
+    """Fill the rows a file has no temperature for with the stated ambient; say what was filled.
+
+    A file without an ambient column gets one; missing rows of a cell-temperature
+    column take the ambient too (at characterisation currents the cell is near it).
+    """
+    notes = []
+    if AMBIENT_TEMPERATURE not in df:
+        df[AMBIENT_TEMPERATURE] = ambient_c
+        notes.append(f"no ambient temperature column: {ambient_c:g} degC from --ambient")
+    for column in TEMPERATURES:
+        if column not in df:
+            continue
+        missing = ~np.isfinite(df[column].to_numpy())
+        if missing.any():
+            df.loc[missing, column] = ambient_c
+            notes.append(f"{int(missing.sum())} of {len(df)} rows without {column!r}: "
+                         f"filled with {ambient_c:g} degC from --ambient")
+    return notes
 
 
 def check_numeric(df: pd.DataFrame, source: str) -> None:
