@@ -34,10 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("identify", help="identify a cell model from OCV and dynamic test files",
                        description="Identify an ESC cell model (OCV with hysteresis, SoC-dependent R0 and RC "
-                                   "branches, efficiency, capacity, each against temperature). Each test starts "
-                                   "fully charged, goes to empty and back to full.")
-    p.add_argument("--ocv", nargs="+", default=[], metavar="FILE", help="slow full discharge/charge tests")
-    p.add_argument("--dynamic", nargs="+", default=[], metavar="FILE", help="drive-cycle or pulse tests")
+                                   "branches, efficiency, capacity, each against temperature). OCV tests show "
+                                   "full → empty → full (one file, a discharge and a charge file, or GITT); "
+                                   "dynamic tests (HPPC, drive cycles) start and end anywhere: each test's SoC is "
+                                   "placed on what it shows (full, empty, rested voltages) and the report says how.")
+    p.add_argument("--ocv", nargs="+", default=[], metavar="FILE", help="slow OCV tests (C/20, C/30, GITT)")
+    p.add_argument("--dynamic", nargs="+", default=[], metavar="FILE", help="HPPC, pulse or drive-cycle tests")
     p.add_argument("--a123", metavar="DIR", help="use every file of the A123 data set in DIR (its ocv/ and dyn/); "
                                                  "default when no files are given: $OPENBMS_A123_DIR or ../shared/data/a123")
     p.add_argument("-o", "--output", default="out/cell.json", help="cell model JSON to write (default %(default)s)")
@@ -45,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="cell name (default: the output file's stem)")
     p.add_argument("--chemistry", default="unknown", help="e.g. LFP, NMC (recorded, never assumed)")
     p.add_argument("--n-rc", type=int, default=3, choices=(1, 2, 3), help="RC branches (default %(default)s)")
+    p.add_argument("--ambient", action="append", default=[], metavar="[FILE=]DEGC",
+                   help="chamber temperature for files with no or a partial temperature column: one value for "
+                        "all, or FILE=DEGC for one file (repeatable); what it filled is reported")
     _add_reader_options(p)
     p.set_defaults(run=_identify)
 
@@ -114,6 +119,20 @@ def _add_reader_options(p: argparse.ArgumentParser) -> None:
                    help="the files' current sign convention, if not the map's")
 
 
+def _ambient_option(values: list[str]) -> dict[str | None, float]:
+    """--ambient 20 and --ambient FILE=15 into {None: 20, "FILE": 15}."""
+    out: dict[str | None, float] = {}
+    for value in values:
+        file, _, degc = value.rpartition("=")
+        try:
+            out[file or None] = float(degc)
+        except ValueError:
+            raise ValueError(f"--ambient {value!r}: expected DEGC or FILE=DEGC, e.g. --ambient 25") from None
+        if not -100 <= out[file or None] <= 150:
+            raise ValueError(f"--ambient {value!r} is outside -100 to 150 degC (is it in kelvin?)")
+    return out
+
+
 def _reader_options(args) -> dict:
     return {"column_map": ColumnMap.from_json(args.columns) if args.columns else None,
             "current_sign": args.current_sign}
@@ -134,9 +153,10 @@ def _identify(args) -> int:
         dynamic_files += sorted(str(p) for p in (root / "dyn").glob("*.csv*"))
     output = Path(args.output)
     name = args.name or output.stem
+    ambient = _ambient_option(args.ambient)
     with console.status("reading tests"):
-        ocv_tests = read_tests(ocv_files, **_reader_options(args))
-        dynamic_tests = read_tests(dynamic_files, **_reader_options(args))
+        ocv_tests = read_tests(ocv_files, **_reader_options(args), ambient_c=ambient)
+        dynamic_tests = read_tests(dynamic_files, **_reader_options(args), ambient_c=ambient)
     with console.status("identifying") as status:
         model, scores = identify(ocv_tests, dynamic_tests, n_rc=args.n_rc, name=name, chemistry=args.chemistry,
                                  provenance=provenance(args.command_line, [Path(f).name for f in ocv_files + dynamic_files]),
@@ -144,12 +164,21 @@ def _identify(args) -> int:
     model.save(output)
     plot = plot_fit(scores, args.plot or output.with_name(output.stem + "_fit.png"), f"{name}: measured vs model")
     table = Table(title=f"{name}: model voltage error on the dynamic tests")
-    for column in ("test", "temperature / degC", "RMSE / mV", "max error / mV", "capacity / Ah"):
+    for column in ("test", "temperature / degC", "RMSE / mV", "max error / mV", "start SoC", "SoC placed by",
+                   "capacity / Ah"):
         table.add_column(column, justify="right")
-    for s in scores:
+    for s, report in zip(scores, model.fit["tests"]):
         table.add_row(s.name, f"{s.temperature_c:g}", f"{s.rmse_mv:.2f}", f"{s.max_error_mv:.0f}",
+                      f"{report['soc0']:.3f}", report["start"],
                       f"{float(model.param('capacity_ah', s.temperature_c)):.3f}")
     Console().print(table)
+    shown = [f"{t['test']} ({t['temperature_c']:g} degC)" for t in model.fit["ocv_tests"] + model.fit["tests"]
+             if "capacity" in t["shows"]]
+    console.print(f"capacity and efficiency shown by: {', '.join(shown)}; the model's capacity is the OCV tests'")
+    for note in model.provenance.get("assumptions", []):
+        console.print(f"assumed: {note}", markup=False, highlight=False)
+    for warning in model.fit["warnings"]:
+        console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
     console.print(f"wrote {output} and {plot}")
     return 0
 

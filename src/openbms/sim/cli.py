@@ -10,8 +10,9 @@ from .plant import PLANTS
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plant", default="prada2013_lfp", choices=sorted(PLANTS))
-    p.add_argument("--experiment", default="drive", choices=("ocv", "hppc", "drive"),
-                   help="ocv: C/30 full discharge and charge; hppc: pulses every 10 %% SoC; "
+    p.add_argument("--experiment", default="drive", choices=("ocv", "hppc", "ocv_c20", "usabc_hppc", "drive"),
+                   help="ocv: C/30 full discharge and charge; hppc: pulses every 10 %% SoC; ocv_c20: C/20 OCV test; "
+                        "usabc_hppc: USABC HPPC from full to ~10 %% SoC; "
                         "drive: FASTSim 2022 Model 3 RWD power scaled to the cell (default)")
     p.add_argument("--cycles", default="udds,hwfet", help=f"drive cycles in order, from {sorted(CYCLES)}")
     p.add_argument("--repeat", type=int, default=3, help="times the cycle list is driven (default %(default)s)")

@@ -3,7 +3,10 @@
 `prada2013_lfp` is PyBaMM's A123-like LFP cell made hysteretic with PyBaMM's
 one-state hysteresis option: the LFP electrode gets lithiation/delithiation OCPs
 ±`HYSTERESIS_HALF_GAP_V` around its OCP, so charge and discharge OCVs differ by
-tens of mV mid-plateau as in the real cell. `chen2020_nmc` is PyBaMM's NMC811 cell.
+tens of mV mid-plateau as in the real cell. Its variants differ in the gap, in how
+fast the hysteresis state follows the current, and in the physics (SPMe or DFN):
+`prada2013_lfp_wide` (±25 mV, a slow decay), `prada2013_lfp_dfn` (±10 mV, a fast
+decay, the full DFN model). `chen2020_nmc` is PyBaMM's NMC811 cell.
 Both run isothermally at the ambient temperature. Ageing lowers the active material
 (capacity) and slows the kinetics (exchange current and solid diffusion).
 """
@@ -24,12 +27,20 @@ class PlantSpec:
     voltage_min_v: float
     voltage_max_v: float
     nominal_voltage_v: float  # to scale vehicle power to the cell by energy
-    hysteresis: bool
+    hysteresis_half_gap_v: float = 0.0  # 0: no hysteresis
+    hysteresis_decay_rate: float = HYSTERESIS_DECAY_RATE
+    physics: str = "SPMe"  # PyBaMM model: "SPMe" or "DFN"
+
+    @property
+    def hysteresis(self) -> bool:
+        return self.hysteresis_half_gap_v > 0
 
 
 PLANTS = {
-    "prada2013_lfp": PlantSpec("Prada2013", "LFP", 2.5, 3.6, 3.3, True),
-    "chen2020_nmc": PlantSpec("Chen2020", "NMC", 2.5, 4.2, 3.65, False),
+    "prada2013_lfp": PlantSpec("Prada2013", "LFP", 2.5, 3.6, 3.3, HYSTERESIS_HALF_GAP_V),
+    "prada2013_lfp_wide": PlantSpec("Prada2013", "LFP", 2.5, 3.6, 3.3, 0.025, 30.0),
+    "prada2013_lfp_dfn": PlantSpec("Prada2013", "LFP", 2.5, 3.6, 3.3, 0.010, 300.0, "DFN"),
+    "chen2020_nmc": PlantSpec("Chen2020", "NMC", 2.5, 4.2, 3.65),
 }
 
 
@@ -60,7 +71,7 @@ class Plant:
             options["operating mode"] = "power"
         with warnings.catch_warnings():  # PyBaMM notes its decay-rate definition changed in 25.10
             warnings.simplefilter("ignore", UserWarning)
-            return pybamm.lithium_ion.SPMe(options)
+            return getattr(pybamm.lithium_ion, self.spec.physics)(options)
 
     def parameter_values(self, cutoff_margin_v: float = 0.05):
         """Parameters; the model's own voltage cut-offs sit `cutoff_margin_v` outside the
@@ -76,12 +87,12 @@ class Plant:
                    "Lower voltage cut-off [V]": self.spec.voltage_min_v - cutoff_margin_v,
                    "Upper voltage cut-off [V]": self.spec.voltage_max_v + cutoff_margin_v})
         if self.spec.hysteresis:
-            ocp = pv["Positive electrode OCP [V]"]
+            ocp, gap, rate = pv["Positive electrode OCP [V]"], self.spec.hysteresis_half_gap_v, self.spec.hysteresis_decay_rate
             pv.update({
-                "Positive electrode lithiation OCP [V]": lambda sto: ocp(sto) - HYSTERESIS_HALF_GAP_V,
-                "Positive electrode delithiation OCP [V]": lambda sto: ocp(sto) + HYSTERESIS_HALF_GAP_V,
-                "Positive particle lithiation hysteresis decay rate": HYSTERESIS_DECAY_RATE,
-                "Positive particle delithiation hysteresis decay rate": HYSTERESIS_DECAY_RATE,
+                "Positive electrode lithiation OCP [V]": lambda sto: ocp(sto) - gap,
+                "Positive electrode delithiation OCP [V]": lambda sto: ocp(sto) + gap,
+                "Positive particle lithiation hysteresis decay rate": rate,
+                "Positive particle delithiation hysteresis decay rate": rate,
                 "Initial hysteresis state in positive electrode": 1.0,  # rested after a charge
             }, check_already_exists=False)
         return _aged(pv, self.capacity_fade, self.kinetics_slowdown)

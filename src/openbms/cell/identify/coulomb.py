@@ -21,9 +21,11 @@ from ...io.errors import DataError
 class ChargeBalance:
     capacity_ah: float
     coulombic_efficiency: float
-    soc: np.ndarray  # reference SoC per row, 1 at the start
+    soc: np.ndarray  # reference SoC per row
     empty_row: int
     reference_efficiency: float = 1.0  # for rows run at the reference temperature
+    soc0: float = 1.0  # at the first row
+    hysteresis0: float = 1.0  # dynamic hysteresis state at the first row: +1 rested after a charge
 
 
 def row_charge_ah(test: CellTest) -> tuple[np.ndarray, np.ndarray]:
@@ -53,8 +55,7 @@ def charge_balance(test: CellTest, reference_efficiency: float | None = None) ->
     if charged_own <= 0:
         raise DataError(test.name, "no charge at the test temperature: a complete test ends fully charged")
     efficiency = (discharged.sum() - (reference_efficiency or 0.0) * charged_ref) / charged_own
-    weights = np.where(own, efficiency, reference_efficiency or 1.0)
-    count = np.concatenate([[0.0], np.cumsum(weights * charged - discharged)[:-1]])
+    count = counted_ah(test, efficiency, reference_efficiency or 1.0)
     empty = int(np.argmin(count))
     capacity = -count[empty]
     if capacity <= 0:
@@ -66,6 +67,21 @@ def charge_balance(test: CellTest, reference_efficiency: float | None = None) ->
         )
     return ChargeBalance(float(capacity), float(efficiency), 1.0 + count / capacity, empty,
                          reference_efficiency or 1.0)
+
+
+def counted_ah(test: CellTest, efficiency: float, reference_efficiency: float = 1.0) -> np.ndarray:
+    """Charge counted from the first row (Ah; efficiency on charge), at the start of each row."""
+    charged, discharged = row_charge_ah(test)
+    weights = np.where(test.at_temperature, efficiency, reference_efficiency)
+    return np.concatenate([[0.0], np.cumsum(weights * charged - discharged)[:-1]])
+
+
+def anchored_balance(test: CellTest, capacity_ah: float, efficiency: float, soc0: float,
+                     hysteresis0: float) -> ChargeBalance:
+    """The balance of a test that does not close: capacity and efficiency known from other tests,
+    its SoC path placed at `soc0` by its anchors."""
+    soc = soc0 + counted_ah(test, efficiency) / capacity_ah
+    return ChargeBalance(capacity_ah, efficiency, soc, int(np.argmin(soc)), 1.0, soc0, hysteresis0)
 
 
 def soc_per_amp(test: CellTest, balance: ChargeBalance) -> np.ndarray:
@@ -84,7 +100,7 @@ def integrated_soc(test: CellTest, balance: ChargeBalance) -> np.ndarray:
     own simulation would produce from the logged current.
     """
     moved = soc_per_amp(test, balance) * test.data[CURRENT].to_numpy()
-    return 1.0 + np.concatenate([[0.0], np.cumsum(moved)[:-1]])
+    return balance.soc0 + np.concatenate([[0.0], np.cumsum(moved)[:-1]])
 
 
 def balances(tests: list[CellTest], reference_temperature_c: float = 25.0) -> dict[str, ChargeBalance]:

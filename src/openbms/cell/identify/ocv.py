@@ -2,7 +2,8 @@
 
 The slow discharge and charge curves are corrected for the resistive drop (from
 the voltage steps where the current starts and stops), put on the reference SoC
-from the charge balance, and combined. Each curve is trusted where it starts from
+from the charge balance, and combined. A GITT or incremental-OCV test (small steps
+with rests between them) gives each curve as its rested voltages instead. Each curve is trusted where it starts from
 a rested, known state — the charge curve below the middle, the discharge curve
 above it — each shifted by half the gap between them at the middle, so the OCV is
 continuous and the curves' ends, polluted by resistance at the cut-off, are unused.
@@ -15,11 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...io.a123 import CellTest
-from ...io.columns import CURRENT, VOLTAGE
+from ...io.columns import CURRENT, TIME, VOLTAGE
 from ...io.errors import DataError
+from .anchors import rest_ends
 from .coulomb import ChargeBalance
 
 SOC_GRID = np.round(np.linspace(0.0, 1.0, 201), 6)
+MIN_GITT_RESTS = 5  # rests after steps of one direction that make a GITT curve
 
 
 @dataclass(frozen=True)
@@ -42,24 +45,36 @@ def longest_run(mask: np.ndarray, weight: np.ndarray) -> np.ndarray:
 
 
 def ocv_curve(test: CellTest, balance: ChargeBalance) -> OcvCurve:
-    i = test.data[CURRENT].to_numpy()
-    v = test.data[VOLTAGE].to_numpy()
-    own = test.at_temperature
-    dis = longest_run(own & (i < 0), -i)
-    chg = longest_run(own & (i > 0), i)
-    for rows, what in ((dis, "discharge"), (chg, "charge")):
-        if len(rows) < 10:
-            raise DataError(test.sources[0] if test.sources else test.name, f"no slow {what} found in this OCV test")
-    dis_v = v[dis] + _resistive_drop(v, i, dis)
-    chg_v = v[chg] - _resistive_drop(v, i, chg)
-    z = balance.soc
-    dis_curve = _on_grid(z[dis], dis_v)
-    chg_curve = _on_grid(z[chg], chg_v)
+    dis_curve, v_min = _branch(test, balance, -1)
+    chg_curve, v_max = _branch(test, balance, +1)
     mid = len(SOC_GRID) // 2
     gap = chg_curve[mid] - dis_curve[mid]
     ocv = np.where(SOC_GRID < SOC_GRID[mid], chg_curve - SOC_GRID * gap, dis_curve + (1.0 - SOC_GRID) * gap)
     envelope = np.clip(0.5 * (chg_curve - dis_curve), 0.0, None)
-    return OcvCurve(test.temperature_c, ocv, envelope, float(v[dis].min()), float(v[chg].max()))
+    return OcvCurve(test.temperature_c, ocv, envelope, v_min, v_max)
+
+
+def _branch(test: CellTest, balance: ChargeBalance, sign: int) -> tuple[np.ndarray, float]:
+    """One direction's OCV curve on SOC_GRID, and the voltage limit it reached: from the rested
+    voltages of a GITT test, else from the longest slow run corrected for its resistive drop."""
+    i = test.data[CURRENT].to_numpy()
+    v = test.data[VOLTAGE].to_numpy()
+    own = test.at_temperature
+    what = "discharge" if sign < 0 else "charge"
+    run = longest_run(own & (sign * i > 0), sign * i)
+    ends = rest_ends(test)
+    first = int(np.argmax(sign * i > 0))
+    start = [row for row, _ in ends if row < first][-1:]  # rested where the steps begin: the curve's first point
+    rested = np.array(start + [row for row, before in ends if before == sign and own[row]], dtype=int)
+    moved = np.clip(sign * i, 0, None) * np.diff(test.data[TIME].to_numpy(), append=test.data[TIME].iloc[-1])
+    if len(rested) > MIN_GITT_RESTS and moved[run].sum() < 0.3 * moved[own].sum():
+        limit = float(v[own & (sign * i > 0)].max() if sign > 0 else v[own & (sign * i > 0)].min())
+        return _on_grid(balance.soc[rested], v[rested]), limit
+    if len(run) < 10:
+        raise DataError(test.sources[0] if test.sources else test.name,
+                        f"no slow {what} found in this OCV test (nor {MIN_GITT_RESTS} rests after {what} steps)")
+    limit = float(v[run].max() if sign > 0 else v[run].min())
+    return _on_grid(balance.soc[run], v[run] - sign * _resistive_drop(v, i, run)), limit
 
 
 def _resistive_drop(v: np.ndarray, i: np.ndarray, rows: np.ndarray) -> np.ndarray:
