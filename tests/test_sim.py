@@ -133,7 +133,7 @@ def test_cycles_run_one_after_another(drive):
 # -- the plant ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"name": "sony_lco"}, r"unknown plant 'sony_lco': choose from \['chen2020_nmc', 'prada2013_lfp'\]"),
+    ({"name": "sony_lco"}, r"unknown plant 'sony_lco': choose from \['chen2020_nmc', 'prada2013_lfp', 'prada2013_lfp_dfn'"),
     ({"capacity_fade": 0.5}, "capacity_fade must be in"),
     ({"capacity_fade": -0.1}, "capacity_fade must be in"),
     ({"kinetics_slowdown": 0.9}, "kinetics_slowdown in"),
