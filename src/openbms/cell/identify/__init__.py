@@ -22,8 +22,7 @@ from ...io.errors import DataError
 from ..kernels import ocv_lookup
 from ..model import CellModel
 from ..simulate import simulate
-from .anchors import (Limits, closes, from_start_anchor, limit_anchors, limits_of, rest_anchors,
-                      start_soc)
+from .anchors import Limits, closes, from_start_anchor, limit_anchors, limits_of, rest_anchors, start_soc
 from .coulomb import ChargeBalance, anchored_balance, balances, counted_ah, integrated_soc
 from .dynamic import RESISTANCE_SOC, DynamicData, fit_dynamic
 from .ocv import SOC_GRID, ocv_curve

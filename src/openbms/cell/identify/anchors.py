@@ -41,7 +41,7 @@ class Limits:
     min_step_s: float = 0.0
     slow_current_a: float = np.inf  # at most this current at a limit is full or empty
 
-    def for_dynamic_tests(self, capacity_ah: float) -> "Limits":
+    def for_dynamic_tests(self, capacity_ah: float) -> Limits:
         """A dynamic test is full or empty only after a long, slow (≤ C/10) charge or discharge: at a
         higher rate the cut-off comes early, by the resistive drop over the OCV's slope."""
         return replace(self, min_step_s=MIN_STEP_S, slow_current_a=capacity_ah / 10.0)
