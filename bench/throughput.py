@@ -1,8 +1,9 @@
-"""SoC filter throughput: openbms's compiled batched estimator against filterpy and plain numpy.
+"""Estimator throughput: openbms's compiled batched estimator against filterpy and plain numpy.
 
 Measures cell-steps per second (one cell advanced by one sample) on one core for
-1. `openbms.estimate` (sigma-point and extended Kalman filter; health and power limits off)
-   on 1, 1 000 and 100 000 cells of the bundled `a123_lfp` cell;
+1. `openbms.estimate`: the SoC filter alone (sigma-point and extended Kalman filter; health, energy
+   and power limits off) on 1, 1 000 and 100 000 cells of the bundled `a123_lfp` cell; the SoC filter
+   with each of health, energy and the 10 s / 30 s limits; and the full default estimate;
 2. filterpy's UnscentedKalmanFilter (Merwe sigma points) and ExtendedKalmanFilter, one filter
    per cell in a Python loop, on the same ESC model read through the cell's own methods,
    state [z, h, b] (SoC, hysteresis, current offset) and openbms's default noise settings;
@@ -16,7 +17,11 @@ process.
 The SoC RMSE is against the simulated truth, first over each row's own run, then for every
 filter on one identical input, to show that the compared filters are all sensible.
 
-Run: `.venv/bin/python bench/throughput.py` (about 3 minutes). Prints markdown tables.
+The goals (issue 19) are checked against this run's own figures: the full default estimate at
+least 20 M cell-steps/s at 100 000 cells and 1 000x a per-cell filterpy EKF, the SoC filter alone
+60 M. The limits still bisect, at ~150x the filter's cost, so their rows run 1 000 cells.
+
+Run: `.venv/bin/python bench/throughput.py` (about 15 minutes). Prints markdown tables.
 """
 
 from __future__ import annotations
@@ -55,11 +60,17 @@ MEMORY_CELLS = 100_000  # peak memory is measured for runs this wide
 CASES = {
     "openbms SPKF": [(1, 4_000_000), (1_000, 2_000), (100_000, 200)],
     "openbms EKF": [(1, 4_000_000), (1_000, 2_000), (100_000, 200)],
+    "openbms SPKF + health": [(100_000, 200)],
+    "openbms SPKF + energy": [(100_000, 200)],
+    # the limits' bisection costs ~150x the filter: these rows are run narrower
+    "openbms SPKF + limits": [(1_000, 2_000)],
+    "openbms full (default)": [(1_000, 2_000)],
     "filterpy UKF": [(1, 4_000), (20, 200)],
     "filterpy EKF": [(1, 4_000), (20, 200)],
     "numpy EKF": [(1_000, 2_000), (100_000, 200)],
 }
-REFERENCE = ("filterpy UKF", 1)  # the ratio column divides by this row's throughput
+REFERENCE = ("filterpy EKF", 1)  # the ratio column divides by this row's throughput
+GOALS = (("openbms full (default)", 20e6, 1000.0), ("openbms SPKF", 60e6, None))  # at the widest run of each
 ACCURACY_CASE = (1, 4_000)  # every filter runs on this one input for a like-for-like RMSE
 
 
@@ -178,8 +189,9 @@ def steps_dt(time_s: np.ndarray) -> np.ndarray:
     return np.append(np.diff(time_s), 0.0)
 
 
-def run_openbms(inp: Inputs, sigma_points: bool) -> np.ndarray:
-    options = EstimateOptions(health=False, limits=False, energy=False, sigma_points=sigma_points)
+def run_openbms(inp: Inputs, sigma_points: bool = True, **stages: bool) -> np.ndarray:
+    """`openbms.estimate` with the stages asked for (all of them: the default estimate)."""
+    options = EstimateOptions(sigma_points=sigma_points, **{"health": False, "limits": False, "energy": False} | stages)
     return estimate(CELL, inp.time_s, inp.current, inp.voltage, temperature_c=T_C, soc0=SOC0, options=options).soc
 
 
@@ -265,10 +277,48 @@ def run_numpy_ekf(inp: Inputs) -> np.ndarray:
 METHODS = {
     "openbms SPKF": partial(run_openbms, sigma_points=True),
     "openbms EKF": partial(run_openbms, sigma_points=False),
+    "openbms SPKF + health": partial(run_openbms, health=True),
+    "openbms SPKF + energy": partial(run_openbms, energy=True),
+    "openbms SPKF + limits": partial(run_openbms, limits=True),
+    "openbms full (default)": partial(run_openbms, health=True, energy=True, limits=True),
     "filterpy UKF": partial(run_filterpy, unscented=True),
     "filterpy EKF": partial(run_filterpy, unscented=False),
     "numpy EKF": run_numpy_ekf,
 }
+
+
+FILTERS = ("openbms SPKF", "openbms EKF", "filterpy UKF", "filterpy EKF", "numpy EKF", "openbms full (default)")
+STAGES = ("openbms SPKF + health", "openbms SPKF + energy", "openbms SPKF + limits", "openbms full (default)")
+
+
+def print_stages(rate_of: dict) -> None:
+    """What each stage adds to the SoC filter's cost, per cell-step and as a multiple of the filter's, at the
+    widest run that has both."""
+    print("## Cost of each stage (ns per cell-step, medians of this run)\n")
+    print("| run | cells x steps | ns per cell-step | beyond the SoC filter | as a multiple of the filter |")
+    print("|---|---:|---:|---:|---:|")
+    for method in STAGES:
+        case = max(c for m, c in rate_of if m == method and ("openbms SPKF", c) in rate_of)
+        base, ns = 1e9 / rate_of[("openbms SPKF", case)], 1e9 / rate_of[(method, case)]
+        print(f"| {method} | {case[0]:,} x {case[1]:,} | {ns:.1f} | {ns - base:+.1f} (filter {base:.1f}) | "
+              f"{(ns - base) / base:.2f} |")
+    print()
+
+
+def print_goals(rate_of: dict, reference: float) -> None:
+    print("## Goals, from this run (each at its widest run)\n")
+    print("| goal | cells x steps | measured | met |")
+    print("|---|---:|---:|---|")
+    for method, floor, ratio in GOALS:
+        case = max(c for m, c in rate_of if m == method)
+        rate = rate_of[(method, case)]
+        where = f"{case[0]:,} x {case[1]:,}"
+        met = "yes" if rate >= floor else "no"
+        print(f"| {method} >= {floor / 1e6:.0f} M cell-steps/s | {where} | {rate / 1e6:.2f} M | {met} |")
+        if ratio is not None:
+            print(f"| {method} >= {ratio:,.0f}x {REFERENCE[0]} | {where} | {rate / reference:,.0f}x | "
+                  f"{'yes' if rate >= ratio * reference else 'no'} |")
+    print()
 
 
 def rmse_pct(soc: np.ndarray, inp: Inputs) -> float:
@@ -333,25 +383,28 @@ def main() -> int:
                 print(f"  {method:13s} {case[0]:>7,} cells x {case[1]:>9,} steps: {rate:>12,.0f} cell-steps/s",
                       file=sys.stderr)
     wide = max(case for _, case, *_ in rows)
-    reference = next(rate for method, case, rate, *_ in rows if (method, case[0]) == REFERENCE)
+    rate_of = {(method, case): rate for method, case, rate, *_ in rows}
+    reference = next(rate for (method, case), rate in rate_of.items() if (method, case[0]) == REFERENCE)
     accuracy = inputs.setdefault(ACCURACY_CASE, make_inputs(*ACCURACY_CASE))
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); one thread. A shared, noisy machine: "
           f"expect tens of per cent run-to-run spread.\n")
-    print(f"## SoC filter throughput (median of {REPEATS}; compile excluded)\n")
-    print("| method | cells | steps | cell-steps/s (median) | ratio to filterpy UKF | SoC RMSE % | peak MB |")
+    print(f"## Estimator throughput (median of {REPEATS}; compile excluded)\n")
+    print("| method | cells | steps | cell-steps/s (median) | ratio to filterpy EKF | SoC RMSE % | peak MB |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for method, (cells, steps), rate, rmse, peak in rows:
         print(f"| {method} | {cells:,} | {steps:,} | {rate:,.0f} | {rate / reference:,.1f} | {rmse:.2f} | "
               f"{'–' if peak is None else f'{peak:,.0f}'} |")
-    print(f"\nRatio: to filterpy UKF on {REFERENCE[1]} cell (its cost is per cell). SoC RMSE: against the "
+    print(f"\nRatio: to filterpy EKF on {REFERENCE[1]} cell (its cost is per cell). SoC RMSE: against the "
           "simulated truth over each row's own run (short runs are dominated by the start error). Peak MB: "
           "growth of the peak RSS beyond the loaded inputs, in a fresh process (for scale: one float64 "
           f"array over {wide[0]:,} cells x {wide[1]} steps is {8 * wide[0] * wide[1] / 2**20:.0f} MB).\n")
+    print_stages(rate_of)
+    print_goals(rate_of, reference)
     cells, steps = ACCURACY_CASE
     print(f"## SoC RMSE % on one identical input ({cells} cell x {steps:,} steps, start error "
           f"{100 * abs(accuracy.soc[0, 0] - SOC0):.1f} %)\n")
-    print("| " + " | ".join(METHODS) + " |\n|" + "---:|" * len(METHODS))
-    print("| " + " | ".join(f"{rmse_pct(run(accuracy), accuracy):.3f}" for run in METHODS.values()) + " |")
+    print("| " + " | ".join(FILTERS) + " |\n|" + "---:|" * len(FILTERS))
+    print("| " + " | ".join(f"{rmse_pct(METHODS[name](accuracy), accuracy):.3f}" for name in FILTERS) + " |")
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     return 0
 

@@ -61,17 +61,18 @@ class PackedModels:
 
 def pack(models: CellModel | Sequence[CellModel], n_cells: int) -> PackedModels:
     """One model for every cell, or one per cell; axes are merged so interpolation is exact."""
+    distinct: list[CellModel]
     one_model = isinstance(models, CellModel)
-    if one_model:
+    if isinstance(models, CellModel):
         distinct, index = [models], np.zeros(n_cells, dtype=np.int64)
     else:
-        models = list(models)
-        if len(models) != n_cells:
-            raise ValueError(f"got {len(models)} cell models for {n_cells} cells")
+        per_cell = list(models)
+        if len(per_cell) != n_cells:
+            raise ValueError(f"got {len(per_cell)} cell models for {n_cells} cells")
         ids: dict[int, int] = {}
         distinct = []
         index = np.empty(n_cells, dtype=np.int64)
-        for c, m in enumerate(models):
+        for c, m in enumerate(per_cell):
             if id(m) not in ids:
                 ids[id(m)] = len(distinct)
                 distinct.append(m)

@@ -186,8 +186,11 @@ class Estimator:
         # beyond these a value is in another unit (mA, mV)
         self.max_current_a = MAX_C_RATE * max(float(m.param("capacity_ah", 25.0)) for m in models)
         self.max_voltage_v = 2.0 * max(m.voltage_max_v for m in models)
-        self.state = self.cov = self.i_rc = None
-        self.last_time_s = self.last_dt_s = None
+        self.state: np.ndarray | None = None  # (cells, N_STATE), set by the first update or restore
+        self.cov: np.ndarray | None = None
+        self.i_rc: np.ndarray | None = None
+        self.last_time_s: float | None = None
+        self.last_dt_s: float | None = None
 
     def update(self, time_s, current_a, voltage_v, temperature_c=25.0,
                on_progress: Callable[[int, int], None] | None = None) -> Estimate:
@@ -200,7 +203,7 @@ class Estimator:
         _check_range("temperature_c", temperature, TEMPERATURE_RANGE_C, "degC (is it in kelvin?)")
         # Everything an update changes is committed together once its last chunk is done: interrupted
         # before (Ctrl-C, a failing progress callback), it leaves the filter as it was.
-        if self.state is None:
+        if self.state is None or self.cov is None or self.i_rc is None:
             state, cov, i_rc = initial_state(self.packed, current[0], voltage[0], temperature[0], self.soc0,
                                              self.options)
         elif n_time <= CHUNK_STEPS:  # one chunk: no copy, the progress callback comes after the commit
@@ -242,7 +245,7 @@ class Estimator:
 
     def snapshot(self) -> dict | None:
         """Everything the filter has learned (SoC, hysteresis, offset, capacity, resistance), JSON-ready."""
-        if self.state is None:
+        if self.state is None or self.cov is None or self.i_rc is None:
             return None
         return {"model": self.packed.name, "state": self.state.tolist(), "cov": self.cov.tolist(),
                 "i_rc": self.i_rc.tolist()}

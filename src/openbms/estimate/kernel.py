@@ -33,7 +33,7 @@ from numba import njit
 
 from ..cell.kernels import (
     CAPACITY_AH, EFFICIENCY, HYSTERESIS_RATE, M0_V, M_V, N_FIXED, STEP_RATIO, _axis_position, current_sign,
-    exp_neg, hysteresis_step, ocv_at_position, params_at_position, rc_step, soc_per_amp)
+    hysteresis_step, ocv_at_position, params_at_position, rc_step, soc_per_amp)
 
 # Per-cell scalar state columns; the RC branch currents follow.
 (Z, H, B, G, S, RHO, RHO_VAR, S_INV, SXX, SXY, ANCHOR_Z, ANCHOR_VAR, MOVED, ANCHORED, PREV_I, PREV_V, PREV_S, PREV_VRC,
@@ -269,22 +269,23 @@ def _counted_charge_var(sxx, opt):
 
 
 @njit(cache=True)
-def _predict_voltage(I, horizon, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah):
-    """Voltage and SoC after holding current I for `horizon` seconds from the present state."""
-    eta = rows[b, EFFICIENCY] if I > 0 else 1.0
-    moved = eta * I * horizon / (3600.0 * q_ah)
+def _predict_voltage(current, horizon, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho,
+                     q_ah):
+    """Voltage and SoC after holding `current` (A) for `horizon` seconds from the present state."""
+    eta = rows[b, EFFICIENCY] if current > 0 else 1.0
+    moved = eta * current * horizon / (3600.0 * q_ah)
     z_end = z + moved
     decay = np.exp(-abs(moved) * rows[b, HYSTERESIS_RATE])
-    sign = 1.0 if I > 0 else (-1.0 if I < 0 else 0.0)
+    sign = 1.0 if current > 0 else (-1.0 if current < 0 else 0.0)
     h_end = decay * h + (1.0 - decay) * sign
     n_k = knots.shape[0]
     base = N_FIXED + n_rc
     j, w = _knot_position(knots, z_end)
     v = ocv_at_position(z_end, kt, ut, z0, dz, ocv_tables[m]) + rows[b, M0_V] * sign + rows[b, M_V] * h_end
-    v += rho * _resistance(rows, b, base, j, w, n_k) * I
+    v += rho * _resistance(rows, b, base, j, w, n_k) * current
     for n in range(n_rc):
         a = np.exp(-horizon / rows[b, N_FIXED + n])
-        v += rho * _resistance(rows, b, base + (n + 1) * n_k, j, w, n_k) * (a * irc[n, b] + (1.0 - a) * I)
+        v += rho * _resistance(rows, b, base + (n + 1) * n_k, j, w, n_k) * (a * irc[n, b] + (1.0 - a) * current)
     return v, z_end
 
 
@@ -700,7 +701,7 @@ P_ROWS = np.array([[W_P00, W_P01, W_P02, W_P03], [W_P01, W_P11, W_P12, W_P13], [
 # otherwise count references to it on each call, an atomic operation that costs more than the
 # arithmetic. Nothing here allocates; the work arrays come from `block_arrays`. The numpy error
 # model (a division by zero gives inf, not an exception) keeps branches out of the vector loops.
-@njit(cache=True, _nrt=False, error_model="numpy")
+@njit(cache=True, _nrt=False, error_model="numpy")  # type: ignore[call-overload]  # _nrt: numba's own flag
 def _run_blocks(series, model, opt, filt, out, work):
     """Each block of cells through every sample, stage by stage."""
     n_time, n_cells = series.current.shape
