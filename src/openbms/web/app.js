@@ -42,8 +42,13 @@ function start() {
   if (mine.exp * 1000 <= Date.now()) return showProblem(`Your access expired on ${dateTime(mine.exp)}. ${HOW_TO_GET_IN}`);
 
   const status = document.getElementById("connection");
+  let connected = false;
+  let estimating = false; // until the BMS publishes its first SoC the car is starting, not live
+  const showStatus = () => {
+    status.textContent = !connected ? "Reconnecting…" : estimating ? "Live" : "Starting…";
+  };
   const viss = new VissClient(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/viss`, token, {
-    onStatus: (s) => { status.textContent = s === "live" ? "Live" : "Reconnecting…"; },
+    onStatus: (s) => { connected = s === "live"; showStatus(); },
   });
   const owner = new OwnerApi(token);
   const refreshAudit = mountApps(owner, mine.jti, report);
@@ -76,6 +81,10 @@ function start() {
     for (const node of bound) {
       const value = values[node.dataset.path];
       if (value !== undefined) node.textContent = FORMATS[node.dataset.format](value);
+    }
+    if (!estimating && values["StateOfCharge.Displayed"] != null) {
+      estimating = true;
+      showStatus();
     }
     updateGlance(values, latest);
     updateCells(values);
