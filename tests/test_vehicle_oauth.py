@@ -267,6 +267,10 @@ def test_registration_refuses_what_the_rfcs_forbid(vehicle):
         answer = owner.post("/owner/clients", json={"name": "x", "redirect_uris": [uri]})
         assert answer.status_code == 400 and "redirect URI" in answer.json()["error"]["message"], uri
     assert owner.post("/owner/clients", json={"name": " ", "redirect_uris": [REDIRECT]}).status_code == 400
+    assert owner.post("/owner/clients", content=b"{" * 20000).status_code == 400  # too long: read no further
+    token_endpoint = f"{vehicle[0].http_url}/oauth/token"
+    assert token_error(httpx.post(token_endpoint, data={"code": "x" * 20000})) == (413, "invalid_request")
+    assert token_error(httpx.post(token_endpoint, json={"grant_type": "refresh_token"})) == (400, "invalid_request")
     app_token = vehicle[0].authority.token(vehicle[0].authority.grant("app", [f"read:{ROOT}"], 60))
     assert httpx.post(f"{vehicle[0].http_url}/owner/clients", json={"name": "x", "redirect_uris": [REDIRECT]},
                       headers={"Authorization": f"Bearer {app_token}"}).status_code == 403

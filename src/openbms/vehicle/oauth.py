@@ -385,8 +385,8 @@ class OAuthEndpoints:
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
             return JSONResponse({"error": "invalid_request", "error_description": "send the parameters as "
                                  "application/x-www-form-urlencoded (RFC 6749 §4.1.3)"}, 400)
-        body = await request.body()
-        if len(body) > MAX_FORM_BYTES:
+        body = await _bounded_body(request)
+        if body is None:
             return JSONResponse({"error": "invalid_request",
                                  "error_description": f"at most {MAX_FORM_BYTES} bytes of parameters"}, 413)
         try:
@@ -461,10 +461,20 @@ class OAuthEndpoints:
 
 async def _json(request: HttpRequest) -> object:
     """The JSON body, or None where there is none or it is not JSON (the callers say what was expected)."""
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
+    body = await _bounded_body(request)
+    if body is None:
         return None
     try:
         return json.loads(body)
     except ValueError:
         return None
+
+
+async def _bounded_body(request: HttpRequest) -> bytes | None:
+    """The body, read no further than MAX_FORM_BYTES (None: longer than that)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            return None
+    return body
