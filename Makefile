@@ -15,16 +15,22 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[sim,test,bench]'
 	touch $@
 
+## numba compiles each kernel on its first call and caches it beside the source: compiled here once
+## (again after a source change), the BMS publishes its first SoC at once instead of after a minute.
+$(VENV)/.compiled: $(VENV)/.installed $(shell find src/openbms -name '*.py')
+	$(BIN)/python -m openbms.runtime.warm
+	touch $@
+
 ## The main job on embedded defaults: the BMS live on a simulated blade pack behind the VISS v2
 ## interface and the dashboard (open the printed URL); 10x faster than real time.
-run: $(VENV)/.installed
+run: $(VENV)/.compiled
 	$(BIN)/openbms serve --speed 10 --port $(PORT) --viss-port $(VISS_PORT)
 
 ## Identify the A123 cell from the laboratory data, print its fit, plot it.
 identify: $(VENV)/.installed
 	$(BIN)/openbms identify --name a123_lfp --chemistry LFP -o out/a123_lfp.json
 
-test: $(VENV)/.installed
+test: $(VENV)/.compiled
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed
