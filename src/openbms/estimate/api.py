@@ -56,6 +56,17 @@ class EstimateOptions:
     adapt_resistance: bool = True  # scale the filter's resistances by ρ, as far as it is beyond resistance_deadband
     resistance_deadband: float = 0.1  # the step method's own bias: a fresh cell reads 0.92-1.07
     limits: bool = True
+    # Rests: a current within rest_current_c of zero for rest_min_s is zero (the sensor reads its offset);
+    # after relaxed_s the voltage is the OCV, its readings one look per rest_correlation_s.
+    rest_current_c: float = 0.01
+    rest_min_s: float = 600.0
+    relaxed_s: float = 3600.0
+    rest_correlation_s: float = 14400.0
+    # how far the OCV curve may be from this cell's (another cell of the same kind, its ageing), and over how
+    # long that error stays alike: readings of the flat plateau then cannot pull the SoC by more than it allows
+    ocv_std_v: float = 0.01
+    ocv_correlation_s: float = 3600.0
+    consistency_s: float = 21600.0  # memory of the innovation consistency that widens the model's error (0: off)
 
     def validate(self) -> "EstimateOptions":
         positive = ("error_correlation_s", "sensor_voltage_std_v", "current_std_c", "current_gain_std", "offset_std_c", "soc0_std",
@@ -71,7 +82,8 @@ class EstimateOptions:
         if not 0 <= self.soc_min < self.soc_max <= 1:
             raise ValueError("estimate options need 0 <= soc_min < soc_max <= 1")
         for name in ("offset_drift_c", "capacity_drift", "joint_capacity_std", "resistance_drift", "resistance_deadband",
-                     "ocv_scale_std"):
+                     "ocv_scale_std", "rest_current_c", "rest_min_s", "relaxed_s", "rest_correlation_s",
+                     "consistency_s", "ocv_std_v", "ocv_correlation_s"):
             if not 0 <= getattr(self, name) < np.inf:
                 raise ValueError(f"estimate option {name} must be finite and not negative, got {getattr(self, name)}")
         if np.ndim(self.horizons_s) != 1 or not len(self.horizons_s) \
@@ -91,7 +103,10 @@ class EstimateOptions:
             max_charge_c=self.max_charge_c, max_discharge_c=self.max_discharge_c, gate=self.innovation_gate,
             correlation_s=self.error_correlation_s, q_capacity=self.capacity_drift**2 / 3600.0,
             joint_var=self.joint_capacity_std**2, rho_deadband=self.resistance_deadband,
-            ocv_scale=self.ocv_scale_std, sigma_points=self.sigma_points, health=self.health,
+            ocv_scale=self.ocv_scale_std, rest_c=self.rest_current_c, rest_min_s=self.rest_min_s,
+            relaxed_s=self.relaxed_s, rest_correlation_s=self.rest_correlation_s, nis_s=self.consistency_s,
+            ocv_var=self.ocv_std_v**2, ocv_correlation_s=self.ocv_correlation_s,
+            sigma_points=self.sigma_points, health=self.health,
             adapt=self.health and self.adapt, adapt_resistance=self.health and self.adapt and self.adapt_resistance,
             limits=self.limits, horizons=np.sort(np.asarray(self.horizons_s, dtype=float)))
 
@@ -358,14 +373,15 @@ def initial_state(packed: PackedModels, i0, v0, t0, soc0, options: EstimateOptio
     t0 = np.asarray(t0, dtype=float)
     q = packed.per_cell("capacity_ah", t0[None, :])[0]
     if soc0 is None:
-        # Rested-ish voltage less the resistive drop; hysteresis unknown, so OCV lies within ±M of it.
+        # Rested-ish voltage less the resistive drop; hysteresis unknown, so OCV lies within ±M of it: the SoC
+        # is anywhere in the range of SoCs (within 0-1) those OCVs give, and the prior has that range's spread.
         for cell, cols in packed.cells_of():
             t, m_v = t0[cols], cell.param("m_v", t0[cols])
             ocv_guess = v0[cols] - cell.resistance_ohm(0.5, t) * i0[cols]
-            z_hi = cell.soc_from_ocv(ocv_guess + m_v, t)
-            z_lo = cell.soc_from_ocv(ocv_guess - m_v, t)
-            state[cols, K.Z] = np.clip(0.5 * (z_hi + z_lo), 0.0, 1.0)
-            cov[cols, 0, 0] = np.maximum(0.5 * (z_hi - z_lo), 0.05) ** 2
+            z_hi = np.clip(cell.soc_from_ocv(ocv_guess + m_v, t), 0.0, 1.0)
+            z_lo = np.clip(cell.soc_from_ocv(ocv_guess - m_v, t), 0.0, 1.0)
+            state[cols, K.Z] = 0.5 * (z_hi + z_lo)
+            cov[cols, 0, 0] = np.maximum((z_hi - z_lo) / np.sqrt(12.0), 0.05) ** 2
     else:
         state[:, K.Z] = np.broadcast_to(np.asarray(soc0, dtype=float), (n_cells,))  # checked by _checked_soc0
         cov[:, 0, 0] = options.soc0_std**2
@@ -383,6 +399,7 @@ def initial_state(packed: PackedModels, i0, v0, t0, soc0, options: EstimateOptio
     state[:, K.PREV_T] = np.nan  # no sample before the first: no current step to measure
     state[:, K.PREV_V] = v0
     state[:, K.PREV_S] = state[:, K.S]
+    state[:, K.NIS] = 1.0
     return state, cov, np.zeros((n_cells, packed.n_rc))
 
 

@@ -37,8 +37,8 @@ from ..cell.kernels import (
 
 # Per-cell scalar state columns; the RC branch currents follow.
 (Z, H, B, G, S, RHO, RHO_VAR, S_INV, SXX, SXY, ANCHOR_Z, ANCHOR_VAR, MOVED, ANCHORED, PREV_I, PREV_V, PREV_S, PREV_VRC,
- PREV_T) = range(19)
-N_STATE = 19
+ PREV_T, REST_S, NIS) = range(21)
+N_STATE = 21
 N_X = 4  # filter states: the first four columns
 # Health outputs.
 OUT_OFFSET, OUT_HYST, OUT_CAPACITY_SCALE, OUT_CAPACITY_SCALE_STD, OUT_RHO, OUT_RHO_STD = range(6)
@@ -61,7 +61,8 @@ CB = CELL_BLOCK
  W_OCV, W_OCV_UP, W_OCV_DN,  # OCV at each
  W_RI, W_RI_UP, W_RI_DN,  # Σ R·i over R0 (the measured current) and the RC branches (theirs) at each
  W_RS, W_RS_UP, W_RS_DN,  # ΣR at each
- N_W) = range(37)
+ W_REST_S, W_NIS,  # how long the current has been at rest (s); the innovations' consistency (mean NIS)
+ N_W) = range(39)
 # The EKF evaluates at z alone and keeps the slopes dOCV/dz and dΣ(R·i)/dz in the "up" rows.
 W_OCV_SLOPE, W_RI_SLOPE = W_OCV_UP, W_RI_UP
 # Rows whose number depends on the model live in arrays of their own, laid out alike: the RC
@@ -113,6 +114,13 @@ class Options(NamedTuple):
     joint_var: float  # prior variance of the capacity the filter tracks (0: the certified one only)
     rho_deadband: float  # the resistance step method's own bias
     ocv_scale: float  # relative uncertainty of the OCV curve's SoC scale
+    rest_c: float  # a current within this of zero (C) for rest_min_s is zero
+    rest_min_s: float
+    relaxed_s: float  # after this long at rest the voltage is the OCV
+    rest_correlation_s: float  # then one look per this long
+    nis_s: float  # memory of the innovation consistency (0: off)
+    ocv_var: float  # variance of the OCV curve's own error (V²)
+    ocv_correlation_s: float  # how long that error stays alike
     sigma_points: bool  # False: extended Kalman filter
     health: bool  # capacity and resistance estimates (and their outputs)
     adapt: bool  # health fed back into the SoC filter
@@ -393,6 +401,8 @@ def _load(first, n_b, filt, opt, work):
         W[W_RHO * CB + b] = _trusted_rho(state[c, RHO], opt.rho_deadband) if opt.adapt_resistance else 1.0
         W[W_CHARGE_VAR * CB + b] = _counted_charge_var(state[c, SXX], opt)
         W[W_MOVED * CB + b] = 0.0
+        W[W_REST_S * CB + b] = state[c, REST_S]
+        W[W_NIS * CB + b] = state[c, NIS]
         work.seen_t[b] = np.nan
 
 
@@ -520,9 +530,54 @@ def _voltage(current_k, n_b, model, sigma_points, work):
                 quads, ocv_at[0, b], W[W_OCV * CB + b], u, inv_dz)
 
 
+@njit(cache=True, inline="always")
+def _consistency(W, b, innovation, pyy_state, var_v, step, opt):
+    """How many times larger the model's voltage error is than it says: the mean normalised innovation
+    squared over `nis_s`, not below 1. A model that does not fit the cell widens the bound instead of
+    driving the offset and capacity states many sigmas away."""
+    if opt.nis_s <= 0.0:
+        return 1.0
+    nis = innovation * innovation / (pyy_state + var_v)
+    W[W_NIS * CB + b] += min(1.0, step / opt.nis_s) * (nis - W[W_NIS * CB + b])
+    return max(1.0, W[W_NIS * CB + b])
+
+
+@njit(cache=True, inline="always")
+def _offset_reading(W, b, i, opt):
+    """At rest the current sensor reads its own offset: a direct look at b (with the current's noise),
+    which through their covariance also corrects what the SoC counted with the wrong offset."""
+    r = (opt.sigma_i * W[W_Q * CB + b]) ** 2
+    p02, p12, p22, p23 = W[W_P02 * CB + b], W[W_P12 * CB + b], W[W_P22 * CB + b], W[W_P23 * CB + b]
+    inv_s = 1.0 / (p22 + r)
+    gain = (i - W[W_B * CB + b]) * inv_s
+    W[W_Z * CB + b] += p02 * gain
+    W[W_H * CB + b] = min(1.0, max(-1.0, W[W_H * CB + b] + p12 * gain))
+    W[W_B * CB + b] += p22 * gain
+    W[W_G * CB + b] = min(2.0, max(0.5, W[W_G * CB + b] + p23 * gain))
+    W[W_P00 * CB + b] = max(W[W_P00 * CB + b] - p02 * p02 * inv_s, 1e-12)
+    W[W_P01 * CB + b] -= p02 * p12 * inv_s
+    W[W_P02 * CB + b] = p02 - p02 * p22 * inv_s
+    W[W_P03 * CB + b] -= p02 * p23 * inv_s
+    W[W_P11 * CB + b] = max(W[W_P11 * CB + b] - p12 * p12 * inv_s, 1e-12)
+    W[W_P12 * CB + b] = p12 - p12 * p22 * inv_s
+    W[W_P13 * CB + b] -= p12 * p23 * inv_s
+    W[W_P22 * CB + b] = max(p22 - p22 * p22 * inv_s, 1e-12)
+    W[W_P23 * CB + b] = p23 - p22 * p23 * inv_s
+    W[W_P33 * CB + b] = max(W[W_P33 * CB + b] - p23 * p23 * inv_s, 1e-12)
+
+
+@njit(cache=True, inline="always")
+def _rest_s(W, b, i, opt):
+    """How long cell b's current has been at rest before this sample (s), or −1 if it is not at rest now.
+    A current within the rest band (wider than any offset in a sensor's spec) for at least `rest_min_s`
+    is taken as zero: a parked car's contactors are open."""
+    return W[W_REST_S * CB + b] if abs(i) <= opt.rest_c * W[W_Q * CB + b] else -1.0
+
+
 @njit(cache=True, inline="always", error_model="numpy")
-def _update(voltage_k, soc_k, bound_k, n_b, inflation, opt, W):
-    """The Kalman update on the measured voltage: arithmetic only, over the block's cells at once."""
+def _update(voltage_k, current_k, soc_k, bound_k, n_b, inflation, step, opt, W):
+    """The Kalman update on the measured voltage (and at rest on the current sensor's offset): arithmetic
+    only, over the block's cells at once."""
     sigma_points = opt.sigma_points
     inv_gate2 = 1.0 / opt.gate ** 2
     ocv_scale = opt.ocv_scale
@@ -558,7 +613,14 @@ def _update(voltage_k, soc_k, bound_k, n_b, inflation, opt, W):
         # capacity it was measured with is uncertain): a SoC error that grows towards empty, seen
         # through the OCV's slope. Beyond the gate the model is off: trust it less, not more.
         scale_error = dv_dz * ocv_scale * (1.0 - W[W_Z * CB + b])
-        r_v = (W[W_VAR_V * CB + b] + scale_error * scale_error) * inflation
+        var_v = W[W_VAR_V * CB + b] + scale_error * scale_error
+        # Once relaxed in a long rest the voltage is the OCV, and the model's error in it is the same all rest
+        # long: the rest's readings count as one look per rest correlation time.
+        rest_s = _rest_s(W, b, current_k[b], opt)
+        looks = max(inflation, opt.rest_correlation_s / step) if rest_s >= opt.relaxed_s else inflation
+        r_v = var_v * looks * _consistency(W, b, innovation, pyy, var_v, step, opt)
+        # the OCV curve itself may be another cell's by some mV, an error that stays alike for ocv_correlation_s
+        r_v += opt.ocv_var * max(1.0, opt.ocv_correlation_s / step)
         pyy = max(pyy + r_v, innovation * innovation * inv_gate2)
         inv_pyy = 1.0 / pyy
         gain = innovation * inv_pyy
@@ -578,8 +640,10 @@ def _update(voltage_k, soc_k, bound_k, n_b, inflation, opt, W):
         W[W_P22 * CB + b] = max(p22 - p_y2 * p_y2 * inv_pyy, 1e-12)
         W[W_P23 * CB + b] = p23 - p_y2 * p_y3 * inv_pyy
         W[W_P33 * CB + b] = max(p33 - p_y3 * p_y3 * inv_pyy, 1e-12)
-        soc_k[b] = z
-        bound_k[b] = 3.0 * np.sqrt(p00)
+        if rest_s >= opt.rest_min_s:
+            _offset_reading(W, b, current_k[b], opt)
+        soc_k[b] = W[W_Z * CB + b]
+        bound_k[b] = 3.0 * np.sqrt(W[W_P00 * CB + b])
 
 
 @njit(cache=True, inline="always")
@@ -643,7 +707,10 @@ def _predict(current_k, dt, n_b, opt, work):
         q_model = W[W_Q * CB + b]
         g = W[W_G * CB + b] if adapt else 1.0
         bias = W[W_B * CB + b]
-        c0 = soc_per_amp(i, W[W_ETA * CB + b], dt, W[W_PER_AS * CB + b])
+        # at rest the true current is zero: the SoC holds, whatever the sensor's offset reads
+        rest_s = _rest_s(W, b, i, opt)
+        c0 = 0.0 if rest_s >= opt.rest_min_s else soc_per_amp(i, W[W_ETA * CB + b], dt, W[W_PER_AS * CB + b])
+        W[W_REST_S * CB + b] = rest_s + dt if rest_s >= 0.0 else 0.0
         moved = c0 * g * (i - bias)
         W[W_Z * CB + b] += moved
         W[W_H * CB + b], decay = hysteresis_step(W[W_H * CB + b], c0 * g * i, W[W_GAMMA * CB + b], i)
@@ -686,6 +753,8 @@ def _store(first, n_b, series, filt, work):
             filt.i_rc[c, n] = work.irc[n, b]
         state[c, S] = W[W_SIGN * CB + b]
         state[c, MOVED] += W[W_MOVED * CB + b]
+        state[c, REST_S] = W[W_REST_S * CB + b]
+        state[c, NIS] = W[W_NIS * CB + b]
         state[c, PREV_I] = series.current[n_time - 1, c]
         state[c, PREV_V] = series.voltage[n_time - 1, c]
         state[c, PREV_S] = W[W_SIGN * CB + b]
@@ -722,8 +791,8 @@ def _run_blocks(series, model, opt, filt, out, work):
             temperature_k = series.temperature[k if varying else 0, first:last]
             dt_before = _parameters(k, dt, dt_before, temperature_k, varying, first, n_b, model, work)
             _voltage(current_k, n_b, model, opt.sigma_points, work)
-            _update(series.voltage[k, first:last], out.soc[k, first:last], out.bound[k, first:last], n_b, inflation,
-                    opt, work.W)
+            _update(series.voltage[k, first:last], current_k, out.soc[k, first:last], out.bound[k, first:last], n_b,
+                    inflation, step, opt, work.W)
             if opt.health:
                 _health(k, dt, first, n_b, series, model, opt, filt, out.health, work)
             if opt.limits:
