@@ -119,9 +119,11 @@ def live(plant, plan: LifePlan, soc0: float, cutoff_margin_v: float = 0.15):
     solver = pybamm.IDAKLUSolver(rtol=1e-5, atol=1e-7, options={"suppress_algebraic_error": True})
     sim = pybamm.Simulation(plant.model(), parameter_values=pv, solver=solver)
     t_log = plan.time_s[keep]
+    # the solver stops at every change of phase: its steps across a long park would otherwise step over a drive
+    stops = plan.time_s[np.r_[0, np.flatnonzero(np.diff(plan.phase)) + 1, len(plan.phase) - 1]]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        solution = sim.solve(t_eval=[t_log[0], t_log[-1]], t_interp=t_log, initial_soc=soc0)
+        solution = sim.solve(t_eval=np.unique(stops), t_interp=t_log, initial_soc=soc0)
     t = solution["Time [s]"].entries
     if len(t) < len(t_log) or t[-1] < t_log[-1] - 0.5:
         raise RuntimeError(f"plant {plant} stopped at {t[-1]:.0f} s of {t_log[-1]:.0f} s: {solution.termination}")
