@@ -1,0 +1,70 @@
+"""A week of an LFP car's life: the plan itself, and the life benchmark's floors on a fast subset of its matrix
+(the ESC plants, whose OCV is 15 mV off the model's; the PyBaMM rows are in bench/life.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from openbms.sim.day import CHARGE, DAY_S, DRIVE, PARK
+from openbms.sim.life import LifeOptions, week
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import life as bench  # noqa: E402
+
+CAPACITY_AH = 2.0
+# Measured on the two quick ESC rows (+15 mV / -15 mV): RMSE 8.1 / 9.3 %, park moves 3.2 / 3.9 %; before the
+# rests were read as rests: 9.6 / 25.4 % and 13.4 / 13.7 %. Far from the issue's bars (1.5 %, 0.5 %): see README.
+RMSE_FLOOR = 12.0  # %
+PARK_MOVE_FLOOR = 5.0  # %
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return week(CAPACITY_AH, 3.3)
+
+
+def _segments(phase, which):
+    edges = np.flatnonzero(np.diff(np.r_[0, (phase == which).astype(int), 0]))
+    return list(zip(edges[::2], edges[1::2]))
+
+
+def test_a_week_drives_twice_a_day_parks_long_and_charges_partly(plan):
+    soc = 0.8 + np.cumsum(plan.current_a) / 3600.0 / CAPACITY_AH
+    drives_per_day = np.bincount([a // DAY_S for a, _ in _segments(plan.phase, DRIVE)], minlength=7)
+    assert drives_per_day.min() >= 2  # a drive is its cycles with stops between: at least two legs a day
+    long_parks = [b - a for a, b in _segments(plan.phase, PARK) if b - a >= 8 * 3600]
+    assert len(long_parks) >= 13  # overnight and at work
+    charged_to = [soc[b - 1] for _, b in _segments(plan.phase, CHARGE)]
+    assert len(charged_to) >= 5 and 0.58 <= min(charged_to) and max(charged_to) <= 0.92 and soc.max() < 0.95
+    assert 0.1 <= soc.min() <= 0.2  # the trip day
+    assert np.all(plan.current_a[plan.phase == PARK] == 0.0)
+
+
+def test_the_logger_keeps_1_s_driving_10_s_charging_60_s_parked(plan):
+    kept = plan.logged()
+    steps = np.diff(plan.time_s[kept])
+    phase = plan.phase[kept[:-1]]
+    assert np.all(steps[phase == DRIVE] == 1.0)
+    assert np.all(steps[phase == CHARGE] <= 10.0) and np.median(steps[phase == CHARGE]) == 10.0
+    assert np.all(steps[phase == PARK] <= 60.0) and np.median(steps[phase == PARK]) == 60.0
+
+
+def test_life_options_are_checked():
+    with pytest.raises(ValueError, match="charge_to"):
+        week(CAPACITY_AH, 3.3, LifeOptions(charge_to=(0.9, 0.6)))
+    with pytest.raises(ValueError, match="low_day"):
+        week(CAPACITY_AH, 3.3, LifeOptions(days=2, low_day=3))
+
+
+@pytest.mark.parametrize("case", [c for c in bench.MATRIX if c.quick and c.plant.startswith("ESC")],
+                         ids=lambda c: c.plant)
+def test_life_floors_on_plants_whose_ocv_is_15_mv_off(case):
+    """A week on a cell 10 % smaller, 30 % slower, at 0 degC, with a biased current sensor."""
+    s, _, _ = bench.run_case(case)
+    assert s.rmse < s.cc_rmse / 4  # the offset read at rest, not counted through the parks
+    assert s.rmse < RMSE_FLOOR  # measured: see the constant
+    assert s.park_move < PARK_MOVE_FLOOR
