@@ -64,7 +64,7 @@ class EstimateOptions:
     rest_correlation_s: float = 14400.0
     # how far the OCV curve may be from this cell's (another cell of the same kind, its ageing), and over how
     # long that error stays alike: readings of the flat plateau then cannot pull the SoC by more than it allows
-    ocv_std_v: float = 0.01
+    ocv_std_v: float = 0.0  # 0.01 held the bound on OCVs 15 mV off but widened it on its own (README)
     ocv_correlation_s: float = 3600.0
     consistency_s: float = 21600.0  # memory of the innovation consistency that widens the model's error (0: off)
 
