@@ -119,6 +119,54 @@ def test_a_charge_limit_set_on_the_page_reaches_the_bms_and_is_audited(live, bro
     assert bms.charger.soc_target == pytest.approx(0.73)
     expect(page.locator('[data-path="Charging.ChargeLimit"]')).to_have_text("73 %")
     expect(page.locator("#audit-table tbody tr").first).to_contain_text("Charge limit: 73 %")
+    # Out of range: the BMS, not the browser, answers, in the percent asked; the last answer does not linger.
+    page.get_by_label("Charge limit (percent)").fill("30")
+    expect(page.locator("#limit-result")).to_have_text("")
+    page.get_by_role("button", name="Set limit").click()
+    expect(page.locator("#limit-result")).to_have_text("The BMS applied Charge limit: 50 % instead of Charge limit: "
+                                                       "30 %. a charge limit of 30 % is outside 50–100 %: set to 50 %")
+    assert bms.charger.soc_target == pytest.approx(0.5)
+    page.get_by_label("Charge limit (percent)").fill("")
+    page.get_by_role("button", name="Set limit").click()
+    expect(page.locator("#limit-result")).to_have_text("Enter a charge limit in percent, e.g. 80.")
+    page.get_by_label("Charge limit (percent)").fill("80")  # charging again, for the screenshots
+    page.get_by_role("button", name="Set limit").click()
+    expect(page.locator("#limit-result")).to_have_text(re.compile(r"Applied: Charge limit: 80 %"))
+    page.close()
+
+
+def _boxes(locator) -> list[dict]:
+    return locator.evaluate_all("nodes => nodes.map((n) => n.getBoundingClientRect().toJSON())")
+
+
+def test_history_shows_what_there_is_with_axes_that_read(live, browser):
+    """Seconds of history show in every period (7 days too), with round value ticks left of the line and time
+    ticks below it that do not overlap."""
+    server, _ = live
+    page = open_dashboard(browser, server, owner_token(server))
+    page.get_by_label("7 days").check()
+    expect(page.locator('#charts[data-seconds="604800"] svg')).to_have_count(4, timeout=5000)
+    expect(page.locator("#charts .empty")).to_have_count(0)
+    for figure in page.locator("#charts figure").all():
+        line = _boxes(figure.locator(".series, .dot"))
+        values = _boxes(figure.locator("text.tick.y"))
+        times = sorted(_boxes(figure.locator("text.tick.t")), key=lambda b: b["left"])
+        assert len(values) >= 3 and len(times) >= 2, (len(values), len(times))
+        assert max(b["right"] for b in values) < min(b["left"] for b in line)  # labels beside the plot, not on it
+        assert min(b["top"] for b in times) > max(b["bottom"] for b in line) - 1
+        assert all(a["right"] < b["left"] for a, b in zip(times, times[1:]))
+        texts = figure.locator("text.tick.y").evaluate_all("nodes => nodes.map((n) => n.textContent)")
+        assert all(re.fullmatch(r"-?\d+(\.\d+)?", t) for t in texts), texts
+    page.close()
+
+
+def test_the_phone_layout_never_scrolls_sideways(live, browser):
+    server, _ = live
+    page = open_dashboard(browser, server, owner_token(server), width=390, height=844)
+    expect(page.locator("#cell-map li")).to_have_count(100, timeout=2000)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    for link in _boxes(page.locator("nav a")):
+        assert 0 <= link["left"] and link["right"] <= 390, link
     page.close()
 
 

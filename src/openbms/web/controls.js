@@ -29,11 +29,26 @@ export function mountControls(viss, report, onCommand) {
   const mode = $("conditioning-mode");
   slider.addEventListener("input", () => { number.value = slider.value; });
   number.addEventListener("input", () => { slider.value = number.value; });
-  for (const input of [slider, number, mode]) input.addEventListener("input", () => { input.form.dataset.touched = "1"; });
+  // A changed input makes the last answer stale: it spoke of another value.
+  for (const [input, output] of [[slider, "limit-result"], [number, "limit-result"], [mode, "conditioning-result"]]) {
+    input.addEventListener("input", () => {
+      input.form.dataset.touched = "1";
+      $(output).textContent = "";
+      $(output).className = "";
+    });
+  }
 
+  // No browser range check on the number: the BMS answers a limit out of range with the one it applied, and why.
+  $("limit-form").noValidate = true;
   $("limit-form").addEventListener("submit", (e) => {
     e.preventDefault();
-    command($("limit-result"), "Charging.ChargeLimit", Number(number.value));
+    const output = $("limit-result");
+    if (number.value.trim() === "" || !Number.isFinite(Number(number.value))) {
+      output.className = "error";
+      output.textContent = "Enter a charge limit in percent, e.g. 80.";
+      return;
+    }
+    command(output, "Charging.ChargeLimit", Number(number.value));
   });
   $("charging-form").addEventListener("submit", (e) => {
     e.preventDefault();
