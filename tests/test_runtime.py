@@ -302,3 +302,27 @@ def test_serve_without_the_sim_extra_names_the_missing_package_and_how_to_instal
     said = " ".join((proc.stdout + proc.stderr).split())
     assert proc.returncode == 2, said
     assert "needs the package fastsim" in said and "pip install 'openbms[sim]'" in said and "Traceback" not in said
+
+
+def test_range_starts_from_the_vehicles_own_consumption_and_moves_gently():
+    """The simulated car states what it draws per km; range starts there and its first drive moves it little.
+    Told 85 % too much, the first kilometres move the consumption by their share of the prior's 30 km."""
+    from openbms.runtime.bms import CONSUMPTION_PRIOR_KM
+
+    source = SimSource(SimulatedVehicle(CELL, 12, 3, seed=0))
+    rated = source.rated_consumption_wh_per_km
+    bms = Bms(CELL, 12, 3, rated_consumption_wh_per_km=rated)
+    wrong = Bms(CELL, 12, 3, rated_consumption_wh_per_km=1.85 * rated)
+    km_per_kwh = []
+    for _ in range(1500):  # a minute parked, then the first commute
+        sample = source.next_sample()
+        _, signals = bms.step(sample)
+        wrong._learn_consumption(sample)  # the same drive, learnt from the wrong prior
+        km_per_kwh.append(signals[f"{ROOT}.Range"] / max(signals[f"{ROOT}.StateOfCharge.CurrentEnergy"], 1e-9))
+    assert bms.consumption_km > 5
+    assert bms.consumption_wh_per_km == pytest.approx(rated, rel=0.1)  # the car drives as it says it does
+    assert max(km_per_kwh) / min(km_per_kwh) < 1.15  # range per kWh left barely moves in the first drive
+    moved = (1.85 * rated - wrong.consumption_wh_per_km) / (0.85 * rated)
+    share = wrong.consumption_km / (CONSUMPTION_PRIOR_KM + wrong.consumption_km)
+    assert 0.5 * share < moved < 1.5 * share
+    assert Bms(CELL, 12, 3, nv=wrong.nv_state()).consumption_km == wrong.consumption_km  # kept across restarts

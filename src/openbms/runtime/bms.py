@@ -36,16 +36,22 @@ OVERLAY = f"{ROOT}.OpenBMS"
 CONTACTOR_TICK_S = 0.01
 MAX_CONTACTOR_TICKS = 1000  # after a long gap, 10 s of the contactor machine is enough to settle
 CERTIFIED_RATE_C = 1 / 3  # the discharge rate at which usable energy is rated (as EV range tests do)
-MIN_CONSUMPTION_WH_PER_KM = 50.0
-DEFAULT_CONSUMPTION_WH_PER_KM = 150.0
+MIN_CONSUMPTION_SHARE = 1 / 3  # of the rated consumption: regen can net out a kilometre
+DEFAULT_CONSUMPTION_WH_PER_KM = 150.0  # a vehicle that does not state its own
+# The rated consumption counts as this many km driven, and the mean follows about the last CONSUMPTION_MEMORY_KM:
+# range moves as the way the car is driven shows itself, not by a third in the first kilometres.
+CONSUMPTION_PRIOR_KM = 30.0
+CONSUMPTION_MEMORY_KM = 100.0
 
 
 class Bms:
     def __init__(self, model: CellModel, series: int, sensors: int, nv: dict | None = None,
                  charger_max_current_c: float = 0.5, charger_max_power_w: float = 50_000.0,
-                 balancer: Balancer | None = Balancer(), config: MonitorConfig = MonitorConfig()):
+                 balancer: Balancer | None = Balancer(), config: MonitorConfig = MonitorConfig(),
+                 rated_consumption_wh_per_km: float = DEFAULT_CONSUMPTION_WH_PER_KM):
         """balancer: None where the pack's bleed resistors do not obey this BMS (a recording, a bus without them);
-        config: limits and detector settings, e.g. from a pack file."""
+        config: limits and detector settings, e.g. from a pack file; rated_consumption_wh_per_km: the vehicle's
+        own figure, where range starts before this BMS has seen it driven."""
         nv = nv or {}
         self.model, self.series = model, series
         self.q_ah = float(model.param("capacity_ah", 25.0))
@@ -66,7 +72,9 @@ class Bms:
             soc_target=nv.get("charge_limit", 0.9))
         self.charge_wanted = nv.get("charge_wanted", True)
         self.conditioning = nv.get("conditioning", "INACTIVE")
-        self.consumption_wh_per_km = nv.get("consumption_wh_per_km", DEFAULT_CONSUMPTION_WH_PER_KM)
+        self.rated_consumption_wh_per_km = rated_consumption_wh_per_km
+        self.consumption_wh_per_km = nv.get("consumption_wh_per_km", rated_consumption_wh_per_km)
+        self.consumption_km = nv.get("consumption_km", 0.0)  # km driven into the consumption's mean
         self.usage = Usage.restore(nv.get("usage"))
         self.mean_ocv_v = float(np.mean(model.ocv(np.linspace(0.0, 1.0, 101), 25.0)))
         self.r0_ohm = float(model.resistance_ohm(0.5, 25.0))
@@ -163,8 +171,10 @@ class Bms:
         self._trip_wh += -s.current_a * float(np.nansum(s.cell_voltage_v)) * self.dt_s / 3600.0
         self._trip_km += s.speed_kmh * self.dt_s / 3600.0
         if self._trip_km >= 1.0:
-            latest = max(self._trip_wh / self._trip_km, MIN_CONSUMPTION_WH_PER_KM)  # regen can net out a kilometre
-            self.consumption_wh_per_km += 0.1 * (latest - self.consumption_wh_per_km)
+            latest = max(self._trip_wh / self._trip_km, MIN_CONSUMPTION_SHARE * self.rated_consumption_wh_per_km)
+            self.consumption_km += self._trip_km
+            weight = self._trip_km / min(CONSUMPTION_PRIOR_KM + self.consumption_km, CONSUMPTION_MEMORY_KM)
+            self.consumption_wh_per_km += weight * (latest - self.consumption_wh_per_km)
             self._trip_wh = self._trip_km = 0.0
 
     def _signals(self, s: Sample, row: dict, charge) -> dict:
@@ -305,7 +315,8 @@ class Bms:
                 "cell_soc": row.get("cell_soc"), "capacity_ah": row.get("capacity_ah"),
                 "resistance_ohm": row.get("resistance_ohm"), "charge_limit": self.charger.soc_target,
                 "charge_wanted": self.charge_wanted, "conditioning": self.conditioning,
-                "consumption_wh_per_km": self.consumption_wh_per_km, "latched": self.latched[-50:],
+                "consumption_wh_per_km": self.consumption_wh_per_km, "consumption_km": self.consumption_km,
+                "latched": self.latched[-50:],
                 "usage": self.usage.as_dict(), "health": self._health(row) if row else None,
                 "cell": self._cell_record()}
 

@@ -103,8 +103,10 @@ def run(args) -> int:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return 2
     source = make_source(args.source, model, series, sensors, spread)
+    rated = {"rated_consumption_wh_per_km": source.rated_consumption_wh_per_km} \
+        if hasattr(source, "rated_consumption_wh_per_km") else {}
     bms = Bms(model, source.series, source.sensors, nv=store.load_nv(NV_KEY),
-              balancer=balancer if getattr(source, "obeys", False) else None, config=config)
+              balancer=balancer if getattr(source, "obeys", False) else None, config=config, **rated)
     hub = SignalHub()
     authority = Authority(store, args.vehicle_id)
     loop = BmsLoop(source, bms, hub, store, speed=args.speed, sink=getattr(source, "sink", None)).start()

@@ -39,6 +39,7 @@ class SimSource:
     def __init__(self, vehicle):
         self.vehicle = vehicle
         self.series, self.sensors = vehicle.plant.series, vehicle.sensors
+        self.rated_consumption_wh_per_km = vehicle.rated_consumption_wh_per_km
 
     def next_sample(self) -> Sample:
         return self.vehicle.next_sample()

@@ -17,6 +17,7 @@ from ..sim.day import CHARGE, DRIVE, plan_days
 from .sample import Sample
 
 HEAT_CAPACITY_J_PER_K_AH = 22.0  # an LFP cell: ~1 J/(g K) at ~22 g per Ah
+NOMINAL_CELL_V = 3.3  # the drive power is scaled to the cell's energy at this voltage
 CONDITIONING_TARGET_C = {"INACTIVE": None, "FAST_CHARGING_PREPARATION": 30.0, "DRIVING_PREPARATION": 25.0}
 
 
@@ -26,7 +27,11 @@ class SimulatedVehicle:
                  spread: Spread = Spread()):
         self.sensor_of_cell = sensor_of_cell(sensors, series)
         self.q_ah = float(model.param("capacity_ah", 25.0))
-        self.plan = plan_days(self.q_ah, days, seed=seed)
+        self.plan = plan_days(self.q_ah, days, nominal_v=NOMINAL_CELL_V, seed=seed)
+        driving = self.plan.phase == DRIVE
+        # The car's own figure, as a spec sheet gives it: what it draws per km on the cycles it drives.
+        self.rated_consumption_wh_per_km = float(-np.sum(self.plan.current_a[driving]) * NOMINAL_CELL_V * series
+                                                 / np.sum(self.plan.speed_ms[driving]) * 1000.0 / 3600.0)
         self.plant = PackPlant(model, series, spread, soc0=soc0, seed=seed)
         self.rng = np.random.default_rng(seed + 1)
         self.sensors, self.ambient_c, self.noise_v = sensors, ambient_c, noise_v
