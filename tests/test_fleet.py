@@ -91,6 +91,28 @@ def test_analysis_ranks_the_shorted_vehicle_first_and_writes_the_report(fleet, t
     page = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in page and "<script src" not in page and "V0002" in page
     assert json.loads((tmp_path / "results.json").read_text())["ranking"][0]["Vehicle"] == "V0002"
+    assert "None" not in page and "<td>3</td>" in page and "<td>3.0</td>" not in page  # cells as people number them
+    assert "width=device-width" in page and "img{max-width:100%" in page  # a phone gets the page at its width
+
+
+def test_the_report_reads_on_its_own_terms():
+    """Whole vehicles on the histograms' count axes, and a bound wider than half the capacity said in words."""
+    from matplotlib import pyplot as plt
+
+    from openbms.fleet.report import _soh_figure, _table
+
+    vehicles = pd.DataFrame({"SOH Capacity / 1": [0.91, 0.92, 0.95], "SOH Resistance / 1": [1.1, 1.2, 1.3]})
+    fig = _soh_figure(vehicles)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        assert all(float(t).is_integer() for t in ax.get_yticks())
+    plt.close(fig)
+    row = dict.fromkeys(["Rank", "Vehicle", "Service Reason", "SOH Capacity / 1", "SOH Capacity Trend / 1 per day",
+                         "SOH Resistance / 1", "Cell SOC Spread / 1", "Short Resistance / ohm", "Sensor Fault Cells"])
+    table = _table(pd.DataFrame([row | {"Capacity / Ah": 1.84, "Capacity Bound / Ah": 6.785, "Short Cell": None},
+                                 row | {"Capacity / Ah": 1.84, "Capacity Bound / Ah": 0.05, "Short Cell": 7.0}]))
+    assert "not settled (369%)" in table and "6.785" not in table and "<td>0.05</td>" in table
+    assert "<td>7</td>" in table and "None" not in table and "nan" not in table.lower()
 
 
 def test_cli_errors_are_clear(fleet, tmp_path, capsys):
