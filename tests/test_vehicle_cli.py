@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timezone
 
 import pytest
 
@@ -61,6 +62,22 @@ def test_grant_grants_and_revoke(db, capsys):
     assert f"revoked {grant['id']}" in capsys.readouterr().out
     main(["grants", "--db", db])
     assert "revoked" in capsys.readouterr().out
+
+
+def test_grants_fit_an_80_column_terminal_without_cutting_ids_or_dates(db, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    long_scopes = ["read:Vehicle.Powertrain.TractionBattery",
+                   "actuate:Vehicle.Powertrain.TractionBattery.Charging.ChargeLimit"]
+    assert main(["grant", "--app", "other-brand-app", "--scope", *long_scopes, "--ttl", "86400", "--db", db]) == 0
+    grant = json.loads(capsys.readouterr().out)
+    assert main(["grants", "--db", db]) == 0
+    table = capsys.readouterr().out
+    assert max(len(line) for line in table.splitlines()) <= 80 and "…" not in table
+    assert grant["id"] in table
+    for when in (grant["issued_at"], grant["expires_at"]):
+        assert datetime.fromtimestamp(when, timezone.utc).strftime("%Y-%m-%d %H:%M") in table
+    scopes = "".join(line.split("│")[3].strip() for line in table.splitlines() if line.startswith("│"))
+    assert scopes == "".join(long_scopes)  # folded, not cut
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -108,12 +108,14 @@ def _grants(args) -> int:
     from rich.table import Table
 
     table = Table(title=f"grants for {args.vehicle_id}")
-    for column in ("id", "app", "scopes", "issued (UTC)", "expires (UTC)", "status"):
-        table.add_column(column, no_wrap=column == "id")
+    # In 80 columns: ids, dates and status whole (issued over expires); app and scopes folded, never cut short.
+    for column in ("id", "app", "scopes", "valid (UTC)", "status"):
+        folded = column in ("app", "scopes")
+        table.add_column(column, no_wrap=not folded, overflow="fold" if folded else "ellipsis")
     now = time.time()
     for grant in _authority(args).grants():
-        table.add_row(grant.id, grant.app, "\n".join(grant.scopes), _utc(grant.issued_at), _utc(grant.expires_at),
-                      grant.status(now))
+        table.add_row(grant.id, grant.app, "\n".join(grant.scopes),
+                      f"{_utc(grant.issued_at)}\n{_utc(grant.expires_at)}", grant.status(now))
     Console().print(table)
     return 0
 
@@ -160,4 +162,4 @@ def _passport(args) -> int:
 def _utc(time_s: float) -> str:
     from datetime import datetime, timezone
 
-    return datetime.fromtimestamp(time_s, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(time_s, timezone.utc).strftime("%Y-%m-%d %H:%M")
