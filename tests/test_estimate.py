@@ -725,3 +725,18 @@ def test_streaming_estimator_matches_batch():
         live.update(t[-1], current[-1], voltage[-1])
     with pytest.raises(ValueError, match="3 cells"):
         live.update(t[-1] + 1, current[-1, :2], voltage[-1, :2])
+
+
+def test_the_band_stays_within_empty_and_full_without_a_start():
+    """Without soc0 the prior is wide on LFP's plateau: the 3-sigma band (frame, plot) is cut at 0 and 100 %."""
+    t = np.arange(0.0, 1800.0)
+    i = np.where((t // 60) % 2 == 0, -1.0, 0.2) * float(CELL.param("capacity_ah", 25.0))
+    v = simulate(CELL, t, i, 25.0, soc0=0.9).voltage_v
+    est = estimate(CELL, t, i, v, 25.0)
+    frame = est.frame()
+    lower, upper = frame["SOC Lower / 1"].to_numpy(), frame["SOC Upper / 1"].to_numpy()
+    soc, bound = frame["SOC / 1"].to_numpy(), frame["SOC Bound / 1"].to_numpy()
+    assert (soc + bound).max() > 1  # the symmetric bound alone would reach past full here
+    assert lower.min() >= 0 and upper.max() <= 1 and np.all((lower <= soc) & (soc <= upper))
+    inside = (soc - bound >= 0) & (soc + bound <= 1)
+    np.testing.assert_allclose(upper[inside] - soc[inside], bound[inside])

@@ -222,11 +222,12 @@ def _estimate(args) -> int:
     if plot is not None:
         written.append(str(plot_estimate(est, plot, f"{Path(args.data).name} with {cell.name}")))
     table = Table(title="estimate at the end")
-    for column in ("SoC / %", "3-sigma / %", "capacity / Ah", "resistance / mohm", "max charge / W",
+    for column in ("SoC / %", "3-sigma range / %", "capacity / Ah", "resistance / mohm", "max charge / W",
                    "max discharge / W"):
         table.add_column(column, justify="right")
     lim = next(iter(est.limits.values()))
-    table.add_row(f"{100 * est.soc[-1]:.1f}", f"{100 * est.soc_bound[-1]:.1f}", f"{est.capacity_ah[-1]:.3f}",
+    lower, upper = (100 * side[-1] for side in est.soc_band)
+    table.add_row(f"{100 * est.soc[-1]:.1f}", f"{lower:.1f}–{upper:.1f}", f"{est.capacity_ah[-1]:.3f}",
                   f"{1e3 * est.resistance_ohm[-1]:.2f}", f"{lim.charge_power_w[-1]:.1f}",
                   f"{lim.discharge_power_w[-1]:.1f}")
     Console().print(table)

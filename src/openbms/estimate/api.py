@@ -138,10 +138,17 @@ class Estimate:
     energy_wh: np.ndarray | None = None  # available down to soc_min
     limits: dict[float, Limits] = field(default_factory=dict)
 
+    @property
+    def soc_band(self) -> tuple[np.ndarray, np.ndarray]:
+        """The 3-sigma band as SoC can be, within 0-1: a wide bound near empty or full reaches past them."""
+        return np.clip(self.soc - self.soc_bound, 0.0, 1.0), np.clip(self.soc + self.soc_bound, 0.0, 1.0)
+
     def frame(self, cell: int = 0) -> pd.DataFrame:
         """One cell's estimates as BDF-style columns (powers and currents as magnitudes)."""
         pick = (lambda a: a) if self.soc.ndim == 1 else (lambda a: a[:, cell])
-        columns = {"Test Time / s": self.time_s, "SOC / 1": pick(self.soc), "SOC Bound / 1": pick(self.soc_bound)}
+        lower, upper = self.soc_band
+        columns = {"Test Time / s": self.time_s, "SOC / 1": pick(self.soc), "SOC Bound / 1": pick(self.soc_bound),
+                   "SOC Lower / 1": pick(lower), "SOC Upper / 1": pick(upper)}
         if self.capacity_ah is not None:
             columns |= {"Capacity / Ah": pick(self.capacity_ah), "Capacity Bound / Ah": pick(self.capacity_bound_ah),
                         "Resistance / ohm": pick(self.resistance_ohm),
