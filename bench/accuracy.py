@@ -53,8 +53,15 @@ class Run:
 
 def openbms_filter(model: CellModel, run: Run, soc0: float, soc0_std: float):
     """The estimator as every row runs it: told the hysteresis (each drive starts after a full charge)."""
-    return estimate(model, run.time_s, run.current_a, run.voltage_v, run.temperature_c, soc0=soc0,
-                    options=EstimateOptions(soc0_std=soc0_std, hysteresis0=1.0, limits=False))
+    return estimate(
+        model,
+        run.time_s,
+        run.current_a,
+        run.voltage_v,
+        run.temperature_c,
+        soc0=soc0,
+        options=EstimateOptions(soc0_std=soc0_std, hysteresis0=1.0, limits=False),
+    )
 
 
 def methods(model: CellModel, run: Run, soc0: float, soc0_std: float):
@@ -62,10 +69,15 @@ def methods(model: CellModel, run: Run, soc0: float, soc0_std: float):
     hysteresis state is known to be on the charge side (+1) even where the SoC is not."""
     out = {"openbms": openbms_filter(model, run, soc0, soc0_std)}
     no_hysteresis = replace(model, m_v=0 * model.m_v, m0_v=0 * model.m0_v)
-    out["EKF, no hysteresis"] = estimate(no_hysteresis, run.time_s, run.current_a, run.voltage_v, run.temperature_c,
-                                         soc0=soc0, options=EstimateOptions(soc0_std=soc0_std, sigma_points=False,
-                                                                            hysteresis0=1.0, health=False,
-                                                                            limits=False))
+    out["EKF, no hysteresis"] = estimate(
+        no_hysteresis,
+        run.time_s,
+        run.current_a,
+        run.voltage_v,
+        run.temperature_c,
+        soc0=soc0,
+        options=EstimateOptions(soc0_std=soc0_std, sigma_points=False, hysteresis0=1.0, health=False, limits=False),
+    )
     q = float(model.param("capacity_ah", run.temperature_c))
     eta = np.where(run.current_a > 0, float(model.param("coulombic_efficiency", run.temperature_c)), 1.0)
     steps = eta * run.current_a * np.diff(run.time_s, append=run.time_s[-1]) / 3600.0 / q
@@ -98,8 +110,12 @@ def a123_runs():
         t, i = df["Test Time / s"].to_numpy(), df["Current / A"].to_numpy()
         eta = np.where(i > 0, b.coulombic_efficiency, 1.0)
         ref = 1.0 + np.concatenate([[0.0], np.cumsum(eta * i * np.diff(t, append=t[-1]))[:-1]]) / 3600 / b.capacity_ah
-        yield test.name, Run(t, i, df["Voltage / V"].to_numpy(), test.temperature_c, ref,
-                             own_balance[test.name].soc[test.main_rows])
+        yield (
+            test.name,
+            Run(
+                t, i, df["Voltage / V"].to_numpy(), test.temperature_c, ref, own_balance[test.name].soc[test.main_rows]
+            ),
+        )
 
 
 def a123_table(progress) -> list[str]:
@@ -108,9 +124,13 @@ def a123_table(progress) -> list[str]:
         return [f"A123 data not found at {root}: skipped (set OPENBMS_A123_DIR)"]
     cell = openbms.load_cell("a123_lfp")
     names = ("openbms", "EKF, no hysteresis", "coulomb counting")
-    lines = ["| test | degC | start | " + " | ".join(f"{n}: RMSE / max / at 20 min %" for n in names)
-             + " | openbms bound holds % | vs the counters: openbms RMSE / max %, bound holds %"
-             " | reference at the end, integrated / counters % |", "|---|---:|---|" + "---:|" * (len(names) + 3)]
+    lines = [
+        "| test | degC | start | "
+        + " | ".join(f"{n}: RMSE / max / at 20 min %" for n in names)
+        + " | openbms bound holds % | vs the counters: openbms RMSE / max %, bound holds %"
+        " | reference at the end, integrated / counters % |",
+        "|---|---:|---|" + "---:|" * (len(names) + 3),
+    ]
     task = progress.add_task("A123 tests", total=8)
     for name, run in a123_runs():
         for label, soc0, std in (("right", 1.0, 0.02), ("20 % wrong", 0.8, 0.2)):
@@ -118,8 +138,10 @@ def a123_table(progress) -> list[str]:
             s = scores(run, results)
             c = scores(replace(run, truth=run.counters_truth), {"openbms": results["openbms"]})["openbms"]
             cells = [f"{s[n][0]:.2f} / {s[n][1]:.1f} / {s[n][2]:.1f}" for n in names]
-            lines.append(f"| {name} | {run.temperature_c:g} | {label} | " + " | ".join(cells) + f" | {s['openbms'][3]} "
-                         f"| {c[0]:.2f} / {c[1]:.1f}, {c[3]} | {100 * run.truth[-1]:.1f} / {100 * run.counters_truth[-1]:.1f} |")
+            lines.append(
+                f"| {name} | {run.temperature_c:g} | {label} | " + " | ".join(cells) + f" | {s['openbms'][3]} "
+                f"| {c[0]:.2f} / {c[1]:.1f}, {c[3]} | {100 * run.truth[-1]:.1f} / {100 * run.counters_truth[-1]:.1f} |"
+            )
         progress.advance(task)
     return lines
 
@@ -147,20 +169,34 @@ SCENARIOS = {  # name: (plant, capacity fade, kinetics slowdown, offset in C, ga
 
 def pybamm_table(progress) -> list[str]:
     names = ("openbms", "EKF, no hysteresis", "coulomb counting")
-    lines = ["| scenario | hours | " + " | ".join(f"{n}: RMSE / max %" for n in names)
-             + " | bound holds % | capacity error at end % | the offset's sign flipped: openbms RMSE %,"
-             " bound holds %, capacity error % |", "|---|---:|" + "---:|" * (len(names) + 3)]
+    lines = [
+        "| scenario | hours | "
+        + " | ".join(f"{n}: RMSE / max %" for n in names)
+        + " | bound holds % | capacity error at end % | the offset's sign flipped: openbms RMSE %,"
+        " bound holds %, capacity error % |",
+        "|---|---:|" + "---:|" * (len(names) + 3),
+    ]
     task = progress.add_task("PyBaMM scenarios", total=len(SCENARIOS))
     for label, (plant_name, fade, slow, offset_c, gain) in SCENARIOS.items():
         model = plant_model(plant_name)
         plant = Plant(plant_name, fade, slow)
         q_nominal = float(model.param("capacity_ah", 25.0))
         soc0 = 0.97 if plant_name.endswith("lfp") else 0.7  # NMC: room for regeneration below 4.2 V
-        measured, truth = Scenario(plant=plant, experiment="drive", cycles=("udds", "hwfet", "hwfet"), repeat=11,
-                                   soc0=soc0, sensors=Sensors(current_offset_a=offset_c * q_nominal,
-                                                              current_gain_error=gain, seed=1)).run()
-        run = Run(measured["Test Time / s"].to_numpy(), measured["Current / A"].to_numpy(),
-                  measured["Voltage / V"].to_numpy(), 25.0, truth.soc)
+        measured, truth = Scenario(
+            plant=plant,
+            experiment="drive",
+            cycles=("udds", "hwfet", "hwfet"),
+            repeat=11,
+            soc0=soc0,
+            sensors=Sensors(current_offset_a=offset_c * q_nominal, current_gain_error=gain, seed=1),
+        ).run()
+        run = Run(
+            measured["Test Time / s"].to_numpy(),
+            measured["Current / A"].to_numpy(),
+            measured["Voltage / V"].to_numpy(),
+            25.0,
+            truth.soc,
+        )
         results = methods(model, run, soc0, 0.02)
         s = scores(run, results)
         est = results["openbms"]
@@ -170,24 +206,33 @@ def pybamm_table(progress) -> list[str]:
         est_flipped = openbms_filter(model, flipped, soc0, 0.02)
         flipped_rmse, _, _, flipped_holds = scores(flipped, {"openbms": est_flipped})["openbms"]
         cells = [f"{s[n][0]:.2f} / {s[n][1]:.1f}" for n in names]
-        lines.append(f"| {label} | {run.time_s[-1] / 3600:.1f} | " + " | ".join(cells)
-                     + f" | {s['openbms'][3]} | {100 * (est.capacity_ah[-1] / truth.capacity_ah - 1):+.1f} "
-                     f"| {flipped_rmse:.2f}, {flipped_holds}, "
-                     f"{100 * (est_flipped.capacity_ah[-1] / truth.capacity_ah - 1):+.1f} |")
-        plot_estimate(est, OUT / f"soc_{plant_name}_{int(100 * fade)}.png", f"{label}: openbms estimate",
-                      true_soc=truth.soc)
+        lines.append(
+            f"| {label} | {run.time_s[-1] / 3600:.1f} | "
+            + " | ".join(cells)
+            + f" | {s['openbms'][3]} | {100 * (est.capacity_ah[-1] / truth.capacity_ah - 1):+.1f} "
+            f"| {flipped_rmse:.2f}, {flipped_holds}, "
+            f"{100 * (est_flipped.capacity_ah[-1] / truth.capacity_ah - 1):+.1f} |"
+        )
+        plot_estimate(
+            est, OUT / f"soc_{plant_name}_{int(100 * fade)}.png", f"{label}: openbms estimate", true_soc=truth.soc
+        )
         progress.advance(task)
     return lines
 
 
 def main() -> int:
-    return run_sections([
-        ("SoC error on every A123 dynamic test (real data, laboratory reference)", "", a123_table),
-        ("SoC error on PyBaMM plants with biased sensors (true SoC known)",
-         "Drive: FASTSim 2022 Model 3 RWD on (UDDS, HWFET, HWFET) x 11 scaled to the cell, until the cell's "
-         "limit; sensors: current offset and gain error as named, 2 mV voltage noise, 1 mV quantisation.",
-         pybamm_table),
-    ], OUT)
+    return run_sections(
+        [
+            ("SoC error on every A123 dynamic test (real data, laboratory reference)", "", a123_table),
+            (
+                "SoC error on PyBaMM plants with biased sensors (true SoC known)",
+                "Drive: FASTSim 2022 Model 3 RWD on (UDDS, HWFET, HWFET) x 11 scaled to the cell, until the cell's "
+                "limit; sensors: current offset and gain error as named, 2 mV voltage noise, 1 mV quantisation.",
+                pybamm_table,
+            ),
+        ],
+        OUT,
+    )
 
 
 if __name__ == "__main__":

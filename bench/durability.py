@@ -34,8 +34,11 @@ def lost(acknowledged, nv, audit) -> int:
     for record in audit.values():  # newest first
         if record.accepted and record.path not in newest:
             newest[record.path] = record.applied
-    in_effect = {LIMIT: round(100 * nv["charge_limit"]), MODE: nv["conditioning"],
-                 START_STOP: "START" if nv["charge_wanted"] else "STOP"}
+    in_effect = {
+        LIMIT: round(100 * nv["charge_limit"]),
+        MODE: nv["conditioning"],
+        START_STOP: "START" if nv["charge_wanted"] else "STOP",
+    }
     return missing + sum(1 for path, value in newest.items() if in_effect.get(path) != value)
 
 
@@ -59,8 +62,16 @@ def main() -> None:
         nv, audit = durable_state(db)
         trips = sorted(storm.round_trip_s)
         p99 = trips[min(len(trips) - 1, int(0.99 * len(trips)))] if trips else float("nan")
-        rows.append((lost(storm.acknowledged, nv, audit), n, after_s, len(storm.acknowledged),
-                     statistics.median(trips) * 1e3 if trips else float("nan"), p99 * 1e3))
+        rows.append(
+            (
+                lost(storm.acknowledged, nv, audit),
+                n,
+                after_s,
+                len(storm.acknowledged),
+                statistics.median(trips) * 1e3 if trips else float("nan"),
+                p99 * 1e3,
+            )
+        )
         print(f"round {n}: killed after {after_s:.1f} s, {len(storm.acknowledged)} sets acknowledged", file=sys.stderr)
     print("| round | killed after (s) | sets acknowledged | lost | set round trip p50 / p99 (ms) |")
     print("|---:|---:|---:|---:|---:|")

@@ -54,8 +54,10 @@ def a123_table(progress) -> list[str]:
         results[name] = (scores, time.perf_counter() - t0)
         plot_fit(scores, OUT / f"a123_{options['n_rc']}rc.png", f"A123, {name}")
         progress.advance(task)
-    lines = ["| test | degC | " + " | ".join(f"{n} RMSE / max mV" for n in VARIANTS) + " |",
-             "|---|---:|" + "---:|" * len(VARIANTS)]
+    lines = [
+        "| test | degC | " + " | ".join(f"{n} RMSE / max mV" for n in VARIANTS) + " |",
+        "|---|---:|" + "---:|" * len(VARIANTS),
+    ]
     first = next(iter(results.values()))[0]
     for k, s in enumerate(first):
         cells = [f"{results[n][0][k].rmse_mv:.1f} / {results[n][0][k].max_error_mv:.0f}" for n in VARIANTS]
@@ -79,8 +81,10 @@ def plant_tests(plant_name: str) -> dict:
     here = CACHE / plant_name
     ocv_c20 = write_pybamm_test(plant, "ocv_c20", here / "ocv_c20.csv", period_s=10.0)
     usabc = write_pybamm_test(plant, "usabc_hppc", here / "usabc_hppc.csv")
-    esc = {e: _cached(here / f"esc_{e}.parquet", lambda e=e: Scenario(plant=plant, experiment=e).run()[0])
-           for e in ("ocv", "hppc")}
+    esc = {
+        e: _cached(here / f"esc_{e}.parquet", lambda e=e: Scenario(plant=plant, experiment=e).run()[0])
+        for e in ("ocv", "hppc")
+    }
     drive = Scenario(plant=plant, experiment="drive", cycles=("udds", "hwfet"), repeat=3, soc0=0.9)
     frames = _cached(here / "drive.parquet", lambda: _drive_frame(drive))
     return {"standard": ([ocv_c20], [usabc]), "esc": esc, "drive": frames}
@@ -90,22 +94,30 @@ def _drive_frame(scenario: Scenario) -> pd.DataFrame:
     measured, truth = scenario.run()
     frame = measured[[TIME, CURRENT]].copy()
     frame["True Voltage / V"], frame["True SOC / 1"], frame["True Capacity / Ah"] = (
-        truth.voltage_v, truth.soc, truth.capacity_ah)
+        truth.voltage_v,
+        truth.soc,
+        truth.capacity_ah,
+    )
     return frame
 
 
 def drive_error_mv(model, drive: pd.DataFrame) -> np.ndarray:
     """Model minus true voltage on the unseen drive, started where the plant starts (in the model's capacity)."""
     soc0 = 1.0 - (1.0 - drive["True SOC / 1"].iloc[0]) * drive["True Capacity / Ah"].iloc[0] / float(
-        model.param("capacity_ah", 25.0))
+        model.param("capacity_ah", 25.0)
+    )
     sim = simulate(model, drive[TIME], drive[CURRENT], 25.0, soc0=soc0, hysteresis0=1.0)
     return 1e3 * (sim.voltage_v - drive["True Voltage / V"].to_numpy())
 
 
 def pybamm_table(progress) -> list[str]:
     protocols = ("standard: C/20 OCV + USABC HPPC", "ESC protocol: C/30 OCV + full-range HPPC")
-    lines = ["| plant | " + " | ".join(f"{p}: HPPC fit / unseen drive RMSE mV (max)" for p in protocols)
-             + " | standard: identification s |", "|---|" + "---:|" * (len(protocols) + 1)]
+    lines = [
+        "| plant | "
+        + " | ".join(f"{p}: HPPC fit / unseen drive RMSE mV (max)" for p in protocols)
+        + " | standard: identification s |",
+        "|---|" + "---:|" * (len(protocols) + 1),
+    ]
     task = progress.add_task("PyBaMM plants", total=len(PYBAMM_PLANTS))
     rows = []
     for plant_name in PYBAMM_PLANTS:
@@ -114,8 +126,11 @@ def pybamm_table(progress) -> list[str]:
         ocv_files, hppc_files = tests["standard"]
         standard = identify_files(ocv_files, hppc_files, ambient_c=25.0, name=plant_name)
         seconds = time.perf_counter() - t0
-        esc = identify([CellTest("ocv", 25.0, tests["esc"]["ocv"])], [CellTest("hppc", 25.0, tests["esc"]["hppc"])],
-                       name=plant_name)
+        esc = identify(
+            [CellTest("ocv", 25.0, tests["esc"]["ocv"])],
+            [CellTest("hppc", 25.0, tests["esc"]["hppc"])],
+            name=plant_name,
+        )
         cells, worst = [], 0.0
         for model, scores in (standard, esc):
             error = drive_error_mv(model, tests["drive"])
@@ -129,16 +144,22 @@ def pybamm_table(progress) -> list[str]:
 
 
 def main() -> int:
-    return run_sections([
-        ("Model voltage error on every A123 dynamic test (real data)", "", a123_table),
-        ("PyBaMM cells identified from the standard tests and from the ESC protocol, checked on an unseen drive",
-         "Standard: a C/20 OCV test and the USABC HPPC test (from full to about 10 % SoC, never back), "
-         "as PyBaMM's save_data writes them (a time repeated at every step change, + = discharge, no "
-         "temperature column: --ambient 25). ESC protocol: C/30 OCV and a full-range HPPC, through "
-         "2 mV voltage noise and 1 mV quantisation. Drive: FASTSim 2022 Model 3 RWD on (UDDS, HWFET) x 3, "
-         "scaled to the cell by energy, from 90 % SoC. Error against the plant's true voltage; 3 RC, R(z, T). "
-         "Worst standard-protocol drive first.", pybamm_table),
-    ], OUT)
+    return run_sections(
+        [
+            ("Model voltage error on every A123 dynamic test (real data)", "", a123_table),
+            (
+                "PyBaMM cells identified from the standard tests and from the ESC protocol, checked on an unseen drive",
+                "Standard: a C/20 OCV test and the USABC HPPC test (from full to about 10 % SoC, never back), "
+                "as PyBaMM's save_data writes them (a time repeated at every step change, + = discharge, no "
+                "temperature column: --ambient 25). ESC protocol: C/30 OCV and a full-range HPPC, through "
+                "2 mV voltage noise and 1 mV quantisation. Drive: FASTSim 2022 Model 3 RWD on (UDDS, HWFET) x 3, "
+                "scaled to the cell by energy, from 90 % SoC. Error against the plant's true voltage; 3 RC, R(z, T). "
+                "Worst standard-protocol drive first.",
+                pybamm_table,
+            ),
+        ],
+        OUT,
+    )
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ SUBSCRIBERS_PER_TOKEN = 20  # stays inside the per-token rate limit while 1 000 
 
 # --- servers (in this process) -------------------------------------------------------------------
 
+
 @contextmanager
 def openbms_server(publish_period_s: float, tokens_needed: int):
     hub = SignalHub()
@@ -55,8 +56,9 @@ def openbms_server(publish_period_s: float, tokens_needed: int):
         store = Store(f"sqlite:///{tmp}/bench.db")
         with running_server(hub, store) as server:
             scopes = [f"read:{SOC}", f"actuate:{LIMIT}"]
-            tokens = [server.authority.token(server.authority.grant(f"bench-{i}", scopes, 3600))
-                      for i in range(tokens_needed)]
+            tokens = [
+                server.authority.token(server.authority.grant(f"bench-{i}", scopes, 3600)) for i in range(tokens_needed)
+            ]
             stop = demo.run_in_thread(publish_period_s)
             yield server.viss_url, tokens
             stop.set()
@@ -74,8 +76,16 @@ def echo_server(publish_period_s: float, tokens_needed: int):
             request = json.loads(message)
             if request.get("action") == "subscribe":
                 subscribers.add(ws)
-                await ws.send(json.dumps({"action": "subscribe", "requestId": request["requestId"],
-                                          "subscriptionId": "1", "ts": timestamp(time.time())}))
+                await ws.send(
+                    json.dumps(
+                        {
+                            "action": "subscribe",
+                            "requestId": request["requestId"],
+                            "subscriptionId": "1",
+                            "ts": timestamp(time.time()),
+                        }
+                    )
+                )
             else:
                 await ws.send(message)
         subscribers.discard(ws)
@@ -86,9 +96,17 @@ def echo_server(publish_period_s: float, tokens_needed: int):
             tick += publish_period_s  # a fixed rate, as the demo vehicle's thread keeps
             await asyncio.sleep(max(0.0, tick - time.monotonic()))
             now = time.time()
-            websockets.broadcast(subscribers, json.dumps(
-                {"action": "subscription", "subscriptionId": "1",
-                 "data": {"path": SOC, "dp": {"value": "80.0", "ts": timestamp(now)}}, "ts": timestamp(now)}))
+            websockets.broadcast(
+                subscribers,
+                json.dumps(
+                    {
+                        "action": "subscription",
+                        "subscriptionId": "1",
+                        "data": {"path": SOC, "dp": {"value": "80.0", "ts": timestamp(now)}},
+                        "ts": timestamp(now),
+                    }
+                ),
+            )
 
     async def main():
         async with websockets.serve(handler, "127.0.0.1", 0, subprotocols=["VISSv2"], compression=None) as server:
@@ -109,6 +127,7 @@ def echo_server(publish_period_s: float, tokens_needed: int):
 
 # --- load generator (in its own process) -----------------------------------------------------------
 
+
 def run_load(url: str, tokens: list[str], args: argparse.Namespace, connected, results) -> None:
     results.put(run_fast(_load(url, tokens, args, connected)))
 
@@ -124,11 +143,20 @@ async def _load(url: str, tokens: list[str], args, connected) -> dict:
 
     async def subscriber(i: int) -> None:
         try:
-            async with websockets.connect(url, subprotocols=["VISSv2"], compression=None, open_timeout=60,
-                                          ping_interval=None) as ws:
+            async with websockets.connect(
+                url, subprotocols=["VISSv2"], compression=None, open_timeout=60, ping_interval=None
+            ) as ws:
                 sockets.append(ws)
-                await ws.send(json.dumps({"action": "subscribe", "path": SOC, "requestId": str(i),
-                                          "authorization": tokens[i // SUBSCRIBERS_PER_TOKEN]}))
+                await ws.send(
+                    json.dumps(
+                        {
+                            "action": "subscribe",
+                            "path": SOC,
+                            "requestId": str(i),
+                            "authorization": tokens[i // SUBSCRIBERS_PER_TOKEN],
+                        }
+                    )
+                )
                 reply = json.loads(await ws.recv())
                 if "error" in reply:
                     errors.append(reply["error"]["reason"])
@@ -151,8 +179,11 @@ async def _load(url: str, tokens: list[str], args, connected) -> dict:
             while not done.is_set():
                 n += 1
                 request_id = uuid.uuid4().hex
-                msg = ({"action": "set", "path": LIMIT, "value": str(80 + n % 10)} if n % 5 == 0
-                       else {"action": "get", "path": SOC})
+                msg = (
+                    {"action": "set", "path": LIMIT, "value": str(80 + n % 10)}
+                    if n % 5 == 0
+                    else {"action": "get", "path": SOC}
+                )
                 began = time.perf_counter()
                 await ws.send(json.dumps({**msg, "requestId": request_id, "authorization": token}))
                 while (reply := json.loads(await ws.recv())).get("requestId") != request_id:
@@ -181,13 +212,22 @@ async def _load(url: str, tokens: list[str], args, connected) -> dict:
     done.set()
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
     await asyncio.gather(*tasks, return_exceptions=True)
-    notification_ms = [1e3 * (t - datetime.fromisoformat(msg["data"]["dp"]["ts"]).timestamp())
-                       for t, msg in ((t, json.loads(raw)) for t, raw in received) if "data" in msg]
-    return {"held": connected.value, "notification_ms": notification_ms, "request_ms": request_ms,
-            "elapsed": elapsed, "errors": errors}
+    notification_ms = [
+        1e3 * (t - datetime.fromisoformat(msg["data"]["dp"]["ts"]).timestamp())
+        for t, msg in ((t, json.loads(raw)) for t, raw in received)
+        if "data" in msg
+    ]
+    return {
+        "held": connected.value,
+        "notification_ms": notification_ms,
+        "request_ms": request_ms,
+        "elapsed": elapsed,
+        "errors": errors,
+    }
 
 
 # --- one measurement, and the table ----------------------------------------------------------------
+
 
 def measure(name: str, server, args, progress: Progress) -> dict:
     task = progress.add_task(f"{name}: connecting {args.subscribers} subscribers", total=args.subscribers)
@@ -212,10 +252,12 @@ def row(name: str, r: dict) -> str:
         return f"{statistics.quantiles(values, n=100)[q - 1]:.1f}" if len(values) > 1 else "–"
 
     errors = ", ".join(f"{reason} ×{r['errors'].count(reason)}" for reason in sorted(set(r["errors"]))) or "none"
-    return (f"| {name} | {r['held']} | {len(r['notification_ms']) / r['elapsed']:.0f} | "
-            f"{pct(r['notification_ms'], 50)} / {pct(r['notification_ms'], 99)} | "
-            f"{len(r['request_ms']) / r['elapsed']:.0f} | {pct(r['request_ms'], 50)} / {pct(r['request_ms'], 99)} | "
-            f"{errors} |")
+    return (
+        f"| {name} | {r['held']} | {len(r['notification_ms']) / r['elapsed']:.0f} | "
+        f"{pct(r['notification_ms'], 50)} / {pct(r['notification_ms'], 99)} | "
+        f"{len(r['request_ms']) / r['elapsed']:.0f} | {pct(r['request_ms'], 50)} / {pct(r['request_ms'], 99)} | "
+        f"{errors} |"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,12 +268,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=30.0, help="measured seconds per server")
     args = parser.parse_args(argv)
     with Progress(transient=True) as progress:
-        results = [(name, measure(name, server, args, progress))
-                   for name, server in (("openbms VISS v2", openbms_server), ("bare websockets echo", echo_server))]
-    print(f"## Vehicle interface load: {args.subscribers} subscribers at 1 Hz, "
-          f"{args.request_rate:g} requests/s (4 gets : 1 set) over {args.request_clients} connections\n")
-    print("| server | subscribers held | notifications/s | notification p50 / p99 (ms) | requests/s | "
-          "request p50 / p99 (ms) | errors |")
+        results = [
+            (name, measure(name, server, args, progress))
+            for name, server in (("openbms VISS v2", openbms_server), ("bare websockets echo", echo_server))
+        ]
+    print(
+        f"## Vehicle interface load: {args.subscribers} subscribers at 1 Hz, "
+        f"{args.request_rate:g} requests/s (4 gets : 1 set) over {args.request_clients} connections\n"
+    )
+    print(
+        "| server | subscribers held | notifications/s | notification p50 / p99 (ms) | requests/s | "
+        "request p50 / p99 (ms) | errors |"
+    )
     print("|---|---:|---:|---:|---:|---:|---|")
     for name, result in results:
         print(row(name, result))

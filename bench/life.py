@@ -83,8 +83,10 @@ class Case:
     @property
     def name(self) -> str:
         model = ", model a123_lfp as is" if self.mismatch else ""
-        return (f"{self.plant}{model}, −{100 * self.fade:.0f} % / −{100 * self.slowdown:.0f} % kinetics, "
-                f"{self.temperature_c:g} degC, {100 * self.offset_c:+.2f} %C {100 * self.gain:+.1f} %")
+        return (
+            f"{self.plant}{model}, −{100 * self.fade:.0f} % / −{100 * self.slowdown:.0f} % kinetics, "
+            f"{self.temperature_c:g} degC, {100 * self.offset_c:+.2f} %C {100 * self.gain:+.1f} %"
+        )
 
 
 def _matrix() -> list[Case]:
@@ -95,14 +97,32 @@ def _matrix() -> list[Case]:
         ("LFP DFN gap 20 mV fast", 0.05, 0.20, 25.0, "held out"),
         ("NMC", 0.10, 0.30, 0.0, "held out"),
     )
-    cases = [Case(p, fade, slow, t, off, gain, split, seed=n, quick=(n == 0 and split == "tune"))
-             for p, fade, slow, t, split in pybamm for n, (off, gain) in enumerate(sensors)]
+    cases = [
+        Case(p, fade, slow, t, off, gain, split, seed=n, quick=(n == 0 and split == "tune"))
+        for p, fade, slow, t, split in pybamm
+        for n, (off, gain) in enumerate(sensors)
+    ]
     esc = ((0.0, 0.0, 25.0), (0.10, 0.30, 0.0), (0.15, 0.50, 40.0))
-    cases += [Case(f"ESC {shift} mV", fade, slow, t, off, gain, "tune" if shift == "+15" else "held out", seed=n,
-                   quick=(n == 0 and fade == 0.10))
-              for shift in ("+15", "-15") for fade, slow, t in esc for n, (off, gain) in enumerate(sensors[:2])]
-    cases += [Case("LFP gap 30 mV", 0.10, 0.30, 25.0, off, gain, "held out", seed=n, mismatch=True, quick=n == 0)
-              for n, (off, gain) in enumerate(sensors[:2])]
+    cases += [
+        Case(
+            f"ESC {shift} mV",
+            fade,
+            slow,
+            t,
+            off,
+            gain,
+            "tune" if shift == "+15" else "held out",
+            seed=n,
+            quick=(n == 0 and fade == 0.10),
+        )
+        for shift in ("+15", "-15")
+        for fade, slow, t in esc
+        for n, (off, gain) in enumerate(sensors[:2])
+    ]
+    cases += [
+        Case("LFP gap 30 mV", 0.10, 0.30, 25.0, off, gain, "held out", seed=n, mismatch=True, quick=n == 0)
+        for n, (off, gain) in enumerate(sensors[:2])
+    ]
     return cases
 
 
@@ -123,8 +143,9 @@ def _key(*parts) -> str:
 
 
 def plant_of(case: Case) -> Plant:
-    return replace(VARIANTS[case.plant], capacity_fade=case.fade, kinetics_slowdown=case.slowdown,
-                   temperature_c=case.temperature_c)
+    return replace(
+        VARIANTS[case.plant], capacity_fade=case.fade, kinetics_slowdown=case.slowdown, temperature_c=case.temperature_c
+    )
 
 
 def model_of(case: Case) -> CellModel:
@@ -140,9 +161,12 @@ def model_of(case: Case) -> CellModel:
     if path.exists():
         return CellModel.load(path)
     tests = {kind: Scenario(plant=fresh, experiment=kind).run()[0] for kind in ("ocv", "hppc")}
-    model, _ = identify([CellTest("ocv", case.temperature_c, tests["ocv"])],
-                        [CellTest("hppc", case.temperature_c, tests["hppc"])],
-                        name=f"{case.plant} {case.temperature_c:g} degC", chemistry=fresh.spec.chemistry)
+    model, _ = identify(
+        [CellTest("ocv", case.temperature_c, tests["ocv"])],
+        [CellTest("hppc", case.temperature_c, tests["hppc"])],
+        name=f"{case.plant} {case.temperature_c:g} degC",
+        chemistry=fresh.spec.chemistry,
+    )
     model.save(path)
     return model
 
@@ -152,18 +176,26 @@ def truth_of(case: Case) -> tuple[Truth, np.ndarray]:
     if case.plant.startswith("ESC"):
         shift = ESC_SHIFT_V if "+" in case.plant else -ESC_SHIFT_V
         a123 = openbms.load_cell("a123_lfp")
-        plant = replace(a123.scaled(capacity=1 - case.fade, resistance=1 / (1 - case.slowdown)),
-                        ocv_v=a123.ocv_v + shift)
+        plant = replace(
+            a123.scaled(capacity=1 - case.fade, resistance=1 / (1 - case.slowdown)), ocv_v=a123.ocv_v + shift
+        )
         capacity = float(plant.param("capacity_ah", case.temperature_c))
         plan = week(capacity, 3.3, LIFE)
 
         def make():
-            sim = openbms.simulate(plant, plan.time_s, plan.current_a, case.temperature_c, soc0=LIFE.soc0,
-                                   hysteresis0=1.0)
+            sim = openbms.simulate(
+                plant, plan.time_s, plan.current_a, case.temperature_c, soc0=LIFE.soc0, hysteresis0=1.0
+            )
             keep = plan.logged()
-            return {"time_s": plan.time_s[keep], "current_a": plan.current_a[keep], "voltage_v": sim.voltage_v[keep],
-                    "temperature_c": np.full(len(keep), case.temperature_c), "soc": sim.soc[keep],
-                    "capacity_ah": capacity}
+            return {
+                "time_s": plan.time_s[keep],
+                "current_a": plan.current_a[keep],
+                "voltage_v": sim.voltage_v[keep],
+                "temperature_c": np.full(len(keep), case.temperature_c),
+                "soc": sim.soc[keep],
+                "capacity_ah": capacity,
+            }
+
         key = _key(case.plant, case.fade, case.slowdown, case.temperature_c, LIFE)
     else:
         plant = plant_of(case)
@@ -172,12 +204,18 @@ def truth_of(case: Case) -> tuple[Truth, np.ndarray]:
 
         def make():
             t = live(plant, plan, LIFE.soc0)
-            return {name: getattr(t, name) for name in ("time_s", "current_a", "voltage_v", "temperature_c", "soc",
-                                                          "capacity_ah")}
+            return {
+                name: getattr(t, name)
+                for name in ("time_s", "current_a", "voltage_v", "temperature_c", "soc", "capacity_ah")
+            }
+
         key = _key(plant, LIFE)
     data = _cached(OUT / "plants" / f"{key}.npz", make)
-    truth = Truth(*(data[n] for n in ("time_s", "current_a", "voltage_v", "temperature_c", "soc")),
-                  capacity_ah=float(data["capacity_ah"]), termination="")
+    truth = Truth(
+        *(data[n] for n in ("time_s", "current_a", "voltage_v", "temperature_c", "soc")),
+        capacity_ah=float(data["capacity_ah"]),
+        termination="",
+    )
     return truth, _phases(plan, truth.time_s)
 
 
@@ -283,13 +321,17 @@ BARS = {  # what the issue asks of every scenario
     "RMSE ≤ coulomb counting's": lambda s: s.rmse <= s.cc_rmse,
     "wrong start within 2 % (30 min or first park)": lambda s: min(s.wrong_30min, s.wrong_park) <= 2.0,
 }
-HEADER = ("| scenario | split | RMSE % | max % | park move % | bound holds % | median bound ± % | capacity error "
-          "day 7 % | coulomb counting RMSE / max % | 20 % wrong start: error after 30 min driving / first park % |")
+HEADER = (
+    "| scenario | split | RMSE % | max % | park move % | bound holds % | median bound ± % | capacity error "
+    "day 7 % | coulomb counting RMSE / max % | 20 % wrong start: error after 30 min driving / first park % |"
+)
 
 
 def _row(label: str, split: str, s: Scores) -> str:
-    return (f"| {label} | {split} | {s.rmse:.2f} | {s.max:.1f} | {s.park_move:.2f} | {s.holds:.0f} | {s.width:.1f} "
-            f"| {s.capacity:+.1f} | {s.cc_rmse:.2f} / {s.cc_max:.1f} | {s.wrong_30min:.1f} / {s.wrong_park:.1f} |")
+    return (
+        f"| {label} | {split} | {s.rmse:.2f} | {s.max:.1f} | {s.park_move:.2f} | {s.holds:.0f} | {s.width:.1f} "
+        f"| {s.capacity:+.1f} | {s.cc_rmse:.2f} / {s.cc_max:.1f} | {s.wrong_30min:.1f} / {s.wrong_park:.1f} |"
+    )
 
 
 def _summary(label: str, rows: list[Scores], pick) -> Scores:
@@ -327,8 +369,7 @@ def matrix_table(cases: list[Case], options: EstimateOptions, progress, plots: b
         lines.append(f"| {bar} | " + " | ".join(counts) + " |")
     if plots:
         for tag, (case, s, est, truth) in (("worst", results[0]), ("median", results[len(results) // 2])):
-            plot_estimate(est, OUT / f"life_{tag}.png", f"{tag}: {case.name} (RMSE {s.rmse:.2f} %)",
-                          true_soc=truth.soc)
+            plot_estimate(est, OUT / f"life_{tag}.png", f"{tag}: {case.name} (RMSE {s.rmse:.2f} %)", true_soc=truth.soc)
         _plot_matrix(results, OUT / "life_matrix.png")
     return lines
 
@@ -355,13 +396,19 @@ def _plot_matrix(results, path: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="only the quick subset (one sensor set per plant at 25 degC)")
+    parser.add_argument(
+        "--quick", action="store_true", help="only the quick subset (one sensor set per plant at 25 degC)"
+    )
     args = parser.parse_args(argv)
     cases = [c for c in MATRIX if c.quick or not args.quick]
-    intro = (f"{len(cases)} scenarios, a week each; worst case and median per split first, then every scenario, "
-             "worst RMSE first. Bounds are 3 sigma.")
-    return run_sections([("SoC over a week of life (true SoC known)", intro,
-                          lambda progress: matrix_table(cases, OPTIONS, progress))], OUT)
+    intro = (
+        f"{len(cases)} scenarios, a week each; worst case and median per split first, then every scenario, "
+        "worst RMSE first. Bounds are 3 sigma."
+    )
+    return run_sections(
+        [("SoC over a week of life (true SoC known)", intro, lambda progress: matrix_table(cases, OPTIONS, progress))],
+        OUT,
+    )
 
 
 if __name__ == "__main__":

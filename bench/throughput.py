@@ -197,8 +197,14 @@ def run_openbms(inp: Inputs, sigma_points: bool = True, **stages: bool) -> np.nd
 
 def _ukf(esc: Esc, i, s, i_rc):
     """filterpy's UKF on one cell; alpha = 1, kappa = 0 put the sigma points at ±√3 std, as openbms's CDKF."""
-    f = UnscentedKalmanFilter(3, 1, DT, hx=lambda x, **a: np.atleast_1d(esc.voltage(*x, **a)),
-                              fx=lambda x, dt, F, g: F @ x + g, points=MerweScaledSigmaPoints(3, 1.0, 2.0, 0.0))
+    f = UnscentedKalmanFilter(
+        3,
+        1,
+        DT,
+        hx=lambda x, **a: np.atleast_1d(esc.voltage(*x, **a)),
+        fx=lambda x, dt, F, g: F @ x + g,
+        points=MerweScaledSigmaPoints(3, 1.0, 2.0, 0.0),
+    )
     f.x, f.P, f.Q = esc.x0.copy(), esc.p0.copy(), np.zeros((3, 3))
     f.predict(F=np.eye(3), g=np.zeros(3))  # filterpy's UKF needs sigma points before its first update
 
@@ -300,8 +306,10 @@ def print_stages(rate_of: dict) -> None:
     for method in STAGES:
         case = max(c for m, c in rate_of if m == method and ("openbms SPKF", c) in rate_of)
         base, ns = 1e9 / rate_of[("openbms SPKF", case)], 1e9 / rate_of[(method, case)]
-        print(f"| {method} | {case[0]:,} x {case[1]:,} | {ns:.1f} | {ns - base:+.1f} (filter {base:.1f}) | "
-              f"{(ns - base) / base:.2f} |")
+        print(
+            f"| {method} | {case[0]:,} x {case[1]:,} | {ns:.1f} | {ns - base:+.1f} (filter {base:.1f}) | "
+            f"{(ns - base) / base:.2f} |"
+        )
     print()
 
 
@@ -316,8 +324,10 @@ def print_goals(rate_of: dict, reference: float) -> None:
         met = "yes" if rate >= floor else "no"
         print(f"| {method} >= {floor / 1e6:.0f} M cell-steps/s | {where} | {rate / 1e6:.2f} M | {met} |")
         if ratio is not None:
-            print(f"| {method} >= {ratio:,.0f}x {REFERENCE[0]} | {where} | {rate / reference:,.0f}x | "
-                  f"{'yes' if rate >= ratio * reference else 'no'} |")
+            print(
+                f"| {method} >= {ratio:,.0f}x {REFERENCE[0]} | {where} | {rate / reference:,.0f}x | "
+                f"{'yes' if rate >= ratio * reference else 'no'} |"
+            )
     print()
 
 
@@ -380,29 +390,39 @@ def main() -> int:
                 rate, soc = throughput(method, inp)
                 peak = peak_mb(method, inp, Path(workdir)) if case[0] >= MEMORY_CELLS else None
                 rows.append((method, case, rate, rmse_pct(soc, inp), peak))
-                print(f"  {method:13s} {case[0]:>7,} cells x {case[1]:>9,} steps: {rate:>12,.0f} cell-steps/s",
-                      file=sys.stderr)
+                print(
+                    f"  {method:13s} {case[0]:>7,} cells x {case[1]:>9,} steps: {rate:>12,.0f} cell-steps/s",
+                    file=sys.stderr,
+                )
     wide = max(case for _, case, *_ in rows)
     rate_of = {(method, case): rate for method, case, rate, *_ in rows}
     reference = next(rate for (method, case), rate in rate_of.items() if (method, case[0]) == REFERENCE)
     accuracy = inputs.setdefault(ACCURACY_CASE, make_inputs(*ACCURACY_CASE))
-    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); one thread. A shared, noisy machine: "
-          f"expect tens of per cent run-to-run spread.\n")
+    print(
+        f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); one thread. A shared, noisy machine: "
+        f"expect tens of per cent run-to-run spread.\n"
+    )
     print(f"## Estimator throughput (median of {REPEATS}; compile excluded)\n")
     print("| method | cells | steps | cell-steps/s (median) | ratio to filterpy EKF | SoC RMSE % | peak MB |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for method, (cells, steps), rate, rmse, peak in rows:
-        print(f"| {method} | {cells:,} | {steps:,} | {rate:,.0f} | {rate / reference:,.1f} | {rmse:.2f} | "
-              f"{'–' if peak is None else f'{peak:,.0f}'} |")
-    print(f"\nRatio: to filterpy EKF on {REFERENCE[1]} cell (its cost is per cell). SoC RMSE: against the "
-          "simulated truth over each row's own run (short runs are dominated by the start error). Peak MB: "
-          "growth of the peak RSS beyond the loaded inputs, in a fresh process (for scale: one float64 "
-          f"array over {wide[0]:,} cells x {wide[1]} steps is {8 * wide[0] * wide[1] / 2**20:.0f} MB).\n")
+        print(
+            f"| {method} | {cells:,} | {steps:,} | {rate:,.0f} | {rate / reference:,.1f} | {rmse:.2f} | "
+            f"{'–' if peak is None else f'{peak:,.0f}'} |"
+        )
+    print(
+        f"\nRatio: to filterpy EKF on {REFERENCE[1]} cell (its cost is per cell). SoC RMSE: against the "
+        "simulated truth over each row's own run (short runs are dominated by the start error). Peak MB: "
+        "growth of the peak RSS beyond the loaded inputs, in a fresh process (for scale: one float64 "
+        f"array over {wide[0]:,} cells x {wide[1]} steps is {8 * wide[0] * wide[1] / 2**20:.0f} MB).\n"
+    )
     print_stages(rate_of)
     print_goals(rate_of, reference)
     cells, steps = ACCURACY_CASE
-    print(f"## SoC RMSE % on one identical input ({cells} cell x {steps:,} steps, start error "
-          f"{100 * abs(accuracy.soc[0, 0] - SOC0):.1f} %)\n")
+    print(
+        f"## SoC RMSE % on one identical input ({cells} cell x {steps:,} steps, start error "
+        f"{100 * abs(accuracy.soc[0, 0] - SOC0):.1f} %)\n"
+    )
     print("| " + " | ".join(FILTERS) + " |\n|" + "---:|" * len(FILTERS))
     print("| " + " | ".join(f"{rmse_pct(METHODS[name](accuracy), accuracy):.3f}" for name in FILTERS) + " |")
     print(f"\ntotal {time.perf_counter() - started:.0f} s")

@@ -65,11 +65,15 @@ def make_app(config: Config) -> Starlette:
         if "car" not in conn:
             async with httpx.AsyncClient() as http:
                 metadata = (await http.get(f"{config.vehicle}/.well-known/oauth-authorization-server")).json()
-            oauth = AsyncOAuth2Client(config.client_id, config.client_secret, scope=SCOPE,
-                                      redirect_uri=config.redirect_uri, code_challenge_method="S256",
-                                      token_endpoint=metadata["token_endpoint"],
-                                      token_endpoint_auth_method="client_secret_basic" if config.client_secret
-                                      else "none")
+            oauth = AsyncOAuth2Client(
+                config.client_id,
+                config.client_secret,
+                scope=SCOPE,
+                redirect_uri=config.redirect_uri,
+                code_challenge_method="S256",
+                token_endpoint=metadata["token_endpoint"],
+                token_endpoint_auth_method="client_secret_basic" if config.client_secret else "none",
+            )
             conn["car"] = Connection(oauth, metadata)
         return conn["car"]
 
@@ -78,7 +82,9 @@ def make_app(config: Config) -> Starlette:
         if not car.oauth.token:
             return _page(car, '<p><a id="connect" href="/connect">Connect my car</a></p>')
         (soc, refused), (rng, _) = await _read(car, config, SOC), await _read(car, config, RANGE)
-        return _page(car, f"""
+        return _page(
+            car,
+            f"""
 <p id="read-problem">{html.escape(refused)}</p>
 <p>State of charge: <strong id="soc">{html.escape(soc)}</strong> %</p>
 <p>Range: <strong id="range">{html.escape(rng)}</strong></p>
@@ -86,24 +92,32 @@ def make_app(config: Config) -> Starlette:
    (<span id="subscription">{html.escape(car.subscription)}</span>)</p>
 <form method="post" action="/limit"><label for="limit">Charge limit (%)</label>
   <input id="limit" name="limit" type="number" min="0" max="100" value="80"> <button id="set-limit">Set</button></form>
-<form method="post" action="/refresh"><button id="refresh">Refresh access</button></form>""")
+<form method="post" action="/refresh"><button id="refresh">Refresh access</button></form>""",
+        )
 
     async def connect(request: Request) -> RedirectResponse:
         car = await connection()
         car.verifier = generate_token(48)
-        url, car.state = car.oauth.create_authorization_url(car.metadata["authorization_endpoint"],
-                                                            code_verifier=car.verifier)
+        url, car.state = car.oauth.create_authorization_url(
+            car.metadata["authorization_endpoint"], code_verifier=car.verifier
+        )
         return RedirectResponse(url, 303)
 
     async def callback(request: Request) -> RedirectResponse:
         car = await connection()
         if request.query_params.get("error"):
-            car.message = f"The car said no: {request.query_params.get('error_description', request.query_params['error'])}"
+            car.message = (
+                f"The car said no: {request.query_params.get('error_description', request.query_params['error'])}"
+            )
         elif request.query_params.get("state") != car.state:
             car.message = "That answer was not for this app's request (state mismatch); try again."
         else:
-            await car.oauth.fetch_token(car.metadata["token_endpoint"], authorization_response=str(request.url),
-                                        code_verifier=car.verifier, state=car.state)
+            await car.oauth.fetch_token(
+                car.metadata["token_endpoint"],
+                authorization_response=str(request.url),
+                code_verifier=car.verifier,
+                state=car.state,
+            )
             car.message = f"Connected. The owner allowed: {car.oauth.token['scope']}"
             car.task = asyncio.create_task(_subscribe(car, config))
         return RedirectResponse("/", 303)
@@ -111,12 +125,14 @@ def make_app(config: Config) -> Starlette:
     async def set_limit(request: Request) -> RedirectResponse:
         car = await connection()
         value = parse_qs((await request.body()).decode()).get("limit", [""])[0]
-        answer = await car.oauth.post(f"{config.vehicle}/{LIMIT.replace('.', '/')}",
-                                      json={"value": value, "requestId": uuid.uuid4().hex})
+        answer = await car.oauth.post(
+            f"{config.vehicle}/{LIMIT.replace('.', '/')}", json={"value": value, "requestId": uuid.uuid4().hex}
+        )
         if answer.status_code == 200:
             reply = answer.json()
-            car.message = f"Charge limit set to {reply['data']['dp']['value']} %" + \
-                (f" ({reply['reason']})" if reply.get("reason") else "")
+            car.message = f"Charge limit set to {reply['data']['dp']['value']} %" + (
+                f" ({reply['reason']})" if reply.get("reason") else ""
+            )
         else:
             car.message = f"Charge limit not set: {_error(answer)}"
         return RedirectResponse("/", 303)
@@ -130,8 +146,15 @@ def make_app(config: Config) -> Starlette:
             car.message = f"Refresh refused: {exc}"
         return RedirectResponse("/", 303)
 
-    return Starlette(routes=[Route("/", home), Route("/connect", connect), Route("/callback", callback),
-                             Route("/limit", set_limit, methods=["POST"]), Route("/refresh", refresh, methods=["POST"])])
+    return Starlette(
+        routes=[
+            Route("/", home),
+            Route("/connect", connect),
+            Route("/callback", callback),
+            Route("/limit", set_limit, methods=["POST"]),
+            Route("/refresh", refresh, methods=["POST"]),
+        ]
+    )
 
 
 async def _read(car: Connection, config: Config, path: str) -> tuple[str, str]:
@@ -146,9 +169,17 @@ async def _subscribe(car: Connection, config: Config) -> None:
     """A VISS v2 WebSocket subscription to the state of charge, until the car ends it."""
     url = config.viss or config.vehicle.replace("http", "ws", 1) + "/viss"
     async with websockets.connect(url, subprotocols=["VISSv2"]) as ws:
-        await ws.send(json.dumps({"action": "subscribe", "path": SOC, "requestId": uuid.uuid4().hex,
-                                  "authorization": car.oauth.token["access_token"],
-                                  "filter": {"type": "timebased", "parameter": {"period": "200"}}}))
+        await ws.send(
+            json.dumps(
+                {
+                    "action": "subscribe",
+                    "path": SOC,
+                    "requestId": uuid.uuid4().hex,
+                    "authorization": car.oauth.token["access_token"],
+                    "filter": {"type": "timebased", "parameter": {"period": "200"}},
+                }
+            )
+        )
         try:
             async for frame in ws:
                 message = json.loads(frame)
@@ -183,8 +214,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=5000)
     args = parser.parse_args()
     redirect = f"http://127.0.0.1:{args.port}/callback"
-    uvicorn.run(make_app(Config(args.vehicle, args.client_id, args.client_secret, redirect)), host="127.0.0.1",
-                port=args.port)
+    uvicorn.run(
+        make_app(Config(args.vehicle, args.client_id, args.client_secret, redirect)), host="127.0.0.1", port=args.port
+    )
 
 
 if __name__ == "__main__":

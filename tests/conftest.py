@@ -43,11 +43,13 @@ def bdf_frame() -> pd.DataFrame:
     t = np.arange(0.0, 60.0)
     i = np.where(t < 20, -2.0, np.where(t < 40, 0.0, 1.0))
     dt = np.diff(t, append=t[-1])
-    return pd.DataFrame({
-        "Test Time / s": t,
-        "Current / A": i,
-        "Voltage / V": 3.3 + 0.01 * i,
-        "Temperature T1 / degC": 25.0,
-        "Charging Capacity / Ah": np.concatenate([[0], np.cumsum(np.clip(i, 0, None) * dt / 3600)[:-1]]),
-        "Discharging Capacity / Ah": np.concatenate([[0], np.cumsum(np.clip(-i, 0, None) * dt / 3600)[:-1]]),
-    })
+    return pd.DataFrame(
+        {
+            "Test Time / s": t,
+            "Current / A": i,
+            "Voltage / V": 3.3 + 0.01 * i,
+            "Temperature T1 / degC": 25.0,
+            "Charging Capacity / Ah": np.concatenate([[0], np.cumsum(np.clip(i, 0, None) * dt / 3600)[:-1]]),
+            "Discharging Capacity / Ah": np.concatenate([[0], np.cumsum(np.clip(-i, 0, None) * dt / 3600)[:-1]]),
+        }
+    )

@@ -40,9 +40,16 @@ def send(bus: can.BusABC, frames: list[can.Message]) -> None:
 def test_dbc_fits_classic_can_and_documents_every_signal():
     db = load_dbc()
     assert {m.name: m.frame_id for m in db.messages} == {
-        "BMS_Alarms": 0x100, "BMS_State": 0x101, "BMS_Limits": 0x102, "BMS_Charge_Request": 0x103,
-        "Pack_Measurement": 0x110, "Charger_Status": 0x120, "Vehicle_Speed": 0x130,
-        "Cell_Voltages": 0x300, "Cell_Temperatures": 0x310}
+        "BMS_Alarms": 0x100,
+        "BMS_State": 0x101,
+        "BMS_Limits": 0x102,
+        "BMS_Charge_Request": 0x103,
+        "Pack_Measurement": 0x110,
+        "Charger_Status": 0x120,
+        "Vehicle_Speed": 0x130,
+        "Cell_Voltages": 0x300,
+        "Cell_Temperatures": 0x310,
+    }
     for m in db.messages:
         assert m.length <= 8 and not m.is_extended_frame and m.cycle_time and m.comment
         for s in m.signals:
@@ -89,10 +96,20 @@ def test_round_trip_on_the_virtual_bus(buses):
 def test_output_frames_decode_back(buses):
     vehicle, bms = buses
     sink = CanSink(bms)
-    out = BmsOutput(12.0, soc=0.8345, soh_capacity=0.962, soh_resistance=float("nan"), max_charge_current_a=150.0,
-                    max_discharge_current_a=420.5, max_charge_power_w=48_000.0, max_discharge_power_w=135_670.0,
-                    charge_request_a=97.3, contactor_state="charge", worst_severity="derate",
-                    alarms=("overtemperature", "contactor_welded", "new_kind"))
+    out = BmsOutput(
+        12.0,
+        soc=0.8345,
+        soh_capacity=0.962,
+        soh_resistance=float("nan"),
+        max_charge_current_a=150.0,
+        max_discharge_current_a=420.5,
+        max_charge_power_w=48_000.0,
+        max_discharge_power_w=135_670.0,
+        charge_request_a=97.3,
+        contactor_state="charge",
+        worst_severity="derate",
+        alarms=("overtemperature", "contactor_welded", "new_kind"),
+    )
     sink.send(out)
     db = load_dbc()
     got = {}
@@ -106,8 +123,14 @@ def test_output_frames_decode_back(buses):
     assert state["SOC"] == pytest.approx(83.4, abs=0.051) and state["SOH_Capacity"] == pytest.approx(96.2)
     assert state["SOH_Resistance"] == "not_available"
     assert (state["Contactor_State"], state["Worst_Severity"]) == ("charge", "derate")
-    assert got["BMS_Limits"] == pytest.approx({"Max_Charge_Current": 150.0, "Max_Discharge_Current": 420.5,
-                                               "Max_Charge_Power": 48_000, "Max_Discharge_Power": 135_670})
+    assert got["BMS_Limits"] == pytest.approx(
+        {
+            "Max_Charge_Current": 150.0,
+            "Max_Discharge_Current": 420.5,
+            "Max_Charge_Power": 48_000,
+            "Max_Discharge_Power": 135_670,
+        }
+    )
     assert got["BMS_Charge_Request"]["Charge_Request_Current"] == pytest.approx(97.3)
 
     sink.send(out, active_alarm_kinds=["overcurrent_discharge"])
@@ -181,13 +204,16 @@ def test_encode_sample_refuses_what_the_dbc_cannot_carry():
         CanSource(None, 10, 65)
 
 
-@pytest.mark.parametrize("spec, why", [
-    ("vcan0", "expected INTERFACE:CHANNEL"),
-    (":vcan0", "expected INTERFACE:CHANNEL"),
-    ("virtual:", "expected INTERFACE:CHANNEL"),
-    ("canbus:vcan0", "python-can has no interface 'canbus'; it has .*socketcan"),
-    ("socketcan:openbms-none", "cannot open socketcan channel 'openbms-none'"),
-])
+@pytest.mark.parametrize(
+    "spec, why",
+    [
+        ("vcan0", "expected INTERFACE:CHANNEL"),
+        (":vcan0", "expected INTERFACE:CHANNEL"),
+        ("virtual:", "expected INTERFACE:CHANNEL"),
+        ("canbus:vcan0", "python-can has no interface 'canbus'; it has .*socketcan"),
+        ("socketcan:openbms-none", "cannot open socketcan channel 'openbms-none'"),
+    ],
+)
 def test_open_bus_errors(spec, why):
     with pytest.raises(ValueError, match=why):
         open_bus(spec)

@@ -25,12 +25,24 @@ from openbms.vehicle.store import Store
 RANGE = f"{ROOT}.Range"
 # what each brand's battery says, in its own encoding: the same state of charge (64.5 %) and range (312.4 km)
 STATUS = {
-    "aurora": [("AUR_BattStatus", {"AUR_SOC": 64.5, "AUR_RangeKm": 312.4, "AUR_PackVoltage": 398.0,
-                                   "AUR_PackCurrent": -12.5, "AUR_Charging": "idle"}),
-               ("AUR_ChargeStatus", {"AUR_LimitActual": 90})],
-    "borealis": [("BOR_Battery", {"BOR_Page": 0, "BOR_StateOfCharge": 0.645, "BOR_Voltage": 398.0}),
-                 ("BOR_Battery", {"BOR_Page": 1, "BOR_Range": 312400, "BOR_ChargeState": "not_charging"}),
-                 ("BOR_Battery", {"BOR_Page": 2, "BOR_Limit": 90})],
+    "aurora": [
+        (
+            "AUR_BattStatus",
+            {
+                "AUR_SOC": 64.5,
+                "AUR_RangeKm": 312.4,
+                "AUR_PackVoltage": 398.0,
+                "AUR_PackCurrent": -12.5,
+                "AUR_Charging": "idle",
+            },
+        ),
+        ("AUR_ChargeStatus", {"AUR_LimitActual": 90}),
+    ],
+    "borealis": [
+        ("BOR_Battery", {"BOR_Page": 0, "BOR_StateOfCharge": 0.645, "BOR_Voltage": 398.0}),
+        ("BOR_Battery", {"BOR_Page": 1, "BOR_Range": 312400, "BOR_ChargeState": "not_charging"}),
+        ("BOR_Battery", {"BOR_Page": 2, "BOR_Limit": 90}),
+    ],
 }
 COMMAND = {"aurora": ("AUR_ChargeCmd", "AUR_LimitRequest"), "borealis": ("BOR_Request", "BOR_LimitSet")}
 
@@ -47,8 +59,9 @@ class BrandCar:
     def frames(self):
         for name, values in STATUS[self.brand]:
             message = self.mapping.db.get_message_by_name(name)
-            yield can.Message(arbitration_id=message.frame_id, data=message.encode(values),
-                              is_extended_id=message.is_extended_frame)
+            yield can.Message(
+                arbitration_id=message.frame_id, data=message.encode(values), is_extended_id=message.is_extended_frame
+            )
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -62,20 +75,29 @@ class BrandCar:
 def test_the_same_app_reads_and_commands_either_brand(brand, tmp_path):
     channel = f"brand-{uuid.uuid4().hex}"
     car, hub = BrandCar(brand, channel), SignalHub()
-    bridge = CanBridge(load_mapping(BRANDS_DIR / f"{brand}.yaml"), can.Bus(interface="virtual", channel=channel),
-                       hub).start()
+    bridge = CanBridge(
+        load_mapping(BRANDS_DIR / f"{brand}.yaml"), can.Bus(interface="virtual", channel=channel), hub
+    ).start()
     ecu = threading.Thread(target=car.run, daemon=True)
     ecu.start()
     store = Store(f"sqlite:///{tmp_path / 'openbms.db'}")
     app = ServedApp()
     try:
         with running_server(hub, store) as server:
-            owner = httpx.Client(base_url=server.http_url, headers={"Authorization": "Bearer " + server.authority.token(
-                server.authority.grant("owner", ["owner"], 600))})
-            client = owner.post("/owner/clients", json={"name": "Other Brand App",
-                                                         "redirect_uris": [f"{app.url}/callback"]}).json()
-            app.start(other_brand_app.Config(server.http_url, client["client_id"], client["client_secret"],
-                                             f"{app.url}/callback"))
+            owner = httpx.Client(
+                base_url=server.http_url,
+                headers={
+                    "Authorization": "Bearer " + server.authority.token(server.authority.grant("owner", ["owner"], 600))
+                },
+            )
+            client = owner.post(
+                "/owner/clients", json={"name": "Other Brand App", "redirect_uris": [f"{app.url}/callback"]}
+            ).json()
+            app.start(
+                other_brand_app.Config(
+                    server.http_url, client["client_id"], client["client_secret"], f"{app.url}/callback"
+                )
+            )
             browser = httpx.Client(base_url=app.url)
             sent_to = browser.get("/connect").headers["location"]
             callback = consent(owner, sent_to)["redirect"]
@@ -104,24 +126,33 @@ def _text(page: str, element_id: str) -> str:
     return re.search(rf'id="{element_id}"[^>]*>([^<]*)<', page).group(1)
 
 
-@pytest.mark.parametrize("change, line, says", [
-    ("signal: AUR_SOC,", "signal: AUR_SOCX,", "has no signal 'AUR_SOCX'"),
-    ("StateOfCharge.Current, message", "StateOfCharge.Now, message", "is not a signal or branch"),
-    ("message: AUR_BattStatus, signal: AUR_RangeKm", "message: AUR_Status, signal: AUR_RangeKm", "no message"),
-    ("TractionBattery.Range, message: AUR_BattStatus", "TractionBattery.CurrentPower, message: AUR_BattStatus",
-     "mismatched units: AUR_RangeKm is in km (length)"),
-    ("signal: AUR_PackVoltage, direction: in", "signal: AUR_PackVoltage, direction: out", "only actuators"),
-    ('values: {START: "on", STOP: "off"}', 'values: {START: "on", STOP: "halt"}', "has no value 'halt'"),
-    ('values: {START: "on", STOP: "off"}', 'values: {GO: "on", STOP: "off"}', "accepts START, STOP"),
-])
+@pytest.mark.parametrize(
+    "change, line, says",
+    [
+        ("signal: AUR_SOC,", "signal: AUR_SOCX,", "has no signal 'AUR_SOCX'"),
+        ("StateOfCharge.Current, message", "StateOfCharge.Now, message", "is not a signal or branch"),
+        ("message: AUR_BattStatus, signal: AUR_RangeKm", "message: AUR_Status, signal: AUR_RangeKm", "no message"),
+        (
+            "TractionBattery.Range, message: AUR_BattStatus",
+            "TractionBattery.CurrentPower, message: AUR_BattStatus",
+            "mismatched units: AUR_RangeKm is in km (length)",
+        ),
+        ("signal: AUR_PackVoltage, direction: in", "signal: AUR_PackVoltage, direction: out", "only actuators"),
+        ('values: {START: "on", STOP: "off"}', 'values: {START: "on", STOP: "halt"}', "has no value 'halt'"),
+        ('values: {START: "on", STOP: "off"}', 'values: {GO: "on", STOP: "off"}', "accepts START, STOP"),
+    ],
+)
 def test_a_bad_mapping_is_refused_with_its_line(tmp_path, change, line, says):
     shutil.copy(BRANDS_DIR / "aurora.dbc", tmp_path / "aurora.dbc")
     text = (BRANDS_DIR / "aurora.yaml").read_text()
     assert change in text
     bad = text.replace(change, line, 1)
     (tmp_path / "aurora.yaml").write_text(bad)
-    number = next(i for i, row in enumerate(bad.splitlines(), 1) if line.split(",")[0].split(":")[-1].strip() in row
-                  or (line in row))
+    number = next(
+        i
+        for i, row in enumerate(bad.splitlines(), 1)
+        if line.split(",")[0].split(":")[-1].strip() in row or (line in row)
+    )
     with pytest.raises(MappingError, match=re.escape(says)) as refused:
         load_mapping(tmp_path / "aurora.yaml")
     assert str(refused.value).startswith(f"{tmp_path / 'aurora.yaml'}:")
@@ -134,8 +165,10 @@ def test_a_unitless_signal_needs_its_unit_said(tmp_path):
     (tmp_path / "borealis.yaml").write_text(bad)
     with pytest.raises(MappingError, match=r"borealis.yaml:6: BOR_StateOfCharge is in 'no unit'"):
         load_mapping(tmp_path / "borealis.yaml")
-    doubled = (BRANDS_DIR / "borealis.yaml").read_text() + \
-        "  - {vss: Vehicle.Powertrain.TractionBattery.Range, message: BOR_Battery, signal: BOR_Range, direction: in}\n"
+    doubled = (
+        (BRANDS_DIR / "borealis.yaml").read_text()
+        + "  - {vss: Vehicle.Powertrain.TractionBattery.Range, message: BOR_Battery, signal: BOR_Range, direction: in}\n"
+    )
     (tmp_path / "borealis.yaml").write_text(doubled)
     with pytest.raises(MappingError, match=r"already mapped in on line"):
         load_mapping(tmp_path / "borealis.yaml")

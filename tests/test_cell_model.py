@@ -12,9 +12,22 @@ import openbms
 from openbms.cell import BUNDLED, CellModel, load_cell, simulate
 from openbms.cell.model import TABLES
 
-ARRAYS = ("ocv_temperature_c", "soc", "ocv_v", "temperature_c", "capacity_ah", "coulombic_efficiency",
-          "hysteresis_rate", "m0_v", "m_v", "rc_tau_s", "resistance_soc", "r0_ohm", "rc_r_ohm",
-          "hysteresis_envelope_v")
+ARRAYS = (
+    "ocv_temperature_c",
+    "soc",
+    "ocv_v",
+    "temperature_c",
+    "capacity_ah",
+    "coulombic_efficiency",
+    "hysteresis_rate",
+    "m0_v",
+    "m_v",
+    "rc_tau_s",
+    "resistance_soc",
+    "r0_ohm",
+    "rc_r_ohm",
+    "hysteresis_envelope_v",
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +41,7 @@ def _doc(cell: CellModel) -> dict:
 
 
 # -- bundled cells and the JSON document ------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", sorted(BUNDLED))
 def test_bundled_cells_load_and_are_lfp(name):
@@ -90,14 +104,17 @@ def _corrupt(doc, what):
     return doc
 
 
-@pytest.mark.parametrize("what, message", [
-    ("schema", r"cell\.json: schema is 'openbms\.cell/0', expected 'openbms\.cell/1'"),
-    ("missing", r"cell\.json: missing field 'r0_ohm' in the cell document"),
-    ("shape", r"cell\.json: .*parameters\.r0_ohm must be n_temperatures x n_knots"),
-    ("ocv_rows", r"cell\.json: .*ocv\.voltage_v must be 8x201, got \(7, 201\)"),
-    ("values", r"cell\.json: .*parameters\.capacity_ah must have 8 values"),
-    ("text", r"cell\.json: could not convert string to float: 'low'"),
-])
+@pytest.mark.parametrize(
+    "what, message",
+    [
+        ("schema", r"cell\.json: schema is 'openbms\.cell/0', expected 'openbms\.cell/1'"),
+        ("missing", r"cell\.json: missing field 'r0_ohm' in the cell document"),
+        ("shape", r"cell\.json: .*parameters\.r0_ohm must be n_temperatures x n_knots"),
+        ("ocv_rows", r"cell\.json: .*ocv\.voltage_v must be 8x201, got \(7, 201\)"),
+        ("values", r"cell\.json: .*parameters\.capacity_ah must have 8 values"),
+        ("text", r"cell\.json: could not convert string to float: 'low'"),
+    ],
+)
 def test_bad_documents_name_the_problem(tmp_path, cell, what, message):
     """A broken cell file is refused with the file and the broken field in the message."""
     path = tmp_path / "cell.json"
@@ -159,6 +176,7 @@ def test_tables_list_matches_the_document(cell):
 
 
 # -- simulate ----------------------------------------------------------------------------------
+
 
 def _drive(n=600, seed=1):
     """A bumpy current profile around −1 A, 1 s steps."""
@@ -234,8 +252,9 @@ def test_hysteresis_tends_to_the_sign_of_the_current(cell, direction):
     assert float(sim.final_hysteresis[0]) * direction > 0.5
 
 
-@pytest.mark.parametrize("soc, temperature", [(0.03, 25.0), (0.15, 25.0), (0.55, 25.0), (0.95, 25.0),
-                                              (0.3, 10.0), (0.07, 40.0)])
+@pytest.mark.parametrize(
+    "soc, temperature", [(0.03, 25.0), (0.15, 25.0), (0.55, 25.0), (0.95, 25.0), (0.3, 10.0), (0.07, 40.0)]
+)
 def test_resistance_matches_the_instantaneous_voltage_step(cell, soc, temperature):
     """The voltage step when a current starts is R0(z, T)·I, with R0 from resistance_ohm."""
     t = np.arange(0.0, 6.0)
@@ -282,11 +301,14 @@ def test_soc_from_ocv_at_mixed_temperatures_matches_each_alone(cell):
     assert np.shape(cell.soc_from_ocv(3.3, 25.0)) == ()
 
 
-@pytest.mark.parametrize("time, current, message", [
-    (np.arange(10.0), np.zeros(9), r"time_s must be 1-D with one entry per current row"),
-    (np.arange(10.0).reshape(5, 2), np.zeros(5), r"time_s must be 1-D"),
-    (np.array([0.0, 2.0, 1.0, 3.0]), np.zeros(4), r"time_s must increase"),
-])
+@pytest.mark.parametrize(
+    "time, current, message",
+    [
+        (np.arange(10.0), np.zeros(9), r"time_s must be 1-D with one entry per current row"),
+        (np.arange(10.0).reshape(5, 2), np.zeros(5), r"time_s must be 1-D"),
+        (np.array([0.0, 2.0, 1.0, 3.0]), np.zeros(4), r"time_s must increase"),
+    ],
+)
 def test_simulate_rejects_bad_time(cell, time, current, message):
     """Time must match the current row by row and never go back."""
     with pytest.raises(ValueError, match=message):
@@ -345,7 +367,9 @@ def test_a_cell_driven_past_empty_is_named_in_a_warning(cell):
     q = float(cell.param("capacity_ah", 25.0))
     t = np.arange(0.0, 4000.0)
     current = np.stack([np.full(len(t), -0.1 * q), np.full(len(t), -1.0 * q)], axis=1)  # cell 2 empties at 1 h
-    with pytest.warns(CellLimitWarning, match=r"cell 2 was driven past (empty|0 V) at sample 3[0-9]{3} \(t = 3[0-9]{3} s\)"):
+    with pytest.warns(
+        CellLimitWarning, match=r"cell 2 was driven past (empty|0 V) at sample 3[0-9]{3} \(t = 3[0-9]{3} s\)"
+    ):
         sim = simulate(cell, t, current, soc0=1.0)
     assert sim.soc[-1, 1] < 0 and sim.soc[-1, 0] > 0.8
     with warnings.catch_warnings():

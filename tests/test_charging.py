@@ -15,8 +15,9 @@ from openbms.safety.soa import SoaLimits
 N = 12
 MODEL = load_cell("a123_lfp")
 CAP = float(MODEL.param("capacity_ah", 25.0))
-CONFIG = ChargeConfig(SoaLimits(capacity_ah=CAP), cell_resistance_ohm=0.03, charger_max_current_a=10.0,
-                      charger_max_power_w=1000.0)
+CONFIG = ChargeConfig(
+    SoaLimits(capacity_ah=CAP), cell_resistance_ohm=0.03, charger_max_current_a=10.0, charger_max_power_w=1000.0
+)
 
 
 def string(seed=1):
@@ -128,8 +129,10 @@ def test_soc_target_is_clamped_with_a_reason():
         controller.set_target(float("nan"))
 
 
-@pytest.mark.parametrize("field, value", [("cell_resistance_ohm", 0.0), ("charger_max_power_w", -1.0),
-                                          ("cv_voltage_v", 3.62), ("cutoff_c", math.nan)])
+@pytest.mark.parametrize(
+    "field, value",
+    [("cell_resistance_ohm", 0.0), ("charger_max_power_w", -1.0), ("cv_voltage_v", 3.62), ("cutoff_c", math.nan)],
+)
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=f"ChargeConfig.{field} "):
         ChargeController(dataclasses.replace(CONFIG, **{field: value}))

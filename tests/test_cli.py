@@ -13,8 +13,13 @@ import pytest
 from openbms.cell import load_cell
 from openbms.cli import main
 
-MEASURED_COLUMNS = ["Test Time / s", "Current / A", "Voltage / V", "Temperature T1 / degC",
-                    "Ambient Temperature / degC"]
+MEASURED_COLUMNS = [
+    "Test Time / s",
+    "Current / A",
+    "Voltage / V",
+    "Temperature T1 / degC",
+    "Ambient Temperature / degC",
+]
 TRUTH_COLUMNS = ["Test Time / s", "Current / A", "Voltage / V", "Temperature T1 / degC", "SOC / 1", "Capacity / Ah"]
 
 
@@ -30,6 +35,7 @@ def _error(capsys) -> str:
 
 
 # -- identify -----------------------------------------------------------------------------------
+
 
 def test_identify_writes_a_loadable_cell_and_a_plot(a123_dir, tmp_path, capsys):
     """The 25 degC slice of the A123 data in, a cell JSON and a fit plot out."""
@@ -91,6 +97,7 @@ def test_identify_needs_dynamic_tests(a123_dir, tmp_path, capsys):
 
 # -- derive-cell --------------------------------------------------------------------------------
 
+
 def test_derive_cell_scales_capacity_and_resistance(tmp_path, capsys):
     """138 Ah from a 2.05 Ah cell: capacity ×67 at 25 degC, every resistance ÷67, OCV unchanged."""
     output = tmp_path / "x.json"
@@ -127,8 +134,10 @@ def test_derive_cell_refuses_a_capacity_that_is_not_positive(tmp_path, capsys):
 
 
 def test_derive_cell_unknown_source(tmp_path, capsys):
-    assert main(["derive-cell", "no_such_cell", "--capacity-ah", "100", "--name", "x",
-                 "-o", str(tmp_path / "x.json")]) == 2
+    assert (
+        main(["derive-cell", "no_such_cell", "--capacity-ah", "100", "--name", "x", "-o", str(tmp_path / "x.json")])
+        == 2
+    )
     assert _flat("unknown cell 'no_such_cell'") in _error(capsys)
 
 
@@ -142,6 +151,7 @@ def test_derive_cell_records_its_own_command(tmp_path, monkeypatch):
 
 
 # -- simulate -----------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_simulate_writes_measured_and_truth(tmp_path, capsys):
@@ -192,8 +202,9 @@ def drive_file(tmp_path):
     t = np.arange(0.0, 1800.0)
     current = np.where((t // 30) % 3 == 0, -4.0, np.where((t // 30) % 3 == 1, 1.0, 0.0))
     sim = simulate(cell, t, current, 25.0, soc0=0.8)
-    frame = pd.DataFrame({"Test Time / s": t, "Current / A": current, "Voltage / V": sim.voltage_v,
-                          "Temperature T1 / degC": 25.0})
+    frame = pd.DataFrame(
+        {"Test Time / s": t, "Current / A": current, "Voltage / V": sim.voltage_v, "Temperature T1 / degC": 25.0}
+    )
     path = tmp_path / "drive.csv"
     frame.to_csv(path, index=False)
     return path, sim.soc
@@ -206,20 +217,33 @@ def test_estimate_writes_states_and_a_plot(drive_file, tmp_path, capsys, name):
     out = tmp_path / name
     assert main(["estimate", str(path), "--cell", "a123_lfp", "--soc0", "0.8", "-o", str(out), "--plot"]) == 0
     states = pd.read_parquet(out) if name.endswith(".parquet") else pd.read_csv(out)
-    for column in ("Test Time / s", "SOC / 1", "SOC Bound / 1", "Capacity / Ah", "Resistance / ohm",
-                   "Max Charge Power / W", "Max Discharge Power / W", "Max Charge Current / A",
-                   "Max Discharge Current / A", "Max Discharge Power 30 s / W"):
+    for column in (
+        "Test Time / s",
+        "SOC / 1",
+        "SOC Bound / 1",
+        "Capacity / Ah",
+        "Resistance / ohm",
+        "Max Charge Power / W",
+        "Max Discharge Power / W",
+        "Max Charge Current / A",
+        "Max Discharge Current / A",
+        "Max Discharge Power 30 s / W",
+    ):
         assert column in states
     assert np.max(np.abs(states["SOC / 1"] - truth)) < 0.03
     assert (tmp_path / "states.png").stat().st_size > 10_000
     assert "estimate at the end" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("output, plot, message", [
-    ("{tmp}", None, "is a directory: give a file name"),
-    ("{tmp}/s.xlsx", None, "s.xlsx: cannot write this kind of file; use one of .csv"),
-    ("{tmp}/s.csv", "{tmp}/p.txt", "p.txt: cannot write this kind of file; use one of .png, .svg, .pdf"),
-], ids=["directory", "spreadsheet", "plot as text"])
+@pytest.mark.parametrize(
+    "output, plot, message",
+    [
+        ("{tmp}", None, "is a directory: give a file name"),
+        ("{tmp}/s.xlsx", None, "s.xlsx: cannot write this kind of file; use one of .csv"),
+        ("{tmp}/s.csv", "{tmp}/p.txt", "p.txt: cannot write this kind of file; use one of .png, .svg, .pdf"),
+    ],
+    ids=["directory", "spreadsheet", "plot as text"],
+)
 def test_estimate_refuses_an_output_it_cannot_write_before_working(drive_file, tmp_path, capsys, output, plot, message):
     path, _ = drive_file
     plot_args = [] if plot is None else ["--plot", plot.format(tmp=tmp_path)]
@@ -234,23 +258,47 @@ def test_estimate_names_a_temperature_flag_in_kelvin(drive_file, tmp_path, capsy
     assert _flat("--temperature 298.15 is outside -100 to 150 degC (is it in kelvin?)") in _error(capsys)
 
 
-@pytest.mark.parametrize("column_map, message", [
-    ({"columns": {"t": "Test Time / s", "i": "Current / A", "v": "Voltage / V"}, "scale": {"i": "0.001"}},
-     "scale factors must be finite non-zero numbers, got {'i': '0.001'}"),
-    ({"columns": {"t": "Test Time / s", "i": "Current / A", "v": "Voltage / V"}, "scale": None},
-     '"scale" must be an object of column: factor'),
-    ({"columns": {"t": "Test Time / s", "i": "Current / A"}}, "gives no column for ['Voltage / V']"),
-], ids=["scale as text", "scale null", "no voltage"])
+@pytest.mark.parametrize(
+    "column_map, message",
+    [
+        (
+            {"columns": {"t": "Test Time / s", "i": "Current / A", "v": "Voltage / V"}, "scale": {"i": "0.001"}},
+            "scale factors must be finite non-zero numbers, got {'i': '0.001'}",
+        ),
+        (
+            {"columns": {"t": "Test Time / s", "i": "Current / A", "v": "Voltage / V"}, "scale": None},
+            '"scale" must be an object of column: factor',
+        ),
+        ({"columns": {"t": "Test Time / s", "i": "Current / A"}}, "gives no column for ['Voltage / V']"),
+    ],
+    ids=["scale as text", "scale null", "no voltage"],
+)
 def test_estimate_refuses_a_column_map_it_cannot_use(tmp_path, capsys, column_map, message):
     pd.DataFrame({"t": [0.0, 1.0], "i": [-1.0, -1.0], "v": [3.3, 3.3]}).to_csv(tmp_path / "d.csv", index=False)
     (tmp_path / "map.json").write_text(json.dumps(column_map))
-    assert main(["estimate", str(tmp_path / "d.csv"), "--temperature", "25", "--columns", str(tmp_path / "map.json"),
-                 "-o", str(tmp_path / "s.csv")]) == 2
+    assert (
+        main(
+            [
+                "estimate",
+                str(tmp_path / "d.csv"),
+                "--temperature",
+                "25",
+                "--columns",
+                str(tmp_path / "map.json"),
+                "-o",
+                str(tmp_path / "s.csv"),
+            ]
+        )
+        == 2
+    )
     assert _flat(message) in _error(capsys)
 
 
-@pytest.mark.parametrize("name, degc", [("A123_DYN_50_P25_s1.csv", 25), ("A123_DYN_10_N25_s1.csv", -25),
-                                         ("A123_DYN_10_N25_s2.csv", 25)], ids=["P25", "N25", "N25 set-up script"])
+@pytest.mark.parametrize(
+    "name, degc",
+    [("A123_DYN_50_P25_s1.csv", 25), ("A123_DYN_10_N25_s1.csv", -25), ("A123_DYN_10_N25_s2.csv", 25)],
+    ids=["P25", "N25", "N25 set-up script"],
+)
 def test_estimate_takes_an_a123_files_temperature_from_its_name(a123_dir, tmp_path, capsys, name, degc):
     """The README's example on the A123 data it names: those files carry the temperature in the name only."""
     source = a123_dir / "dyn" / name.replace("N25_s2", "N25_s1").replace(".csv", ".csv.gz")

@@ -51,8 +51,12 @@ def test_precharge_sequence_then_drive_charge_and_off():
     assert out.state == "normal" and out.command == Contactors(main_positive=True, main_negative=True)
     assert rig.states == ["precharge", "normal"] and rig.events == []
     commands = [c for _, c, _ in rig.log]
-    order = [Contactors(main_negative=True), Contactors(main_negative=True, precharge=True),
-             Contactors(True, True, True), Contactors(main_positive=True, main_negative=True)]
+    order = [
+        Contactors(main_negative=True),
+        Contactors(main_negative=True, precharge=True),
+        Contactors(True, True, True),
+        Contactors(main_positive=True, main_negative=True),
+    ]
     assert [c for k, c in enumerate(commands) if k == 0 or c != commands[k - 1]] == order
     first_positive = next(k for k, c in enumerate(commands) if c.main_positive)
     assert rig.log[first_positive][2] >= 0.95 * rig.circuit.pack_voltage_v  # link charged before the main closes
@@ -90,11 +94,14 @@ def test_precharge_timeout_then_retry_succeeds():
     assert out.state == "normal" and rig.controller.attempts == 0 and len(rig.events) == 1
 
 
-@pytest.mark.parametrize("circuit", [
-    {"precharge_resistance_ohm": math.inf},  # broken precharge resistor
-    {"bleed_resistance_ohm": 1.0},  # shorted DC link
-    {"link_capacitance_f": 0.5},  # far too much capacitance for the resistor
-])
+@pytest.mark.parametrize(
+    "circuit",
+    [
+        {"precharge_resistance_ohm": math.inf},  # broken precharge resistor
+        {"bleed_resistance_ohm": 1.0},  # shorted DC link
+        {"link_capacitance_f": 0.5},  # far too much capacitance for the resistor
+    ],
+)
 def test_precharge_retries_exhausted_is_an_error(circuit):
     rig = Rig(**circuit)
     out = rig.run(40.0, "drive")
@@ -188,8 +195,15 @@ def test_reset_refused_while_a_contactor_is_welded():
     assert rig.run(0.05, "off", reset=True).state == "standby"
 
 
-@pytest.mark.parametrize("field, value", [("precharge_fraction", 1.2), ("precharge_timeout_s", -1.0),
-                                          ("precharge_retries", 1.5), ("weld_check_s", math.nan)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("precharge_fraction", 1.2),
+        ("precharge_timeout_s", -1.0),
+        ("precharge_retries", 1.5),
+        ("weld_check_s", math.nan),
+    ],
+)
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=f"ContactorConfig.{field} "):
         ContactorController(dataclasses.replace(ContactorConfig(), **{field: value}))
@@ -201,7 +215,8 @@ def test_unknown_request_is_refused():
 
 
 def test_precharge_circuit_is_an_rc_charge():
-    c = PrechargeCircuit(pack_voltage_v=100.0, precharge_resistance_ohm=10.0, link_capacitance_f=0.01,
-                         bleed_resistance_ohm=math.inf)
+    c = PrechargeCircuit(
+        pack_voltage_v=100.0, precharge_resistance_ohm=10.0, link_capacitance_f=0.01, bleed_resistance_ohm=math.inf
+    )
     assert c.step(Contactors(main_negative=True, precharge=True), 0.1) == pytest.approx(100 * (1 - math.exp(-1)))
     assert c.step(Contactors(precharge=True), 1.0) == pytest.approx(100 * (1 - math.exp(-1)))  # no return path

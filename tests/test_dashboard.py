@@ -33,9 +33,11 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 expect = sync_api.expect
 expect.set_options(timeout=60_000)  # waits on the page's state; generous for a loaded machine, ends a hung test
 CHROMIUM = os.environ.get("OPENBMS_CHROMIUM") or next(
-    filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium found: apt-get install chromium, "
-                                                          "or set OPENBMS_CHROMIUM to a Chromium binary")
+    filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
+)
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium found: apt-get install chromium, or set OPENBMS_CHROMIUM to a Chromium binary"
+)
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 SOC = '[data-path="StateOfCharge.Displayed"]'
 OVERLAY = f"{ROOT}.OpenBMS"
@@ -95,8 +97,11 @@ def test_the_page_shows_the_battery_live(live, browser):
     tiles = page.locator("#cell-map li")
     labels = tiles.evaluate_all("tiles => tiles.map((t) => t.getAttribute('aria-label'))")
     for n, label in enumerate(labels, 1):
-        assert re.fullmatch(rf"Cell {n}: \d+\.\d % charged, \d\.\d{{3}} V, -?\d+\.\d °C \(sensor {(n - 1) // 10 + 1}\)"
-                            r"(, weakest cell)?(, being balanced)?", label), label
+        assert re.fullmatch(
+            rf"Cell {n}: \d+\.\d % charged, \d\.\d{{3}} V, -?\d+\.\d °C \(sensor {(n - 1) // 10 + 1}\)"
+            r"(, weakest cell)?(, being balanced)?",
+            label,
+        ), label
     assert all(re.fullmatch(r"\d+\.\d", text) for text in tiles.all_inner_texts())
     expect(page.locator("#cell-map li.weakest")).to_have_count(1)
     expect(page.locator("#cell-map li.weakest")).to_have_attribute("aria-label", re.compile("weakest cell"))
@@ -123,8 +128,10 @@ def test_a_charge_limit_set_on_the_page_reaches_the_bms_and_is_audited(live, bro
     page.get_by_label("Charge limit (percent)").fill("30")
     expect(page.locator("#limit-result")).to_have_text("")
     page.get_by_role("button", name="Set limit").click()
-    expect(page.locator("#limit-result")).to_have_text("The BMS applied Charge limit: 50 % instead of Charge limit: "
-                                                       "30 %. a charge limit of 30 % is outside 50–100 %: set to 50 %")
+    expect(page.locator("#limit-result")).to_have_text(
+        "The BMS applied Charge limit: 50 % instead of Charge limit: "
+        "30 %. a charge limit of 30 % is outside 50–100 %: set to 50 %"
+    )
     assert bms.charger.soc_target == pytest.approx(0.5)
     page.get_by_label("Charge limit (percent)").fill("")
     page.get_by_role("button", name="Set limit").click()
@@ -204,8 +211,17 @@ def test_a_missing_or_refused_token_reads_clearly(live, browser):
 
 
 def event(kind, severity, explanation, cell, value, cleared=False):
-    return json.dumps({"time_s": 1234.5, "kind": kind, "severity": severity, "explanation": explanation,
-                       "cell": cell, "value": value, "cleared": cleared})
+    return json.dumps(
+        {
+            "time_s": 1234.5,
+            "kind": kind,
+            "severity": severity,
+            "explanation": explanation,
+            "cell": cell,
+            "value": value,
+            "cleared": cleared,
+        }
+    )
 
 
 def test_alarms_are_explained_and_kept_on_the_timeline(live, browser, tmp_path):
@@ -217,10 +233,17 @@ def test_alarms_are_explained_and_kept_on_the_timeline(live, browser, tmp_path):
     hub, store = SignalHub(stale_after_s=PATIENCE_S), Store(f"sqlite:///{tmp_path / 'alarms.db'}")  # published once
     snapshot = {path: value for path, (value, ts) in server.hub.read_many(LEAVES).items() if ts is not None}
     onset = event("overvoltage", "derate", "cell 3 voltage 3.68 V beyond the derate limit", 3, 3.68)
-    hub.publish({**snapshot, f"{ROOT}.ErrorCodes": ["overtemperature:cell7", "overvoltage:cell3"],
-                 f"{OVERLAY}.Events": [onset], f"{OVERLAY}.WeakestCell": 7, f"{OVERLAY}.BalancingCells": [2, 5],
-                 f"{OVERLAY}.CellTemperatures": [20.0 + j for j in range(10)],
-                 f"{OVERLAY}.ChargingState": "derated: temperature derating to 40 A"})
+    hub.publish(
+        {
+            **snapshot,
+            f"{ROOT}.ErrorCodes": ["overtemperature:cell7", "overvoltage:cell3"],
+            f"{OVERLAY}.Events": [onset],
+            f"{OVERLAY}.WeakestCell": 7,
+            f"{OVERLAY}.BalancingCells": [2, 5],
+            f"{OVERLAY}.CellTemperatures": [20.0 + j for j in range(10)],
+            f"{OVERLAY}.ChargingState": "derated: temperature derating to 40 A",
+        }
+    )
     with running_server(hub, store, static_dir=WEB_DIR) as alarmed:
         page = open_dashboard(browser, alarmed, owner_token(alarmed))
         bms_said = page.locator("#alarm-list li.active", has_text="overvoltage")
@@ -228,7 +251,8 @@ def test_alarms_are_explained_and_kept_on_the_timeline(live, browser, tmp_path):
         expect(bms_said).to_contain_text("power reduced")
         expect(bms_said).to_contain_text("The BMS: Cell 3 voltage 3.68 V beyond the derate limit")
         expect(page.locator("#alarm-list li.active", has_text="overtemperature")).to_contain_text(
-            "Cell 7: The battery is too hot")
+            "Cell 7: The battery is too hot"
+        )
         expect(page.locator("#alarm-summary")).to_have_text("2 active alarms, the worst power reduced.")
         expect(page.locator("#charger-state")).to_have_text("Reduced current · temperature derating to 40 A")
         tiles = page.locator("#cell-map li")
@@ -240,12 +264,19 @@ def test_alarms_are_explained_and_kept_on_the_timeline(live, browser, tmp_path):
         page.get_by_label("Temperature (°C)").check()
         expect(tiles.nth(99)).to_have_text("29.0")
 
-        cleared = event("overvoltage", "derate", "cell 3 voltage 3.6 V: derate cleared, back inside the safe "
-                        "operating area", 3, 3.6, cleared=True)
+        cleared = event(
+            "overvoltage",
+            "derate",
+            "cell 3 voltage 3.6 V: derate cleared, back inside the safe operating area",
+            3,
+            3.6,
+            cleared=True,
+        )
         hub.publish({f"{ROOT}.ErrorCodes": [], f"{OVERLAY}.Events": [onset, cleared]})
         expect(page.locator("#alarm-list li.cleared", has_text="overtemperature")).to_have_count(1)
         expect(page.locator("#alarm-list li.cleared", has_text="overvoltage")).to_contain_text(
-            "Cleared: cell 3 voltage 3.6 V: derate cleared")
+            "Cleared: cell 3 voltage 3.6 V: derate cleared"
+        )
         expect(page.locator("#alarm-summary")).to_have_text("No active alarms.")
         page.close()
     store.close()

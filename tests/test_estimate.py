@@ -73,12 +73,23 @@ def own():
 
 # -- 1. shapes and API ---------------------------------------------------------------------------
 
+
 def test_one_cell_gives_1d_outputs(own):
     """(time,) in, (time,) out — every array field and every limit."""
     t, i, v, _ = own
     est = estimate(CELL, t, i, v, 25.0, soc0=0.95)
-    for name in ("soc", "soc_bound", "current_offset_a", "hysteresis", "capacity_ah", "capacity_bound_ah",
-                 "soh_capacity", "resistance_ohm", "soh_resistance", "energy_wh"):
+    for name in (
+        "soc",
+        "soc_bound",
+        "current_offset_a",
+        "hysteresis",
+        "capacity_ah",
+        "capacity_bound_ah",
+        "soh_capacity",
+        "resistance_ohm",
+        "soh_resistance",
+        "energy_wh",
+    ):
         assert getattr(est, name).shape == t.shape, name
     assert list(est.limits) == [10.0, 30.0]
     for lim in est.limits.values():
@@ -152,8 +163,9 @@ def test_ekf_started_on_a_resistance_knot_runs_as_beside_it(knot):
     assert knot in CELL.resistance_soc
     t, i = np.arange(600.0), np.full(600, -4.0)
     v = noisy(simulate(CELL, t, i, 25.0, soc0=knot - 0.01).voltage_v)
-    on, beside = (estimate(CELL, t, i, v, 25.0, soc0=z, options=EstimateOptions(sigma_points=False))
-                  for z in (knot, knot + 1e-12))
+    on, beside = (
+        estimate(CELL, t, i, v, 25.0, soc0=z, options=EstimateOptions(sigma_points=False)) for z in (knot, knot + 1e-12)
+    )
     assert np.abs(on.soc - beside.soc).max() < 1e-9  # measured 1e-12; 4e-6 when the edge was chosen by the hats
 
 
@@ -190,10 +202,21 @@ def test_frame_has_the_bdf_columns(own):
     t, i, v, _ = own
     est = estimate(CELL, t, np.c_[i, i], np.c_[v, v], 25.0, soc0=[0.95, 0.9])
     frame = est.frame(cell=1)
-    expected = ["Test Time / s", "SOC / 1", "SOC Bound / 1", "Capacity / Ah", "Resistance / ohm",
-                "Max Charge Power / W", "Max Discharge Power / W", "Max Charge Current / A",
-                "Max Discharge Current / A", "Max Charge Power 30 s / W", "Max Discharge Power 30 s / W",
-                "Max Charge Current 30 s / A", "Max Discharge Current 30 s / A"]
+    expected = [
+        "Test Time / s",
+        "SOC / 1",
+        "SOC Bound / 1",
+        "Capacity / Ah",
+        "Resistance / ohm",
+        "Max Charge Power / W",
+        "Max Discharge Power / W",
+        "Max Charge Current / A",
+        "Max Discharge Current / A",
+        "Max Charge Power 30 s / W",
+        "Max Discharge Power 30 s / W",
+        "Max Charge Current 30 s / A",
+        "Max Discharge Current 30 s / A",
+    ]
     assert set(expected) <= set(frame.columns)
     assert len(frame) == len(t)
     assert np.array_equal(frame["SOC / 1"], est.soc[:, 1])
@@ -203,6 +226,7 @@ def test_frame_has_the_bdf_columns(own):
 
 
 # -- 2. self-consistency on the model's own simulation ---------------------------------------------
+
 
 @pytest.mark.parametrize("sigma_points", VARIANTS)
 def test_tracks_its_own_model(own, sigma_points):
@@ -244,11 +268,12 @@ def test_current_offset_does_not_drift_the_soc(sigma_points):
     sim = simulate(CELL, t, i, 25.0, soc0=0.95, hysteresis0=1.0)
     bias = 0.005 * Q
     measured = i + bias
-    est = estimate(CELL, t, measured, noisy(sim.voltage_v), 25.0, soc0=0.95,
-                   options=EstimateOptions(sigma_points=sigma_points))
+    est = estimate(
+        CELL, t, measured, noisy(sim.voltage_v), 25.0, soc0=0.95, options=EstimateOptions(sigma_points=sigma_points)
+    )
     counted = 0.95 + np.concatenate([[0.0], np.cumsum(measured[:-1])]) / 3600.0 / Q
     assert counted[-1] - sim.soc[-1] > 0.07  # measured 8.2 %
-    assert np.abs(est.soc - sim.soc)[-3 * 3600:].max() < 0.015  # measured 0.63 % / 0.81 %
+    assert np.abs(est.soc - sim.soc)[-3 * 3600 :].max() < 0.015  # measured 0.63 % / 0.81 %
     assert 0.5 * bias < est.current_offset_a[-1] < 1.5 * bias  # measured 0.74 / 0.80 of the bias
     assert abs(est.current_offset_a[-1] - bias) < abs(est.current_offset_a[len(t) // 2] - bias)
 
@@ -265,7 +290,6 @@ def test_capacity_of_a_smaller_cell_is_learned_and_the_bound_stays_honest():
     assert rmse(est.soc, sim.soc) < 0.015  # measured 0.88 %
     assert est.capacity_ah[-1] == pytest.approx(0.9 * Q, rel=0.05)  # measured 0.92
     assert abs(est.capacity_ah[-1] - 0.9 * Q) <= est.capacity_bound_ah[-1]
-
 
 
 @pytest.mark.parametrize("offset_c", [-0.005, 0.005])
@@ -310,10 +334,11 @@ def test_replay_fits_each_cell_of_a_string_and_leaves_out_a_dead_sensor():
     cell's own capacity, where the median of their voltages, fitted as one cell, is not any cell's."""
     t, i = commuting(3)
     scales, socs = np.array([0.83, 0.85, 0.88]), [0.90, 0.93, 0.96]
-    v = np.column_stack([simulate(CELL.scaled(capacity=c, resistance=1.4), t, i, 25.0, soc0=z).voltage_v
-                         for c, z in zip(scales, socs)])
+    v = np.column_stack(
+        [simulate(CELL.scaled(capacity=c, resistance=1.4), t, i, 25.0, soc0=z).voltage_v for c, z in zip(scales, socs)]
+    )
     v = noisy(v, seed=3)
-    v[len(t) // 2:, 2] = np.nan  # the third cell's sensor lost half-way: its first half still counts
+    v[len(t) // 2 :, 2] = np.nan  # the third cell's sensor lost half-way: its first half still counts
     fit = fit_capacity_by_replay(CELL, t, i, v, 25.0, soc0_guess=0.8)
     assert fit.capacity_ah.shape == (3,)
     np.testing.assert_allclose(fit.capacity_ah[:2] / Q, scales[:2], rtol=0.02)  # measured 0.2 %, 1.0 %
@@ -329,11 +354,14 @@ def test_replay_needs_two_rests():
 
 # -- 3. the A123 25 degC dynamic test (real data) --------------------------------------------------
 
+
 def _a123_drive(a123_dir, tag):
     """The drive (script 1 of the dynamic test) at temperature `tag` and its laboratory reference SoC:
     1 at the start, then the logged current integrated with the OCV test's capacity and efficiency."""
-    ocv = read_tests(sorted((a123_dir / "ocv").glob(f"A123_OCV_{tag}_S*.csv.gz"))
-                     + sorted((a123_dir / "ocv").glob("A123_OCV_P25_S*.csv.gz")) * (tag != "P25"))
+    ocv = read_tests(
+        sorted((a123_dir / "ocv").glob(f"A123_OCV_{tag}_S*.csv.gz"))
+        + sorted((a123_dir / "ocv").glob("A123_OCV_P25_S*.csv.gz")) * (tag != "P25")
+    )
     (dyn,) = read_tests(sorted((a123_dir / "dyn").glob(f"A123_DYN_*_{tag}_s*.csv.gz")))
     balance = balances(ocv)[f"ocv_{tag}"]  # a cold test's 25 degC scripts need the 25 degC test's efficiency
     drive = dyn.data[dyn.main_rows]
@@ -376,8 +404,9 @@ def test_a123_drive_soc_against_the_laboratory(a123_drive, sigma_points):
 def test_a123_drive_from_a_wrong_start(a123_drive, sigma_points):
     """Told 80 % (±20 %) at full: within 2 % by 20 minutes and through the next 40, then on the floor."""
     t, i, v, temperature, reference = a123_drive
-    est = estimate(CELL, t, i, v, temperature, soc0=0.8,
-                   options=EstimateOptions(sigma_points=sigma_points, soc0_std=0.2))
+    est = estimate(
+        CELL, t, i, v, temperature, soc0=0.8, options=EstimateOptions(sigma_points=sigma_points, soc0_std=0.2)
+    )
     error = np.abs(est.soc - reference)
     k20, k60 = np.searchsorted(t - t[0], [1200.0, 3600.0])
     assert error[0] > 0.15
@@ -386,6 +415,7 @@ def test_a123_drive_from_a_wrong_start(a123_drive, sigma_points):
 
 
 # -- 4. limits and energy -----------------------------------------------------------------------------
+
 
 def _charge_to_full():
     """C/2 from 80 % to 99.9 %, then 36 minutes' rest."""
@@ -453,8 +483,6 @@ def test_limits_keep_the_soc_window():
     assert up.limits[10.0].charge_current_a[0] == pytest.approx(Q, rel=1e-4)  # 80 %: room for 10 s at 1C
 
 
-
-
 @pytest.mark.parametrize("run", ["pulses", "to full", "to empty"])
 def test_30_s_limits_do_not_exceed_10_s_limits(own, run):
     """What a cell sustains for 30 s it sustains for 10 s: currents both ways, discharge power —
@@ -469,8 +497,10 @@ def test_30_s_limits_do_not_exceed_10_s_limits(own, run):
     if run != "pulses":  # where a voltage limit binds, 30 s allows strictly less current
         bound = l10.charge_current_a < 0.99 * Q if run == "to full" else l10.discharge_current_a < 0.99 * 3 * Q
         assert bound.sum() > 300
-        assert np.all((l30.charge_current_a if run == "to full" else l30.discharge_current_a)[bound]
-                      <= (l10.charge_current_a if run == "to full" else l10.discharge_current_a)[bound])
+        assert np.all(
+            (l30.charge_current_a if run == "to full" else l30.discharge_current_a)[bound]
+            <= (l10.charge_current_a if run == "to full" else l10.discharge_current_a)[bound]
+        )
 
 
 def test_30_s_charge_power_does_not_exceed_10_s(own):
@@ -485,8 +515,10 @@ def test_powers_are_current_times_a_cell_voltage(own):
     t, i, v, _ = own
     est = estimate(CELL, t, i, v, 25.0, soc0=0.95)
     for lim in est.limits.values():
-        for current, power in ((lim.charge_current_a, lim.charge_power_w),
-                               (lim.discharge_current_a, lim.discharge_power_w)):
+        for current, power in (
+            (lim.charge_current_a, lim.charge_power_w),
+            (lim.discharge_current_a, lim.discharge_power_w),
+        ):
             flowing = current > 1e-6
             assert flowing.mean() > 0.95
             voltage = power[flowing] / current[flowing]
@@ -508,8 +540,7 @@ def test_energy_falls_with_soc_to_zero_at_soc_min():
     assert below.sum() > 1000 and np.all(windowed.energy_wh[below] == 0.0)
     near = np.abs(windowed.soc - 0.2) < 0.002
     assert near.any() and np.all(windowed.energy_wh[near] < 0.003 * Q * 3.3)
-    full = estimate(CELL, [0.0, 1.0], [0.0, 0.0], [3.4, 3.4], 25.0, soc0=1.0,
-                    options=EstimateOptions(soc0_std=1e-3))
+    full = estimate(CELL, [0.0, 1.0], [0.0, 0.0], [3.4, 3.4], 25.0, soc0=1.0, options=EstimateOptions(soc0_std=1e-3))
     assert full.energy_wh[0] == pytest.approx(Q * 3.28, rel=0.02)  # measured 6.81 Wh for 2.075 Ah
 
 
@@ -518,45 +549,62 @@ def test_energy_falls_with_soc_to_zero_at_soc_min():
 T3, I3, V3 = np.arange(3.0), np.array([-1.0, -1.0, 0.0]), np.array([3.3, 3.29, 3.3])
 
 
-@pytest.mark.parametrize("time_s, current, voltage, match", [
-    (T3, I3, V3[:2], "voltage_v .* and current_a .* must have the same shape"),
-    (T3, np.c_[I3, I3], V3, "voltage_v .* and current_a .* must have the same shape"),
-    (T3[:2], I3, V3, "time_s must be 1-D with one entry per row"),
-    (T3[:, None], I3, V3, "time_s must be 1-D with one entry per row"),
-    (np.array([0.0, 1.0, 1.0]), I3, V3, r"time_s must increase: row 2 \(1\) does not come after row 1 \(1\)"),
-    (np.array([0.0, 2.0, 1.0]), I3, V3, r"time_s must increase: row 2 \(1\) does not come after row 1 \(2\)"),
-    (T3, np.array([-1.0, np.nan, 0.0]), V3, "current_a at row 1, cell 0 is not finite"),
-    (T3, I3, np.array([3.3, 3.3, np.inf]), "voltage_v at row 2, cell 0 is not finite"),
-    (T3, I3 * 1000, V3, r"current_a at row 0, cell 0 is -1000, .* \(is it in mA\?\)"),
-    (T3, I3, V3 * 1000, r"voltage_v at row 0, cell 0 is 3300, .* \(is it in mV\?\)"),
-], ids=["short voltage", "columns", "short time", "2-D time", "repeated time", "time backwards",
-        "NaN current", "inf voltage", "current in mA", "voltage in mV"])
+@pytest.mark.parametrize(
+    "time_s, current, voltage, match",
+    [
+        (T3, I3, V3[:2], "voltage_v .* and current_a .* must have the same shape"),
+        (T3, np.c_[I3, I3], V3, "voltage_v .* and current_a .* must have the same shape"),
+        (T3[:2], I3, V3, "time_s must be 1-D with one entry per row"),
+        (T3[:, None], I3, V3, "time_s must be 1-D with one entry per row"),
+        (np.array([0.0, 1.0, 1.0]), I3, V3, r"time_s must increase: row 2 \(1\) does not come after row 1 \(1\)"),
+        (np.array([0.0, 2.0, 1.0]), I3, V3, r"time_s must increase: row 2 \(1\) does not come after row 1 \(2\)"),
+        (T3, np.array([-1.0, np.nan, 0.0]), V3, "current_a at row 1, cell 0 is not finite"),
+        (T3, I3, np.array([3.3, 3.3, np.inf]), "voltage_v at row 2, cell 0 is not finite"),
+        (T3, I3 * 1000, V3, r"current_a at row 0, cell 0 is -1000, .* \(is it in mA\?\)"),
+        (T3, I3, V3 * 1000, r"voltage_v at row 0, cell 0 is 3300, .* \(is it in mV\?\)"),
+    ],
+    ids=[
+        "short voltage",
+        "columns",
+        "short time",
+        "2-D time",
+        "repeated time",
+        "time backwards",
+        "NaN current",
+        "inf voltage",
+        "current in mA",
+        "voltage in mV",
+    ],
+)
 def test_refuses_bad_series(time_s, current, voltage, match):
     with pytest.raises(ValueError, match=match):
         estimate(CELL, time_s, current, voltage, 25.0, soc0=0.5)
 
 
-@pytest.mark.parametrize("options, match", [
-    (dict(sensor_voltage_std_v=-0.002), "sensor_voltage_std_v must be positive"),
-    (dict(current_std_c=-0.01), "current_std_c must be positive"),
-    (dict(voltage_std_v=0.0), "voltage_std_v must be positive"),
-    (dict(soc0_std=0.0), "soc0_std must be positive"),
-    (dict(capacity_memory=0.0), r"capacity_memory must be in \(0, 1\]"),
-    (dict(capacity_memory=1.5), r"capacity_memory must be in \(0, 1\]"),
-    (dict(soc_min=0.5, soc_max=0.5), "need 0 <= soc_min < soc_max <= 1"),
-    (dict(soc_min=0.6, soc_max=0.4), "need 0 <= soc_min < soc_max <= 1"),
-    (dict(soc_max=1.2), "need 0 <= soc_min < soc_max <= 1"),
-    (dict(horizons_s=()), "horizons_s needs a sequence of positive horizons"),
-    (dict(horizons_s=(10.0, -30.0)), "horizons_s needs a sequence of positive horizons"),
-    (dict(horizons_s=10.0), "horizons_s needs a sequence of positive horizons"),
-    (dict(voltage_std_v=float("inf")), "voltage_std_v must be positive and finite"),
-    (dict(soc0_std=float("inf")), "soc0_std must be positive and finite"),
-    (dict(offset_drift_c=float("inf")), "offset_drift_c must be finite and not negative"),
-    (dict(ocv_scale_std=-0.01), "ocv_scale_std must be finite and not negative"),
-    (dict(hysteresis0=1.5), r"hysteresis0 must be in \[-1, 1\]"),
-    (dict(hysteresis0=-2.0), r"hysteresis0 must be in \[-1, 1\]"),
-    (dict(horizons_s=(float("nan"),)), "horizons_s needs a sequence of positive horizons"),
-])
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        (dict(sensor_voltage_std_v=-0.002), "sensor_voltage_std_v must be positive"),
+        (dict(current_std_c=-0.01), "current_std_c must be positive"),
+        (dict(voltage_std_v=0.0), "voltage_std_v must be positive"),
+        (dict(soc0_std=0.0), "soc0_std must be positive"),
+        (dict(capacity_memory=0.0), r"capacity_memory must be in \(0, 1\]"),
+        (dict(capacity_memory=1.5), r"capacity_memory must be in \(0, 1\]"),
+        (dict(soc_min=0.5, soc_max=0.5), "need 0 <= soc_min < soc_max <= 1"),
+        (dict(soc_min=0.6, soc_max=0.4), "need 0 <= soc_min < soc_max <= 1"),
+        (dict(soc_max=1.2), "need 0 <= soc_min < soc_max <= 1"),
+        (dict(horizons_s=()), "horizons_s needs a sequence of positive horizons"),
+        (dict(horizons_s=(10.0, -30.0)), "horizons_s needs a sequence of positive horizons"),
+        (dict(horizons_s=10.0), "horizons_s needs a sequence of positive horizons"),
+        (dict(voltage_std_v=float("inf")), "voltage_std_v must be positive and finite"),
+        (dict(soc0_std=float("inf")), "soc0_std must be positive and finite"),
+        (dict(offset_drift_c=float("inf")), "offset_drift_c must be finite and not negative"),
+        (dict(ocv_scale_std=-0.01), "ocv_scale_std must be finite and not negative"),
+        (dict(hysteresis0=1.5), r"hysteresis0 must be in \[-1, 1\]"),
+        (dict(hysteresis0=-2.0), r"hysteresis0 must be in \[-1, 1\]"),
+        (dict(horizons_s=(float("nan"),)), "horizons_s needs a sequence of positive horizons"),
+    ],
+)
 def test_refuses_invalid_options(options, match):
     """validate() names the option; estimate() validates before it runs."""
     with pytest.raises(ValueError, match=match):
@@ -565,10 +613,16 @@ def test_refuses_invalid_options(options, match):
         estimate(CELL, T3, I3, V3, 25.0, soc0=0.5, options=EstimateOptions(**options))
 
 
-@pytest.mark.parametrize("soc0", [
-    1.5, -0.2, [0.5, 1.2],
-    1.03, float("nan"),
-])
+@pytest.mark.parametrize(
+    "soc0",
+    [
+        1.5,
+        -0.2,
+        [0.5, 1.2],
+        1.03,
+        float("nan"),
+    ],
+)
 def test_refuses_soc0_outside_0_1(soc0):
     current = np.c_[I3, I3] if isinstance(soc0, list) else I3
     voltage = np.c_[V3, V3] if isinstance(soc0, list) else V3
@@ -576,12 +630,16 @@ def test_refuses_soc0_outside_0_1(soc0):
         estimate(CELL, T3, current, voltage, 25.0, soc0=soc0)
 
 
-@pytest.mark.parametrize("time_s, temperature, match", [
-    (T3, np.array([25.0, np.nan, 25.0]), "temperature_c at row 1, cell 0 is not finite"),
-    (np.array([0.0, 1.0, np.nan]), 25.0, "time_s at row 2 is not finite"),
-    (np.array([0.0, 1.0, np.inf]), 25.0, "time_s at row 2 is not finite"),
-    (T3, 298.15, r"temperature_c at row 0, cell 0 is 298.15, .* \(is it in kelvin\?\)"),
-], ids=["NaN temperature", "NaN time", "inf time", "kelvin"])
+@pytest.mark.parametrize(
+    "time_s, temperature, match",
+    [
+        (T3, np.array([25.0, np.nan, 25.0]), "temperature_c at row 1, cell 0 is not finite"),
+        (np.array([0.0, 1.0, np.nan]), 25.0, "time_s at row 2 is not finite"),
+        (np.array([0.0, 1.0, np.inf]), 25.0, "time_s at row 2 is not finite"),
+        (T3, 298.15, r"temperature_c at row 0, cell 0 is 298.15, .* \(is it in kelvin\?\)"),
+    ],
+    ids=["NaN temperature", "NaN time", "inf time", "kelvin"],
+)
 def test_refuses_non_finite_time_and_temperature(time_s, temperature, match):
     with pytest.raises(ValueError, match=match):
         estimate(CELL, time_s, I3, V3, temperature, soc0=0.5)
@@ -658,6 +716,7 @@ def test_refuses_empty_series_by_name():
 
 # -- 6. an aged physics cell (PyBaMM) --------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def aged_lfp():
     """The model identified from the fresh Prada2013 LFP plant's OCV and HPPC tests, and an aged plant (10 % capacity fade, kinetics 35 %
@@ -676,8 +735,14 @@ def aged_lfp():
     hppc, _ = Scenario(plant=fresh, experiment="hppc").run()
     model, _ = identify([CellTest("ocv", 25.0, ocv)], [CellTest("hppc", 25.0, hppc)], name="prada_fresh")
     aged = Plant("prada2013_lfp", capacity_fade=0.1, kinetics_slowdown=0.35)
-    measured, truth = Scenario(plant=aged, experiment="drive", cycles=("udds", "hwfet", "hwfet"), repeat=4,
-                               soc0=0.97, sensors=Sensors(current_offset_a=0.0115, current_gain_error=0.02)).run()
+    measured, truth = Scenario(
+        plant=aged,
+        experiment="drive",
+        cycles=("udds", "hwfet", "hwfet"),
+        repeat=4,
+        soc0=0.97,
+        sensors=Sensors(current_offset_a=0.0115, current_gain_error=0.02),
+    ).run()
     return model, measured, truth
 
 
@@ -719,8 +784,11 @@ def test_streaming_estimator_matches_batch():
     np.testing.assert_allclose(np.concatenate([r.soc for r in rows]), batch.soc, atol=1e-12)
     np.testing.assert_allclose(np.concatenate([r.soc_bound for r in rows]), batch.soc_bound, atol=1e-12)
     np.testing.assert_allclose(np.concatenate([r.resistance_ohm for r in rows]), batch.resistance_ohm, atol=1e-12)
-    np.testing.assert_allclose(np.concatenate([r.limits[10.0].discharge_power_w for r in rows]),
-                               batch.limits[10.0].discharge_power_w, atol=1e-9)
+    np.testing.assert_allclose(
+        np.concatenate([r.limits[10.0].discharge_power_w for r in rows]),
+        batch.limits[10.0].discharge_power_w,
+        atol=1e-9,
+    )
     with pytest.raises(ValueError, match="increase"):
         live.update(t[-1], current[-1], voltage[-1])
     with pytest.raises(ValueError, match="3 cells"):

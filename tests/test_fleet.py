@@ -19,8 +19,9 @@ SERIES = 8
 
 
 def spec(n: int, **fault) -> VehicleSpec:
-    return VehicleSpec(f"V{n:04d}", seed=n, capacity_scale=0.9, resistance_scale=1.2, usage=1.2, soc0=0.93,
-                       ambient_c=25.0, **fault)
+    return VehicleSpec(
+        f"V{n:04d}", seed=n, capacity_scale=0.9, resistance_scale=1.2, usage=1.2, soc0=0.93, ambient_c=25.0, **fault
+    )
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +87,14 @@ def test_analysis_ranks_the_shorted_vehicle_first_and_writes_the_report(fleet, t
     assert error.abs().max() < 0.05  # from one day of telemetry; measured 1.5-3.5 % (7 days: bench/fleet.py)
     assert healthy["Capacity Method"].str.startswith("replay of").all()
     paths = write_report(tmp_path, analysis)
-    assert {p.name for p in paths} == {"vehicles.parquet", "days.parquet", "hourly.parquet", "events.parquet",
-                                       "results.json", "report.html"}
+    assert {p.name for p in paths} == {
+        "vehicles.parquet",
+        "days.parquet",
+        "hourly.parquet",
+        "events.parquet",
+        "results.json",
+        "report.html",
+    }
     page = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in page and "<script src" not in page and "V0002" in page
     assert json.loads((tmp_path / "results.json").read_text())["ranking"][0]["Vehicle"] == "V0002"
@@ -107,10 +114,27 @@ def test_the_report_reads_on_its_own_terms():
     for ax in fig.axes:
         assert all(float(t).is_integer() for t in ax.get_yticks())
     plt.close(fig)
-    row = dict.fromkeys(["Rank", "Vehicle", "Service Reason", "SOH Capacity / 1", "SOH Capacity Trend / 1 per day",
-                         "SOH Resistance / 1", "Cell SOC Spread / 1", "Short Resistance / ohm", "Sensor Fault Cells"])
-    table = _table(pd.DataFrame([row | {"Capacity / Ah": 1.84, "Capacity Bound / Ah": 6.785, "Short Cell": None},
-                                 row | {"Capacity / Ah": 1.84, "Capacity Bound / Ah": 0.05, "Short Cell": 7.0}]))
+    row = dict.fromkeys(
+        [
+            "Rank",
+            "Vehicle",
+            "Service Reason",
+            "SOH Capacity / 1",
+            "SOH Capacity Trend / 1 per day",
+            "SOH Resistance / 1",
+            "Cell SOC Spread / 1",
+            "Short Resistance / ohm",
+            "Sensor Fault Cells",
+        ]
+    )
+    table = _table(
+        pd.DataFrame(
+            [
+                row | {"Capacity / Ah": 1.84, "Capacity Bound / Ah": 6.785, "Short Cell": None},
+                row | {"Capacity / Ah": 1.84, "Capacity Bound / Ah": 0.05, "Short Cell": 7.0},
+            ]
+        )
+    )
     assert "not settled (369%)" in table and "6.785" not in table and "<td>0.05</td>" in table
     assert "<td>7</td>" in table and "None" not in table and "nan" not in table.lower()
 
@@ -141,11 +165,21 @@ def test_a_healthy_pack_with_an_outlying_cell_is_not_called_shorted(tmp_path):
     taken across the mean cell's uncertainty, the 10 min setting flags cell 2 or cell 7."""
     info = FleetInfo("a123_lfp", 16, 4, SAMPLING, "2026-01-05")
     info.save(tmp_path)
-    vehicle = VehicleSpec("V0278", seed=1930423614, capacity_scale=0.8318323753, resistance_scale=1.5108799405,
-                          usage=1.2626254661, soc0=0.9273650993, ambient_c=20.3534851644)
+    vehicle = VehicleSpec(
+        "V0278",
+        seed=1930423614,
+        capacity_scale=0.8318323753,
+        resistance_scale=1.5108799405,
+        usage=1.2626254661,
+        soc0=0.9273650993,
+        ambient_c=20.3534851644,
+    )
     simulate_vehicle(vehicle, str(tmp_path), info, 2)
     paths = [str(p) for p in vehicle_days(tmp_path)["V0278"]]
-    assert analyze_vehicle("V0278", paths, "a123_lfp", FleetTuning(error_correlation_s=600.0)).summary["Short Cell"] is None
+    assert (
+        analyze_vehicle("V0278", paths, "a123_lfp", FleetTuning(error_correlation_s=600.0)).summary["Short Cell"]
+        is None
+    )
     assert analyze_vehicle("V0278", paths, "a123_lfp").summary["Short Cell"] is None
 
 
@@ -155,12 +189,20 @@ def test_a_short_seen_only_at_rest_ranks_as_a_warning_without_a_size():
     from openbms.fleet.rank import rank_vehicles
 
     base = {"SOH Capacity / 1": 0.95, "SOH Resistance / 1": 1.1, "Sensor Fault Cells": ""}
-    vehicles = pd.DataFrame([
-        base | {"Vehicle": "rest", "Short Cell": 3, "Short Resistance / ohm": None, "Short Severity": "warning"},
-        base | {"Vehicle": "sized", "Short Cell": 5, "Short Resistance / ohm": 300.0, "Short Severity": "warning"},
-        base | {"Vehicle": "sensor", "Short Cell": None, "Short Resistance / ohm": None, "Short Severity": None,
-                "Sensor Fault Cells": "2"},
-    ])
+    vehicles = pd.DataFrame(
+        [
+            base | {"Vehicle": "rest", "Short Cell": 3, "Short Resistance / ohm": None, "Short Severity": "warning"},
+            base | {"Vehicle": "sized", "Short Cell": 5, "Short Resistance / ohm": 300.0, "Short Severity": "warning"},
+            base
+            | {
+                "Vehicle": "sensor",
+                "Short Cell": None,
+                "Short Resistance / ohm": None,
+                "Short Severity": None,
+                "Sensor Fault Cells": "2",
+            },
+        ]
+    )
     ranked = rank_vehicles(vehicles)
     assert list(ranked["Vehicle"]) == ["rest", "sized", "sensor"]
     assert "cell 3 (seen at rest, size not yet known, warning)" in ranked["Service Reason"][0]

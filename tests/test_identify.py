@@ -99,6 +99,7 @@ def test_charge_balance_of_a_closed_test():
 
 # -- a non-LFP cell: PyBaMM's NMC811 (Chen 2020) --------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def nmc():
     """An OCV test and an HPPC test of the simulated NMC cell, with ideal sensors, identified."""
@@ -110,8 +111,9 @@ def nmc():
     plant = Plant("chen2020_nmc")
     ocv, ocv_truth = Scenario(plant=plant, experiment="ocv", sensors=IDEAL).run()
     hppc, hppc_truth = Scenario(plant=plant, experiment="hppc", sensors=IDEAL).run()
-    model, scores = identify([CellTest("ocv", 25.0, ocv)], [CellTest("hppc", 25.0, hppc)], n_rc=1,
-                             name="nmc", chemistry="NMC")
+    model, scores = identify(
+        [CellTest("ocv", 25.0, ocv)], [CellTest("hppc", 25.0, hppc)], n_rc=1, name="nmc", chemistry="NMC"
+    )
     return model, scores, ocv_truth, hppc_truth
 
 
@@ -138,6 +140,7 @@ def test_nmc_hppc_is_a_complete_test(nmc):
 
 
 # -- the tests labs run, on a cell whose truth is known: the bundled ESC model as the plant ---------
+
 
 def _run_protocol(steps, soc0=1.0, hysteresis0=1.0, temperature_c=25.0):
     """A small cycler on the bundled A123 model: each step is (current A or 0, seconds, stop voltage or
@@ -166,8 +169,13 @@ C_RATE_A = 2.075
 
 
 def _c20_ocv_steps():
-    return [(0.0, 600, None, 60), (-C_RATE_A / 20, 30 * 3600, 2.0, 20), (0.0, 3600, None, 60),
-            (C_RATE_A / 20, 30 * 3600, 3.6, 20), (0.0, 3600, None, 60)]
+    return [
+        (0.0, 600, None, 60),
+        (-C_RATE_A / 20, 30 * 3600, 2.0, 20),
+        (0.0, 3600, None, 60),
+        (C_RATE_A / 20, 30 * 3600, 3.6, 20),
+        (0.0, 3600, None, 60),
+    ]
 
 
 def _usabc_hppc_steps(levels=9):
@@ -183,9 +191,11 @@ def standard_files(tmp_path_factory):
     rng = np.random.default_rng(3)
     drive = [(0.0, 3600, None, 60)] + [(float(i), 10, 2.0, 1) for i in rng.normal(-0.3, 2.0, 300).clip(-6, 4)]
     files = {}
-    for name, steps, soc0, h0 in (("ocv_c20.csv", _c20_ocv_steps(), 1.0, 1.0),
-                                  ("hppc.csv", _usabc_hppc_steps(), 1.0, 1.0),
-                                  ("drive.csv", drive, 0.7, -1.0)):
+    for name, steps, soc0, h0 in (
+        ("ocv_c20.csv", _c20_ocv_steps(), 1.0, 1.0),
+        ("hppc.csv", _usabc_hppc_steps(), 1.0, 1.0),
+        ("drive.csv", drive, 0.7, -1.0),
+    ):
         frame = _run_protocol(steps, soc0, h0)
         frame.to_csv(folder / name, index=False)
         files[name] = folder / name
@@ -237,15 +247,26 @@ def test_ocv_variants_labs_run(standard_files, tmp_path):
     model that reproduces the HPPC; one that starts part-charged without a top-up is refused."""
     truth_ah = float(load_cell("a123_lfp").param("capacity_ah", 25.0))
     c20 = C_RATE_A / 20
-    topped = _write_protocol(tmp_path, "topped.csv", [(0.0, 600, None, 60), (c20, 30 * 3600, 3.6, 20)]
-                             + _c20_ocv_steps()[1:], soc0=0.6, hysteresis0=-1.0)
+    topped = _write_protocol(
+        tmp_path,
+        "topped.csv",
+        [(0.0, 600, None, 60), (c20, 30 * 3600, 3.6, 20)] + _c20_ocv_steps()[1:],
+        soc0=0.6,
+        hysteresis0=-1.0,
+    )
     discharge = _write_protocol(tmp_path, "discharge.csv", _c20_ocv_steps()[:3])
     charge = _write_protocol(tmp_path, "charge.csv", _c20_ocv_steps()[3:], soc0=0.0, hysteresis0=-1.0)
-    gitt_steps = [(0.0, 600, None, 60)] + [(-C_RATE_A / 10, 900, 2.0, 30), (0.0, 3600, None, 120)] * 41 \
+    gitt_steps = (
+        [(0.0, 600, None, 60)]
+        + [(-C_RATE_A / 10, 900, 2.0, 30), (0.0, 3600, None, 120)] * 41
         + [(C_RATE_A / 10, 900, 3.6, 30), (0.0, 3600, None, 120)] * 41
+    )
     gitt = _write_protocol(tmp_path, "gitt.csv", gitt_steps)
-    for ocv, note in (([topped], "topped.csv: starts at 3.296 V, part-charged: used from the end of its charge to full"), ([discharge, charge], "joined into one OCV test"),
-                      ([gitt], None)):
+    for ocv, note in (
+        ([topped], "topped.csv: starts at 3.296 V, part-charged: used from the end of its charge to full"),
+        ([discharge, charge], "joined into one OCV test"),
+        ([gitt], None),
+    ):
         model, (hppc,) = _identified(ocv, standard_files["hppc.csv"])
         assert float(model.capacity_ah[0]) == pytest.approx(truth_ah, rel=0.015), ocv
         assert hppc.rmse_mv < HPPC_RMSE_FLOOR_MV, ocv
@@ -262,8 +283,17 @@ def test_cli_identifies_standard_tests_and_reports_what_it_assumed(standard_file
     from openbms.cli import main
 
     output = tmp_path / "esc.json"
-    args = ["identify", "--ocv", str(standard_files["ocv_c20.csv"]), "--dynamic", str(standard_files["hppc.csv"]),
-            "--n-rc", "1", "-o", str(output)]
+    args = [
+        "identify",
+        "--ocv",
+        str(standard_files["ocv_c20.csv"]),
+        "--dynamic",
+        str(standard_files["hppc.csv"]),
+        "--n-rc",
+        "1",
+        "-o",
+        str(output),
+    ]
     assert main(args) == 2
     assert "--ambient DEGC" in capsys.readouterr().err
     assert main(args + ["--ambient", "25"]) == 0
@@ -282,8 +312,12 @@ def test_a_partial_drive_with_an_unseen_start_is_warned_of(standard_files):
     (the discharge branch assumed), with a warning that names the file and what was assumed."""
     from openbms.cell.identify import identify_files
 
-    model, scores = identify_files([standard_files["ocv_c20.csv"]],
-                                   [standard_files["hppc.csv"], standard_files["drive.csv"]], ambient_c=25.0, n_rc=1)
+    model, scores = identify_files(
+        [standard_files["ocv_c20.csv"]],
+        [standard_files["hppc.csv"], standard_files["drive.csv"]],
+        ambient_c=25.0,
+        n_rc=1,
+    )
     drive = next(t for t in model.fit["tests"] if t["test"] == "drive")
     assert drive["start"] == "placed by 1 anchors (rested start, read on the discharge branch)"
     assert drive["soc0"] == pytest.approx(0.7, abs=0.2) and drive["soc0_std"] > 0.03  # LFP's plateau: ambiguous

@@ -26,8 +26,11 @@ def test_user_column_map_with_milliamps_and_sign(tmp_path, bdf_frame):
     raw = bdf_frame.rename(columns={"Test Time / s": "t", "Voltage / V": "U", "Current / A": "I_mA"})
     raw["I_mA"] = -1000 * raw["I_mA"]  # this cycler: mA, + = discharge
     raw.to_csv(tmp_path / "other.csv", index=False)
-    mapping = {"columns": {"t": "Test Time / s", "U": "Voltage / V", "I_mA": "Current / A"},
-               "scale": {"I_mA": 0.001}, "current_sign": "discharge-positive"}
+    mapping = {
+        "columns": {"t": "Test Time / s", "U": "Voltage / V", "I_mA": "Current / A"},
+        "scale": {"I_mA": 0.001},
+        "current_sign": "discharge-positive",
+    }
     (tmp_path / "map.json").write_text(json.dumps(mapping))
     df = read_timeseries(tmp_path / "other.csv", ColumnMap.from_json(tmp_path / "map.json"))
     np.testing.assert_allclose(df["Current / A"], bdf_frame["Current / A"])
@@ -70,13 +73,17 @@ def test_a_tagged_path_keeps_a_compound_suffix():
 def test_dates_instead_of_seconds(tmp_path, bdf_frame):
     bdf_frame["Test Time / s"] = pd.date_range("2026-01-01", periods=len(bdf_frame), freq="s")
     bdf_frame.to_parquet(tmp_path / "dates.parquet")
-    with pytest.raises(DataError, match=r"column 'Test Time / s': expected numbers, found datetime64.* \(times are seconds\)"):
+    with pytest.raises(
+        DataError, match=r"column 'Test Time / s': expected numbers, found datetime64.* \(times are seconds\)"
+    ):
         read_timeseries(tmp_path / "dates.parquet")
 
 
 def test_non_monotonic_time(tmp_path, bdf_frame):
     bdf_frame.loc[10, "Test Time / s"] = 5.0
-    with pytest.raises(DataError, match=r"column 'Test Time / s', row 11: time must increase, but goes from 9.0 s to 5.0 s"):
+    with pytest.raises(
+        DataError, match=r"column 'Test Time / s', row 11: time must increase, but goes from 9.0 s to 5.0 s"
+    ):
         read_timeseries(_write(tmp_path, bdf_frame))
 
 
@@ -195,7 +202,9 @@ def test_ambient_fills_a_missing_or_partial_temperature_column(tmp_path, bdf_fra
     partial_frame = bdf_frame.copy()
     partial_frame.loc[30:, "Temperature T1 / degC"] = np.nan
     partial = _write(tmp_path, partial_frame, "partial.csv")
-    with pytest.raises(DataError, match=r"partial.csv, column 'Temperature T1 / degC', row 31: missing.*--ambient DEGC"):
+    with pytest.raises(
+        DataError, match=r"partial.csv, column 'Temperature T1 / degC', row 31: missing.*--ambient DEGC"
+    ):
         read_timeseries(partial)
     with pytest.raises(DataError, match=r"no_temperature.csv: .*needs a temperature column.*--ambient DEGC"):
         read_tests([missing])
@@ -203,7 +212,9 @@ def test_ambient_fills_a_missing_or_partial_temperature_column(tmp_path, bdf_fra
     assert a.temperature_c == 20.0 and (a.data["Ambient Temperature / degC"] == 20.0).all()
     assert a.assumptions == ["no_temperature.csv: no ambient temperature column: 20 degC from --ambient"]
     assert b.temperature_c == 15.0
-    assert (b.data["Temperature T1 / degC"].iloc[30:] == 15.0).all() and (b.data["Temperature T1 / degC"].iloc[:30] == 25.0).all()
+    assert (b.data["Temperature T1 / degC"].iloc[30:] == 15.0).all() and (
+        b.data["Temperature T1 / degC"].iloc[:30] == 25.0
+    ).all()
     assert any("30 of 60 rows without 'Temperature T1 / degC'" in note for note in b.assumptions)
 
 

@@ -60,8 +60,9 @@ def test_life_options_are_checked():
         week(CAPACITY_AH, 3.3, LifeOptions(days=2, low_day=3))
 
 
-@pytest.mark.parametrize("case", [c for c in bench.MATRIX if c.quick and c.plant.startswith("ESC")],
-                         ids=lambda c: c.plant)
+@pytest.mark.parametrize(
+    "case", [c for c in bench.MATRIX if c.quick and c.plant.startswith("ESC")], ids=lambda c: c.plant
+)
 def test_life_floors_on_plants_whose_ocv_is_15_mv_off(case):
     """A week on a cell 10 % smaller, 30 % slower, at 0 degC, with a biased current sensor."""
     s, _, _ = bench.run_case(case)

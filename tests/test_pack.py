@@ -162,9 +162,11 @@ def test_soc_balancing_recovers_usable_capacity():
 def test_monitor_cli_writes_events_and_refuses_bad_files(tmp_path, shorted_pack):
     t, i, v, _ = shorted_pack
     n = 3 * 3600
-    frame = pd.DataFrame({"Test Time / s": t[:n], "Current / A": i[:n]}
-                         | {f"Cell Voltage {c + 1} / V": v[:n, c] for c in range(8)}
-                         | {"Cell Temperature 1 / degC": np.full(n, 25.0)})
+    frame = pd.DataFrame(
+        {"Test Time / s": t[:n], "Current / A": i[:n]}
+        | {f"Cell Voltage {c + 1} / V": v[:n, c] for c in range(8)}
+        | {"Cell Temperature 1 / degC": np.full(n, 25.0)}
+    )
     path = tmp_path / "pack.csv"
     frame.to_csv(path, index=False)
     out = tmp_path / "events.jsonl"
@@ -182,16 +184,23 @@ def test_pack_config_file_sets_limits_and_detectors_and_names_bad_fields(tmp_pat
     from openbms.pack.config import load_pack
 
     good = tmp_path / "pack.yaml"
-    good.write_text("name: test\ncell: a123_lfp\nseries: 8\ntemperature_sensors: 2\n"
-                    "limits: {overvoltage_v: [3.5, 3.6, 3.65]}\nshort: {warning_c: 0.002}\n")
+    good.write_text(
+        "name: test\ncell: a123_lfp\nseries: 8\ntemperature_sensors: 2\n"
+        "limits: {overvoltage_v: [3.5, 3.6, 3.65]}\nshort: {warning_c: 0.002}\n"
+    )
     config = load_pack(good)
     settings = config.monitor_config(Q)
     assert settings.soa.overvoltage_v == (3.5, 3.6, 3.65) and settings.short.warning_c == 0.002
     assert config.cell_model().name == "a123_lfp"
-    for text, message in (("series: 1\n", "series"), ("series: 4\ntemperature_sensors: 6\n", "temperature sensors"),
-                          ("limits: {overvoltage: 3}\n", "unknown field 'overvoltage'"), ("colour: red\n", "colour"),
-                          ("- a list\n", "mapping"), ("short: {rest_drop_v: -0.006}\n", "rest_drop_v"),
-                          ("short: {warning_c: 0.01, critical_c: 0.005}\n", "critical_c")):
+    for text, message in (
+        ("series: 1\n", "series"),
+        ("series: 4\ntemperature_sensors: 6\n", "temperature sensors"),
+        ("limits: {overvoltage: 3}\n", "unknown field 'overvoltage'"),
+        ("colour: red\n", "colour"),
+        ("- a list\n", "mapping"),
+        ("short: {rest_drop_v: -0.006}\n", "rest_drop_v"),
+        ("short: {warning_c: 0.01, critical_c: 0.005}\n", "critical_c"),
+    ):
         bad = tmp_path / "bad.yaml"
         bad.write_text(text)
         with pytest.raises(ValueError, match=message):

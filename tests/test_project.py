@@ -23,8 +23,9 @@ def test_the_license_is_an_spdx_expression_and_the_backend_reads_one():
 
 
 def _dry_run(*args: str) -> str:
-    return subprocess.run(["make", "-n", "-o", ".venv/.installed", *args], cwd=ROOT, capture_output=True, text=True,
-                          check=True).stdout
+    return subprocess.run(
+        ["make", "-n", "-o", ".venv/.installed", *args], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")

@@ -59,11 +59,13 @@ def bearer(token: str) -> dict:
 
 def post_set(client: httpx.Client, token: str, path: str, value: object) -> tuple[str, httpx.Response]:
     request_id = uuid.uuid4().hex
-    return request_id, client.post(url_of(path), json={"value": str(value), "requestId": request_id},
-                                   headers=bearer(token))
+    return request_id, client.post(
+        url_of(path), json={"value": str(value), "requestId": request_id}, headers=bearer(token)
+    )
 
 
 # --- kill -9 --------------------------------------------------------------------------------------
+
 
 def free_ports(n: int) -> list[int]:
     ports = []
@@ -77,9 +79,29 @@ def free_ports(n: int) -> list[int]:
 def start_serve(db: str) -> tuple[subprocess.Popen, str, str]:
     """`openbms serve` on `db`, answering reads: (process, owner token, HTTP base URL)."""
     http_port, viss_port = free_ports(2)
-    proc = subprocess.Popen([sys.executable, "-m", "openbms.cli", "serve", "--db", db, "--port", str(http_port),
-                             "--viss-port", str(viss_port), "--speed", "20", "--series", "20", "--sensors", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "openbms.cli",
+            "serve",
+            "--db",
+            db,
+            "--port",
+            str(http_port),
+            "--viss-port",
+            str(viss_port),
+            "--speed",
+            "20",
+            "--series",
+            "20",
+            "--sensors",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = proc.stdout.readline().strip()
     assert "#token=" in url, proc.stderr.read() if proc.poll() is not None else url
     base, owner = f"http://127.0.0.1:{http_port}", url.partition("#token=")[2]
@@ -110,8 +132,11 @@ class SetStorm(threading.Thread):
         with httpx.Client(base_url=self.base, timeout=PATIENCE_S) as client:
             while True:
                 path = self.rng.choice((LIMIT, LIMIT, MODE, START_STOP))
-                value = {LIMIT: self.rng.randint(50, 100), MODE: self.rng.choice(MODES),
-                         START_STOP: self.rng.choice(("START", "STOP"))}[path]
+                value = {
+                    LIMIT: self.rng.randint(50, 100),
+                    MODE: self.rng.choice(MODES),
+                    START_STOP: self.rng.choice(("START", "STOP")),
+                }[path]
                 sent = time.monotonic()
                 try:
                     request_id, response = post_set(client, self.token, path, value)
@@ -172,6 +197,7 @@ def test_kill_9_at_random_instants_of_a_set_storm_loses_no_acknowledged_command(
 
 
 # --- storage faults under a live BMS ---------------------------------------------------------------
+
 
 @contextmanager
 def live_bms(directory: Path, stale_after_s: float = 10.0, source=None):
@@ -279,8 +305,9 @@ def small_disk(tmp_path):
     mount.mkdir()
     if not IS_ROOT or shutil.which("mount") is None:
         pytest.skip("needs root to mount a small tmpfs")
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True,
-                      check=False).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, check=False
+    ).returncode:
         pytest.skip("cannot mount a tmpfs here")
     try:
         yield mount
@@ -326,9 +353,24 @@ def test_an_immutable_shm_file_stops_serve_with_the_reason(tmp_path):
     shm.write_bytes(b"")
     chattr(shm, "+i")
     try:
-        proc = subprocess.run([sys.executable, "-m", "openbms.cli", "serve", "--db",
-                               f"sqlite:///{tmp_path / 'openbms.db'}", "--port", "0", "--viss-port", "0"],
-                              capture_output=True, text=True, timeout=PATIENCE_S, check=False)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "openbms.cli",
+                "serve",
+                "--db",
+                f"sqlite:///{tmp_path / 'openbms.db'}",
+                "--port",
+                "0",
+                "--viss-port",
+                "0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=PATIENCE_S,
+            check=False,
+        )
     finally:
         subprocess.run(["chattr", "-i", str(shm)], check=True)
     assert proc.returncode == 2, proc.stderr
@@ -336,6 +378,7 @@ def test_an_immutable_shm_file_stops_serve_with_the_reason(tmp_path):
 
 
 # --- a BMS that falls silent --------------------------------------------------------------------------
+
 
 class GatedSource:
     """The simulated vehicle behind a gate: closed, the bus goes quiet (the BMS hears nothing)."""
@@ -357,13 +400,17 @@ class GatedSource:
 def test_stale_data_is_never_served_as_live_and_resumes_with_the_bms(tmp_path):
     cell = load_cell("blade_lfp")
     gate = GatedSource(SimSource(SimulatedVehicle(cell, 20, 2, soc0=0.6, plugged_at_start=True, seed=3)))
-    with live_bms(tmp_path, stale_after_s=1.0, source=gate) as (server, _, _, client, owner), \
-            connect(server.viss_url, subprotocols=["VISSv2"], open_timeout=PATIENCE_S) as ws:
+    with (
+        live_bms(tmp_path, stale_after_s=1.0, source=gate) as (server, _, _, client, owner),
+        connect(server.viss_url, subprotocols=["VISSv2"], open_timeout=PATIENCE_S) as ws,
+    ):
         ws.send(json.dumps({"action": "subscribe", "path": SOC, "requestId": "s", "authorization": owner}))
         assert "subscriptionId" in json.loads(ws.recv(timeout=PATIENCE_S))
         gate.open.clear()
-        stale = wait_for(lambda: (r := client.get(url_of(SOC), headers=bearer(owner))).status_code == 503 and r,
-                         "stale data was still served")
+        stale = wait_for(
+            lambda: (r := client.get(url_of(SOC), headers=bearer(owner))).status_code == 503 and r,
+            "stale data was still served",
+        )
         error = stale.json()["error"]
         assert error["reason"] == "service_unavailable" and "no data from the BMS since" in error["message"]
         while "error" not in (note := json.loads(ws.recv(timeout=PATIENCE_S))):
@@ -371,6 +418,8 @@ def test_stale_data_is_never_served_as_live_and_resumes_with_the_bms(tmp_path):
         assert (note["error"]["number"], note["error"]["reason"]) == (503, "service_unavailable")
 
         gate.open.set()
-        wait_for(lambda: client.get(url_of(SOC), headers=bearer(owner)).status_code == 200,
-                 "the data did not come back with the BMS")
+        wait_for(
+            lambda: client.get(url_of(SOC), headers=bearer(owner)).status_code == 200,
+            "the data did not come back with the BMS",
+        )
         assert "data" in json.loads(ws.recv(timeout=PATIENCE_S))  # notifications resume

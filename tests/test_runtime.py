@@ -54,10 +54,15 @@ def test_kuksa_client_reads_the_bms_and_the_bms_obeys_its_charge_limit(live):
     server, bms, loop, _ = live
     client = kuksa_connect(server.viss_url)
     try:
-        token = server.authority.token(server.authority.grant("other-brand-app", (f"read:{ROOT}", f"actuate:{LIMIT}"), 600))
+        token = server.authority.token(
+            server.authority.grant("other-brand-app", (f"read:{ROOT}", f"actuate:{LIMIT}"), 600)
+        )
         client.authorize(token)
-        soc = wait_for(lambda: None if "error" in (r := json.loads(client.getValue(SOC))) else r,
-                       "the BMS published no SoC", poll_s=0.1)
+        soc = wait_for(
+            lambda: None if "error" in (r := json.loads(client.getValue(SOC))) else r,
+            "the BMS published no SoC",
+            poll_s=0.1,
+        )
         assert 40 < float(soc["data"]["dp"]["value"]) < 80
 
         updates: queue.Queue = queue.Queue()
@@ -71,11 +76,15 @@ def test_kuksa_client_reads_the_bms_and_the_bms_obeys_its_charge_limit(live):
         applied = json.loads(client.setValue(LIMIT, "62", attribute="targetValue"))
         assert applied["data"]["dp"]["value"] == "62"
         assert bms.charger.soc_target == pytest.approx(0.62)
-        wait_for(lambda: bms.charger.state == "complete" and bms.last.charge_request_a == 0,
-                 "the BMS did not stop charging at the new limit")  # its output follows its charger's state
+        wait_for(
+            lambda: bms.charger.state == "complete" and bms.last.charge_request_a == 0,
+            "the BMS did not stop charging at the new limit",
+        )  # its output follows its charger's state
         assert max(bms.last_estimate["cell_soc"]) == pytest.approx(0.62, abs=0.02)
-        state = {name: json.loads(client.getValue(f"{ROOT}.OpenBMS.{name}"))["data"]["dp"]["value"]
-                 for name in ("ContactorState", "IsBalancing", "ThermalWarning")}  # the overlay's states, live
+        state = {
+            name: json.loads(client.getValue(f"{ROOT}.OpenBMS.{name}"))["data"]["dp"]["value"]
+            for name in ("ContactorState", "IsBalancing", "ThermalWarning")
+        }  # the overlay's states, live
         assert state["ContactorState"] in ("CHARGE", "NORMAL", "STANDBY") and state["ThermalWarning"] == "NONE"
         assert state["IsBalancing"] in ("true", "false")
     finally:
@@ -114,8 +123,10 @@ def test_actuators_answer_what_was_applied_and_commit_it_first():
         committed.append((result, state[NV_KEY]))
 
     assert not bms.actuate(f"{ROOT}.CurrentCurrent", 1.0, WHO, commit).accepted
-    assert bms.actuate(f"{ROOT}.BatteryConditioning.RequestedMode", "FAST_CHARGING_PREPARATION", WHO,
-                       commit).applied == "FAST_CHARGING_PREPARATION"
+    assert (
+        bms.actuate(f"{ROOT}.BatteryConditioning.RequestedMode", "FAST_CHARGING_PREPARATION", WHO, commit).applied
+        == "FAST_CHARGING_PREPARATION"
+    )
     assert committed[-1][1]["conditioning"] == "FAST_CHARGING_PREPARATION"
     stop = bms.actuate(f"{ROOT}.Charging.StartStopCharging", "STOP", WHO, commit)
     assert stop.accepted and bms.charger.state == "stopped" and committed[-1][1]["charge_wanted"] is False
@@ -143,12 +154,19 @@ def test_a_command_that_cannot_be_committed_is_undone():
     def read_only(result, state):
         raise StorageError("the audit log cannot be written: attempt to write a readonly database")
 
-    for path, value in ((LIMIT, 60), (f"{ROOT}.Charging.StartStopCharging", "STOP"),
-                        (f"{ROOT}.BatteryConditioning.RequestedMode", "DRIVING_PREPARATION")):
+    for path, value in (
+        (LIMIT, 60),
+        (f"{ROOT}.Charging.StartStopCharging", "STOP"),
+        (f"{ROOT}.BatteryConditioning.RequestedMode", "DRIVING_PREPARATION"),
+    ):
         with pytest.raises(StorageError):
             bms.actuate(path, value, WHO, read_only)
-    assert (bms.charger.state, bms.charger.soc_target, bms.charge_wanted, bms.conditioning) == \
-        (state, target, True, "INACTIVE")
+    assert (bms.charger.state, bms.charger.soc_target, bms.charge_wanted, bms.conditioning) == (
+        state,
+        target,
+        True,
+        "INACTIVE",
+    )
 
 
 def test_bad_sources_are_refused_clearly():
@@ -241,9 +259,29 @@ def test_the_main_command_serves_on_a_fresh_database_and_saves_on_stop(tmp_path)
             s.bind(("127.0.0.1", 0))
             ports.append(s.getsockname()[1])
     db = f"sqlite:///{tmp_path / 'openbms.db'}"
-    serve = subprocess.Popen([sys.executable, "-m", "openbms.cli", "serve", "--db", db, "--port", str(ports[0]),
-                              "--viss-port", str(ports[1]), "--speed", "20", "--series", "20", "--sensors", "2"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    serve = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "openbms.cli",
+            "serve",
+            "--db",
+            db,
+            "--port",
+            str(ports[0]),
+            "--viss-port",
+            str(ports[1]),
+            "--speed",
+            "20",
+            "--series",
+            "20",
+            "--sensors",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = serve.stdout.readline().strip()
         assert url.startswith(f"http://127.0.0.1:{ports[0]}/#token="), url
@@ -252,8 +290,11 @@ def test_the_main_command_serves_on_a_fresh_database_and_saves_on_stop(tmp_path)
         while True:
             try:
                 page = httpx.get(url.partition("#")[0], timeout=30)
-                reading = httpx.get(f"http://127.0.0.1:{ports[0]}/{SOC.replace('.', '/')}",
-                                    headers={"Authorization": f"Bearer {owner}"}, timeout=30)
+                reading = httpx.get(
+                    f"http://127.0.0.1:{ports[0]}/{SOC.replace('.', '/')}",
+                    headers={"Authorization": f"Bearer {owner}"},
+                    timeout=30,
+                )
                 if reading.status_code == 200:
                     break
             except httpx.TransportError:
@@ -276,8 +317,10 @@ def test_a_pack_file_sets_the_simulated_pack_and_the_bms(tmp_path):
     from openbms.pack.config import load_pack
 
     path = tmp_path / "pack.yaml"
-    path.write_text("cell: a123_lfp\nseries: 12\ntemperature_sensors: 3\nvariation: {capacity: 0.03}\n"
-                    "balancing: {threshold_soc: 0.03}\nshort: {warning_c: 0.002}\n")
+    path.write_text(
+        "cell: a123_lfp\nseries: 12\ntemperature_sensors: 3\nvariation: {capacity: 0.03}\n"
+        "balancing: {threshold_soc: 0.03}\nshort: {warning_c: 0.002}\n"
+    )
     pack = load_pack(path)
     model = pack.cell_model(tmp_path)
     source = make_source("sim", model, pack.series, pack.temperature_sensors, pack.spread())
@@ -294,11 +337,12 @@ def test_serve_without_the_sim_extra_names_the_missing_package_and_how_to_instal
     import subprocess
     import sys
 
-    code = ("import sys; sys.modules['fastsim'] = None  # as if the sim extra were not installed\n"
-            "from openbms.cli import main\n"
-            f"sys.exit(main(['serve', '--db', 'sqlite:///{tmp_path / 'x.db'}', '--port', '0', '--viss-port', '0']))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=PATIENCE_S,
-                          check=False)
+    code = (
+        "import sys; sys.modules['fastsim'] = None  # as if the sim extra were not installed\n"
+        "from openbms.cli import main\n"
+        f"sys.exit(main(['serve', '--db', 'sqlite:///{tmp_path / 'x.db'}', '--port', '0', '--viss-port', '0']))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=PATIENCE_S, check=False)
     said = " ".join((proc.stdout + proc.stderr).split())
     assert proc.returncode == 2, said
     assert "needs the package fastsim" in said and "pip install 'openbms[sim]'" in said and "Traceback" not in said

@@ -19,11 +19,13 @@ def _signals(n=200_000, seed=7):
 
 # -- sensors ------------------------------------------------------------------------------------
 
+
 def test_current_offset_and_gain_are_applied_exactly():
     """Measured current = true·(1 + gain error) + offset, nothing else, when noise is off."""
     t, i, v, temp = _signals(1000)
-    frame = Sensors(current_offset_a=0.05, current_gain_error=0.02, voltage_noise_v=0.0, voltage_lsb_v=0.0,
-                    temperature_offset_c=1.5).measure(t, i, v, temp)
+    frame = Sensors(
+        current_offset_a=0.05, current_gain_error=0.02, voltage_noise_v=0.0, voltage_lsb_v=0.0, temperature_offset_c=1.5
+    ).measure(t, i, v, temp)
     assert list(frame.columns) == [TIME, CURRENT, VOLTAGE, CELL_TEMPERATURE]
     np.testing.assert_array_equal(frame[TIME], t)
     np.testing.assert_allclose(frame[CURRENT], i * 1.02 + 0.05, rtol=0, atol=1e-15)
@@ -62,13 +64,16 @@ def test_noise_has_the_configured_spread_and_is_seeded():
     assert not np.array_equal(other[VOLTAGE], frame[VOLTAGE])
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"voltage_noise_v": -0.001}, "must not be negative"),
-    ({"voltage_lsb_v": -0.001}, "must not be negative"),
-    ({"current_noise_a": -0.1}, "must not be negative"),
-    ({"current_gain_error": 0.5}, r"current gain error 0.5 is not a sensor error"),
-    ({"current_gain_error": -0.7}, r"current gain error -0.7 is not a sensor error"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"voltage_noise_v": -0.001}, "must not be negative"),
+        ({"voltage_lsb_v": -0.001}, "must not be negative"),
+        ({"current_noise_a": -0.1}, "must not be negative"),
+        ({"current_gain_error": 0.5}, r"current gain error 0.5 is not a sensor error"),
+        ({"current_gain_error": -0.7}, r"current gain error -0.7 is not a sensor error"),
+    ],
+)
 def test_sensor_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Sensors(**kwargs).validate()
@@ -89,6 +94,7 @@ def test_scenario_validation_needs_no_physics():
 
 
 # -- drive power --------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def drive():
@@ -125,19 +131,26 @@ def test_cycles_run_one_after_another(drive):
     t2, p2 = drive.cell_power(["udds", "udds"], 7.6)
     assert np.all(np.diff(t2) > 0) and len(t2) == 2 * len(t1)
     np.testing.assert_array_equal(p2[: len(p1)], p1)
-    np.testing.assert_array_equal(p2[len(p1):], p1)
+    np.testing.assert_array_equal(p2[len(p1) :], p1)
     with pytest.raises(ValueError, match="unknown drive cycle 'wltp'"):
         drive.cell_power(["wltp"], 7.6)
 
 
 # -- the plant ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"name": "sony_lco"}, r"unknown plant 'sony_lco': choose from \['chen2020_nmc', 'prada2013_lfp', 'prada2013_lfp_dfn'"),
-    ({"capacity_fade": 0.5}, "capacity_fade must be in"),
-    ({"capacity_fade": -0.1}, "capacity_fade must be in"),
-    ({"kinetics_slowdown": 0.9}, "kinetics_slowdown in"),
-])
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            {"name": "sony_lco"},
+            r"unknown plant 'sony_lco': choose from \['chen2020_nmc', 'prada2013_lfp', 'prada2013_lfp_dfn'",
+        ),
+        ({"capacity_fade": 0.5}, "capacity_fade must be in"),
+        ({"capacity_fade": -0.1}, "capacity_fade must be in"),
+        ({"kinetics_slowdown": 0.9}, "kinetics_slowdown in"),
+    ],
+)
 def test_plant_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Plant(**kwargs)

@@ -63,8 +63,10 @@ def test_levels_enter_escalate_and_clear_with_debounce_and_hysteresis(kind):
     expected_cell = None if kind.startswith("overcurrent") else (3 if kind.endswith("voltage") else 2)
     assert e.cell == expected_cell
     # escalating
-    assert [(t, ev.severity) for t, evs in run(m, kind, 2.5, [derate, derate, critical, critical]) for ev in evs] \
-        == [(3.0, "derate"), (4.0, "critical")]
+    assert [(t, ev.severity) for t, evs in run(m, kind, 2.5, [derate, derate, critical, critical]) for ev in evs] == [
+        (3.0, "derate"),
+        (4.0, "critical"),
+    ]
     assert m.levels[kind] == "critical" and m.worst == "critical"
     # back to the warning band: critical and derate clear only after the 2 s hold
     [(t, [e])] = run(m, kind, 4.5, [warning] * 6)
@@ -93,7 +95,10 @@ def test_every_cell_is_checked_and_numbered_from_one():
     for t in (0.0, 0.5):
         events = m.update(t, v, temp, 0.0)
     assert {(e.kind, e.cell, e.severity) for e in events} == {
-        ("overvoltage", 2, "critical"), ("overvoltage", 4, "warning"), ("undervoltage", 5, "derate")}
+        ("overvoltage", 2, "critical"),
+        ("overvoltage", 4, "warning"),
+        ("undervoltage", 5, "derate"),
+    }
     assert m.cell_levels("overvoltage").tolist() == [0, 3, 0, 1, 0]
     assert m.levels["overvoltage"] == "critical" and m.levels["overtemperature"] == "info"
 
@@ -128,22 +133,25 @@ def test_nan_reading_neither_trips_nor_clears():
     assert m.levels["overvoltage"] == "critical"
 
 
-@pytest.mark.parametrize("field, value", [
-    ("overvoltage_v", (3.60, 3.55, 3.65)),
-    ("undervoltage_v", (2.0, 2.5, 2.6)),
-    ("overtemperature_charge_c", (45.0, 50.0)),
-    ("overcurrent_discharge_c", (3.3, float("nan"), 5.0)),
-    ("capacity_ah", 0.0),
-    ("hysteresis_v", -0.01),
-    ("hysteresis_c", 2.0),  # not below the 2 degC gap of the charge under-temperature levels (2, 0 degC)
-    ("debounce_samples", 0),
-    ("debounce_s", 2.0),
-    ("clear_hold_s", -1.0),
-    ("derate_factor", 0.0),
-    ("charge_soc", (0.0, 1.0, 0.9)),
-    ("discharge_soc_factor", (0.0, 0.3, 1.0)),
-    ("charge_temperature_factor", (0.5, 0.5, 1.0, 1.0, 0.0)),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("overvoltage_v", (3.60, 3.55, 3.65)),
+        ("undervoltage_v", (2.0, 2.5, 2.6)),
+        ("overtemperature_charge_c", (45.0, 50.0)),
+        ("overcurrent_discharge_c", (3.3, float("nan"), 5.0)),
+        ("capacity_ah", 0.0),
+        ("hysteresis_v", -0.01),
+        ("hysteresis_c", 2.0),  # not below the 2 degC gap of the charge under-temperature levels (2, 0 degC)
+        ("debounce_samples", 0),
+        ("debounce_s", 2.0),
+        ("clear_hold_s", -1.0),
+        ("derate_factor", 0.0),
+        ("charge_soc", (0.0, 1.0, 0.9)),
+        ("discharge_soc_factor", (0.0, 0.3, 1.0)),
+        ("charge_temperature_factor", (0.5, 0.5, 1.0, 1.0, 0.0)),
+    ],
+)
 def test_bad_limits_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"SoaLimits.{field} "):
         SoaMonitor(dataclasses.replace(LIMITS, **{field: value}))
@@ -168,8 +176,9 @@ def test_current_limits_soc_and_level_derating():
     assert charge == pytest.approx(0.2 * CAP) and discharge == pytest.approx(3.0 * CAP * (0.3 * 0.02 / 0.05))
     assert current_limits(LIMITS, temp, 0.5, v, level="warning") == pytest.approx((CAP, 3 * CAP))
     assert current_limits(LIMITS, temp, 0.5, v, level="derate") == pytest.approx((0.5 * CAP, 1.5 * CAP))
-    assert current_limits(dataclasses.replace(LIMITS, derate_factor=0.25), temp, 0.5, v, level="derate") \
-        == pytest.approx((0.25 * CAP, 0.75 * CAP))
+    assert current_limits(
+        dataclasses.replace(LIMITS, derate_factor=0.25), temp, 0.5, v, level="derate"
+    ) == pytest.approx((0.25 * CAP, 0.75 * CAP))
     assert current_limits(LIMITS, temp, 0.5, v, level="critical") == (0.0, 0.0)
     # a cell at the derate voltage halves charging only; one below the critical undervoltage stops discharging
     assert current_limits(LIMITS, temp, 0.5, np.array([3.3, 3.62, 3.3, 3.3])) == pytest.approx((0.5 * CAP, 3 * CAP))

@@ -27,8 +27,7 @@ def _error(capsys) -> str:
 
 
 def test_token_prints_only_a_token_the_server_accepts(db, capsys):
-    assert main(["token", "--app", "charger", "--scope", SCOPE, "--ttl", "60", "--db", db,
-                 "--vehicle-id", "VIN7"]) == 0
+    assert main(["token", "--app", "charger", "--scope", SCOPE, "--ttl", "60", "--db", db, "--vehicle-id", "VIN7"]) == 0
     token = capsys.readouterr().out.strip()
     assert token.count(".") == 2 and "\n" not in token
     access = Authority(Store(db), "VIN7").verify(token)
@@ -66,8 +65,10 @@ def test_grant_grants_and_revoke(db, capsys):
 
 def test_grants_fit_an_80_column_terminal_without_cutting_ids_or_dates(db, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
-    long_scopes = ["read:Vehicle.Powertrain.TractionBattery",
-                   "actuate:Vehicle.Powertrain.TractionBattery.Charging.ChargeLimit"]
+    long_scopes = [
+        "read:Vehicle.Powertrain.TractionBattery",
+        "actuate:Vehicle.Powertrain.TractionBattery.Charging.ChargeLimit",
+    ]
     assert main(["grant", "--app", "other-brand-app", "--scope", *long_scopes, "--ttl", "86400", "--db", db]) == 0
     grant = json.loads(capsys.readouterr().out)
     assert main(["grants", "--db", db]) == 0
@@ -80,14 +81,20 @@ def test_grants_fit_an_80_column_terminal_without_cutting_ids_or_dates(db, capsy
     assert scopes == "".join(long_scopes)  # folded, not cut
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["token", "--app", "x", "--scope", "read:Vehicle.Nope"], "'Vehicle.Nope' is not a signal or branch"),
-    (["token", "--app", "x", "--scope", "drive:Vehicle"], "must be 'read:<path>', 'actuate:<path>', 'health' or 'owner'"),
-    (["token", "--scope", SCOPE], "--app NAME is required"),
-    (["token", "--app", "x"], "give either --scope SCOPE... or --owner"),
-    (["token", "--app", "x", "--scope", SCOPE, "--ttl", "-5"], "ttl must be between 1 s"),
-    (["revoke", "no-such-grant"], "no grant with id 'no-such-grant'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["token", "--app", "x", "--scope", "read:Vehicle.Nope"], "'Vehicle.Nope' is not a signal or branch"),
+        (
+            ["token", "--app", "x", "--scope", "drive:Vehicle"],
+            "must be 'read:<path>', 'actuate:<path>', 'health' or 'owner'",
+        ),
+        (["token", "--scope", SCOPE], "--app NAME is required"),
+        (["token", "--app", "x"], "give either --scope SCOPE... or --owner"),
+        (["token", "--app", "x", "--scope", SCOPE, "--ttl", "-5"], "ttl must be between 1 s"),
+        (["revoke", "no-such-grant"], "no grant with id 'no-such-grant'"),
+    ],
+)
 def test_bad_input_is_exit_2_with_a_clear_message(db, capsys, argv, message):
     assert main([*argv, "--db", db]) == 2
     assert message in _error(capsys)

@@ -38,8 +38,9 @@ def store(tmp_path):
 
 
 VSS_UNITS = ("percent", "A", "Ah", "V", "W", "kW", "kWh", "s", "m", "Ohm", "Celsius")  # names of VSS 6.0 units.yaml
-OFFICIAL_VSS = Path(os.environ.get("OPENBMS_VSS_JSON", Path(__file__).parents[1] / ".." / "shared" / "vss"
-                                   / "vss_release_6.0.json"))
+OFFICIAL_VSS = Path(
+    os.environ.get("OPENBMS_VSS_JSON", Path(__file__).parents[1] / ".." / "shared" / "vss" / "vss_release_6.0.json")
+)
 
 
 def test_catalogue_follows_vss_datatypes_and_units():
@@ -70,10 +71,21 @@ def test_the_overlay_only_adds_below_its_own_branch():
     assert [p for p in overlaid if p in standard] == ["Vehicle", "Vehicle.Powertrain", vss.ROOT]  # the way down
     added = [p for p in overlaid if p not in standard]
     assert all(vss.covers(f"{vss.ROOT}.OpenBMS", p) for p in added)
-    assert {f"{vss.ROOT}.OpenBMS.{name}" for name in (
-        "StateOfChargeBound", "Health.StateOfCertifiedEnergy", "Health.StateOfCertifiedRange", "MaxChargePower",
-        "MaxDischargePower",
-        "ContactorState", "IsBalancing", "BalancingCells", "ThermalWarning", "InsulationResistance")} <= set(added)
+    assert {
+        f"{vss.ROOT}.OpenBMS.{name}"
+        for name in (
+            "StateOfChargeBound",
+            "Health.StateOfCertifiedEnergy",
+            "Health.StateOfCertifiedRange",
+            "MaxChargePower",
+            "MaxDischargePower",
+            "ContactorState",
+            "IsBalancing",
+            "BalancingCells",
+            "ThermalWarning",
+            "InsulationResistance",
+        )
+    } <= set(added)
     for path in added:  # in VSS's own terms
         n = vss.node(path)
         assert n.type in ("branch", "sensor") and n.metadata()["description"], path
@@ -81,10 +93,16 @@ def test_the_overlay_only_adds_below_its_own_branch():
 
 
 def test_an_overlay_replaces_keys_and_adds_nodes():
-    base = {"A": {"type": "branch", "description": "a", "children": {"B": {"type": "sensor", "datatype": "float",
-                                                                         "description": "b", "unit": "V"}}}}
-    layer = {"A": {"children": {"B": {"unit": "mV"}, "C": {"type": "sensor", "datatype": "boolean",
-                                                            "description": "c"}}}}
+    base = {
+        "A": {
+            "type": "branch",
+            "description": "a",
+            "children": {"B": {"type": "sensor", "datatype": "float", "description": "b", "unit": "V"}},
+        }
+    }
+    layer = {
+        "A": {"children": {"B": {"unit": "mV"}, "C": {"type": "sensor", "datatype": "boolean", "description": "c"}}}
+    }
     nodes = vss.load(base, layer)
     assert list(nodes) == ["A", "A.B", "A.C"] and nodes["A.B"].unit == "mV" and nodes["A.B"].datatype == "float"
     assert nodes["A"].children == ("A.B", "A.C") and nodes["A"].metadata() == {"type": "branch", "description": "a"}
@@ -108,8 +126,11 @@ def test_coerce_accepts_wire_strings_and_names_the_broken_rule():
 
 def test_branches_and_paths_filter_select_leaves():
     soc_leaves = vss.select("Vehicle.Powertrain.TractionBattery.StateOfCharge")
-    assert soc_leaves == [SOC, "Vehicle.Powertrain.TractionBattery.StateOfCharge.CurrentEnergy",
-                          "Vehicle.Powertrain.TractionBattery.StateOfCharge.Displayed"]
+    assert soc_leaves == [
+        SOC,
+        "Vehicle.Powertrain.TractionBattery.StateOfCharge.CurrentEnergy",
+        "Vehicle.Powertrain.TractionBattery.StateOfCharge.Displayed",
+    ]
     picked = vss.select("Vehicle.Powertrain.TractionBattery", ["StateOfCharge.Current", "Temperature/*"])
     assert picked[0] == SOC and len(picked) == 5  # Average, CellTemperature, Max, Min
     with pytest.raises(vss.InvalidValue, match="characters long"):
@@ -188,8 +209,9 @@ def test_numbers_are_checked_exactly_and_without_overflow():
 def test_tokens_are_bound_to_vehicle_expiry_scope_and_live_grants(store):
     clock = Clock()
     authority = Authority(store, "VIN00000000000001", clock)
-    grant = authority.grant("charger-app", ["read:Vehicle.Powertrain.TractionBattery.StateOfCharge",
-                                            f"actuate:{LIMIT}"], ttl_s=60)
+    grant = authority.grant(
+        "charger-app", ["read:Vehicle.Powertrain.TractionBattery.StateOfCharge", f"actuate:{LIMIT}"], ttl_s=60
+    )
     access = authority.verify(authority.token(grant))
     assert access.app == "charger-app" and access.grant_id == grant.id
     assert access.can_read(SOC) and access.can_read(LIMIT) and access.can_actuate(LIMIT)
@@ -220,11 +242,14 @@ def test_tokens_are_bound_to_vehicle_expiry_scope_and_live_grants(store):
         authority.revoke("nope")
 
 
-@pytest.mark.parametrize("scopes, message", [
-    ([], "at least one scope"),
-    (["write:Vehicle"], "must be 'read:<path>'"),
-    (["read:Vehicle.Nope"], "not a signal"),
-])
+@pytest.mark.parametrize(
+    "scopes, message",
+    [
+        ([], "at least one scope"),
+        (["write:Vehicle"], "must be 'read:<path>'"),
+        (["read:Vehicle.Nope"], "not a signal"),
+    ],
+)
 def test_grants_refuse_bad_scopes(store, scopes, message):
     with pytest.raises(ValueError, match=message):
         Authority(store, "VIN1").grant("app", scopes, 60)

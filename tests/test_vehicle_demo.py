@@ -26,11 +26,19 @@ class DemoVehicle:
 
     def publish(self, time_s: float | None = None) -> None:
         soc = 80.0 - 0.01 * (self.step % 5000)
-        self.hub.publish({SOC: soc, f"{ROOT}.StateOfCharge.Displayed": round(soc),
-                          f"{ROOT}.CurrentVoltage": 380.0 + soc / 10, f"{ROOT}.CurrentCurrent": -20.0,
-                          f"{ROOT}.CurrentPower": -20.0 * (380.0 + soc / 10),
-                          f"{ROOT}.Temperature.Average": 25.0, f"{ROOT}.CellVoltage.CellVoltages": [3.3] * 4,
-                          f"{ROOT}.Charging.IsCharging": False}, time_s)
+        self.hub.publish(
+            {
+                SOC: soc,
+                f"{ROOT}.StateOfCharge.Displayed": round(soc),
+                f"{ROOT}.CurrentVoltage": 380.0 + soc / 10,
+                f"{ROOT}.CurrentCurrent": -20.0,
+                f"{ROOT}.CurrentPower": -20.0 * (380.0 + soc / 10),
+                f"{ROOT}.Temperature.Average": 25.0,
+                f"{ROOT}.CellVoltage.CellVoltages": [3.3] * 4,
+                f"{ROOT}.Charging.IsCharging": False,
+            },
+            time_s,
+        )
         self.step += 1
 
     def decide(self, path: str, value: object, requester: Requester, commit=None) -> SetResult:

@@ -76,27 +76,47 @@ def test_a_health_token_reads_exactly_the_health_record(pack):
     with running_server(hub, store) as server:
         token = server.authority.token(server.authority.grant("buyer's assessor", ["health"], 600))
         headers = {"Authorization": f"Bearer {token}"}
-        status = {leaf: httpx.get(f"{server.http_url}/{leaf.replace('.', '/')}", headers=headers).status_code
-                  for leaf in LEAVES}
+        status = {
+            leaf: httpx.get(f"{server.http_url}/{leaf.replace('.', '/')}", headers=headers).status_code
+            for leaf in LEAVES
+        }
         readable = {leaf for leaf, code in status.items() if code == 200}
         socr = f"{HEALTH}.StateOfCertifiedRange"  # declared for a vehicle integration; the BMS does not publish it
         assert readable == set(HEALTH_LEAVES) - {socr} and status[socr] == 404  # allowed, not available
         assert {code for leaf, code in status.items() if leaf not in HEALTH_LEAVES} == {403}
-        assert {f"{ROOT}.StateOfHealth", f"{ROOT}.OpenBMS.ResistanceHealth", f"{HEALTH}.EquivalentFullCycles",
-                f"{HEALTH}.TimeAtTemperature", f"{HEALTH}.DeepDischargeEvents"} <= readable
+        assert {
+            f"{ROOT}.StateOfHealth",
+            f"{ROOT}.OpenBMS.ResistanceHealth",
+            f"{HEALTH}.EquivalentFullCycles",
+            f"{HEALTH}.TimeAtTemperature",
+            f"{HEALTH}.DeepDischargeEvents",
+        } <= readable
         branch = httpx.get(f"{server.http_url}/{HEALTH.replace('.', '/')}", headers=headers)
         assert branch.status_code == 200 and len(branch.json()["data"]) == len(HEALTH_LEAVES) - 3
         assert httpx.get(f"{server.http_url}/{ROOT.replace('.', '/')}", headers=headers).status_code == 403
         limit = f"{ROOT}.Charging.ChargeLimit"
-        refused = httpx.post(f"{server.http_url}/{limit.replace('.', '/')}", headers=headers,
-                             json={"value": "80", "requestId": "h1"})
+        refused = httpx.post(
+            f"{server.http_url}/{limit.replace('.', '/')}", headers=headers, json={"value": "80", "requestId": "h1"}
+        )
         assert refused.status_code == 403 and hub.read(limit)[0] != 80 or node(limit).type != "actuator"
         with connect(server.viss_url, subprotocols=["VISSv2"], open_timeout=5) as ws:
-            ws.send(json.dumps({"action": "subscribe", "path": HEALTH, "authorization": token, "requestId": "s1",
-                                "filter": {"type": "timebased", "parameter": {"period": "100"}}}))
+            ws.send(
+                json.dumps(
+                    {
+                        "action": "subscribe",
+                        "path": HEALTH,
+                        "authorization": token,
+                        "requestId": "s1",
+                        "filter": {"type": "timebased", "parameter": {"period": "100"}},
+                    }
+                )
+            )
             assert "subscriptionId" in json.loads(ws.recv(5))
-            ws.send(json.dumps({"action": "subscribe", "path": f"{ROOT}.StateOfCharge", "authorization": token,
-                                "requestId": "s2"}))
+            ws.send(
+                json.dumps(
+                    {"action": "subscribe", "path": f"{ROOT}.StateOfCharge", "authorization": token, "requestId": "s2"}
+                )
+            )
             answers = [json.loads(ws.recv(5)) for _ in range(3)]
             assert any(a.get("requestId") == "s2" and a["error"]["number"] == 403 for a in answers)
         assert httpx.get(f"{server.http_url}/owner/grants", headers=headers).status_code == 403
@@ -110,8 +130,10 @@ def test_passport_exports_the_record_with_the_cell_models_provenance(pack, tmp_p
     assert doc["state_of_health"]["capacity_percent"] == hub.read(f"{ROOT}.StateOfHealth")[0]
     assert doc["throughput"]["charged_ah"] == hub.read(f"{HEALTH}.ChargedCharge")[0]
     assert doc["time_at_temperature_hours"][0]["band"] == "below 0 degC"
-    assert len(doc["time_at_state_of_charge_hours"]) == 10 and doc["time_at_state_of_charge_hours"][-1]["band"] \
-        == "above 90 %"
+    assert (
+        len(doc["time_at_state_of_charge_hours"]) == 10
+        and doc["time_at_state_of_charge_hours"][-1]["band"] == "above 90 %"
+    )
     assert doc["cell_model"]["name"] == "blade_lfp" and doc["cell_model"]["provenance"]["derived_from"] == "a123_lfp"
     assert doc["battery"]["cells_in_series"] == 20 and doc["events"]["deep_discharge"]["count"] == 0
     empty = f"sqlite:///{tmp_path / 'empty.db'}"

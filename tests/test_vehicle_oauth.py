@@ -45,8 +45,9 @@ def loopback_http(monkeypatch):
 
 
 def register(owner: httpx.Client, public: bool = False, redirect: str = REDIRECT) -> dict:
-    answer = owner.post("/owner/clients", json={"name": "Other Brand App", "redirect_uris": [redirect],
-                                                 "public": public})
+    answer = owner.post(
+        "/owner/clients", json={"name": "Other Brand App", "redirect_uris": [redirect], "public": public}
+    )
     assert answer.status_code == 201, answer.text
     return answer.json()
 
@@ -62,8 +63,10 @@ def consent(owner: httpx.Client, authorization_url: str, scopes=None, allow: boo
     if described.status_code != 200 or "redirect" in described.json():
         return described.json()
     asked = [s["scope"] for s in described.json()["scopes"]]
-    return owner.post("/oauth/consent", json={"query": query, "scopes": asked if scopes is None else scopes,
-                                              "ttl_s": 86400, "allow": allow}).json()
+    return owner.post(
+        "/oauth/consent",
+        json={"query": query, "scopes": asked if scopes is None else scopes, "ttl_s": 86400, "allow": allow},
+    ).json()
 
 
 def authorize(vehicle, client: dict, scopes=None, oauth=None):
@@ -75,8 +78,12 @@ def authorize(vehicle, client: dict, scopes=None, oauth=None):
 
 def fetch(vehicle, client, oauth, redirect_with_code):
     server, _ = vehicle
-    return oauth.fetch_token(f"{server.http_url}/oauth/token", authorization_response=redirect_with_code,
-                             client_secret=client["client_secret"], include_client_id=client["client_secret"] is None)
+    return oauth.fetch_token(
+        f"{server.http_url}/oauth/token",
+        authorization_response=redirect_with_code,
+        client_secret=client["client_secret"],
+        include_client_id=client["client_secret"] is None,
+    )
 
 
 def read(vehicle, access_token: str, path: str = SOC) -> httpx.Response:
@@ -89,8 +96,9 @@ def token_error(answer) -> tuple[int, str]:
 
 
 def audit_of(vehicle, app: str = "Other Brand App") -> list[dict]:
-    return [r for r in vehicle[1].get("/owner/audit?limit=500").json() if r["path"].startswith("oauth:")
-            and r["app"] == app]
+    return [
+        r for r in vehicle[1].get("/owner/audit?limit=500").json() if r["path"].startswith("oauth:") and r["app"] == app
+    ]
 
 
 def test_metadata_says_how_to_reach_the_server(vehicle):
@@ -113,12 +121,18 @@ def test_code_flow_with_pkce_gives_a_vehicle_token_that_refreshes_with_rotation(
     assert token["token_type"].lower() == "bearer" and token["expires_in"] <= ACCESS_TTL_S
     assert sorted(token["scope"]) == sorted(SCOPES)
     assert read(vehicle, token["access_token"]).status_code == 200
-    set_answer = httpx.post(f"{server.http_url}/{LIMIT.replace('.', '/')}", json={"value": "80",
-                            "requestId": uuid.uuid4().hex}, headers={"Authorization": f"Bearer {token['access_token']}"})
+    set_answer = httpx.post(
+        f"{server.http_url}/{LIMIT.replace('.', '/')}",
+        json={"value": "80", "requestId": uuid.uuid4().hex},
+        headers={"Authorization": f"Bearer {token['access_token']}"},
+    )
     assert set_answer.json()["data"]["dp"]["value"] == "80"
     # the consent is a grant like any other: the owner sees it, named after the app
-    grant = next(g for g in owner.get("/owner/grants").json() if g["app"] == "Other Brand App"
-                 and g["status"] == "active" and g["scopes"] == SCOPES)
+    grant = next(
+        g
+        for g in owner.get("/owner/grants").json()
+        if g["app"] == "Other Brand App" and g["status"] == "active" and g["scopes"] == SCOPES
+    )
     refreshed = oauth.refresh_token(f"{server.http_url}/oauth/token", **_refresh_auth(client))
     assert refreshed["refresh_token"] != token["refresh_token"]
     assert read(vehicle, refreshed["access_token"]).status_code == 200
@@ -134,12 +148,16 @@ def test_the_owner_unticks_a_scope_and_the_app_gets_only_the_rest(vehicle):
     oauth, redirect = authorize(vehicle, client, scopes=[f"read:{ROOT}"])
     token = fetch(vehicle, client, oauth, redirect)
     assert token["scope"] == [f"read:{ROOT}"]
-    refused = httpx.post(f"{server.http_url}/{LIMIT.replace('.', '/')}", json={"value": "80", "requestId": "x1"},
-                         headers={"Authorization": f"Bearer {token['access_token']}"})
+    refused = httpx.post(
+        f"{server.http_url}/{LIMIT.replace('.', '/')}",
+        json={"value": "80", "requestId": "x1"},
+        headers={"Authorization": f"Bearer {token['access_token']}"},
+    )
     assert refused.status_code == 403
     # asking a refresh for more than the owner approved
-    wider = _post_token(vehicle, client, grant_type="refresh_token", refresh_token=token["refresh_token"],
-                        scope=" ".join(SCOPES))
+    wider = _post_token(
+        vehicle, client, grant_type="refresh_token", refresh_token=token["refresh_token"], scope=" ".join(SCOPES)
+    )
     assert token_error(wider) == (400, "invalid_scope")
 
 
@@ -148,14 +166,19 @@ def test_rfc7009_revocation_ends_the_consent(vehicle):
     client = register(owner)
     oauth, redirect = authorize(vehicle, client)
     token = fetch(vehicle, client, oauth, redirect)
-    answer = httpx.post(f"{server.http_url}/oauth/revoke", data={"token": token["refresh_token"],
-                        "token_type_hint": "refresh_token"}, auth=_basic(client))
+    answer = httpx.post(
+        f"{server.http_url}/oauth/revoke",
+        data={"token": token["refresh_token"], "token_type_hint": "refresh_token"},
+        auth=_basic(client),
+    )
     assert answer.status_code == 200
     assert read(vehicle, token["access_token"]).status_code == 401
     again = _post_token(vehicle, client, grant_type="refresh_token", refresh_token=token["refresh_token"])
     assert token_error(again) == (400, "invalid_grant")
-    assert httpx.post(f"{server.http_url}/oauth/revoke", data={"token": "never-issued"},
-                      auth=_basic(client)).status_code == 200  # RFC 7009 §2.2
+    assert (
+        httpx.post(f"{server.http_url}/oauth/revoke", data={"token": "never-issued"}, auth=_basic(client)).status_code
+        == 200
+    )  # RFC 7009 §2.2
 
 
 def test_authorization_errors_are_the_rfcs_and_grant_nothing(vehicle):
@@ -198,15 +221,18 @@ def test_token_errors_are_the_rfcs_and_grant_nothing(vehicle):
     assert token_error(_post_token(vehicle, client, **exchange)) == (400, "invalid_request")  # no verifier
     wrong = _post_token(vehicle, client, **exchange, code_verifier=_other_verifier(verifier))
     assert token_error(wrong) == (400, "invalid_grant")
-    elsewhere = _post_token(vehicle, client, **{**exchange, "redirect_uri": "http://127.0.0.1:9/elsewhere"},
-                            code_verifier=verifier)
+    elsewhere = _post_token(
+        vehicle, client, **{**exchange, "redirect_uri": "http://127.0.0.1:9/elsewhere"}, code_verifier=verifier
+    )
     assert token_error(elsewhere) == (400, "invalid_grant")
     stranger = {**client, "client_secret": "not-the-secret"}
     assert token_error(_post_token(vehicle, stranger, **exchange, code_verifier=verifier)) == (401, "invalid_client")
     nobody = {"client_id": "no-such-app", "client_secret": "x"}
     assert token_error(_post_token(vehicle, nobody, **exchange, code_verifier=verifier)) == (401, "invalid_client")
-    assert any(r["app"] == "unknown client 'no-such-app'" and r["path"] == "oauth:/oauth/token"
-               for r in vehicle[1].get("/owner/audit?limit=500").json())
+    assert any(
+        r["app"] == "unknown client 'no-such-app'" and r["path"] == "oauth:/oauth/token"
+        for r in vehicle[1].get("/owner/audit?limit=500").json()
+    )
     first = _post_token(vehicle, client, **exchange, code_verifier=verifier)
     assert first.status_code == 200
     reused = _post_token(vehicle, client, **exchange, code_verifier=verifier)
@@ -235,8 +261,14 @@ def test_expired_codes_and_refresh_tokens_are_invalid_grant(vehicle):
     code = parse_qs(urlsplit(redirect).query)["code"][0]
     oauth_server.clock = lambda: time.time() + CODE_TTL_S + 1
     try:
-        late = _post_token(vehicle, client, grant_type="authorization_code", code=code, redirect_uri=REDIRECT,
-                           code_verifier=oauth._code_verifier)
+        late = _post_token(
+            vehicle,
+            client,
+            grant_type="authorization_code",
+            code=code,
+            redirect_uri=REDIRECT,
+            code_verifier=oauth._code_verifier,
+        )
         assert token_error(late) == (400, "invalid_grant") and "expired" in late.json()["error_description"]
         oauth_server.clock = time.time
         token = fetch(vehicle, client, *authorize(vehicle, client))
@@ -272,8 +304,14 @@ def test_registration_refuses_what_the_rfcs_forbid(vehicle):
     assert token_error(httpx.post(token_endpoint, data={"code": "x" * 20000})) == (413, "invalid_request")
     assert token_error(httpx.post(token_endpoint, json={"grant_type": "refresh_token"})) == (400, "invalid_request")
     app_token = vehicle[0].authority.token(vehicle[0].authority.grant("app", [f"read:{ROOT}"], 60))
-    assert httpx.post(f"{vehicle[0].http_url}/owner/clients", json={"name": "x", "redirect_uris": [REDIRECT]},
-                      headers={"Authorization": f"Bearer {app_token}"}).status_code == 403
+    assert (
+        httpx.post(
+            f"{vehicle[0].http_url}/owner/clients",
+            json={"name": "x", "redirect_uris": [REDIRECT]},
+            headers={"Authorization": f"Bearer {app_token}"},
+        ).status_code
+        == 403
+    )
 
 
 def _post_token(vehicle, client: dict, **form) -> httpx.Response:
@@ -284,7 +322,9 @@ def _post_token(vehicle, client: dict, **form) -> httpx.Response:
 
 
 def _basic(client: dict) -> httpx.BasicAuth | None:
-    return None if client.get("client_secret") is None else httpx.BasicAuth(client["client_id"], client["client_secret"])
+    return (
+        None if client.get("client_secret") is None else httpx.BasicAuth(client["client_id"], client["client_secret"])
+    )
 
 
 def _refresh_auth(client: dict) -> dict:

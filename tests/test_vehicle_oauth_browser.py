@@ -101,10 +101,12 @@ def test_register_consent_use_revoke(vehicle):
             dashboard.get_by_role("button", name="Revoke access of Other Brand App").click()
             expect(dashboard.locator("#grant-result")).to_have_text("Other Brand App no longer has access.")
             page.reload()
-            expect(page.locator("#read-problem")).to_contain_text("The car refused a read: Access token is invalid: "
-                                                                  "the owner revoked grant")
-            expect(page.locator("#subscription")).to_contain_text("ended: Access token is invalid: the owner revoked "
-                                                                  "grant")
+            expect(page.locator("#read-problem")).to_contain_text(
+                "The car refused a read: Access token is invalid: the owner revoked grant"
+            )
+            expect(page.locator("#subscription")).to_contain_text(
+                "ended: Access token is invalid: the owner revoked grant"
+            )
             page.fill("#limit", "60")
             page.click("#set-limit")
             expect(page.locator("#message")).to_contain_text("Charge limit not set")

@@ -129,6 +129,7 @@ def error_of(reply: dict) -> tuple[int, str]:
 
 # --- every message kind and filter -------------------------------------------------------------
 
+
 def test_get_one_signal_with_a_viss_timestamp(client, vehicle):
     reply = client.send(action="get", path=SOC, authorization=token(vehicle))
     assert reply["action"] == "get" and reply["data"]["path"] == SOC
@@ -137,19 +138,34 @@ def test_get_one_signal_with_a_viss_timestamp(client, vehicle):
 
 
 def test_get_a_branch_with_the_paths_filter_and_slash_separators(client, vehicle):
-    reply = client.send(action="get", path=ROOT.replace(".", "/"), authorization=token(vehicle),
-                        filter={"type": "paths", "parameter": ["StateOfCharge.Current", "Temperature/Average"]})
+    reply = client.send(
+        action="get",
+        path=ROOT.replace(".", "/"),
+        authorization=token(vehicle),
+        filter={"type": "paths", "parameter": ["StateOfCharge.Current", "Temperature/Average"]},
+    )
     assert [d["path"] for d in reply["data"]] == [SOC, f"{ROOT}.Temperature.Average"]
     reply = client.send(action="get", path=f"{ROOT}.CellVoltage", authorization=token(vehicle))
     assert reply["data"]["dp"]["value"] == ["3.3"] * 4  # only the array has a value: one data point
 
 
 def test_get_static_metadata(client, vehicle):
-    reply = client.send(action="get", path=f"{ROOT}.Charging", authorization=token(vehicle),
-                        filter={"type": "static-metadata", "parameter": ""})
+    reply = client.send(
+        action="get",
+        path=f"{ROOT}.Charging",
+        authorization=token(vehicle),
+        filter={"type": "static-metadata", "parameter": ""},
+    )
     limit = reply["metadata"]["Charging"]["children"]["ChargeLimit"]
-    assert limit == {"type": "actuator", "description": "Target charge limit (state of charge) for battery.",
-                     "datatype": "uint8", "unit": "percent", "min": 0, "max": 100, "default": 100}  # VSS 6.0's
+    assert limit == {
+        "type": "actuator",
+        "description": "Target charge limit (state of charge) for battery.",
+        "datatype": "uint8",
+        "unit": "percent",
+        "min": 0,
+        "max": 100,
+        "default": 100,
+    }  # VSS 6.0's
 
 
 def test_set_returns_what_the_bms_applied_and_audits_it_first(client, vehicle):
@@ -163,8 +179,12 @@ def test_set_returns_what_the_bms_applied_and_audits_it_first(client, vehicle):
 
 
 def test_a_refusal_by_the_bms_says_why(client, vehicle):
-    reply = client.send(action="set", path=CONDITIONING, value="FAST_CHARGING_PREPARATION",
-                        authorization=token(vehicle, f"actuate:{ROOT}.BatteryConditioning"))
+    reply = client.send(
+        action="set",
+        path=CONDITIONING,
+        value="FAST_CHARGING_PREPARATION",
+        authorization=token(vehicle, f"actuate:{ROOT}.BatteryConditioning"),
+    )
     assert error_of(reply) == (403, "forbidden_request") and "no charger" in reply["error"]["message"]
 
 
@@ -181,8 +201,12 @@ def test_subscribe_notifies_then_unsubscribe_ends_it(client, vehicle):
 
 
 def test_timebased_subscription_keeps_its_period(client, vehicle):
-    client.send(action="subscribe", path=f"{ROOT}.Temperature.Average", authorization=token(vehicle),
-                filter={"type": "timebased", "parameter": {"period": "200"}})
+    client.send(
+        action="subscribe",
+        path=f"{ROOT}.Temperature.Average",
+        authorization=token(vehicle),
+        filter={"type": "timebased", "parameter": {"period": "200"}},
+    )
     stamps = []
     for _ in range(4):
         client.notification()
@@ -193,8 +217,12 @@ def test_timebased_subscription_keeps_its_period(client, vehicle):
 
 def test_change_subscription_notifies_only_beyond_the_difference(client, vehicle):
     vehicle.hub.publish({RANGE: 100_000})
-    client.send(action="subscribe", path=RANGE, authorization=token(vehicle),
-                filter={"type": "change", "parameter": {"logic-op": "gt", "diff": "1000"}})
+    client.send(
+        action="subscribe",
+        path=RANGE,
+        authorization=token(vehicle),
+        filter={"type": "change", "parameter": {"logic-op": "gt", "diff": "1000"}},
+    )
     assert client.notification()["data"]["dp"]["value"] == "100000"  # the current value starts it
     vehicle.hub.publish({RANGE: 100_500})
     vehicle.hub.publish({RANGE: 102_000})
@@ -203,15 +231,23 @@ def test_change_subscription_notifies_only_beyond_the_difference(client, vehicle
 
 def test_change_filter_applies_its_diff_with_its_sign_and_to_booleans(client, vehicle):
     vehicle.hub.publish({RANGE: 100_000})
-    client.send(action="subscribe", path=RANGE, authorization=token(vehicle),
-                filter={"type": "change", "parameter": {"logic-op": "lt", "diff": "-1000"}})
+    client.send(
+        action="subscribe",
+        path=RANGE,
+        authorization=token(vehicle),
+        filter={"type": "change", "parameter": {"logic-op": "lt", "diff": "-1000"}},
+    )
     assert client.notification()["data"]["dp"]["value"] == "100000"
     for value in (101_000, 99_500, 98_000):  # up, down by 500 (not beyond -1000), down by 2000 from the last sent
         vehicle.hub.publish({RANGE: value})
     assert client.notification()["data"]["dp"]["value"] == "98000"
     charging = f"{ROOT}.Charging.IsCharging"
-    client.send(action="subscribe", path=charging, authorization=token(vehicle),
-                filter={"type": "change", "parameter": {"logic-op": "gt", "diff": "0"}})  # false -> true only
+    client.send(
+        action="subscribe",
+        path=charging,
+        authorization=token(vehicle),
+        filter={"type": "change", "parameter": {"logic-op": "gt", "diff": "0"}},
+    )  # false -> true only
     assert client.notification()["data"]["path"] == charging  # the current value starts it
     vehicle.hub.publish({charging: True})
     assert client.notification()["data"]["dp"]["value"] == "true"
@@ -219,22 +255,42 @@ def test_change_filter_applies_its_diff_with_its_sign_and_to_booleans(client, ve
 
 def test_range_filter_notifies_only_values_inside_the_range(client, vehicle):
     vehicle.hub.publish({RANGE: 100_000})
-    first = client.send(action="subscribe", path=RANGE, authorization=token(vehicle),
-                        filter={"type": "range", "parameter": [{"boundary-op": "lt", "boundary": "50000", "combination-op": "OR"},
-                                                       {"boundary-op": "gt", "boundary": "150000"}]})
+    first = client.send(
+        action="subscribe",
+        path=RANGE,
+        authorization=token(vehicle),
+        filter={
+            "type": "range",
+            "parameter": [
+                {"boundary-op": "lt", "boundary": "50000", "combination-op": "OR"},
+                {"boundary-op": "gt", "boundary": "150000"},
+            ],
+        },
+    )
     for value in (120_000, 40_000, 90_000, 200_000):
         vehicle.hub.publish({RANGE: value})
     assert [client.notification()["data"]["dp"]["value"] for _ in range(2)] == ["40000", "200000"]
-    inside = client.send(action="subscribe", path=RANGE, authorization=token(vehicle),
-                         filter={"type": "range", "parameter": [{"boundary-op": "gte", "boundary": "100"},
-                                                                {"boundary-op": "lte", "boundary": "200"}]})
+    inside = client.send(
+        action="subscribe",
+        path=RANGE,
+        authorization=token(vehicle),
+        filter={
+            "type": "range",
+            "parameter": [{"boundary-op": "gte", "boundary": "100"}, {"boundary-op": "lte", "boundary": "200"}],
+        },
+    )
     vehicle.hub.publish({RANGE: 1000})  # inside the first range only
     vehicle.hub.publish({RANGE: 150})  # inside both
     heard = [(m["subscriptionId"], m["data"]["dp"]["value"]) for m in (client.notification() for _ in range(3))]
-    assert sorted(heard) == sorted([(first["subscriptionId"], "1000"), (first["subscriptionId"], "150"),
-                                    (inside["subscriptionId"], "150")])
-    refused = client.send(action="subscribe", path=f"{ROOT}.ErrorCodes", authorization=token(vehicle),
-                          filter={"type": "range", "parameter": {"boundary-op": "gt", "boundary": "1"}})
+    assert sorted(heard) == sorted(
+        [(first["subscriptionId"], "1000"), (first["subscriptionId"], "150"), (inside["subscriptionId"], "150")]
+    )
+    refused = client.send(
+        action="subscribe",
+        path=f"{ROOT}.ErrorCodes",
+        authorization=token(vehicle),
+        filter={"type": "range", "parameter": {"boundary-op": "gt", "boundary": "1"}},
+    )
     assert error_of(refused) == (400, "bad_request") and "numeric" in refused["error"]["message"]
 
 
@@ -242,8 +298,12 @@ def test_curvelog_sends_the_points_a_curve_needs_when_its_buffer_is_full(client,
     power = f"{ROOT}.Charging.MaximumChargingCurrent.DC"  # not published by the demo vehicle
     start = time.time()
     vehicle.hub.publish({power: 10.0}, start)
-    client.send(action="subscribe", path=power, authorization=token(vehicle),
-                filter={"type": "curvelog", "parameter": {"maxerr": "0.5", "bufsize": "6"}})
+    client.send(
+        action="subscribe",
+        path=power,
+        authorization=token(vehicle),
+        filter={"type": "curvelog", "parameter": {"maxerr": "0.5", "bufsize": "6"}},
+    )
     for k, value in enumerate([11.0, 12.0, 13.2, 20.0, 20.1], start=1):  # a ramp, then a step
         vehicle.hub.publish({power: value}, start + k)
     series = client.notification()["data"]
@@ -256,61 +316,108 @@ def test_history_filter_reads_the_recorded_values(client, vehicle, monkeypatch):
     capacity = f"{ROOT}.NetCapacity"  # recorded here, never published by the demo vehicle
     now = time.time()
     to_complete = f"{ROOT}.Charging.TimeToComplete"
-    vehicle.store.append_history([(now - 7200, capacity, 60), (now - 1800, capacity, 59), (now - 60, capacity, 58),
-                                  (now - 30, to_complete, 600)])
-    reply = client.send(action="get", path=capacity, authorization=token(vehicle),
-                        filter={"type": "history", "parameter": "PT1H"})
+    vehicle.store.append_history(
+        [(now - 7200, capacity, 60), (now - 1800, capacity, 59), (now - 60, capacity, 58), (now - 30, to_complete, 600)]
+    )
+    reply = client.send(
+        action="get", path=capacity, authorization=token(vehicle), filter={"type": "history", "parameter": "PT1H"}
+    )
     assert reply["data"]["path"] == capacity and [dp["value"] for dp in reply["data"]["dp"]] == ["59", "58"]
-    day = client.send(action="get", path=ROOT, authorization=token(vehicle),
-                      filter=[{"type": "paths", "parameter": ["NetCapacity", "Charging.TimeToComplete"]},
-                              {"type": "history", "parameter": "P1DT2H"}])
+    day = client.send(
+        action="get",
+        path=ROOT,
+        authorization=token(vehicle),
+        filter=[
+            {"type": "paths", "parameter": ["NetCapacity", "Charging.TimeToComplete"]},
+            {"type": "history", "parameter": "P1DT2H"},
+        ],
+    )
     assert [(d["path"], len(d["dp"])) for d in day["data"]] == [(capacity, 3), (to_complete, 1)]
     for period in ("P1Y", "PT", "P2W", "1H", "P999D"):
-        bad = client.send(action="get", path=capacity, authorization=token(vehicle),
-                          filter={"type": "history", "parameter": period})
+        bad = client.send(
+            action="get", path=capacity, authorization=token(vehicle), filter={"type": "history", "parameter": period}
+        )
         assert error_of(bad) == (400, "bad_request") and period in bad["error"]["message"], bad
-    none = client.send(action="get", path=f"{ROOT}.StateOfHealth", authorization=token(vehicle),
-                       filter={"type": "history", "parameter": "PT10M"})
+    none = client.send(
+        action="get",
+        path=f"{ROOT}.StateOfHealth",
+        authorization=token(vehicle),
+        filter={"type": "history", "parameter": "PT10M"},
+    )
     assert error_of(none) == (404, "unavailable_data")
     monkeypatch.setattr("openbms.vehicle.service.MAX_HISTORY_POINTS", 2)
-    too_many = client.send(action="get", path=capacity, authorization=token(vehicle),
-                           filter={"type": "history", "parameter": "P1D"})
+    too_many = client.send(
+        action="get", path=capacity, authorization=token(vehicle), filter={"type": "history", "parameter": "P1D"}
+    )
     assert error_of(too_many) == (400, "bad_request") and "shorter period" in too_many["error"]["message"]
 
 
 def test_dynamic_metadata_server_capabilities_availability_and_access_control(client, vehicle):
-    capabilities = client.send(action="get", path="Vehicle",  # no token: access control does not apply to it
-                               filter={"type": "dynamic-metadata", "parameter": "server_capabilities"})["metadata"]
-    assert {"timebased", "change", "range", "curvelog", "history", "static_metadata", "dynamic_metadata"} \
-        <= set(capabilities["filter"]) and capabilities["transport_protocol"] == ["https", "wss"]
-    reply = client.send(action="get", path=ROOT, authorization=token(vehicle),
-                        filter=[{"type": "paths", "parameter": ["StateOfCharge.Current", "StateOfHealth"]},
-                                {"type": "dynamic-metadata", "parameter": ["availability"]}])
-    assert [(d["path"], d["dp"]["value"]) for d in reply["data"]] == [(SOC, "available"),
-                                                                     (f"{ROOT}.StateOfHealth", "unavailable")]
-    rates = client.send(action="get", path=ROOT, authorization=token(vehicle),
-                        filter=[{"type": "paths", "parameter": ["StateOfCharge.Current", "StateOfHealth"]},
-                                {"type": "dynamic-metadata", "parameter": "samplerate"}])["data"]
+    capabilities = client.send(
+        action="get",
+        path="Vehicle",  # no token: access control does not apply to it
+        filter={"type": "dynamic-metadata", "parameter": "server_capabilities"},
+    )["metadata"]
+    assert {"timebased", "change", "range", "curvelog", "history", "static_metadata", "dynamic_metadata"} <= set(
+        capabilities["filter"]
+    ) and capabilities["transport_protocol"] == ["https", "wss"]
+    reply = client.send(
+        action="get",
+        path=ROOT,
+        authorization=token(vehicle),
+        filter=[
+            {"type": "paths", "parameter": ["StateOfCharge.Current", "StateOfHealth"]},
+            {"type": "dynamic-metadata", "parameter": ["availability"]},
+        ],
+    )
+    assert [(d["path"], d["dp"]["value"]) for d in reply["data"]] == [
+        (SOC, "available"),
+        (f"{ROOT}.StateOfHealth", "unavailable"),
+    ]
+    rates = client.send(
+        action="get",
+        path=ROOT,
+        authorization=token(vehicle),
+        filter=[
+            {"type": "paths", "parameter": ["StateOfCharge.Current", "StateOfHealth"]},
+            {"type": "dynamic-metadata", "parameter": "samplerate"},
+        ],
+    )["data"]
     assert rates["path"] == SOC and 1 < float(rates["dp"]["value"]) < 40  # the demo publishes at 20 Hz
-    never = client.send(action="get", path=f"{ROOT}.StateOfHealth", authorization=token(vehicle),
-                        filter={"type": "dynamic-metadata", "parameter": "samplerate"})
+    never = client.send(
+        action="get",
+        path=f"{ROOT}.StateOfHealth",
+        authorization=token(vehicle),
+        filter={"type": "dynamic-metadata", "parameter": "samplerate"},
+    )
     assert error_of(never) == (404, "unavailable_data")
-    validate = client.send(action="get", path=f"{ROOT}.Charging.ChargeLimit",
-                           filter={"type": "dynamic-metadata", "parameter": "validate"})
+    validate = client.send(
+        action="get", path=f"{ROOT}.Charging.ChargeLimit", filter={"type": "dynamic-metadata", "parameter": "validate"}
+    )
     assert validate["data"]["dp"]["value"] == "read-write"
-    assert error_of(client.send(action="get", path=ROOT, filter={"type": "dynamic-metadata",
-                                                                 "parameter": "availability"})) \
-        == (401, "missing_token")
-    wrong = client.send(action="get", path=ROOT, filter={"type": "dynamic-metadata", "parameter": "server_capabilities"})
+    assert error_of(
+        client.send(action="get", path=ROOT, filter={"type": "dynamic-metadata", "parameter": "availability"})
+    ) == (401, "missing_token")
+    wrong = client.send(
+        action="get", path=ROOT, filter={"type": "dynamic-metadata", "parameter": "server_capabilities"}
+    )
     assert error_of(wrong) == (400, "bad_request") and "Vehicle" in wrong["error"]["message"]
 
 
 def test_static_metadata_selects_keys_and_paths(client, vehicle):
-    reply = client.send(action="get", path=f"{ROOT}.Charging",
-                        filter=[{"type": "paths", "parameter": ["ChargeLimit", "IsCharging"]},
-                                {"type": "static-metadata", "parameter": ["datatype", "unit"]}])
-    assert reply["metadata"] == {"Charging": {"children": {"IsCharging": {"datatype": "boolean"},
-                                                           "ChargeLimit": {"datatype": "uint8", "unit": "percent"}}}}
+    reply = client.send(
+        action="get",
+        path=f"{ROOT}.Charging",
+        filter=[
+            {"type": "paths", "parameter": ["ChargeLimit", "IsCharging"]},
+            {"type": "static-metadata", "parameter": ["datatype", "unit"]},
+        ],
+    )
+    assert reply["metadata"] == {
+        "Charging": {
+            "children": {"IsCharging": {"datatype": "boolean"}, "ChargeLimit": {"datatype": "uint8", "unit": "percent"}}
+        }
+    }
     bad = client.send(action="get", path=ROOT, filter={"type": "static-metadata", "parameter": ["colour"]})
     assert error_of(bad) == (400, "bad_request") and "datatype" in bad["error"]["message"]
 
@@ -318,26 +425,38 @@ def test_static_metadata_selects_keys_and_paths(client, vehicle):
 def test_a_request_path_with_a_wildcard_is_refused(client, vehicle):
     reply = client.send(action="get", path="Vehicle.*", authorization=token(vehicle))
     assert error_of(reply) == (400, "bad_request") and "paths filter" in reply["error"]["message"]
-    matched = client.send(action="get", path="Vehicle", authorization=token(vehicle),
-                          filter={"type": "paths", "parameter": "*.*.Temperature.*"})
+    matched = client.send(
+        action="get",
+        path="Vehicle",
+        authorization=token(vehicle),
+        filter={"type": "paths", "parameter": "*.*.Temperature.*"},
+    )
     assert matched["data"]["path"] == f"{ROOT}.Temperature.Average"  # the only one with a value: one data point
 
 
 def test_bad_filters_are_explained(client, vehicle):
     tok = token(vehicle)
-    for bad, says in (({"type": "timebased", "parameter": {"period": "5"}}, "at least 100 ms"),
-                      ({"type": "change", "parameter": {"logic-op": "about"}}, "logic-op"),
-                      ({"type": "curvelog", "parameter": {}}, "maxerr"),
-                      ({"type": "range", "parameter": [{"boundary-op": "gt"}]}, "boundary"),
-                      ({"type": "history", "parameter": "PT1H"}, "applies to get"),
-                      ({"type": "magic"}, "not supported"),
-                      ([{"type": "change", "parameter": {"logic-op": "gt", "diff": "1"}},
-                        {"type": "timebased", "parameter": {"period": "500"}}], "at most one other")):
+    for bad, says in (
+        ({"type": "timebased", "parameter": {"period": "5"}}, "at least 100 ms"),
+        ({"type": "change", "parameter": {"logic-op": "about"}}, "logic-op"),
+        ({"type": "curvelog", "parameter": {}}, "maxerr"),
+        ({"type": "range", "parameter": [{"boundary-op": "gt"}]}, "boundary"),
+        ({"type": "history", "parameter": "PT1H"}, "applies to get"),
+        ({"type": "magic"}, "not supported"),
+        (
+            [
+                {"type": "change", "parameter": {"logic-op": "gt", "diff": "1"}},
+                {"type": "timebased", "parameter": {"period": "500"}},
+            ],
+            "at most one other",
+        ),
+    ):
         reply = client.send(action="subscribe", path=SOC, authorization=tok, filter=bad)
         assert error_of(reply) == (400, "bad_request") and says in reply["error"]["message"], reply
 
 
 # --- refusals, each while the watcher keeps receiving -------------------------------------------
+
 
 def test_no_token(client):
     assert error_of(client.send(action="get", path=SOC)) == (401, "missing_token")
@@ -363,12 +482,18 @@ def test_tampered_token(client, vehicle):
 
 def test_out_of_scope_paths(client, vehicle):
     soc_only = token(vehicle, f"read:{SOC}")
-    assert error_of(client.send(action="get", path=f"{ROOT}.CurrentVoltage", authorization=soc_only)) \
-        == (403, "forbidden_request")
-    assert error_of(client.send(action="set", path=LIMIT, value="80", authorization=soc_only)) \
-        == (403, "forbidden_request")
-    assert error_of(client.send(action="set", path=SOC, value="80", authorization=token(vehicle))) \
-        == (400, "invalid_data")
+    assert error_of(client.send(action="get", path=f"{ROOT}.CurrentVoltage", authorization=soc_only)) == (
+        403,
+        "forbidden_request",
+    )
+    assert error_of(client.send(action="set", path=LIMIT, value="80", authorization=soc_only)) == (
+        403,
+        "forbidden_request",
+    )
+    assert error_of(client.send(action="set", path=SOC, value="80", authorization=token(vehicle))) == (
+        400,
+        "invalid_data",
+    )
 
 
 def test_revocation_is_immediate_for_requests_and_subscriptions(client, vehicle):
@@ -377,8 +502,9 @@ def test_revocation_is_immediate_for_requests_and_subscriptions(client, vehicle)
     tok = authority.token(grant)
     sub = client.send(action="subscribe", path=SOC, authorization=tok)["subscriptionId"]
     client.notification()
-    response = httpx.delete(f"{vehicle.http_url}/owner/grants/{grant.id}",
-                            headers={"Authorization": f"Bearer {token(vehicle, 'owner')}"})
+    response = httpx.delete(
+        f"{vehicle.http_url}/owner/grants/{grant.id}", headers={"Authorization": f"Bearer {token(vehicle, 'owner')}"}
+    )
     assert response.status_code == 200
     while "error" not in (ended := client.notification()):  # notifications queued before the revocation
         pass
@@ -429,8 +555,10 @@ def test_every_refused_set_is_audited_with_its_reason(client, vehicle):
     """Replays, expired, revoked and foreign tokens, rate-limited and malformed sets: each is in the audit."""
     tok, request_id = token(vehicle), uuid.uuid4().hex
     assert "error" not in client.send(action="set", path=LIMIT, value="71", requestId=request_id, authorization=tok)
-    assert error_of(client.send(action="set", path=LIMIT, value="72", requestId=request_id, authorization=tok)) \
-        == (403, "forbidden_request")
+    assert error_of(client.send(action="set", path=LIMIT, value="72", requestId=request_id, authorization=tok)) == (
+        403,
+        "forbidden_request",
+    )
     first, replay = reversed(audit_of(vehicle, request_id))
     assert first.accepted and not replay.accepted and "replayed" in replay.reason and replay.requested == "72"
 
@@ -438,14 +566,20 @@ def test_every_refused_set_is_audited_with_its_reason(client, vehicle):
     old = past.grant("old-app", [f"actuate:{LIMIT}"], 60)
     revoked = vehicle.authority.grant("gone-app", [f"actuate:{LIMIT}"], 600)
     vehicle.authority.revoke(revoked.id)
-    cases = [(past.token(old), "old-app", old.id, "expired"),
-             (vehicle.authority.token(revoked), "gone-app", revoked.id, "revoked"),
-             (tok[:-6] + "AAAAAA", "(no valid token)", "", "invalid"),
-             (None, "(no valid token)", "", "missing")]
+    cases = [
+        (past.token(old), "old-app", old.id, "expired"),
+        (vehicle.authority.token(revoked), "gone-app", revoked.id, "revoked"),
+        (tok[:-6] + "AAAAAA", "(no valid token)", "", "invalid"),
+        (None, "(no valid token)", "", "missing"),
+    ]
     for credential, app, grant_id, why in cases:
         request_id = uuid.uuid4().hex
-        assert error_of(client.send(action="set", path=LIMIT, value="60", requestId=request_id,
-                                    authorization=credential))[0] == 401
+        assert (
+            error_of(client.send(action="set", path=LIMIT, value="60", requestId=request_id, authorization=credential))[
+                0
+            ]
+            == 401
+        )
         (record,) = audit_of(vehicle, request_id)
         assert (record.app, record.grant_id, record.accepted, record.requested) == (app, grant_id, False, "60")
         assert why in record.reason
@@ -460,8 +594,9 @@ def test_every_refused_set_is_audited_with_its_reason(client, vehicle):
     request_id = uuid.uuid4().hex
     for k in range(n):  # the token's burst spent at once, the set right behind it
         client.ws.send(json.dumps({"action": "get", "path": LIMIT, "requestId": f"hasty-{k}", "authorization": hasty}))
-    client.ws.send(json.dumps({"action": "set", "path": LIMIT, "value": "65", "requestId": request_id,
-                               "authorization": hasty}))
+    client.ws.send(
+        json.dumps({"action": "set", "path": LIMIT, "value": "65", "requestId": request_id, "authorization": hasty})
+    )
     for k in range(n):
         client.reply(f"hasty-{k}")
     assert error_of(client.reply(request_id)) == (429, "too_many_requests")
@@ -475,8 +610,10 @@ def test_nan_infinity_and_huge_numbers_are_refused_and_the_audit_stays_readable(
     for literal in ("NaN", "Infinity", "-Infinity", "1" * 400):
         request_id = uuid.uuid4().hex
         for credential in (read_only, token(vehicle)):
-            client.ws.send(f'{{"action": "set", "path": "{LIMIT}", "value": {literal}, '
-                           f'"requestId": "{request_id}", "authorization": "{credential}"}}')
+            client.ws.send(
+                f'{{"action": "set", "path": "{LIMIT}", "value": {literal}, '
+                f'"requestId": "{request_id}", "authorization": "{credential}"}}'
+            )
             assert error_of(client.reply(request_id))[0] in (400, 403)
         rows = audit_of(vehicle, request_id)
         assert len(rows) == 2 and not any(r.accepted for r in rows)
@@ -545,6 +682,7 @@ def test_a_client_without_the_subprotocol_is_turned_away(vehicle):
 
 # --- HTTP ---------------------------------------------------------------------------------------
 
+
 def bearer(tok: str) -> dict:
     return {"Authorization": f"Bearer {tok}"}
 
@@ -555,8 +693,11 @@ def test_http_get_and_set(vehicle):
     response = httpx.post(url, json={"value": "95", "requestId": uuid.uuid4().hex}, headers=bearer(tok))
     assert response.status_code == 200 and response.json()["data"]["dp"]["value"] == "95"
     assert httpx.get(url, headers=bearer(tok)).json()["data"]["dp"]["value"] == "95"
-    filtered = httpx.get(f"{vehicle.http_url}/{ROOT.replace('.', '/')}", headers=bearer(tok),
-                         params={"filter": json.dumps({"type": "paths", "parameter": ["StateOfCharge/Current"]})})
+    filtered = httpx.get(
+        f"{vehicle.http_url}/{ROOT.replace('.', '/')}",
+        headers=bearer(tok),
+        params={"filter": json.dumps({"type": "paths", "parameter": ["StateOfCharge/Current"]})},
+    )
     assert filtered.json()["data"]["path"] == SOC
 
 
@@ -571,8 +712,11 @@ def test_http_refusals(vehicle):
     assert too_big.status_code == 400 and "bytes" in too_big.json()["error"]["message"]
     unknown = httpx.get(f"{vehicle.http_url}/Vehicle/Flux", headers=bearer(token(vehicle)))
     assert unknown.status_code == 404 and unknown.json()["error"]["reason"] == "unavailable_data"
-    for response in (httpx.get(f"{vehicle.http_url}/Some/Unknown/Datapoint"), httpx.put(url, json={"value": "80"}),
-                     httpx.get(f"{vehicle.http_url}/Vehicle/*", headers=bearer(token(vehicle)))):
+    for response in (
+        httpx.get(f"{vehicle.http_url}/Some/Unknown/Datapoint"),
+        httpx.put(url, json={"value": "80"}),
+        httpx.get(f"{vehicle.http_url}/Vehicle/*", headers=bearer(token(vehicle))),
+    ):
         body = response.json()  # every refusal is a VISS error object with the server's time
         assert response.status_code == body["error"]["number"] and body["ts"].endswith("Z"), body
         assert response.headers["content-type"] == "application/json"
@@ -580,8 +724,11 @@ def test_http_refusals(vehicle):
 
 def test_owner_endpoints(vehicle):
     owner = bearer(token(vehicle, "owner", app="owner"))
-    created = httpx.post(f"{vehicle.http_url}/owner/grants", headers=owner,
-                         json={"app": "fleet-app", "scopes": [f"read:{SOC}"], "ttl_s": 60})
+    created = httpx.post(
+        f"{vehicle.http_url}/owner/grants",
+        headers=owner,
+        json={"app": "fleet-app", "scopes": [f"read:{SOC}"], "ttl_s": 60},
+    )
     assert created.status_code == 201
     app_token, grant_id = created.json()["token"], created.json()["grant"]["id"]
     assert httpx.get(f"{vehicle.http_url}/{SOC.replace('.', '/')}", headers=bearer(app_token)).status_code == 200
@@ -603,8 +750,11 @@ def test_owner_endpoints(vehicle):
     assert any(r.path == "owner:grants" and not r.accepted and "read:Nope" in r.reason for r in vehicle.store.audit(50))
 
     time.sleep(1.2)  # one history period
-    history = httpx.get(f"{vehicle.http_url}/owner/history", headers=owner,
-                        params={"path": SOC, "start": time.time() - 60, "points": 10}).json()
+    history = httpx.get(
+        f"{vehicle.http_url}/owner/history",
+        headers=owner,
+        params={"path": SOC, "start": time.time() - 60, "points": 10},
+    ).json()
     assert history["path"] == SOC and 0 < len(history["points"]) <= 10
     bad_points = httpx.get(f"{vehicle.http_url}/owner/history", headers=owner, params={"path": SOC, "points": "x"})
     assert bad_points.status_code == 400
@@ -622,12 +772,19 @@ def test_dashboard_websocket_on_the_http_port(vehicle):
 
 # --- the edge: hosts, origins, headers, slow peers ---------------------------------------------
 
+
 def test_every_http_answer_carries_the_security_headers(vehicle):
     owner = bearer(token(vehicle, "owner", app="owner"))
-    answers = [httpx.get(f"{vehicle.http_url}/"), httpx.get(f"{vehicle.http_url}/missing.js"),
-               httpx.get(f"{vehicle.http_url}/{SOC.replace('.', '/')}"),
-               httpx.post(f"{vehicle.http_url}/owner/grants", headers=owner,
-                          json={"app": "headers-app", "scopes": [f"read:{SOC}"], "ttl_s": 60})]
+    answers = [
+        httpx.get(f"{vehicle.http_url}/"),
+        httpx.get(f"{vehicle.http_url}/missing.js"),
+        httpx.get(f"{vehicle.http_url}/{SOC.replace('.', '/')}"),
+        httpx.post(
+            f"{vehicle.http_url}/owner/grants",
+            headers=owner,
+            json={"app": "headers-app", "scopes": [f"read:{SOC}"], "ttl_s": 60},
+        ),
+    ]
     for answer in answers:
         csp = answer.headers["content-security-policy"]
         assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
@@ -645,8 +802,12 @@ def test_only_the_served_names_and_the_dashboards_origin_get_in(vehicle):
     for ws_url in (vehicle.viss_url, vehicle.http_url.replace("http", "ws") + "/viss"):
         with pytest.raises(InvalidStatus, match="403"):
             connect(ws_url, subprotocols=["VISSv2"], origin="http://attacker.example", open_timeout=PATIENCE_S)
-    with connect(vehicle.http_url.replace("http", "ws") + "/viss", subprotocols=["VISSv2"],
-                 origin=vehicle.http_url, open_timeout=PATIENCE_S) as page:  # the dashboard, from its own page
+    with connect(
+        vehicle.http_url.replace("http", "ws") + "/viss",
+        subprotocols=["VISSv2"],
+        origin=vehicle.http_url,
+        open_timeout=PATIENCE_S,
+    ) as page:  # the dashboard, from its own page
         page.send(json.dumps({"action": "get", "path": SOC, "requestId": "1", "authorization": token(vehicle)}))
         assert "data" in json.loads(page.recv(timeout=PATIENCE_S))
 
@@ -667,8 +828,9 @@ def strict_server(tmp_path):
             hub.publish({f"{ROOT}.CellVoltage.CellVoltages": [3.3] * 2000, SOC: 50.0})
 
     threading.Thread(target=flood, daemon=True).start()
-    with running_server(hub, store, vehicle_id=VIN, limits=Limits(send_queue_bytes=65_536),
-                        edge=Edge(header_timeout_s=1.0, stall_s=1.0)) as server:
+    with running_server(
+        hub, store, vehicle_id=VIN, limits=Limits(send_queue_bytes=65_536), edge=Edge(header_timeout_s=1.0, stall_s=1.0)
+    ) as server:
         yield server
     stop.set()
     store.close()
@@ -712,14 +874,23 @@ def test_a_client_that_never_reads_is_disconnected(strict_server):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(host_and_port(strict_server.viss_url))
     key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                  f"Sec-WebSocket-Protocol: VISSv2\r\n\r\n").encode())
-    subscribe = json.dumps({"action": "subscribe", "path": ROOT, "requestId": "1",
-                            "authorization": token(strict_server, f"read:{ROOT}")}).encode()
+    sock.sendall(
+        (
+            f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Protocol: VISSv2\r\n\r\n"
+        ).encode()
+    )
+    subscribe = json.dumps(
+        {"action": "subscribe", "path": ROOT, "requestId": "1", "authorization": token(strict_server, f"read:{ROOT}")}
+    ).encode()
     mask = os.urandom(4)
-    sock.sendall(bytes([0x81, 0xFE]) + struct.pack("!H", len(subscribe)) + mask
-                 + bytes(b ^ mask[i % 4] for i, b in enumerate(subscribe)))
+    sock.sendall(
+        bytes([0x81, 0xFE])
+        + struct.pack("!H", len(subscribe))
+        + mask
+        + bytes(b ^ mask[i % 4] for i, b in enumerate(subscribe))
+    )
     fanout = strict_server.server.interface.fanout
     wait_for(lambda: len(fanout) == 1, "the subscription did not start")
     wait_for(lambda: len(fanout) == 0, "the client that does not read kept its subscription")
@@ -728,6 +899,7 @@ def test_a_client_that_never_reads_is_disconnected(strict_server):
 
 
 # --- TLS ----------------------------------------------------------------------------------------
+
 
 def self_signed(tmp_path) -> tuple[str, str]:
     """A certificate for 127.0.0.1 and its key, as PEM files."""
@@ -742,16 +914,23 @@ def self_signed(tmp_path) -> tuple[str, str]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "openbms test")])
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
     cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return str(cert_path), str(key_path)
 
 

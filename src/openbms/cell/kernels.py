@@ -21,6 +21,7 @@ SIGN_THRESHOLD_A = 1e-6  # below this the current counts as zero for the instant
 
 # -- the ESC model's step, one element at a time: every kernel that advances a cell calls these -------------
 
+
 @njit(cache=True, inline="always")
 def current_sign(i, s):
     """The instantaneous hysteresis's memory: the sign of the last current beyond SIGN_THRESHOLD_A."""
@@ -129,8 +130,25 @@ def resistance_at(p, offset, z, knots):
 
 
 @njit(cache=True)
-def simulate_kernel(time_s, current, temperature, model_index, axis, tables, knots, ocv_t, z0, dz, ocv_tables,
-                    soc, h, s, i_rc, voltage, soc_out):
+def simulate_kernel(
+    time_s,
+    current,
+    temperature,
+    model_index,
+    axis,
+    tables,
+    knots,
+    ocv_t,
+    z0,
+    dz,
+    ocv_tables,
+    soc,
+    h,
+    s,
+    i_rc,
+    voltage,
+    soc_out,
+):
     """Run the ESC model forward; the state arrays (soc, h, s, i_rc) are updated in place."""
     n_time, n_cells = current.shape
     n_rc = i_rc.shape[1]

@@ -98,7 +98,15 @@ class CellModel:
 
         z, t = np.broadcast_arrays(np.asarray(soc, dtype=float), np.asarray(temperature_c, dtype=float))
         out = np.empty(z.shape)
-        ocv_lookup(z.ravel(), t.ravel(), self.ocv_temperature_c, self.soc[0], self.soc[1] - self.soc[0], self.ocv_v, out.ravel())
+        ocv_lookup(
+            z.ravel(),
+            t.ravel(),
+            self.ocv_temperature_c,
+            self.soc[0],
+            self.soc[1] - self.soc[0],
+            self.ocv_v,
+            out.ravel(),
+        )
         return out
 
     def soc_from_ocv(self, voltage_v, temperature_c) -> np.ndarray:
@@ -128,10 +136,16 @@ class CellModel:
         inversely (as that many of this cell in parallel), provenance saying so."""
         factor = capacity_ah / float(self.param("capacity_ah", 25.0))
         derived = self.scaled(capacity=factor, resistance=1.0 / factor, name=name)
-        return replace(derived, provenance={
-            **self.provenance, "derived_from": self.name, "command": command,
-            "derivation": f"capacity x{factor:.4g} to {capacity_ah:g} Ah at 25 degC; resistances /{factor:.4g} "
-                          f"(as {factor:.4g} source cells in parallel); OCV, hysteresis and time constants unchanged"})
+        return replace(
+            derived,
+            provenance={
+                **self.provenance,
+                "derived_from": self.name,
+                "command": command,
+                "derivation": f"capacity x{factor:.4g} to {capacity_ah:g} Ah at 25 degC; resistances /{factor:.4g} "
+                f"(as {factor:.4g} source cells in parallel); OCV, hysteresis and time constants unchanged",
+            },
+        )
 
     # -- the JSON document -------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -241,29 +255,43 @@ def validate(m: CellModel) -> None:
     """Shapes, monotone axes and physical signs; raises ValueError naming the field."""
     n_t, n_ot, n_z = len(m.temperature_c), len(m.ocv_temperature_c), len(m.soc)
     checks = [
-        (n_z >= 2 and np.allclose(np.diff(m.soc), m.soc[1] - m.soc[0]) and m.soc[0] <= 0 and m.soc[-1] >= 1,
-         "ocv.soc must be a uniform grid covering [0, 1]"),
+        (
+            n_z >= 2 and np.allclose(np.diff(m.soc), m.soc[1] - m.soc[0]) and m.soc[0] <= 0 and m.soc[-1] >= 1,
+            "ocv.soc must be a uniform grid covering [0, 1]",
+        ),
         (m.ocv_v.shape == (n_ot, n_z), f"ocv.voltage_v must be {n_ot}x{n_z}, got {m.ocv_v.shape}"),
         (bool(np.all(np.isfinite(m.ocv_v))), "ocv.voltage_v must be finite"),
-        (m.hysteresis_envelope_v is None or m.hysteresis_envelope_v.shape == (n_ot, n_z),
-         f"ocv.hysteresis_envelope_v must be {n_ot}x{n_z}"),
+        (
+            m.hysteresis_envelope_v is None or m.hysteresis_envelope_v.shape == (n_ot, n_z),
+            f"ocv.hysteresis_envelope_v must be {n_ot}x{n_z}",
+        ),
         (np.all(np.diff(m.ocv_temperature_c) > 0), "ocv.temperature_c must increase"),
         (n_t >= 1 and np.all(np.diff(m.temperature_c) > 0), "parameters.temperature_c must increase"),
         (m.rc_tau_s.shape[0] == n_t, "parameters.rc_tau_s must be n_temperatures x n_rc"),
-        (len(m.resistance_soc) >= 1 and np.all(np.diff(m.resistance_soc) > 0),
-         "parameters.resistance_soc must be increasing SoC knots"),
+        (
+            len(m.resistance_soc) >= 1 and np.all(np.diff(m.resistance_soc) > 0),
+            "parameters.resistance_soc must be increasing SoC knots",
+        ),
         (m.r0_ohm.shape == (n_t, len(m.resistance_soc)), "parameters.r0_ohm must be n_temperatures x n_knots"),
-        (m.rc_r_ohm.shape == (n_t, m.rc_tau_s.shape[1], len(m.resistance_soc)),
-         "parameters.rc_r_ohm must be n_temperatures x n_rc x n_knots"),
+        (
+            m.rc_r_ohm.shape == (n_t, m.rc_tau_s.shape[1], len(m.resistance_soc)),
+            "parameters.rc_r_ohm must be n_temperatures x n_rc x n_knots",
+        ),
         (np.all(m.r0_ohm >= 0) and np.all(m.rc_r_ohm >= 0), "resistances must not be negative"),
         (np.all(m.rc_tau_s > 0), "parameters.rc_tau_s must be positive"),
         (np.all(m.capacity_ah > 0), "parameters.capacity_ah must be positive"),
-        (np.all((m.coulombic_efficiency > 0.5) & (m.coulombic_efficiency <= 1.05)),
-         "parameters.coulombic_efficiency must lie in (0.5, 1.05]"),
+        (
+            np.all((m.coulombic_efficiency > 0.5) & (m.coulombic_efficiency <= 1.05)),
+            "parameters.coulombic_efficiency must lie in (0.5, 1.05]",
+        ),
         (m.voltage_min_v < m.voltage_max_v, "limits: voltage_min_v must be below voltage_max_v"),
     ]
-    checks.append((m.step_ratio.shape == (n_t,) and bool(np.all(m.step_ratio > 0)),
-                   f"parameters.step_ratio must be {n_t} positive values"))
+    checks.append(
+        (
+            m.step_ratio.shape == (n_t,) and bool(np.all(m.step_ratio > 0)),
+            f"parameters.step_ratio must be {n_t} positive values",
+        )
+    )
     for name in PARAMETERS:
         checks.append((getattr(m, name).shape == (n_t,), f"parameters.{name} must have {n_t} values"))
         checks.append((bool(np.all(np.isfinite(getattr(m, name)))), f"parameters.{name} must be finite"))

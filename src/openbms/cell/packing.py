@@ -96,5 +96,16 @@ def pack(models: CellModel | Sequence[CellModel], n_cells: int) -> PackedModels:
         for j in range(m.n_rc):
             tables[k, :, r + (j + 1) * n_k : r + (j + 2) * n_k] = m.param("rc_r_ohm", axis)[:, j, :]
         ocv_tables[k] = m.ocv(soc[None, :], ocv_axis[:, None])
-    return PackedModels(axis, tables, knots, ocv_axis, float(soc[0]), float(soc[1] - soc[0]), ocv_tables, index, n_rc,
-                        tuple(distinct), one_model)
+    return PackedModels(
+        axis,
+        tables,
+        knots,
+        ocv_axis,
+        float(soc[0]),
+        float(soc[1] - soc[0]),
+        ocv_tables,
+        index,
+        n_rc,
+        tuple(distinct),
+        one_model,
+    )

@@ -16,8 +16,9 @@ def plot_fit(scores: list[Score], path: str | Path, title: str) -> Path:
     """Measured vs model voltage, and the error, for every scored test (one row each)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(len(scores), 2, figsize=(13, 2.4 * len(scores) + 0.8), squeeze=False,
-                             gridspec_kw={"width_ratios": [3, 2]})
+    fig, axes = plt.subplots(
+        len(scores), 2, figsize=(13, 2.4 * len(scores) + 0.8), squeeze=False, gridspec_kw={"width_ratios": [3, 2]}
+    )
     for (left, right), s in zip(axes, scores):
         hours = (s.time_s - s.time_s[0]) / 3600.0
         left.plot(hours, s.measured_v, lw=0.6, color="0.3", label="measured")

@@ -48,9 +48,25 @@ class CellStepper:
         temperature = np.broadcast_to(_broadcast(temperature_c, (n,), "temperature_c"), (2, n))
         self._time[1] = dt_s
         p = self.packed
-        simulate_kernel(self._time, current, temperature, p.model_index, p.axis, p.tables, p.knots, p.ocv_axis, p.z0,
-                        p.dz, p.ocv_tables, self.soc, self.hysteresis, self._s, self._i_rc, self._voltage,
-                        self._soc_out)
+        simulate_kernel(
+            self._time,
+            current,
+            temperature,
+            p.model_index,
+            p.axis,
+            p.tables,
+            p.knots,
+            p.ocv_axis,
+            p.z0,
+            p.dz,
+            p.ocv_tables,
+            self.soc,
+            self.hysteresis,
+            self._s,
+            self._i_rc,
+            self._voltage,
+            self._soc_out,
+        )
         return self._voltage[0].copy()
 
 
@@ -87,9 +103,25 @@ def simulate(
     i_rc = np.zeros((n_cells, packed.n_rc))
     voltage = np.empty((n_time, n_cells))
     soc_out = np.empty((n_time, n_cells))
-    simulate_kernel(time_s, np.ascontiguousarray(current), temperature, packed.model_index, packed.axis,
-                    packed.tables, packed.knots, packed.ocv_axis, packed.z0, packed.dz, packed.ocv_tables,
-                    soc, h, s, i_rc, voltage, soc_out)
+    simulate_kernel(
+        time_s,
+        np.ascontiguousarray(current),
+        temperature,
+        packed.model_index,
+        packed.axis,
+        packed.tables,
+        packed.knots,
+        packed.ocv_axis,
+        packed.z0,
+        packed.dz,
+        packed.ocv_tables,
+        soc,
+        h,
+        s,
+        i_rc,
+        voltage,
+        soc_out,
+    )
     if check_range:
         _warn_outside_range(time_s, voltage, soc_out)
     if squeeze:
@@ -111,9 +143,13 @@ def _warn_outside_range(time_s: np.ndarray, voltage: np.ndarray, soc: np.ndarray
         return
     k, cell = np.unravel_index(np.argmax(outside), outside.shape)
     where = "full" if soc[k, cell] > 1 + SOC_MARGIN else "empty" if soc[k, cell] < -SOC_MARGIN else "0 V"
-    warnings.warn(f"cell {cell + 1} was driven past {where} at sample {k + 1} (t = {time_s[k]:g} s): SoC "
-                  f"{soc[k, cell]:.3f}, {voltage[k, cell]:.3f} V; from there on the model extrapolates (stop the "
-                  "current at the cell's voltage limits)", CellLimitWarning, stacklevel=3)
+    warnings.warn(
+        f"cell {cell + 1} was driven past {where} at sample {k + 1} (t = {time_s[k]:g} s): SoC "
+        f"{soc[k, cell]:.3f}, {voltage[k, cell]:.3f} V; from there on the model extrapolates (stop the "
+        "current at the cell's voltage limits)",
+        CellLimitWarning,
+        stacklevel=3,
+    )
 
 
 def _broadcast(value, shape, name) -> np.ndarray:

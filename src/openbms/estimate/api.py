@@ -69,9 +69,21 @@ class EstimateOptions:
     consistency_s: float = 21600.0  # memory of the innovation consistency that widens the model's error (0: off)
 
     def validate(self) -> "EstimateOptions":
-        positive = ("error_correlation_s", "sensor_voltage_std_v", "current_std_c", "current_gain_std", "offset_std_c", "soc0_std",
-                    "anchor_std", "min_soc_moved", "capacity_prior_std", "resistance_step_c", "innovation_gate",
-                    "max_charge_c", "max_discharge_c")
+        positive = (
+            "error_correlation_s",
+            "sensor_voltage_std_v",
+            "current_std_c",
+            "current_gain_std",
+            "offset_std_c",
+            "soc0_std",
+            "anchor_std",
+            "min_soc_moved",
+            "capacity_prior_std",
+            "resistance_step_c",
+            "innovation_gate",
+            "max_charge_c",
+            "max_discharge_c",
+        )
         for name in positive:
             if not 0 < getattr(self, name) < np.inf:
                 raise ValueError(f"estimate option {name} must be positive and finite, got {getattr(self, name)}")
@@ -81,14 +93,31 @@ class EstimateOptions:
             raise ValueError("estimate option capacity_memory must be in (0, 1]")
         if not 0 <= self.soc_min < self.soc_max <= 1:
             raise ValueError("estimate options need 0 <= soc_min < soc_max <= 1")
-        for name in ("offset_drift_c", "capacity_drift", "joint_capacity_std", "resistance_drift", "resistance_deadband",
-                     "ocv_scale_std", "rest_current_c", "rest_min_s", "relaxed_s", "rest_correlation_s",
-                     "consistency_s", "ocv_std_v", "ocv_correlation_s"):
+        for name in (
+            "offset_drift_c",
+            "capacity_drift",
+            "joint_capacity_std",
+            "resistance_drift",
+            "resistance_deadband",
+            "ocv_scale_std",
+            "rest_current_c",
+            "rest_min_s",
+            "relaxed_s",
+            "rest_correlation_s",
+            "consistency_s",
+            "ocv_std_v",
+            "ocv_correlation_s",
+        ):
             if not 0 <= getattr(self, name) < np.inf:
                 raise ValueError(f"estimate option {name} must be finite and not negative, got {getattr(self, name)}")
-        if np.ndim(self.horizons_s) != 1 or not len(self.horizons_s) \
-                or not all(np.isfinite(h) and h > 0 for h in self.horizons_s):
-            raise ValueError(f"estimate option horizons_s needs a sequence of positive horizons, got {self.horizons_s!r}")
+        if (
+            np.ndim(self.horizons_s) != 1
+            or not len(self.horizons_s)
+            or not all(np.isfinite(h) and h > 0 for h in self.horizons_s)
+        ):
+            raise ValueError(
+                f"estimate option horizons_s needs a sequence of positive horizons, got {self.horizons_s!r}"
+            )
         if self.hysteresis0 is not None and not -1 <= self.hysteresis0 <= 1:
             raise ValueError("estimate option hysteresis0 must be in [-1, 1]")
         return self
@@ -96,19 +125,40 @@ class EstimateOptions:
     def to_kernel(self) -> K.Options:
         """The options as the compiled kernel reads them (drifts per second)."""
         return K.Options(
-            sensor_v=self.sensor_voltage_std_v, sigma_i=self.current_std_c, gain_std=self.current_gain_std,
-            q_offset=self.offset_drift_c**2 / 3600.0, anchor_std=self.anchor_std, min_moved=self.min_soc_moved,
-            fade=self.capacity_memory, step_c=self.resistance_step_c, q_rho=self.resistance_drift,
-            prior_s_var=self.capacity_prior_std**2, soc_min=self.soc_min, soc_max=self.soc_max,
-            max_charge_c=self.max_charge_c, max_discharge_c=self.max_discharge_c, gate=self.innovation_gate,
-            correlation_s=self.error_correlation_s, q_capacity=self.capacity_drift**2 / 3600.0,
-            joint_var=self.joint_capacity_std**2, rho_deadband=self.resistance_deadband,
-            ocv_scale=self.ocv_scale_std, rest_c=self.rest_current_c, rest_min_s=self.rest_min_s,
-            relaxed_s=self.relaxed_s, rest_correlation_s=self.rest_correlation_s, nis_s=self.consistency_s,
-            ocv_var=self.ocv_std_v**2, ocv_correlation_s=self.ocv_correlation_s,
-            sigma_points=self.sigma_points, health=self.health,
-            adapt=self.health and self.adapt, adapt_resistance=self.health and self.adapt and self.adapt_resistance,
-            limits=self.limits, horizons=np.sort(np.asarray(self.horizons_s, dtype=float)))
+            sensor_v=self.sensor_voltage_std_v,
+            sigma_i=self.current_std_c,
+            gain_std=self.current_gain_std,
+            q_offset=self.offset_drift_c**2 / 3600.0,
+            anchor_std=self.anchor_std,
+            min_moved=self.min_soc_moved,
+            fade=self.capacity_memory,
+            step_c=self.resistance_step_c,
+            q_rho=self.resistance_drift,
+            prior_s_var=self.capacity_prior_std**2,
+            soc_min=self.soc_min,
+            soc_max=self.soc_max,
+            max_charge_c=self.max_charge_c,
+            max_discharge_c=self.max_discharge_c,
+            gate=self.innovation_gate,
+            correlation_s=self.error_correlation_s,
+            q_capacity=self.capacity_drift**2 / 3600.0,
+            joint_var=self.joint_capacity_std**2,
+            rho_deadband=self.resistance_deadband,
+            ocv_scale=self.ocv_scale_std,
+            rest_c=self.rest_current_c,
+            rest_min_s=self.rest_min_s,
+            relaxed_s=self.relaxed_s,
+            rest_correlation_s=self.rest_correlation_s,
+            nis_s=self.consistency_s,
+            ocv_var=self.ocv_std_v**2,
+            ocv_correlation_s=self.ocv_correlation_s,
+            sigma_points=self.sigma_points,
+            health=self.health,
+            adapt=self.health and self.adapt,
+            adapt_resistance=self.health and self.adapt and self.adapt_resistance,
+            limits=self.limits,
+            horizons=np.sort(np.asarray(self.horizons_s, dtype=float)),
+        )
 
 
 @dataclass
@@ -147,20 +197,30 @@ class Estimate:
         """One cell's estimates as BDF-style columns (powers and currents as magnitudes)."""
         pick = (lambda a: a) if self.soc.ndim == 1 else (lambda a: a[:, cell])
         lower, upper = self.soc_band
-        columns = {"Test Time / s": self.time_s, "SOC / 1": pick(self.soc), "SOC Bound / 1": pick(self.soc_bound),
-                   "SOC Lower / 1": pick(lower), "SOC Upper / 1": pick(upper)}
+        columns = {
+            "Test Time / s": self.time_s,
+            "SOC / 1": pick(self.soc),
+            "SOC Bound / 1": pick(self.soc_bound),
+            "SOC Lower / 1": pick(lower),
+            "SOC Upper / 1": pick(upper),
+        }
         if self.capacity_ah is not None:
-            columns |= {"Capacity / Ah": pick(self.capacity_ah), "Capacity Bound / Ah": pick(self.capacity_bound_ah),
-                        "Resistance / ohm": pick(self.resistance_ohm),
-                        "Current Offset / A": pick(self.current_offset_a)}
+            columns |= {
+                "Capacity / Ah": pick(self.capacity_ah),
+                "Capacity Bound / Ah": pick(self.capacity_bound_ah),
+                "Resistance / ohm": pick(self.resistance_ohm),
+                "Current Offset / A": pick(self.current_offset_a),
+            }
         if self.energy_wh is not None:
             columns["Energy / Wh"] = pick(self.energy_wh)
         for n, (horizon, lim) in enumerate(self.limits.items()):
             tag = "" if n == 0 else f" {horizon:g} s"
-            columns |= {f"Max Charge Power{tag} / W": pick(lim.charge_power_w),
-                        f"Max Discharge Power{tag} / W": pick(lim.discharge_power_w),
-                        f"Max Charge Current{tag} / A": pick(lim.charge_current_a),
-                        f"Max Discharge Current{tag} / A": pick(lim.discharge_current_a)}
+            columns |= {
+                f"Max Charge Power{tag} / W": pick(lim.charge_power_w),
+                f"Max Discharge Power{tag} / W": pick(lim.discharge_power_w),
+                f"Max Charge Current{tag} / A": pick(lim.charge_current_a),
+                f"Max Discharge Current{tag} / A": pick(lim.discharge_current_a),
+            }
         return pd.DataFrame(columns)
 
 
@@ -194,8 +254,9 @@ class Estimator:
     makes this exact), so the next update starts from the right SoC.
     """
 
-    def __init__(self, model: CellModel | Sequence[CellModel], n_cells: int, soc0=None,
-                 options: EstimateOptions | None = None):
+    def __init__(
+        self, model: CellModel | Sequence[CellModel], n_cells: int, soc0=None, options: EstimateOptions | None = None
+    ):
         self.model = model
         self.n_cells = n_cells
         self.soc0 = _checked_soc0(soc0, n_cells)
@@ -214,8 +275,9 @@ class Estimator:
         self.last_time_s: float | None = None
         self.last_dt_s: float | None = None
 
-    def update(self, time_s, current_a, voltage_v, temperature_c=25.0,
-               on_progress: Callable[[int, int], None] | None = None) -> Estimate:
+    def update(
+        self, time_s, current_a, voltage_v, temperature_c=25.0, on_progress: Callable[[int, int], None] | None = None
+    ) -> Estimate:
         """Estimates at these samples, (time, cells); current_a and voltage_v are (time, cells) or (cells,) for one sample."""
         time_s, current, voltage = self._checked(time_s, current_a, voltage_v)
         n_time, n_cells = current.shape
@@ -226,8 +288,9 @@ class Estimator:
         # Everything an update changes is committed together once its last chunk is done: interrupted
         # before (Ctrl-C, a failing progress callback), it leaves the filter as it was.
         if self.state is None or self.cov is None or self.i_rc is None:
-            state, cov, i_rc = initial_state(self.packed, current[0], voltage[0], temperature[0], self.soc0,
-                                             self.options)
+            state, cov, i_rc = initial_state(
+                self.packed, current[0], voltage[0], temperature[0], self.soc0, self.options
+            )
         elif n_time <= CHUNK_STEPS:  # one chunk: no copy, the progress callback comes after the commit
             state, cov, i_rc = self.state, self.cov, self.i_rc
         else:
@@ -241,10 +304,18 @@ class Estimator:
         limits = np.empty((n_time, n_cells, K.N_LIMITS * len(self.horizons)) if o.limits else (1, 1, 1))
         for start in range(0, n_time, CHUNK_STEPS):
             stop = min(start + CHUNK_STEPS, n_time)
-            series = K.Series(times[start : stop + 1], current[start:stop], voltage[start:stop],
-                              temperature if steady else temperature[start:stop])
-            outputs = K.Outputs(soc[start:stop], bound[start:stop], health[start:stop] if o.health else health,
-                                limits[start:stop] if o.limits else limits)
+            series = K.Series(
+                times[start : stop + 1],
+                current[start:stop],
+                voltage[start:stop],
+                temperature if steady else temperature[start:stop],
+            )
+            outputs = K.Outputs(
+                soc[start:stop],
+                bound[start:stop],
+                health[start:stop] if o.health else health,
+                limits[start:stop] if o.limits else limits,
+            )
             K.estimate_kernel(series, self.kernel_model, self.kernel_options, K.Filter(state, cov, i_rc), outputs)
             if stop == n_time:
                 self.state, self.cov, self.i_rc = state, cov, i_rc
@@ -269,29 +340,42 @@ class Estimator:
         """Everything the filter has learned (SoC, hysteresis, offset, capacity, resistance), JSON-ready."""
         if self.state is None or self.cov is None or self.i_rc is None:
             return None
-        return {"model": self.packed.name, "state": self.state.tolist(), "cov": self.cov.tolist(),
-                "i_rc": self.i_rc.tolist()}
+        return {
+            "model": self.packed.name,
+            "state": self.state.tolist(),
+            "cov": self.cov.tolist(),
+            "i_rc": self.i_rc.tolist(),
+        }
 
     def restore(self, snapshot: dict) -> None:
         """Resume from `snapshot()` of a filter for the same cells and model, instead of the first voltage.
         The snapshot is copied: the filter never writes into the caller's data."""
         if not isinstance(snapshot, dict):
-            raise ValueError(f"no saved filter state to restore (got {type(snapshot).__name__}): "
-                             "a filter saved before its first sample has none")
+            raise ValueError(
+                f"no saved filter state to restore (got {type(snapshot).__name__}): "
+                "a filter saved before its first sample has none"
+            )
         missing = [k for k in ("state", "cov", "i_rc") if k not in snapshot]
         if missing:
             raise ValueError(f"the saved filter state lacks {missing}")
         if snapshot.get("model", self.packed.name) != self.packed.name:
-            raise ValueError(f"the saved filter state is for cell model {snapshot['model']!r}, "
-                             f"this filter runs {self.packed.name!r}")
+            raise ValueError(
+                f"the saved filter state is for cell model {snapshot['model']!r}, this filter runs {self.packed.name!r}"
+            )
         state, cov, i_rc = (np.array(snapshot[k], dtype=float) for k in ("state", "cov", "i_rc"))
-        if state.shape != (self.n_cells, K.N_STATE) or cov.shape != (self.n_cells, K.N_X, K.N_X) \
-                or i_rc.shape != (self.n_cells, self.packed.n_rc):
-            raise ValueError(f"the saved filter state is for another pack or model version: state {state.shape}, "
-                             f"expected {(self.n_cells, K.N_STATE)}")
+        if (
+            state.shape != (self.n_cells, K.N_STATE)
+            or cov.shape != (self.n_cells, K.N_X, K.N_X)
+            or i_rc.shape != (self.n_cells, self.packed.n_rc)
+        ):
+            raise ValueError(
+                f"the saved filter state is for another pack or model version: state {state.shape}, "
+                f"expected {(self.n_cells, K.N_STATE)}"
+            )
         # NaN marks the time of a previous sample not yet seen; anything else must be a number
-        if not (np.isfinite(np.delete(state, K.PREV_T, axis=1)).all() and np.isfinite(cov).all()
-                and np.isfinite(i_rc).all()) or not np.all(np.abs(state[:, K.Z] - 0.5) <= 1.0):
+        if not (
+            np.isfinite(np.delete(state, K.PREV_T, axis=1)).all() and np.isfinite(cov).all() and np.isfinite(i_rc).all()
+        ) or not np.all(np.abs(state[:, K.Z] - 0.5) <= 1.0):
             raise ValueError("the saved filter state is corrupt: non-finite values or a SoC far outside 0-1")
         self.state, self.cov, self.i_rc = state, cov, i_rc
 
@@ -308,21 +392,34 @@ class Estimator:
         if current.ndim != 2 or current.shape[1] != self.n_cells:
             raise ValueError(f"current_a must be (time, {self.n_cells} cells), got {np.shape(current_a)}")
         if voltage.shape != current.shape:
-            raise ValueError(f"voltage_v {np.shape(voltage_v)} and current_a {np.shape(current_a)} must have the same shape")
+            raise ValueError(
+                f"voltage_v {np.shape(voltage_v)} and current_a {np.shape(current_a)} must have the same shape"
+            )
         if time_s.ndim != 1 or len(time_s) != len(current):
             raise ValueError(f"time_s must be 1-D with one entry per row; got {time_s.shape} for {current.shape}")
         if self.last_time_s is not None and time_s[0] <= self.last_time_s:
-            raise ValueError(f"time_s must increase, also from one update to the next: it starts at {time_s[0]:g}, "
-                             f"the last update ended at {self.last_time_s:g}")
+            raise ValueError(
+                f"time_s must increase, also from one update to the next: it starts at {time_s[0]:g}, "
+                f"the last update ended at {self.last_time_s:g}"
+            )
         if np.any(np.diff(time_s) <= 0):
             k = int(np.argmax(np.diff(time_s) <= 0)) + 1
-            raise ValueError(f"time_s must increase: row {k} ({time_s[k]:g}) does not come after row {k - 1} "
-                             f"({time_s[k - 1]:g})")
+            raise ValueError(
+                f"time_s must increase: row {k} ({time_s[k]:g}) does not come after row {k - 1} ({time_s[k - 1]:g})"
+            )
         _check_range("time_s", time_s, (-np.inf, np.inf), "s")
-        _check_range("current_a", current, (-self.max_current_a, self.max_current_a),
-                     f"A, {MAX_C_RATE:g}C of the largest cell (is it in mA?)")
-        _check_range("voltage_v", voltage, (-self.max_voltage_v / 2.0, self.max_voltage_v),
-                     "V, twice the cell's maximum (is it in mV?)")
+        _check_range(
+            "current_a",
+            current,
+            (-self.max_current_a, self.max_current_a),
+            f"A, {MAX_C_RATE:g}C of the largest cell (is it in mA?)",
+        )
+        _check_range(
+            "voltage_v",
+            voltage,
+            (-self.max_voltage_v / 2.0, self.max_voltage_v),
+            "V, twice the cell's maximum (is it in mV?)",
+        )
         return time_s, current, voltage
 
     def _result(self, time_s, soc, bound, health, limits, temperature) -> Estimate:
@@ -357,7 +454,11 @@ def _check_range(name, a, bounds, unit):
         row, cell = bad_at
         value = a[row] if a.ndim == 1 else a[row, cell]
         where = f"row {row}" + (f", cell {cell}" if a.ndim > 1 else "")
-        what = "is not finite" if not np.isfinite(value) else f"is {value:g}, outside {bounds[0]:g} to {bounds[1]:g} {unit}"
+        what = (
+            "is not finite"
+            if not np.isfinite(value)
+            else f"is {value:g}, outside {bounds[0]:g} to {bounds[1]:g} {unit}"
+        )
         raise ValueError(f"{name} at {where} {what}")
 
 
@@ -427,11 +528,20 @@ def kernel_model(packed: PackedModels, o: EstimateOptions) -> K.Model:
     """The packed models as the kernel reads them, with each model's own voltage limits and error."""
     models = packed.models
     return K.Model(
-        axis=packed.axis, tables=packed.tables, knots=packed.knots, hats=K.knot_hats(packed.knots),
-        ocv_axis=packed.ocv_axis, z0=packed.z0, dz=packed.dz, ocv_tables=packed.ocv_tables,
-        quads=K.ocv_quads(packed.ocv_tables), model_index=packed.model_index,
+        axis=packed.axis,
+        tables=packed.tables,
+        knots=packed.knots,
+        hats=K.knot_hats(packed.knots),
+        ocv_axis=packed.ocv_axis,
+        z0=packed.z0,
+        dz=packed.dz,
+        ocv_tables=packed.ocv_tables,
+        quads=K.ocv_quads(packed.ocv_tables),
+        model_index=packed.model_index,
         sigma_v=np.stack([voltage_error_std(m, o, packed.axis) for m in models]),
-        v_min=np.array([m.voltage_min_v for m in models]), v_max=np.array([m.voltage_max_v for m in models]))
+        v_min=np.array([m.voltage_min_v for m in models]),
+        v_max=np.array([m.voltage_max_v for m in models]),
+    )
 
 
 def energy_wh(packed: PackedModels, soc, temperature, soc_min: float) -> np.ndarray:
@@ -446,8 +556,13 @@ def energy_wh(packed: PackedModels, soc, temperature, soc_min: float) -> np.ndar
 def _ocv_integral(cell: CellModel, soc, temperature, soc_min: float) -> np.ndarray:
     """∫OCV dz from soc_min up to soc (V, per unit of SoC), not below 0."""
     z = cell.soc
-    cumulative = np.concatenate([np.zeros((len(cell.ocv_temperature_c), 1)),
-                                 np.cumsum(0.5 * (cell.ocv_v[:, 1:] + cell.ocv_v[:, :-1]) * np.diff(z), axis=1)], axis=1)
+    cumulative = np.concatenate(
+        [
+            np.zeros((len(cell.ocv_temperature_c), 1)),
+            np.cumsum(0.5 * (cell.ocv_v[:, 1:] + cell.ocv_v[:, :-1]) * np.diff(z), axis=1),
+        ],
+        axis=1,
+    )
     lookup = np.empty(soc.size)
     floor = np.empty(soc.size)
     t = np.ascontiguousarray(temperature, dtype=float).ravel()

@@ -32,12 +32,46 @@ import numpy as np
 from numba import njit
 
 from ..cell.kernels import (
-    CAPACITY_AH, EFFICIENCY, HYSTERESIS_RATE, M0_V, M_V, N_FIXED, STEP_RATIO, _axis_position, current_sign,
-    hysteresis_step, ocv_at_position, params_at_position, rc_step, soc_per_amp)
+    CAPACITY_AH,
+    EFFICIENCY,
+    HYSTERESIS_RATE,
+    M0_V,
+    M_V,
+    N_FIXED,
+    STEP_RATIO,
+    _axis_position,
+    current_sign,
+    hysteresis_step,
+    ocv_at_position,
+    params_at_position,
+    rc_step,
+    soc_per_amp,
+)
 
 # Per-cell scalar state columns; the RC branch currents follow.
-(Z, H, B, G, S, RHO, RHO_VAR, S_INV, SXX, SXY, ANCHOR_Z, ANCHOR_VAR, MOVED, ANCHORED, PREV_I, PREV_V, PREV_S, PREV_VRC,
- PREV_T, REST_S, NIS) = range(21)
+(
+    Z,
+    H,
+    B,
+    G,
+    S,
+    RHO,
+    RHO_VAR,
+    S_INV,
+    SXX,
+    SXY,
+    ANCHOR_Z,
+    ANCHOR_VAR,
+    MOVED,
+    ANCHORED,
+    PREV_I,
+    PREV_V,
+    PREV_S,
+    PREV_VRC,
+    PREV_T,
+    REST_S,
+    NIS,
+) = range(21)
 N_STATE = 21
 N_X = 4  # filter states: the first four columns
 # Health outputs.
@@ -51,18 +85,48 @@ CELL_BLOCK = 64  # cells advanced together through a chunk (fastest measured; 32
 CB = CELL_BLOCK
 # Rows of a block's work array: cell b's value of row r is W[r * CB + b]. Rows at constant offsets
 # of one array let the compiler see that they do not overlap, and so vectorise over the cells.
-(W_Z, W_H, W_B, W_G,  # the filter state x
- W_P00, W_P01, W_P02, W_P03, W_P11, W_P12, W_P13, W_P22, W_P23, W_P33,  # its covariance (upper triangle)
- W_SIGN, W_RHO, W_CHARGE_VAR, W_MOVED,  # sign memory, resistance scale used, counted charge's variance, SoC moved
- W_Q, W_PER_AS, W_ETA, W_GAMMA, W_M0, W_M,  # parameters at the cell's temperature (W_PER_AS: SoC per A·s)
- W_VAR_V,  # the model's voltage error variance there
- # The voltage is evaluated at z, "up" and "dn": z ± the sigma-point spread (the EKF: at z alone).
- W_Z_UP, W_Z_DN,  # those SoCs
- W_OCV, W_OCV_UP, W_OCV_DN,  # OCV at each
- W_RI, W_RI_UP, W_RI_DN,  # Σ R·i over R0 (the measured current) and the RC branches (theirs) at each
- W_RS, W_RS_UP, W_RS_DN,  # ΣR at each
- W_REST_S, W_NIS,  # how long the current has been at rest (s); the innovations' consistency (mean NIS)
- N_W) = range(39)
+(
+    W_Z,
+    W_H,
+    W_B,
+    W_G,  # the filter state x
+    W_P00,
+    W_P01,
+    W_P02,
+    W_P03,
+    W_P11,
+    W_P12,
+    W_P13,
+    W_P22,
+    W_P23,
+    W_P33,  # its covariance (upper triangle)
+    W_SIGN,
+    W_RHO,
+    W_CHARGE_VAR,
+    W_MOVED,  # sign memory, resistance scale used, counted charge's variance, SoC moved
+    W_Q,
+    W_PER_AS,
+    W_ETA,
+    W_GAMMA,
+    W_M0,
+    W_M,  # parameters at the cell's temperature (W_PER_AS: SoC per A·s)
+    W_VAR_V,  # the model's voltage error variance there
+    # The voltage is evaluated at z, "up" and "dn": z ± the sigma-point spread (the EKF: at z alone).
+    W_Z_UP,
+    W_Z_DN,  # those SoCs
+    W_OCV,
+    W_OCV_UP,
+    W_OCV_DN,  # OCV at each
+    W_RI,
+    W_RI_UP,
+    W_RI_DN,  # Σ R·i over R0 (the measured current) and the RC branches (theirs) at each
+    W_RS,
+    W_RS_UP,
+    W_RS_DN,  # ΣR at each
+    W_REST_S,
+    W_NIS,  # how long the current has been at rest (s); the innovations' consistency (mean NIS)
+    N_W,
+) = range(39)
 # The EKF evaluates at z alone and keeps the slopes dOCV/dz and dΣ(R·i)/dz in the "up" rows.
 W_OCV_SLOPE, W_RI_SLOPE = W_OCV_UP, W_RI_UP
 # Rows whose number depends on the model live in arrays of their own, laid out alike: the RC
@@ -270,15 +334,14 @@ def _trusted_rho(rho, deadband):
 @njit(cache=True, inline="always")
 def _counted_charge_var(sxx, opt):
     """Relative variance of counted charge: the gain error, and the capacity unless the filter tracks it."""
-    relative_var = opt.gain_std ** 2
+    relative_var = opt.gain_std**2
     if opt.joint_var == 0.0:
         relative_var += 1.0 / (sxx + 1.0 / opt.prior_s_var)
     return relative_var
 
 
 @njit(cache=True)
-def _predict_voltage(current, horizon, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho,
-                     q_ah):
+def _predict_voltage(current, horizon, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah):
     """Voltage and SoC after holding `current` (A) for `horizon` seconds from the present state."""
     eta = rows[b, EFFICIENCY] if current > 0 else 1.0
     moved = eta * current * horizon / (3600.0 * q_ah)
@@ -298,17 +361,41 @@ def _predict_voltage(current, horizon, z, h, irc, n_rc, b, rows, knots, ocv_tabl
 
 
 @njit(cache=True)
-def _limit(direction, i_max, horizon, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah,
-           soc_max, soc_min, v_max, v_min):
+def _limit(
+    direction,
+    i_max,
+    horizon,
+    z,
+    h,
+    irc,
+    n_rc,
+    b,
+    rows,
+    knots,
+    ocv_tables,
+    m,
+    kt,
+    ut,
+    z0,
+    dz,
+    rho,
+    q_ah,
+    soc_max,
+    soc_min,
+    v_max,
+    v_min,
+):
     """Largest |I| in `direction` (+1 charge, −1 discharge) that keeps voltage and SoC in bounds
     at the start and at the end of the horizon, and the power at the lower of those voltages."""
     lo, hi = 0.0, i_max
     for _ in range(BISECTIONS):
         mid = 0.5 * (lo + hi)
-        v0, _ = _predict_voltage(direction * mid, 1e-9, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz,
-                                 rho, q_ah)
-        v1, z_end = _predict_voltage(direction * mid, horizon, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut,
-                                     z0, dz, rho, q_ah)
+        v0, _ = _predict_voltage(
+            direction * mid, 1e-9, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah
+        )
+        v1, z_end = _predict_voltage(
+            direction * mid, horizon, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah
+        )
         if direction > 0:
             ok = max(v0, v1) <= v_max and z_end <= soc_max
         else:
@@ -317,10 +404,12 @@ def _limit(direction, i_max, horizon, z, h, irc, n_rc, b, rows, knots, ocv_table
             lo = mid
         else:
             hi = mid
-    v0, _ = _predict_voltage(direction * lo, 1e-9, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz,
-                             rho, q_ah)
-    v1, _ = _predict_voltage(direction * lo, horizon, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0,
-                             dz, rho, q_ah)
+    v0, _ = _predict_voltage(
+        direction * lo, 1e-9, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah
+    )
+    v1, _ = _predict_voltage(
+        direction * lo, horizon, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah
+    )
     return lo, lo * min(v0, v1)
 
 
@@ -339,7 +428,7 @@ def _update_health(k, time_s, dt, i, v_meas, st, W, irc, n_rc, b, rows, knots, a
     if abs(i - st[PREV_I]) > opt.step_c * rows[b, CAPACITY_AH] and time_s[k] - st[PREV_T] < 2.5:
         hr = rows[b, STEP_RATIO] * (_resistance(rows, b, base, j, w, n_k) * (i - st[PREV_I]) + v_rc - st[PREV_VRC])
         dv = v_meas - st[PREV_V] - rows[b, M0_V] * (st[S] - st[PREV_S])
-        noise = 2.0 * opt.sensor_v ** 2 + (0.05 * hr) ** 2
+        noise = 2.0 * opt.sensor_v**2 + (0.05 * hr) ** 2
         gain = st[RHO_VAR] * hr / (hr * hr * st[RHO_VAR] + noise)
         st[RHO] = min(5.0, max(0.2, st[RHO] + gain * (dv - st[RHO] * hr)))
         st[RHO_VAR] *= 1.0 - gain * hr
@@ -348,7 +437,7 @@ def _update_health(k, time_s, dt, i, v_meas, st, W, irc, n_rc, b, rows, knots, a
     st[MOVED] += W[W_MOVED * CB + b]  # over the time update before this sample
     W[W_MOVED * CB + b] = 0.0
     var_z = W[W_P00 * CB + b]
-    if var_z < opt.anchor_std ** 2:
+    if var_z < opt.anchor_std**2:
         if st[ANCHORED] == 0.0:
             st[ANCHORED] = 1.0
             st[ANCHOR_Z] = W[W_Z * CB + b]
@@ -378,12 +467,13 @@ def _update_health(k, time_s, dt, i, v_meas, st, W, irc, n_rc, b, rows, knots, a
     health_out[OUT_OFFSET] = W[W_B * CB + b]
     health_out[OUT_HYST] = W[W_H * CB + b]
     health_out[OUT_CAPACITY_SCALE] = 1.0 / s_inv
-    health_out[OUT_CAPACITY_SCALE_STD] = np.sqrt(s_var) / s_inv ** 2
+    health_out[OUT_CAPACITY_SCALE_STD] = np.sqrt(s_var) / s_inv**2
     health_out[OUT_RHO] = st[RHO]
     health_out[OUT_RHO_STD] = np.sqrt(st[RHO_VAR])
 
 
 # -- the stages of a time step, each over the block's cells ---------------------------------------------------
+
 
 @njit(cache=True, inline="always")
 def _load(first, n_b, filt, opt, work):
@@ -527,7 +617,8 @@ def _voltage(current_k, n_b, model, sigma_points, work):
             W[W_OCV_DN * CB + b] = _bilinear(quads, ocv_at[2, b], W[W_OCV_DN * CB + b], u)
         else:
             W[W_OCV * CB + b], W[W_OCV_SLOPE * CB + b] = _bilinear_and_slope(
-                quads, ocv_at[0, b], W[W_OCV * CB + b], u, inv_dz)
+                quads, ocv_at[0, b], W[W_OCV * CB + b], u, inv_dz
+            )
 
 
 @njit(cache=True, inline="always")
@@ -579,7 +670,7 @@ def _update(voltage_k, current_k, soc_k, bound_k, n_b, inflation, step, opt, W):
     """The Kalman update on the measured voltage (and at rest on the current sensor's offset): arithmetic
     only, over the block's cells at once."""
     sigma_points = opt.sigma_points
-    inv_gate2 = 1.0 / opt.gate ** 2
+    inv_gate2 = 1.0 / opt.gate**2
     ocv_scale = opt.ocv_scale
     for b in range(n_b):
         h, bias = W[W_H * CB + b], W[W_B * CB + b]
@@ -596,8 +687,22 @@ def _update(voltage_k, current_k, soc_k, bound_k, n_b, inflation, step, opt, W):
             y_up = W[W_OCV_UP * CB + b] + hysteresis + rho * W[W_RI_UP * CB + b]
             y_dn = W[W_OCV_DN * CB + b] + hysteresis + rho * W[W_RI_DN * CB + b]
             y_mean, pyy, dv_dz = _sigma_point_moments(
-                y0, r, y_up, rho * W[W_RS_UP * CB + b], y_dn, rho * W[W_RS_DN * CB + b], h, bias,
-                m_v, p00, p01, p02, p11, p12, p22)
+                y0,
+                r,
+                y_up,
+                rho * W[W_RS_UP * CB + b],
+                y_dn,
+                rho * W[W_RS_DN * CB + b],
+                h,
+                bias,
+                m_v,
+                p00,
+                p01,
+                p02,
+                p11,
+                p12,
+                p22,
+            )
         else:  # the slope of the interpolated OCV and resistances at z
             dv_dz = W[W_OCV_SLOPE * CB + b] + rho * W[W_RI_SLOPE * CB + b]
             y_mean = y0 + m_v * h - r * bias
@@ -656,8 +761,23 @@ def _health(k, dt, first, n_b, series, model, opt, filt, health_out, work):
         st = filt.state[c]
         i, v = series.current[k, c], series.voltage[k, c]
         st[S] = W[W_SIGN * CB + b]
-        _update_health(k, series.time_s, dt, i, v, st, W, work.irc, n_rc, b, work.rows, model.knots, opt.adapt,
-                       opt, health_out[k, c])
+        _update_health(
+            k,
+            series.time_s,
+            dt,
+            i,
+            v,
+            st,
+            W,
+            work.irc,
+            n_rc,
+            b,
+            work.rows,
+            model.knots,
+            opt.adapt,
+            opt,
+            health_out[k, c],
+        )
         st[PREV_I] = i
         st[PREV_V] = v
         st[PREV_S] = st[S]
@@ -682,12 +802,54 @@ def _limits(k, first, n_b, model, opt, filt, limits_out, work):
         pc_cap, pdis_cap = np.inf, np.inf
         rho = filt.state[c, RHO]
         for n in range(horizons.shape[0]):
-            ic, pc = _limit(1.0, ic_cap, horizons[n], z, h, work.irc, n_rc, b, rows, model.knots, model.ocv_tables,
-                            m, work.ocv_k[b], work.ocv_u[b], model.z0, model.dz, rho, q_now, opt.soc_max,
-                            opt.soc_min, model.v_max[m], model.v_min[m])
-            idis, pdis = _limit(-1.0, idis_cap, horizons[n], z, h, work.irc, n_rc, b, rows, model.knots,
-                                model.ocv_tables, m, work.ocv_k[b], work.ocv_u[b], model.z0, model.dz, rho, q_now,
-                                opt.soc_max, opt.soc_min, model.v_max[m], model.v_min[m])
+            ic, pc = _limit(
+                1.0,
+                ic_cap,
+                horizons[n],
+                z,
+                h,
+                work.irc,
+                n_rc,
+                b,
+                rows,
+                model.knots,
+                model.ocv_tables,
+                m,
+                work.ocv_k[b],
+                work.ocv_u[b],
+                model.z0,
+                model.dz,
+                rho,
+                q_now,
+                opt.soc_max,
+                opt.soc_min,
+                model.v_max[m],
+                model.v_min[m],
+            )
+            idis, pdis = _limit(
+                -1.0,
+                idis_cap,
+                horizons[n],
+                z,
+                h,
+                work.irc,
+                n_rc,
+                b,
+                rows,
+                model.knots,
+                model.ocv_tables,
+                m,
+                work.ocv_k[b],
+                work.ocv_u[b],
+                model.z0,
+                model.dz,
+                rho,
+                q_now,
+                opt.soc_max,
+                opt.soc_min,
+                model.v_max[m],
+                model.v_min[m],
+            )
             ic_cap, idis_cap = ic, idis
             pc_cap, pdis_cap = min(pc, pc_cap), min(pdis, pdis_cap)
             limits_out[k, c, n * N_LIMITS + 0] = ic
@@ -718,14 +880,20 @@ def _predict(current_k, dt, n_b, opt, work):
         # F is the identity but for dz/db = a, dz/dg = f and dh/dh = decay.
         a = -c0 * g
         f = c0 * (i - bias) if adapt else 0.0
-        p02, p03, p22, p23, p33 = (W[W_P02 * CB + b], W[W_P03 * CB + b], W[W_P22 * CB + b],
-                                   W[W_P23 * CB + b], W[W_P33 * CB + b])
+        p02, p03, p22, p23, p33 = (
+            W[W_P02 * CB + b],
+            W[W_P03 * CB + b],
+            W[W_P22 * CB + b],
+            W[W_P23 * CB + b],
+            W[W_P33 * CB + b],
+        )
         f00 = W[W_P00 * CB + b] + a * p02 + f * p03
         f01 = W[W_P01 * CB + b] + a * W[W_P12 * CB + b] + f * W[W_P13 * CB + b]
         f02 = p02 + a * p22 + f * p23
         f03 = p03 + a * p23 + f * p33
-        W[W_P00 * CB + b] = (f00 + a * f02 + f * f03 + ((c0 * g * opt.sigma_i * q_model) ** 2
-                                                       + W[W_CHARGE_VAR * CB + b] * moved * moved))
+        W[W_P00 * CB + b] = (
+            f00 + a * f02 + f * f03 + ((c0 * g * opt.sigma_i * q_model) ** 2 + W[W_CHARGE_VAR * CB + b] * moved * moved)
+        )
         W[W_P01 * CB + b] = decay * f01
         W[W_P02 * CB + b] = f02
         W[W_P03 * CB + b] = f03
@@ -762,8 +930,14 @@ def _store(first, n_b, series, filt, work):
 
 
 # Covariance rows of the 4 × 4 state covariance, by (row, column).
-P_ROWS = np.array([[W_P00, W_P01, W_P02, W_P03], [W_P01, W_P11, W_P12, W_P13], [W_P02, W_P12, W_P22, W_P23],
-                   [W_P03, W_P13, W_P23, W_P33]])
+P_ROWS = np.array(
+    [
+        [W_P00, W_P01, W_P02, W_P03],
+        [W_P01, W_P11, W_P12, W_P13],
+        [W_P02, W_P12, W_P22, W_P23],
+        [W_P03, W_P13, W_P23, W_P33],
+    ]
+)
 
 
 # Without the runtime's reference counting: every inlined helper that takes an array would
@@ -791,8 +965,17 @@ def _run_blocks(series, model, opt, filt, out, work):
             temperature_k = series.temperature[k if varying else 0, first:last]
             dt_before = _parameters(k, dt, dt_before, temperature_k, varying, first, n_b, model, work)
             _voltage(current_k, n_b, model, opt.sigma_points, work)
-            _update(series.voltage[k, first:last], current_k, out.soc[k, first:last], out.bound[k, first:last], n_b,
-                    inflation, step, opt, work.W)
+            _update(
+                series.voltage[k, first:last],
+                current_k,
+                out.soc[k, first:last],
+                out.bound[k, first:last],
+                n_b,
+                inflation,
+                step,
+                opt,
+                work.W,
+            )
             if opt.health:
                 _health(k, dt, first, n_b, series, model, opt, filt, out.health, work)
             if opt.limits:
@@ -805,18 +988,31 @@ def _run_blocks(series, model, opt, filt, out, work):
 def estimate_kernel(series: Series, model: Model, opt: Options, filt: Filter, out: Outputs) -> None:
     """Run the estimator over (time, cells): SoC and its 3-sigma bound, and health and limits where the
     options ask for them; `filt` carries over between calls."""
-    _run_blocks(series, model, opt, filt, out, block_arrays(filt.i_rc.shape[1], len(model.knots),
-                                                            model.tables.shape[2]))
+    _run_blocks(
+        series, model, opt, filt, out, block_arrays(filt.i_rc.shape[1], len(model.knots), model.tables.shape[2])
+    )
 
 
 def block_arrays(n_rc: int, n_k: int, n_columns: int) -> Block:
     """Work arrays for one block of cells: the rows of W; per cell the temperature and step its
     cached values hold for, the parameter row and OCV table position at that temperature, where
     its OCV row starts in the OCV quads, and the interval there at each evaluation SoC."""
-    return Block(np.empty(N_W * CB), np.empty((n_rc, CB)), np.empty((n_rc, CB)), np.empty(((n_rc + 2) * n_k, CB)),
-                 np.empty((n_k, CB)), np.empty(CB), np.empty(CB), np.empty((CB, n_columns)),
-                 np.empty(CB, dtype=np.int64), np.empty(CB), np.empty(CB, dtype=np.int64),
-                 np.empty((3, CB), dtype=np.int64))
+    return Block(
+        np.empty(N_W * CB),
+        np.empty((n_rc, CB)),
+        np.empty((n_rc, CB)),
+        np.empty(((n_rc + 2) * n_k, CB)),
+        np.empty((n_k, CB)),
+        np.empty(CB),
+        np.empty(CB),
+        np.empty((CB, n_columns)),
+        np.empty(CB, dtype=np.int64),
+        np.empty(CB),
+        np.empty(CB, dtype=np.int64),
+        np.empty((3, CB), dtype=np.int64),
+    )
+
+
 @njit(cache=True)
 def first_outside(a, lo, hi):
     """(row, column) of the first value of the 2-D `a` that is not finite or lies outside [lo, hi],
@@ -843,5 +1039,3 @@ def ocv_quads(ocv_tables):
     upper = np.concatenate([ocv_tables[:, 1:], ocv_tables[:, -1:]], axis=1)  # the next temperature's row
     corners = (ocv_tables[:, :, :-1], ocv_tables[:, :, 1:], upper[:, :, :-1], upper[:, :, 1:])
     return np.stack(corners, axis=-1).reshape(-1)
-
-

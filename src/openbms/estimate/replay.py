@@ -41,9 +41,17 @@ N_PARAMS = 4  # capacity scale, initial SoC, initial hysteresis, resistance scal
 STEP = 1e-3  # finite-difference step of the Jacobian
 
 
-def fit_capacity_by_replay(model: CellModel, time_s, current_a, voltage_v, temperature_c=25.0, soc0_guess=0.5,
-                           ocv_std_v: float = 0.003, rest_s: float = REST_S,
-                           start_from: ReplayFit | None = None) -> ReplayFit | None:
+def fit_capacity_by_replay(
+    model: CellModel,
+    time_s,
+    current_a,
+    voltage_v,
+    temperature_c=25.0,
+    soc0_guess=0.5,
+    ocv_std_v: float = 0.003,
+    rest_s: float = REST_S,
+    start_from: ReplayFit | None = None,
+) -> ReplayFit | None:
     """Least squares of the model's rest voltages against the measured ones over (capacity scale,
     initial SoC, initial hysteresis, resistance scale) of each cell of a series string, voltage_v
     (time,) or (time, cells) under one current; None when the record has fewer than two rests. Each
@@ -64,10 +72,14 @@ def fit_capacity_by_replay(model: CellModel, time_s, current_a, voltage_v, tempe
     if n_rests < 2:
         return None
     if start_from is None and n_cells > 1:  # the median cell's fit costs a cell's and saves joint iterations
-        start_from = fit_capacity_by_replay(model, time_s, current, np.nanmedian(voltage, axis=1), temperature,
-                                            soc0_guess, ocv_std_v, rest_s)
-    start = [1.0, soc0_guess, 0.0, 1.0] if start_from is None else [
-        start_from.capacity_ah / q, start_from.soc0, start_from.hysteresis0, start_from.resistance_scale]
+        start_from = fit_capacity_by_replay(
+            model, time_s, current, np.nanmedian(voltage, axis=1), temperature, soc0_guess, ocv_std_v, rest_s
+        )
+    start = (
+        [1.0, soc0_guess, 0.0, 1.0]
+        if start_from is None
+        else [start_from.capacity_ah / q, start_from.soc0, start_from.hysteresis0, start_from.resistance_scale]
+    )
     measured = voltage[rest]
     # every rest one look: its samples weighted by 1/sqrt(their number)
     weight = np.where(np.isfinite(measured), 1.0 / np.sqrt(np.bincount(period[rest])[period[rest]])[:, None], 0.0)
@@ -78,8 +90,15 @@ def fit_capacity_by_replay(model: CellModel, time_s, current_a, voltage_v, tempe
     def replay(sets: np.ndarray, cells: np.ndarray) -> np.ndarray:
         """Rest-sample residuals of parameter sets (n, 4) of `cells`, replayed at once as one batch."""
         models = [model.scaled(capacity=p[0], resistance=p[3]) for p in sets]
-        sim = simulate(models, time_s, np.repeat(current[:, None], len(sets), axis=1), temperature[:, None],
-                       soc0=sets[:, 1], hysteresis0=sets[:, 2], check_range=False)
+        sim = simulate(
+            models,
+            time_s,
+            np.repeat(current[:, None], len(sets), axis=1),
+            temperature[:, None],
+            soc0=sets[:, 1],
+            hysteresis0=sets[:, 2],
+            check_range=False,
+        )
         return (sim.voltage_v[rest] - measured[:, cells]) * weight[:, cells]
 
     def residuals(x):
@@ -94,15 +113,32 @@ def fit_capacity_by_replay(model: CellModel, time_s, current_a, voltage_v, tempe
         return jac.transpose(1, 0, 2, 3).reshape(n_cells * len(measured), n_cells * N_PARAMS)
 
     lower, upper = np.tile([0.3, 0.0, -1.0, 0.2], n_cells), np.tile([1.5, 1.0, 1.0 - STEP, 5.0], n_cells)
-    fit = least_squares(residuals, x0=np.clip(np.tile(start, n_cells), lower, upper), jac=jacobian,
-                        bounds=(lower, upper), x_scale=np.tile([0.1, 0.1, 0.5, 0.5], n_cells), xtol=1e-4, ftol=1e-4)
+    fit = least_squares(
+        residuals,
+        x0=np.clip(np.tile(start, n_cells), lower, upper),
+        jac=jacobian,
+        bounds=(lower, upper),
+        x_scale=np.tile([0.1, 0.1, 0.5, 0.5], n_cells),
+        xtol=1e-4,
+        ftol=1e-4,
+    )
     x = fit.x.reshape(n_cells, N_PARAMS)
     rows = len(measured)
     rmse = np.sqrt(np.sum(fit.fun.reshape(n_cells, rows) ** 2, axis=1) / n_rests)
-    scale_std = np.array([_scale_std(fit.jac[c * rows:(c + 1) * rows, c * N_PARAMS:(c + 1) * N_PARAMS],
-                                     max(rmse[c], ocv_std_v)) for c in range(n_cells)])
-    values = dict(capacity_ah=q * x[:, 0], capacity_bound_ah=3.0 * q * scale_std, soc0=x[:, 1], hysteresis0=x[:, 2],
-                  resistance_scale=x[:, 3], rmse_v=rmse)
+    scale_std = np.array(
+        [
+            _scale_std(fit.jac[c * rows : (c + 1) * rows, c * N_PARAMS : (c + 1) * N_PARAMS], max(rmse[c], ocv_std_v))
+            for c in range(n_cells)
+        ]
+    )
+    values = dict(
+        capacity_ah=q * x[:, 0],
+        capacity_bound_ah=3.0 * q * scale_std,
+        soc0=x[:, 1],
+        hysteresis0=x[:, 2],
+        resistance_scale=x[:, 3],
+        rmse_v=rmse,
+    )
     return ReplayFit(rests=n_rests, **{k: float(v[0]) if one_cell else v for k, v in values.items()})
 
 

@@ -22,8 +22,14 @@ def plot_estimate(est: Estimate, path: str | Path, title: str, cell: int = 0, tr
     panels = 1 + has_capacity + has_limits
     fig, axes = plt.subplots(panels, 1, figsize=(10, 2.6 * panels + 0.6), sharex=True, squeeze=False)
     ax = axes[0, 0]
-    ax.fill_between(hours, 100 * df["SOC Lower / 1"], 100 * df["SOC Upper / 1"], color="tab:blue", alpha=0.25,
-                    label="3-sigma bound (within 0-100 %)")
+    ax.fill_between(
+        hours,
+        100 * df["SOC Lower / 1"],
+        100 * df["SOC Upper / 1"],
+        color="tab:blue",
+        alpha=0.25,
+        label="3-sigma bound (within 0-100 %)",
+    )
     ax.plot(hours, 100 * df["SOC / 1"], color="tab:blue", lw=1, label="SoC")
     if true_soc is not None:
         ax.plot(hours, 100 * true_soc, color="black", lw=0.8, ls="--", label="true SoC")

@@ -38,8 +38,16 @@ def dask_client(scheduler: str | None = None, workers: int = 1, processes: bool 
         return
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes, dashboard_address=None,
-                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=processes,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         yield client
 
 
@@ -68,8 +76,13 @@ def map_with_progress(client, fn: Callable, tasks: Sequence[tuple], *shared, des
     futures = client.map(partial(_guarded, fn, shared=shared), list(tasks), pure=False)
     order = {f.key: n for n, f in enumerate(futures)}
     results: list = [None] * n
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         bar = progress.add_task(description, total=n)
         for future in as_completed(futures):

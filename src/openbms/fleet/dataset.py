@@ -46,8 +46,11 @@ class FleetInfo:
     def load(cls, root: Path) -> "FleetInfo":
         path = Path(root) / INFO
         if not path.is_file():
-            raise DataError(str(path), "no such file: the fleet's description (cell, series, sensors) is missing; "
-                                       "pass --cell to analyse without it")
+            raise DataError(
+                str(path),
+                "no such file: the fleet's description (cell, series, sensors) is missing; "
+                "pass --cell to analyse without it",
+            )
         try:
             return cls(**json.loads(path.read_text()))
         except (json.JSONDecodeError, TypeError) as exc:
@@ -111,11 +114,14 @@ def read_day(path, vehicle: str, series: int | None = None) -> PackData:
     wrong = (named != vehicle).to_numpy()
     if wrong.any():
         row = int(wrong.argmax())
-        raise DataError(str(path), f"names vehicle {named.iloc[row]!r} inside the partition of {vehicle!r}",
-                        VEHICLE, row + 1)
+        raise DataError(
+            str(path), f"names vehicle {named.iloc[row]!r} inside the partition of {vehicle!r}", VEHICLE, row + 1
+        )
     if series is not None and data.cell_voltage_v.shape[1] != series:
-        raise DataError(str(path), f"has {data.cell_voltage_v.shape[1]} cell voltage columns, the fleet has "
-                                   f"{series} cells in series")
+        raise DataError(
+            str(path),
+            f"has {data.cell_voltage_v.shape[1]} cell voltage columns, the fleet has {series} cells in series",
+        )
     return data
 
 
@@ -126,7 +132,7 @@ def _entries(directory: Path) -> list[Path]:
 def _key(path: Path, key: str) -> str:
     if not (path.is_dir() and path.name.startswith(key + "=")):
         raise DataError(str(path), f"not part of the layout: expected a directory {key}=...")
-    return path.name[len(key) + 1:]
+    return path.name[len(key) + 1 :]
 
 
 def _iso_day(day: str, where: str) -> str:

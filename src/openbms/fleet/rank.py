@@ -35,7 +35,8 @@ def _urgency(v: dict) -> tuple[float, str]:
         tier = 4 if v["Short Severity"] == "critical" else 3
         size = f"about {ohm:.0f} ohm" if sized else "seen at rest, size not yet known"
         return tier + (1.0 / (1.0 + ohm / 100.0) if sized else 0.5), (
-            f"internal short in cell {int(v['Short Cell'])} ({size}, {v['Short Severity']}); {health}")
+            f"internal short in cell {int(v['Short Cell'])} ({size}, {v['Short Severity']}); {health}"
+        )
     if v["Sensor Fault Cells"]:
         return 2 + min(deficit, 0.99), f"cell voltage sensor(s) {v['Sensor Fault Cells']} faulty; {health}"
     if capacity < WORN_CAPACITY or resistance > WORN_RESISTANCE:

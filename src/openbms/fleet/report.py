@@ -18,15 +18,28 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from ..io.columns import TIME  # noqa: E402
 from .analyze import FleetAnalysis  # noqa: E402
 
-TABLE_COLUMNS = ["Rank", "Vehicle", "Service Reason", "Capacity / Ah", "Capacity Bound / Ah", "SOH Capacity / 1",
-                 "SOH Capacity Trend / 1 per day", "SOH Resistance / 1", "Cell SOC Spread / 1", "Short Cell",
-                 "Short Resistance / ohm", "Sensor Fault Cells"]
+TABLE_COLUMNS = [
+    "Rank",
+    "Vehicle",
+    "Service Reason",
+    "Capacity / Ah",
+    "Capacity Bound / Ah",
+    "SOH Capacity / 1",
+    "SOH Capacity Trend / 1 per day",
+    "SOH Resistance / 1",
+    "Cell SOC Spread / 1",
+    "Short Cell",
+    "Short Resistance / ohm",
+    "Sensor Fault Cells",
+]
 EVENT_COLUMNS = ["Vehicle", "Day", "time_s", "kind", "severity", "explanation"]
 # A 3-sigma bound past this share of the capacity says the record has too few rests to tell it, not a number.
 UNSETTLED_BOUND = 0.5
-STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:0 8px}img{max-width:100%;height:auto}"
-         ".table{overflow-x:auto}table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;"
-         "padding:2px 6px}")
+STYLE = (
+    "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:0 8px}img{max-width:100%;height:auto}"
+    ".table{overflow-x:auto}table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;"
+    "padding:2px 6px}"
+)
 
 
 def write_report(out_dir, analysis: FleetAnalysis, drill_down: int = 8, table_rows: int = 100) -> list[Path]:
@@ -35,8 +48,12 @@ def write_report(out_dir, analysis: FleetAnalysis, drill_down: int = 8, table_ro
     out.mkdir(parents=True, exist_ok=True)
     events = analysis.events if len(analysis.events) else pd.DataFrame(columns=EVENT_COLUMNS)
     paths = []
-    for name, frame in (("vehicles", analysis.vehicles), ("days", analysis.days), ("hourly", analysis.hourly),
-                        ("events", events)):
+    for name, frame in (
+        ("vehicles", analysis.vehicles),
+        ("days", analysis.days),
+        ("hourly", analysis.hourly),
+        ("events", events),
+    ):
         paths.append(out / f"{name}.parquet")
         frame.to_parquet(paths[-1], index=False)
     results = {"meta": analysis.meta, "ranking": json.loads(analysis.vehicles.to_json(orient="records"))}
@@ -51,24 +68,30 @@ def _html(a: FleetAnalysis, drill_down: int, table_rows: int) -> str:
     v = a.vehicles
     m = a.meta
     found = (v["Short Cell"].notna().sum(), (v["Sensor Fault Cells"] != "").sum())
-    parts = [f"<h1>Fleet health: {m['vehicles']} vehicles</h1>",
-             f"<p>{html.escape(m['dataset'])}: cell {html.escape(m['cell'])}, {m['samples']:,} samples, "
-             f"{m['cell_steps']:,} cell-steps in {m['wall_s']:.0f} s on {m['workers']} worker(s). "
-             f"Suspected internal shorts: {found[0]}; faulty cell-voltage sensors: {found[1]}.</p>",
-             "<h2>State of health</h2>", _img(_soh_figure(v)),
-             f"<h2>Who needs service first</h2><p>The first {min(table_rows, len(v))} of {len(v)} vehicles "
-             "(all in vehicles.parquet and results.json). Capacity: the median of the cells', each from the cell "
-             "model replayed over the vehicle's whole record (Capacity Method), with a 3 sigma bound.</p>",
-             f"<div class='table'>{_table(v.head(table_rows))}</div>",
-             f"<h2>Drill-down: the first {min(drill_down, len(v))} vehicles</h2>"]
+    parts = [
+        f"<h1>Fleet health: {m['vehicles']} vehicles</h1>",
+        f"<p>{html.escape(m['dataset'])}: cell {html.escape(m['cell'])}, {m['samples']:,} samples, "
+        f"{m['cell_steps']:,} cell-steps in {m['wall_s']:.0f} s on {m['workers']} worker(s). "
+        f"Suspected internal shorts: {found[0]}; faulty cell-voltage sensors: {found[1]}.</p>",
+        "<h2>State of health</h2>",
+        _img(_soh_figure(v)),
+        f"<h2>Who needs service first</h2><p>The first {min(table_rows, len(v))} of {len(v)} vehicles "
+        "(all in vehicles.parquet and results.json). Capacity: the median of the cells', each from the cell "
+        "model replayed over the vehicle's whole record (Capacity Method), with a 3 sigma bound.</p>",
+        f"<div class='table'>{_table(v.head(table_rows))}</div>",
+        f"<h2>Drill-down: the first {min(drill_down, len(v))} vehicles</h2>",
+    ]
     for row in v.head(drill_down).to_dict("records"):
         vehicle = row["Vehicle"]
-        parts += [f"<h3>{html.escape(vehicle)}: {html.escape(row['Service Reason'])}</h3>",
-                  _img(_vehicle_figure(row, a.hourly[a.hourly["Vehicle"] == vehicle],
-                                       a.days[a.days["Vehicle"] == vehicle]))]
-    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width, "
-            f"initial-scale=1'><title>openbms fleet report</title><style>{STYLE}</style></head>"
-            f"<body>{''.join(parts)}</body></html>")
+        parts += [
+            f"<h3>{html.escape(vehicle)}: {html.escape(row['Service Reason'])}</h3>",
+            _img(_vehicle_figure(row, a.hourly[a.hourly["Vehicle"] == vehicle], a.days[a.days["Vehicle"] == vehicle])),
+        ]
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width, "
+        f"initial-scale=1'><title>openbms fleet report</title><style>{STYLE}</style></head>"
+        f"<body>{''.join(parts)}</body></html>"
+    )
 
 
 def _table(v: pd.DataFrame) -> str:
@@ -76,8 +99,10 @@ def _table(v: pd.DataFrame) -> str:
     shown = v[TABLE_COLUMNS].astype(object)
     shown["Short Cell"] = [f"{int(c)}" if pd.notna(c) else "" for c in v["Short Cell"]]
     unsettled = ~(v["Capacity Bound / Ah"] <= UNSETTLED_BOUND * v["Capacity / Ah"])
-    shown["Capacity Bound / Ah"] = [f"not settled ({b / c:.0%})" if u else b for b, c, u in
-                                    zip(v["Capacity Bound / Ah"], v["Capacity / Ah"], unsettled)]
+    shown["Capacity Bound / Ah"] = [
+        f"not settled ({b / c:.0%})" if u else b
+        for b, c, u in zip(v["Capacity Bound / Ah"], v["Capacity / Ah"], unsettled)
+    ]
     shown = shown.where(shown.notna(), "")  # None and NaN alike: nothing found, not the word None
     return shown.to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep="")
 
@@ -101,8 +126,9 @@ def _vehicle_figure(vehicle: dict, hourly: pd.DataFrame, days: pd.DataFrame):
     axes[0].plot(hours, 100 * hourly["SOC / 1"], label="pack")
     axes[0].set(xlabel="day", ylabel="SoC / %", title="SoC (hour means)")
     axes[0].legend(fontsize=8)
-    axes[1].errorbar(range(1, len(days) + 1), days["Capacity / Ah"], yerr=days["Capacity Bound / Ah"], fmt="o-",
-                     capsize=3)
+    axes[1].errorbar(
+        range(1, len(days) + 1), days["Capacity / Ah"], yerr=days["Capacity Bound / Ah"], fmt="o-", capsize=3
+    )
     axes[1].axhline(vehicle["Capacity / Ah"], color="k", lw=1, label="the record replayed")
     axes[1].legend(fontsize=8)
     axes[1].set(xlabel="day", ylabel="Ah", title="capacity: the car's filter each day (3 sigma)")

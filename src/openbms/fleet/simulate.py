@@ -50,8 +50,15 @@ class VehicleSpec:
     fault_onset_s: float | None = None
 
 
-def draw_fleet(vehicles: int, days: int, series: int, capacity_ah: float, seed: int = 0,
-               short_fraction: float = 0.1, fault_fraction: float = 0.05) -> list[VehicleSpec]:
+def draw_fleet(
+    vehicles: int,
+    days: int,
+    series: int,
+    capacity_ah: float,
+    seed: int = 0,
+    short_fraction: float = 0.1,
+    fault_fraction: float = 0.05,
+) -> list[VehicleSpec]:
     """Vehicles of varied age and use; faults start in the first half of the record so there is time to see them."""
     if vehicles < 1 or days < 1 or series < 2:
         raise ValueError(f"need at least 1 vehicle, 1 day and 2 cells in series; got {vehicles}, {days}, {series}")
@@ -62,16 +69,28 @@ def draw_fleet(vehicles: int, days: int, series: int, capacity_ah: float, seed: 
     specs = []
     for n in range(vehicles):
         fade = rng.uniform(0.0, 0.2)
-        spec = dict(vehicle=f"V{n + 1:04d}", seed=int(rng.integers(2**31)), capacity_scale=1.0 - fade,
-                    resistance_scale=float(1.0 + 2.5 * fade + rng.uniform(0.0, 0.1)), usage=rng.uniform(1.0, 1.5),
-                    soc0=rng.uniform(0.9, 0.97), ambient_c=rng.uniform(15.0, 30.0))
+        spec = dict(
+            vehicle=f"V{n + 1:04d}",
+            seed=int(rng.integers(2**31)),
+            capacity_scale=1.0 - fade,
+            resistance_scale=float(1.0 + 2.5 * fade + rng.uniform(0.0, 0.1)),
+            usage=rng.uniform(1.0, 1.5),
+            soc0=rng.uniform(0.9, 0.97),
+            ambient_c=rng.uniform(15.0, 30.0),
+        )
         if rng.random() < short_fraction:
             lo, hi = np.log(SHORT_OHM_AH)
-            spec |= dict(short_cell=int(rng.integers(series)), short_ohm=float(np.exp(rng.uniform(lo, hi)) / capacity_ah),
-                         short_onset_s=float(rng.uniform(0, half)))
+            spec |= dict(
+                short_cell=int(rng.integers(series)),
+                short_ohm=float(np.exp(rng.uniform(lo, hi)) / capacity_ah),
+                short_onset_s=float(rng.uniform(0, half)),
+            )
         if rng.random() < fault_fraction:
-            spec |= dict(fault_kind=str(rng.choice(["stuck", "open_wire"])), fault_cell=int(rng.integers(series - 1)),
-                         fault_onset_s=float(rng.uniform(0, half)))
+            spec |= dict(
+                fault_kind=str(rng.choice(["stuck", "open_wire"])),
+                fault_cell=int(rng.integers(series - 1)),
+                fault_onset_s=float(rng.uniform(0, half)),
+            )
         specs.append(VehicleSpec(**{k: float(v) if isinstance(v, np.floating) else v for k, v in spec.items()}))
     return specs
 
@@ -90,22 +109,31 @@ def simulate_vehicle(spec: VehicleSpec, root: str, info: FleetInfo, days: int) -
     time_s = plan.time_s[keep]
     current = spec.usage * np.add.reduceat(plan.current_a, keep) / np.diff(np.append(keep, len(plan.time_s)))
     shorts = [] if spec.short_cell is None else [Short(spec.short_cell, spec.short_ohm, spec.short_onset_s)]
-    plant = PackPlant(base.scaled(capacity=spec.capacity_scale, resistance=spec.resistance_scale), info.series,
-                      Spread(), spec.soc0, shorts, spec.seed)
+    plant = PackPlant(
+        base.scaled(capacity=spec.capacity_scale, resistance=spec.resistance_scale),
+        info.series,
+        Spread(),
+        spec.soc0,
+        shorts,
+        spec.seed,
+    )
     voltage, soc = plant.run(time_s, current, spec.ambient_c)
     rng = np.random.default_rng(spec.seed + 1)
     voltage = _quantise(voltage + rng.normal(0.0, VOLTAGE_NOISE_V, voltage.shape), VOLTAGE_LSB_V)
-    temperature = _quantise(spec.ambient_c + rng.normal(0.0, TEMPERATURE_NOISE_C, (len(time_s), info.sensors)),
-                            TEMPERATURE_LSB_C)
+    temperature = _quantise(
+        spec.ambient_c + rng.normal(0.0, TEMPERATURE_NOISE_C, (len(time_s), info.sensors)), TEMPERATURE_LSB_C
+    )
     if spec.fault_kind == "stuck":
         faults.stuck(voltage, spec.fault_cell, spec.fault_onset_s, time_s)
     elif spec.fault_kind == "open_wire":
         faults.open_wire(voltage, spec.fault_cell, spec.fault_onset_s, time_s)
     start = dt.date.fromisoformat(info.start)
     unix0 = dt.datetime.combine(start, dt.time(), dt.timezone.utc).timestamp()
-    frame = pd.DataFrame({UNIX_TIME: unix0 + time_s, TIME: time_s, CURRENT: current}
-                         | {f"Cell Voltage {c + 1} / V": voltage[:, c] for c in range(info.series)}
-                         | {f"Cell Temperature {j + 1} / degC": temperature[:, j] for j in range(info.sensors)})
+    frame = pd.DataFrame(
+        {UNIX_TIME: unix0 + time_s, TIME: time_s, CURRENT: current}
+        | {f"Cell Voltage {c + 1} / V": voltage[:, c] for c in range(info.series)}
+        | {f"Cell Temperature {j + 1} / degC": temperature[:, j] for j in range(info.sensors)}
+    )
     day_of = (time_s // DAY_S).astype(int)
     for d in range(days):
         write_partition(root, spec.vehicle, start + dt.timedelta(days=d), frame[day_of == d].reset_index(drop=True))
@@ -121,8 +149,12 @@ def write_labels(root, labels: list[dict]) -> Path:
 def _labels(spec: VehicleSpec, plant: PackPlant, soc: np.ndarray) -> dict:
     capacities = [float(c.param("capacity_ah", spec.ambient_c)) for c in plant.cells]
     truth = {k: v for k, v in asdict(spec).items() if not k.startswith(("short", "fault"))}
-    truth |= {"true_capacity_ah": float(np.mean(capacities)), "cell_soc_end": soc[-1].round(4).tolist(), "short": None,
-              "sensor_fault": None}
+    truth |= {
+        "true_capacity_ah": float(np.mean(capacities)),
+        "cell_soc_end": soc[-1].round(4).tolist(),
+        "short": None,
+        "sensor_fault": None,
+    }
     if spec.short_cell is not None:
         truth["short"] = {"cell": spec.short_cell + 1, "resistance_ohm": spec.short_ohm, "onset_s": spec.short_onset_s}
     if spec.fault_kind is not None:

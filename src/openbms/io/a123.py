@@ -115,7 +115,9 @@ def read_tests(
         numbers = [n for n, _ in scripts]
         repeated = sorted({n for n in numbers if numbers.count(n) > 1})
         if repeated:
-            raise DataError(str(scripts[0][1].parent), f"A123 {kind} test at {temperature:g} degC: script(s) {repeated} given twice")
+            raise DataError(
+                str(scripts[0][1].parent), f"A123 {kind} test at {temperature:g} degC: script(s) {repeated} given twice"
+            )
         if numbers != list(range(1, len(numbers) + 1)):
             raise DataError(
                 str(scripts[0][1].parent),
@@ -161,8 +163,9 @@ def _ambient_for(path: Path, ambient_c: float | dict[str | None, float] | None) 
     return ambient_c.get(None)
 
 
-def _single_file_test(path: Path, column_map: ColumnMap | None, current_sign: str | None,
-                      ambient_c: float | None) -> CellTest:
+def _single_file_test(
+    path: Path, column_map: ColumnMap | None, current_sign: str | None, ambient_c: float | None
+) -> CellTest:
     df = read_timeseries(path, column_map, current_sign, ambient_c)
     notes = [f"{path.name}: {note}" for note in df.attrs.get("assumptions", [])]
     for column in (AMBIENT_TEMPERATURE, CELL_TEMPERATURE):

@@ -29,8 +29,11 @@ def check_finite(df: pd.DataFrame, source: str) -> None:
         bad = ~np.isfinite(values)
         if bad.any():
             row = int(np.argmax(bad)) + 1
-            hint = ("; if the chamber temperature is known, --ambient DEGC fills the missing rows"
-                    if column in TEMPERATURES else "")
+            hint = (
+                "; if the chamber temperature is known, --ambient DEGC fills the missing rows"
+                if column in TEMPERATURES
+                else ""
+            )
             raise DataError(source, f"missing or non-finite value ({values[row - 1]}){hint}", column, row)
 
 
@@ -47,8 +50,12 @@ def check_time(df: pd.DataFrame, source: str) -> None:
     back = steps < 0
     if back.any():
         row = int(np.argmax(back)) + 2
-        raise DataError(source, f"time must increase, but goes from {t[row - 2]} s to {t[row - 1]} s "
-                                f"(rows {row - 1} and {row})", TIME, row)
+        raise DataError(
+            source,
+            f"time must increase, but goes from {t[row - 2]} s to {t[row - 1]} s (rows {row - 1} and {row})",
+            TIME,
+            row,
+        )
     if STEP_INDEX not in df:
         return
     repeated = (steps == 0) & (np.diff(df[STEP_INDEX].to_numpy(dtype=float)) == 0)

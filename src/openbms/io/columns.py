@@ -54,24 +54,25 @@ class ColumnMap:
     def __post_init__(self) -> None:
         unknown = sorted(set(self.columns.values()) - set(KNOWN))
         if unknown:
-            raise ValueError(
-                f"column map {self.name!r}: {unknown} are not BDF labels; "
-                f"expected some of {list(KNOWN)}"
-            )
+            raise ValueError(f"column map {self.name!r}: {unknown} are not BDF labels; expected some of {list(KNOWN)}")
         if self.current_sign not in SIGNS:
             raise ValueError(
-                f"column map {self.name!r}: current_sign must be one of {SIGNS}, "
-                f"got {self.current_sign!r}"
+                f"column map {self.name!r}: current_sign must be one of {SIGNS}, got {self.current_sign!r}"
             )
         if not isinstance(self.scale, dict):
             raise ValueError(f'column map {self.name!r}: "scale" must be an object of column: factor')
         stray = sorted(set(self.scale) - set(self.columns))
         if stray:
             raise ValueError(f"column map {self.name!r}: scale given for unmapped columns {stray}")
-        not_numbers = {k: v for k, v in self.scale.items()
-                       if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v == 0}
+        not_numbers = {
+            k: v
+            for k, v in self.scale.items()
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v == 0
+        }
         if not_numbers:
-            raise ValueError(f"column map {self.name!r}: scale factors must be finite non-zero numbers, got {not_numbers}")
+            raise ValueError(
+                f"column map {self.name!r}: scale factors must be finite non-zero numbers, got {not_numbers}"
+            )
 
     @classmethod
     def from_json(cls, path: str | Path) -> "ColumnMap":

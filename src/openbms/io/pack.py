@@ -37,8 +37,9 @@ def _numbered(columns, pattern, source: str, what: str) -> list[str]:
     expected = list(range(1, len(found) + 1))
     if sorted(found) != expected:
         missing = sorted(set(expected) - set(found)) or sorted(found)[-1:]
-        raise DataError(source, f"{what} columns must be numbered 1..{len(found)} without gaps; "
-                                f"number {missing[0]} is missing")
+        raise DataError(
+            source, f"{what} columns must be numbered 1..{len(found)} without gaps; number {missing[0]} is missing"
+        )
     return [found[i] for i in expected]
 
 
@@ -47,16 +48,21 @@ def read_pack(path: str | Path, temperature_c: float | None = None) -> PackData:
     raw = read_raw(path)
     for column in (TIME, CURRENT):
         if column not in raw.columns:
-            raise DataError(source, f"missing column {column!r}; a pack file needs {TIME!r}, {CURRENT!r} and "
-                                    f"'Cell Voltage 1 / V', 'Cell Voltage 2 / V', ...", column)
+            raise DataError(
+                source,
+                f"missing column {column!r}; a pack file needs {TIME!r}, {CURRENT!r} and "
+                f"'Cell Voltage 1 / V', 'Cell Voltage 2 / V', ...",
+                column,
+            )
     volts = _numbered(raw.columns, CELL_VOLTAGE, source, "cell voltage")
     if len(volts) < 2:
         raise DataError(source, "a pack file needs at least two 'Cell Voltage {i} / V' columns")
     temps = _numbered(raw.columns, CELL_TEMPERATURE, source, "cell temperature")
     if not temps and temperature_c is None:
         if AMBIENT_TEMPERATURE not in raw.columns:
-            raise DataError(source, "no 'Cell Temperature {j} / degC' or ambient temperature column; "
-                                    "pass a temperature")
+            raise DataError(
+                source, "no 'Cell Temperature {j} / degC' or ambient temperature column; pass a temperature"
+            )
         temps = [AMBIENT_TEMPERATURE]
     df = raw[[TIME, CURRENT] + volts + temps]
     check_numeric(df, source)

@@ -9,8 +9,17 @@ import numpy as np
 import pandas as pd
 
 from .checks import check_frame
-from .columns import (AMBIENT_TEMPERATURE, CURRENT, DISCHARGE_POSITIVE, REQUIRED, SIGNS, TEMPERATURES, TIME,
-                      ColumnMap, detect)
+from .columns import (
+    AMBIENT_TEMPERATURE,
+    CURRENT,
+    DISCHARGE_POSITIVE,
+    REQUIRED,
+    SIGNS,
+    TEMPERATURES,
+    TIME,
+    ColumnMap,
+    detect,
+)
 from .errors import DataError
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -98,16 +107,21 @@ def fill_temperature(df: pd.DataFrame, ambient_c: float) -> list[str]:
         missing = ~np.isfinite(df[column].to_numpy())
         if missing.any():
             df.loc[missing, column] = ambient_c
-            notes.append(f"{int(missing.sum())} of {len(df)} rows without {column!r}: "
-                         f"filled with {ambient_c:g} degC from --ambient")
+            notes.append(
+                f"{int(missing.sum())} of {len(df)} rows without {column!r}: "
+                f"filled with {ambient_c:g} degC from --ambient"
+            )
     return notes
 
 
 def check_numeric(df: pd.DataFrame, source: str) -> None:
     for column in df.columns:
         kind = df[column].dtype
-        if not (pd.api.types.is_numeric_dtype(kind) or pd.api.types.is_object_dtype(kind)
-                or pd.api.types.is_string_dtype(kind)):
+        if not (
+            pd.api.types.is_numeric_dtype(kind)
+            or pd.api.types.is_object_dtype(kind)
+            or pd.api.types.is_string_dtype(kind)
+        ):
             hint = " (times are seconds)" if column == TIME else ""
             raise DataError(source, f"expected numbers, found {kind} values{hint}", column)
         values = pd.to_numeric(df[column], errors="coerce")

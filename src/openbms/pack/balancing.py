@@ -40,7 +40,9 @@ class Balancer:
 
     def bleed_a(self, selected, cell_voltage_v) -> np.ndarray:
         """The current each selected cell loses through its resistor (A)."""
-        return np.where(selected, np.nan_to_num(np.asarray(cell_voltage_v, dtype=float)) / self.bleed_resistance_ohm, 0.0)
+        return np.where(
+            selected, np.nan_to_num(np.asarray(cell_voltage_v, dtype=float)) / self.bleed_resistance_ohm, 0.0
+        )
 
 
 def usable_ah(soc, capacity_ah) -> float:

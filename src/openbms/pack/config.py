@@ -1,15 +1,15 @@
 """A pack described in a file (YAML or JSON): topology, cell model, variation, sensors and limits.
 
-    name: blade-100s
-    cell: blade_lfp            # a bundled cell or a cell JSON (relative to this file)
-    series: 100
-    parallel: 1                # cells in parallel per series element (one bigger cell to the BMS)
-    temperature_sensors: 10
-    variation: {capacity: 0.02, resistance: 0.05, soc: 0.02}   # for the simulator
-    limits: {overvoltage_v: [3.55, 3.60, 3.65]}               # any SoaLimits field
-    balancing: {bleed_resistance_ohm: 33}
-    short: {warning_c: 0.0011}           # leak as a fraction of 1C
-    runaway: {max_temperature_c: 60}
+name: blade-100s
+cell: blade_lfp            # a bundled cell or a cell JSON (relative to this file)
+series: 100
+parallel: 1                # cells in parallel per series element (one bigger cell to the BMS)
+temperature_sensors: 10
+variation: {capacity: 0.02, resistance: 0.05, soc: 0.02}   # for the simulator
+limits: {overvoltage_v: [3.55, 3.60, 3.65]}               # any SoaLimits field
+balancing: {bleed_resistance_ohm: 33}
+short: {warning_c: 0.0011}           # leak as a fraction of 1C
+runaway: {max_temperature_c: 60}
 """
 
 from __future__ import annotations
@@ -67,8 +67,11 @@ class PackConfig(BaseModel):
 
     def monitor_config(self, capacity_ah: float) -> MonitorConfig:
         soa = _build(SoaLimits, {"capacity_ah": capacity_ah, **self.limits}, "limits").validate()
-        return MonitorConfig(soa=soa, short=_build(ShortRule, self.short, "short").validate(),
-                             runaway=_build(RunawayRule, self.runaway, "runaway"))
+        return MonitorConfig(
+            soa=soa,
+            short=_build(ShortRule, self.short, "short").validate(),
+            runaway=_build(RunawayRule, self.runaway, "runaway"),
+        )
 
     def balancer(self) -> Balancer:
         return _build(Balancer, self.balancing, "balancing")

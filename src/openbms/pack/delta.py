@@ -29,8 +29,33 @@ MEAN_SPREAD = np.sqrt(3.0)  # the mean cell's SoC stds over which a cell's slope
 
 
 @njit(cache=True)
-def delta_kernel(time_s, dv, current, bleed, zbar, zbar_std, tbar, axis, table, knots, ocv_t, z0, dz, ocv_tab, noise_v, q_leak,
-                 q_dz, gate, zbar_corr_s, i_rc, bleed_rc, x, P, x_out, std_out):
+def delta_kernel(
+    time_s,
+    dv,
+    current,
+    bleed,
+    zbar,
+    zbar_std,
+    tbar,
+    axis,
+    table,
+    knots,
+    ocv_t,
+    z0,
+    dz,
+    ocv_tab,
+    noise_v,
+    q_leak,
+    q_dz,
+    gate,
+    zbar_corr_s,
+    i_rc,
+    bleed_rc,
+    x,
+    P,
+    x_out,
+    std_out,
+):
     """Run the delta filters over (time, cells); x (cells, 4) and P (cells, 4, 4) carry over between calls.
 
     dv: V_i − V_mean (NaN skips a cell's update: a sensor flagged as faulty); current: (time,) string
@@ -84,10 +109,13 @@ def delta_kernel(time_s, dv, current, bleed, zbar, zbar_std, tbar, axis, table, 
         for c in range(n_cells):
             z = zbar[k] + x[c, DZ]
             ocv[c] = ocv_at(z, tbar[k], ocv_t, z0, dz, ocv_tab)
-            slope[c] = (ocv_at(z + SLOPE_STEP, tbar[k], ocv_t, z0, dz, ocv_tab)
-                        - ocv_at(z - SLOPE_STEP, tbar[k], ocv_t, z0, dz, ocv_tab)) / (2.0 * SLOPE_STEP)
-            wide[c] = (ocv_at(z + span, tbar[k], ocv_t, z0, dz, ocv_tab)
-                       - ocv_at(z - span, tbar[k], ocv_t, z0, dz, ocv_tab)) / (2.0 * span)
+            slope[c] = (
+                ocv_at(z + SLOPE_STEP, tbar[k], ocv_t, z0, dz, ocv_tab)
+                - ocv_at(z - SLOPE_STEP, tbar[k], ocv_t, z0, dz, ocv_tab)
+            ) / (2.0 * SLOPE_STEP)
+            wide[c] = (
+                ocv_at(z + span, tbar[k], ocv_t, z0, dz, ocv_tab) - ocv_at(z - span, tbar[k], ocv_t, z0, dz, ocv_tab)
+            ) / (2.0 * span)
             if dv[k, c] == dv[k, c]:
                 mean_ocv += ocv[c]
                 mean_slope += slope[c]
@@ -149,4 +177,3 @@ def delta_kernel(time_s, dv, current, bleed, zbar, zbar_std, tbar, axis, table, 
             i_rc[j] = rc_step(i_rc[j], decay, i)
             for c in range(n_cells):
                 bleed_rc[c, j] = rc_step(bleed_rc[c, j], decay, bleed[k, c] - mean_bleed)
-

@@ -43,8 +43,9 @@ class DeltaOptions:
 # in bench/faults.py, and the 2 kohm short up to 36.6 h. Nor does it count the OCV's SoC-scale error: that raised
 # a healthy cell's largest averaged leak there from 1.9 to 3.5 mA, past the 2.5 mA warning (no alarm, but no
 # margin), though it found the 1 kohm short within 13.2 h, not 31.0 h.
-MEAN_CELL_OPTIONS = EstimateOptions(health=True, limits=True, energy=True, joint_capacity_std=0.0,
-                                    adapt_resistance=False, ocv_scale_std=0.0)
+MEAN_CELL_OPTIONS = EstimateOptions(
+    health=True, limits=True, energy=True, joint_capacity_std=0.0, adapt_resistance=False, ocv_scale_std=0.0
+)
 
 
 @dataclass
@@ -80,8 +81,14 @@ class PackEstimate:
 class PackEstimator:
     """The bar-delta estimator of a series string, fed sample by sample or in chunks (same answers)."""
 
-    def __init__(self, model: CellModel, series: int, soc0=None, options: EstimateOptions | None = None,
-                 delta: DeltaOptions = DeltaOptions()):
+    def __init__(
+        self,
+        model: CellModel,
+        series: int,
+        soc0=None,
+        options: EstimateOptions | None = None,
+        delta: DeltaOptions = DeltaOptions(),
+    ):
         if series < 2:
             raise ValueError(f"a pack estimator needs at least 2 cells in series, got {series}")
         self.model, self.series, self.delta = model, series, delta
@@ -94,8 +101,12 @@ class PackEstimator:
         self.P = np.zeros((series, N_DELTA, N_DELTA))
         q = float(model.param("capacity_ah", 25.0))
         self.leak_drift_a = delta.leak_drift_c * q
-        for d, std in ((DZ, delta.soc_spread), (LEAK, delta.leak_prior_c * q), (DC, delta.capacity_spread),
-                       (DR, delta.resistance_spread)):
+        for d, std in (
+            (DZ, delta.soc_spread),
+            (LEAK, delta.leak_prior_c * q),
+            (DC, delta.capacity_spread),
+            (DR, delta.resistance_spread),
+        ):
             self.P[:, d, d] = std**2
         self.i_rc = np.zeros(self.packed.n_rc)
         self.bleed_rc = np.zeros((series, self.packed.n_rc))
@@ -103,8 +114,17 @@ class PackEstimator:
     def snapshot(self) -> dict | None:
         """The bar filter's and every delta filter's learned state, JSON-ready (None before the first sample)."""
         bar = self.bar.snapshot()
-        return None if bar is None else {"bar": bar, "x": self.x.tolist(), "P": self.P.tolist(),
-                                         "i_rc": self.i_rc.tolist(), "bleed_rc": self.bleed_rc.tolist()}
+        return (
+            None
+            if bar is None
+            else {
+                "bar": bar,
+                "x": self.x.tolist(),
+                "P": self.P.tolist(),
+                "i_rc": self.i_rc.tolist(),
+                "bleed_rc": self.bleed_rc.tolist(),
+            }
+        )
 
     def restore(self, snapshot: dict) -> None:
         x, P = np.asarray(snapshot["x"], dtype=float), np.asarray(snapshot["P"], dtype=float)
@@ -115,8 +135,7 @@ class PackEstimator:
         self.bar.restore(snapshot["bar"])
         self.x, self.P, self.i_rc, self.bleed_rc = x, P, np.asarray(snapshot["i_rc"], dtype=float), bleed_rc
 
-    def update(self, time_s, current_a, cell_voltage_v, cell_temperature_c, bleed_a=None,
-               valid=None) -> PackEstimate:
+    def update(self, time_s, current_a, cell_voltage_v, cell_temperature_c, bleed_a=None, valid=None) -> PackEstimate:
         """time_s (time,), current_a (time,) string current + = charging, cell_voltage_v (time, cells),
         cell_temperature_c (time, cells) or broadcastable, bleed_a (time, cells) balancing currents,
         valid (time, cells) False where a sensor is known bad (left out of the mean and the cell's update)."""
@@ -124,10 +143,16 @@ class PackEstimator:
         current = np.atleast_1d(np.asarray(current_a, dtype=float))
         v = np.asarray(cell_voltage_v, dtype=float).reshape(len(time_s), -1)
         if v.shape[1] != self.series or len(current) != len(time_s):
-            raise ValueError(f"expected {len(time_s)} samples of current and of {self.series} cell voltages, "
-                             f"got current {current.shape} and cell voltages {np.shape(cell_voltage_v)}")
-        temps = np.broadcast_to(np.asarray(cell_temperature_c, dtype=float).reshape(len(time_s), -1) if np.ndim(
-            cell_temperature_c) == 2 else cell_temperature_c, v.shape)
+            raise ValueError(
+                f"expected {len(time_s)} samples of current and of {self.series} cell voltages, "
+                f"got current {current.shape} and cell voltages {np.shape(cell_voltage_v)}"
+            )
+        temps = np.broadcast_to(
+            np.asarray(cell_temperature_c, dtype=float).reshape(len(time_s), -1)
+            if np.ndim(cell_temperature_c) == 2
+            else cell_temperature_c,
+            v.shape,
+        )
         ok = np.isfinite(v) if valid is None else (np.asarray(valid, dtype=bool) & np.isfinite(v))
         if not ok.any(axis=1).all():
             raise ValueError("every sample needs at least one valid cell voltage")
@@ -141,11 +166,33 @@ class PackEstimator:
         x_out = np.empty((len(time_s), self.series, N_DELTA))
         std_out = np.empty_like(x_out)
         p, d = self.packed, self.delta
-        delta_kernel(times, np.ascontiguousarray(dv), np.ascontiguousarray(current), np.ascontiguousarray(bleed),
-                     np.ascontiguousarray(bar.soc[:, 0]), bar.soc_bound[:, 0] / 3.0, np.ascontiguousarray(t_mean),
-                     p.axis, p.tables[0], p.knots, p.ocv_axis, p.z0, p.dz, p.ocv_tables[0], d.noise_v,
-                     self.leak_drift_a**2 / 3600.0, d.soc_drift**2 / 3600.0, d.gate, d.mean_error_s,
-                     self.i_rc, self.bleed_rc, self.x, self.P, x_out, std_out)
+        delta_kernel(
+            times,
+            np.ascontiguousarray(dv),
+            np.ascontiguousarray(current),
+            np.ascontiguousarray(bleed),
+            np.ascontiguousarray(bar.soc[:, 0]),
+            bar.soc_bound[:, 0] / 3.0,
+            np.ascontiguousarray(t_mean),
+            p.axis,
+            p.tables[0],
+            p.knots,
+            p.ocv_axis,
+            p.z0,
+            p.dz,
+            p.ocv_tables[0],
+            d.noise_v,
+            self.leak_drift_a**2 / 3600.0,
+            d.soc_drift**2 / 3600.0,
+            d.gate,
+            d.mean_error_s,
+            self.i_rc,
+            self.bleed_rc,
+            self.x,
+            self.P,
+            x_out,
+            std_out,
+        )
         return self._result(time_s, bar, x_out, std_out, current)
 
     def _result(self, time_s, bar, x, std, current) -> PackEstimate:
@@ -166,13 +213,27 @@ class PackEstimator:
         else:
             ic, idis, v_c, v_d = self._limiting_cell(bar.limits[min(bar.limits)], cell_soc, z_bar)
         return PackEstimate(
-            time_s=time_s, soc=available / np.maximum(available + headroom, 1e-9), cell_soc=cell_soc,
-            cell_soc_bound=bound, leak_a=x[..., LEAK], leak_std_a=std[..., LEAK], resistance_ratio=1.0 + x[..., DR],
-            capacity_ah=q, capacity_bound_ah=bar.capacity_bound_ah[:, 0], resistance_ohm=bar.resistance_ohm[:, 0],
-            soh_capacity=bar.soh_capacity[:, 0], soh_resistance=bar.soh_resistance[:, 0], available_ah=available,
-            headroom_ah=headroom, energy_wh=energy, max_charge_current_a=ic, max_discharge_current_a=idis,
-            max_charge_power_w=ic * v_c * self.series, max_discharge_power_w=idis * v_d * self.series,
-            current_offset_a=bar.current_offset_a[:, 0])
+            time_s=time_s,
+            soc=available / np.maximum(available + headroom, 1e-9),
+            cell_soc=cell_soc,
+            cell_soc_bound=bound,
+            leak_a=x[..., LEAK],
+            leak_std_a=std[..., LEAK],
+            resistance_ratio=1.0 + x[..., DR],
+            capacity_ah=q,
+            capacity_bound_ah=bar.capacity_bound_ah[:, 0],
+            resistance_ohm=bar.resistance_ohm[:, 0],
+            soh_capacity=bar.soh_capacity[:, 0],
+            soh_resistance=bar.soh_resistance[:, 0],
+            available_ah=available,
+            headroom_ah=headroom,
+            energy_wh=energy,
+            max_charge_current_a=ic,
+            max_discharge_current_a=idis,
+            max_charge_power_w=ic * v_c * self.series,
+            max_discharge_power_w=idis * v_d * self.series,
+            current_offset_a=bar.current_offset_a[:, 0],
+        )
 
     def _limiting_cell(self, lim, cell_soc, z_bar):
         """(charge, discharge current, charge, discharge voltage): the fullest cell sets the charge limit, the

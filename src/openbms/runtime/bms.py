@@ -45,10 +45,18 @@ CONSUMPTION_MEMORY_KM = 100.0
 
 
 class Bms:
-    def __init__(self, model: CellModel, series: int, sensors: int, nv: dict | None = None,
-                 charger_max_current_c: float = 0.5, charger_max_power_w: float = 50_000.0,
-                 balancer: Balancer | None = Balancer(), config: MonitorConfig = MonitorConfig(),
-                 rated_consumption_wh_per_km: float = DEFAULT_CONSUMPTION_WH_PER_KM):
+    def __init__(
+        self,
+        model: CellModel,
+        series: int,
+        sensors: int,
+        nv: dict | None = None,
+        charger_max_current_c: float = 0.5,
+        charger_max_power_w: float = 50_000.0,
+        balancer: Balancer | None = Balancer(),
+        config: MonitorConfig = MonitorConfig(),
+        rated_consumption_wh_per_km: float = DEFAULT_CONSUMPTION_WH_PER_KM,
+    ):
         """balancer: None where the pack's bleed resistors do not obey this BMS (a recording, a bus without them);
         config: limits and detector settings, e.g. from a pack file; rated_consumption_wh_per_km: the vehicle's
         own figure, where range starts before this BMS has seen it driven."""
@@ -66,10 +74,14 @@ class Bms:
                 log.warning("saved filter state not used: %s", exc)
         limits = SoaLimits(capacity_ah=self.q_ah)
         self.charger = ChargeController(
-            ChargeConfig(limits, cell_resistance_ohm=float(model.resistance_ohm(0.5, 25.0)) * 2,
-                         charger_max_current_a=charger_max_current_c * self.q_ah,
-                         charger_max_power_w=charger_max_power_w),
-            soc_target=nv.get("charge_limit", 0.9))
+            ChargeConfig(
+                limits,
+                cell_resistance_ohm=float(model.resistance_ohm(0.5, 25.0)) * 2,
+                charger_max_current_a=charger_max_current_c * self.q_ah,
+                charger_max_power_w=charger_max_power_w,
+            ),
+            soc_target=nv.get("charge_limit", 0.9),
+        )
         self.charge_wanted = nv.get("charge_wanted", True)
         self.conditioning = nv.get("conditioning", "INACTIVE")
         self.rated_consumption_wh_per_km = rated_consumption_wh_per_km
@@ -79,7 +91,9 @@ class Bms:
         self.mean_ocv_v = float(np.mean(model.ocv(np.linspace(0.0, 1.0, 101), 25.0)))
         self.r0_ohm = float(model.resistance_ohm(0.5, 25.0))
         self.certified_wh = self._usable_wh(1.0, 1.0)
-        self.latched: list[dict] = list(nv.get("latched", []))  # the record of critical faults, kept across restarts for service
+        self.latched: list[dict] = list(
+            nv.get("latched", [])
+        )  # the record of critical faults, kept across restarts for service
         self.contactors = ContactorController()
         self.circuit = PrechargeCircuit(pack_voltage_v=3.3 * series)  # the HV side as the BMS sees it
         self.balancer = balancer
@@ -99,8 +113,9 @@ class Bms:
         with self.lock:
             self.dt_s = 1.0 if self._last_time_s is None else s.time_s - self._last_time_s
             self._last_time_s = s.time_s
-            events, est = self.monitor.update(s.time_s, s.current_a, s.cell_voltage_v[None, :],
-                                              s.temperature_c[None, :], self.bleed_a[None, :])
+            events, est = self.monitor.update(
+                s.time_s, s.current_a, s.cell_voltage_v[None, :], s.temperature_c[None, :], self.bleed_a[None, :]
+            )
             self._track(events)
             row = est.row()
             worst = max((e.severity for e in self.active.values()), key=rank, default="info")
@@ -111,12 +126,27 @@ class Bms:
                 selected = self.balancer.select(cell_soc, self.q_ah, s.cell_voltage_v, s.current_a)
                 self.bleed_a = self.balancer.bleed_a(selected, s.cell_voltage_v)
             self._learn_consumption(s)
-            self.usage.update(self.dt_s, s.current_a, float(np.nansum(s.cell_voltage_v)), row["soc"],
-                              _finite(np.nanmax, s.temperature_c))
-            out = BmsOutput(s.time_s, row["soc"], row["soh_capacity"], row["soh_resistance"],
-                            row["max_charge_current_a"], row["max_discharge_current_a"], row["max_charge_power_w"],
-                            row["max_discharge_power_w"], charge.current_a, contactor_state, worst,
-                            tuple(sorted({e.kind for e in self.active.values()})))
+            self.usage.update(
+                self.dt_s,
+                s.current_a,
+                float(np.nansum(s.cell_voltage_v)),
+                row["soc"],
+                _finite(np.nanmax, s.temperature_c),
+            )
+            out = BmsOutput(
+                s.time_s,
+                row["soc"],
+                row["soh_capacity"],
+                row["soh_resistance"],
+                row["max_charge_current_a"],
+                row["max_discharge_current_a"],
+                row["max_charge_power_w"],
+                row["max_discharge_power_w"],
+                charge.current_a,
+                contactor_state,
+                worst,
+                tuple(sorted({e.kind for e in self.active.values()})),
+            )
             self.last, self.last_estimate = out, row
             values = self._signals(s, row, charge)
             return out, {path: value for path, value in values.items() if value is not None}
@@ -157,8 +187,14 @@ class Bms:
         self.circuit.pack_voltage_v = float(np.nansum(s.cell_voltage_v))
         feedback = self.contactors.command
         for n in range(max(1, min(int(round(self.dt_s / CONTACTOR_TICK_S)), MAX_CONTACTOR_TICKS))):
-            out = self.contactors.tick(s.time_s + n * CONTACTOR_TICK_S, request, self.circuit.pack_voltage_v,
-                                       self.circuit.link_voltage_v, feedback, open_request=rank(worst) >= rank("critical"))
+            out = self.contactors.tick(
+                s.time_s + n * CONTACTOR_TICK_S,
+                request,
+                self.circuit.pack_voltage_v,
+                self.circuit.link_voltage_v,
+                feedback,
+                open_request=rank(worst) >= rank("critical"),
+            )
             self._track(list(out.events))
             self.circuit.step(out.command, CONTACTOR_TICK_S)
             feedback = out.command
@@ -200,8 +236,11 @@ class Bms:
             f"{ROOT}.CurrentPower": pack_v * s.current_a,
             f"{ROOT}.NetCapacity": int(round((row["available_ah"] + row["headroom_ah"]) * nominal_v / 1000.0)),
             f"{ROOT}.Range": int(max(row["energy_wh"], 0.0) / self.consumption_wh_per_km * 1000.0),
-            f"{ROOT}.ErrorCodes": sorted(f"{e.kind}:cell{e.cell}" if e.cell else e.kind for e in self.active.values()
-                                         if rank(e.severity) >= rank("warning")),
+            f"{ROOT}.ErrorCodes": sorted(
+                f"{e.kind}:cell{e.cell}" if e.cell else e.kind
+                for e in self.active.values()
+                if rank(e.severity) >= rank("warning")
+            ),
             f"{ROOT}.Charging.IsCharging": bool(charging),
             f"{ROOT}.Charging.ChargeLimit": int(round(100 * self.charger.soc_target)),
             f"{ROOT}.Charging.TimeToComplete": int(min(charge.time_to_complete_s, 2**32 - 1)) if charging else 0,
@@ -235,8 +274,9 @@ class Bms:
             f"{ROOT}.StateOfHealth": _pct(row["soh_capacity"]),
             f"{OVERLAY}.ResistanceHealth": max(0.0, 100.0 * row["soh_resistance"]),
             f"{health}.Capacity": self.q_ah * row["soh_capacity"],
-            f"{health}.StateOfCertifiedEnergy": max(0.0, 100.0 * self._usable_wh(row["soh_capacity"],
-                                                                              row["soh_resistance"]) / self.certified_wh),
+            f"{health}.StateOfCertifiedEnergy": max(
+                0.0, 100.0 * self._usable_wh(row["soh_capacity"], row["soh_resistance"]) / self.certified_wh
+            ),
             f"{health}.CertifiedEnergy": self.certified_wh / 1000.0,
             f"{health}.ChargedEnergy": u.charged_wh / 1000.0,
             f"{health}.DischargedEnergy": u.discharged_wh / 1000.0,
@@ -311,20 +351,33 @@ class Bms:
 
     def _nv_state(self) -> dict:
         row = self.last_estimate or {}
-        return {"filters": self.monitor.estimator.snapshot(),
-                "cell_soc": row.get("cell_soc"), "capacity_ah": row.get("capacity_ah"),
-                "resistance_ohm": row.get("resistance_ohm"), "charge_limit": self.charger.soc_target,
-                "charge_wanted": self.charge_wanted, "conditioning": self.conditioning,
-                "consumption_wh_per_km": self.consumption_wh_per_km, "consumption_km": self.consumption_km,
-                "latched": self.latched[-50:],
-                "usage": self.usage.as_dict(), "health": self._health(row) if row else None,
-                "cell": self._cell_record()}
+        return {
+            "filters": self.monitor.estimator.snapshot(),
+            "cell_soc": row.get("cell_soc"),
+            "capacity_ah": row.get("capacity_ah"),
+            "resistance_ohm": row.get("resistance_ohm"),
+            "charge_limit": self.charger.soc_target,
+            "charge_wanted": self.charge_wanted,
+            "conditioning": self.conditioning,
+            "consumption_wh_per_km": self.consumption_wh_per_km,
+            "consumption_km": self.consumption_km,
+            "latched": self.latched[-50:],
+            "usage": self.usage.as_dict(),
+            "health": self._health(row) if row else None,
+            "cell": self._cell_record(),
+        }
 
     def _cell_record(self) -> dict:
         """Which cell model the estimates rest on and where it came from (for the battery passport)."""
-        return {"name": self.model.name, "chemistry": self.model.chemistry, "series": self.series,
-                "rated_capacity_ah": self.q_ah, "certified_energy_kwh": self.certified_wh / 1000.0,
-                "provenance": self.model.provenance, "fit": self.model.fit}
+        return {
+            "name": self.model.name,
+            "chemistry": self.model.chemistry,
+            "series": self.series,
+            "rated_capacity_ah": self.q_ah,
+            "certified_energy_kwh": self.certified_wh / 1000.0,
+            "provenance": self.model.provenance,
+            "fit": self.model.fit,
+        }
 
 
 def _finite(reduce, values) -> float | None:

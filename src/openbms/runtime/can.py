@@ -52,8 +52,10 @@ def open_bus(spec: str) -> can.BusABC:
     if not (sep and interface and channel):
         raise ValueError(f"CAN bus {spec!r}: expected INTERFACE:CHANNEL, e.g. socketcan:can0 or virtual:vcan0")
     if interface not in can.VALID_INTERFACES:
-        raise ValueError(f"CAN bus {spec!r}: python-can has no interface {interface!r}; it has "
-                         f"{', '.join(sorted(can.VALID_INTERFACES))}")
+        raise ValueError(
+            f"CAN bus {spec!r}: python-can has no interface {interface!r}; it has "
+            f"{', '.join(sorted(can.VALID_INTERFACES))}"
+        )
     try:
         return can.Bus(interface=interface, channel=channel)
     except (can.CanError, OSError, ImportError) as exc:
@@ -70,10 +72,12 @@ def encode_sample(sample: Sample) -> list[can.Message]:
     """
     t = sample.time_s
     v = np.asarray(sample.cell_voltage_v, dtype=float)
-    frames = _group_frames("Cell_Voltages", v, "cells", t) + \
-        _group_frames("Cell_Temperatures", sample.temperature_c, "temperature sensors", t)
-    frames.append(_frame("Charger_Status", {"Charger_Plugged_In": int(sample.plugged_in),
-                                            "Charger_Max_Current": math.nan}, t))
+    frames = _group_frames("Cell_Voltages", v, "cells", t) + _group_frames(
+        "Cell_Temperatures", sample.temperature_c, "temperature sensors", t
+    )
+    frames.append(
+        _frame("Charger_Status", {"Charger_Plugged_In": int(sample.plugged_in), "Charger_Max_Current": math.nan}, t)
+    )
     frames.append(_frame("Vehicle_Speed", {"Vehicle_Speed": sample.speed_kmh}, t))
     frames.append(_frame("Pack_Measurement", {"Pack_Current": sample.current_a, "Pack_Voltage": float(v.sum())}, t))
     return frames
@@ -112,8 +116,11 @@ class CanSource(_Reporter):
         self.stale_after_s = STALE_PERIODS * (cycle_s if period_s is None else period_s)
         names = ("Pack_Measurement", "Charger_Status", "Vehicle_Speed", "Cell_Voltages", "Cell_Temperatures")
         self.messages = {m.frame_id: m for m in map(db.get_message_by_name, names)}
-        self.wanted = {*self.cell_signals, *self.sensor_signals,
-                       *(s.name for m in self.messages.values() if not m.is_multiplexed() for s in m.signals)}
+        self.wanted = {
+            *self.cell_signals,
+            *self.sensor_signals,
+            *(s.name for m in self.messages.values() if not m.is_multiplexed() for s in m.signals),
+        }
         self.latest: dict[str, tuple[float, float]] = {}  # signal → (receive time, value)
 
     def next_sample(self, timeout_s: float | None = 5.0) -> Sample | None:
@@ -147,11 +154,14 @@ class CanSource(_Reporter):
         if message.name != "Pack_Measurement":
             return None
         speed = self._reading("Vehicle_Speed", t)
-        return Sample(t, values["Pack_Current"],
-                      np.array([self._reading(name, t) for name in self.cell_signals]),
-                      np.array([self._reading(name, t) for name in self.sensor_signals]),
-                      plugged_in=self._reading("Charger_Plugged_In", t) == 1.0,
-                      speed_kmh=0.0 if math.isnan(speed) else speed)
+        return Sample(
+            t,
+            values["Pack_Current"],
+            np.array([self._reading(name, t) for name in self.cell_signals]),
+            np.array([self._reading(name, t) for name in self.sensor_signals]),
+            plugged_in=self._reading("Charger_Plugged_In", t) == 1.0,
+            speed_kmh=0.0 if math.isnan(speed) else speed,
+        )
 
     def _decode(self, frame: can.Message, message: Message) -> dict[str, float]:
         """Signal values of a frame, NaN where not_available; ValueError for what this pack cannot take."""
@@ -163,13 +173,16 @@ class CanSource(_Reporter):
             group = int.from_bytes(frame.data, "little") >> mux.start & ((1 << mux.length) - 1)
             if group not in groups:
                 raise ValueError(f"{mux_name} {group} is not in the DBC (0 to {max(groups)})")
-        values = {name: math.nan if isinstance(x, NamedSignalValue) else float(x)
-                  for name, x in message.decode(frame.data).items()
-                  if not message.get_signal_by_name(name).is_multiplexer}
+        values = {
+            name: math.nan if isinstance(x, NamedSignalValue) else float(x)
+            for name, x in message.decode(frame.data).items()
+            if not message.get_signal_by_name(name).is_multiplexer
+        }
         extra = [f"{name} = {x:g}" for name, x in values.items() if name not in self.wanted and not math.isnan(x)]
         if extra:
-            raise ValueError(f"{', '.join(extra)}, but this pack has {self.series} cells and {self.sensors} "
-                             "temperature sensors")
+            raise ValueError(
+                f"{', '.join(extra)}, but this pack has {self.series} cells and {self.sensors} temperature sensors"
+            )
         return values
 
     def _reading(self, signal: str, now_s: float) -> float:
@@ -203,13 +216,19 @@ class CanSink(_Reporter):
         alarms = {bit: int(bool(kinds & members)) for bit, members in ALARM_BITS.items()}
         frames = {
             "BMS_Alarms": alarms | {"Alarm_Other": int(bool(kinds - known))},
-            "BMS_State": {"SOC": 100 * output.soc, "SOH_Capacity": 100 * output.soh_capacity,
-                          "SOH_Resistance": 100 * output.soh_resistance, "Contactor_State": output.contactor_state,
-                          "Worst_Severity": output.worst_severity},
-            "BMS_Limits": {"Max_Charge_Current": output.max_charge_current_a,
-                           "Max_Discharge_Current": output.max_discharge_current_a,
-                           "Max_Charge_Power": output.max_charge_power_w,
-                           "Max_Discharge_Power": output.max_discharge_power_w},
+            "BMS_State": {
+                "SOC": 100 * output.soc,
+                "SOH_Capacity": 100 * output.soh_capacity,
+                "SOH_Resistance": 100 * output.soh_resistance,
+                "Contactor_State": output.contactor_state,
+                "Worst_Severity": output.worst_severity,
+            },
+            "BMS_Limits": {
+                "Max_Charge_Current": output.max_charge_current_a,
+                "Max_Discharge_Current": output.max_discharge_current_a,
+                "Max_Charge_Power": output.max_charge_power_w,
+                "Max_Discharge_Power": output.max_discharge_power_w,
+            },
             "BMS_Charge_Request": {"Charge_Request_Current": output.charge_request_a},
         }
         for name, values in frames.items():
@@ -236,8 +255,10 @@ def _physical(signal: Signal, value):
     if math.isnan(value) and NOT_AVAILABLE in choices:
         return NOT_AVAILABLE
     if not signal.minimum <= value <= signal.maximum:  # NaN included
-        raise ValueError(f"{signal.name} = {value:g} {signal.unit or ''} is outside what the DBC carries "
-                         f"({signal.minimum:g} to {signal.maximum:g})")
+        raise ValueError(
+            f"{signal.name} = {value:g} {signal.unit or ''} is outside what the DBC carries "
+            f"({signal.minimum:g} to {signal.maximum:g})"
+        )
     return value
 
 
@@ -246,8 +267,11 @@ def _group_frames(name: str, values, what: str, time_s: float) -> list[can.Messa
     values = np.asarray(values, dtype=float)
     value_of = dict(zip(_channels(name, len(values), what), values))
     mux, groups = _mux(load_dbc().get_message_by_name(name))
-    return [_frame(name, {mux: group} | {s: value_of.get(s, math.nan) for s in members}, time_s)
-            for group, members in groups.items() if any(s in value_of for s in members)]
+    return [
+        _frame(name, {mux: group} | {s: value_of.get(s, math.nan) for s in members}, time_s)
+        for group, members in groups.items()
+        if any(s in value_of for s in members)
+    ]
 
 
 def _mux(message: Message) -> tuple[str, dict[int, list[str]]]:
@@ -258,8 +282,9 @@ def _mux(message: Message) -> tuple[str, dict[int, list[str]]]:
 
 def _channels(name: str, n: int, what: str) -> list[str]:
     """The signal names of channels 1..n of a grouped message, in order; n must fit the DBC."""
-    names = sorted((s for members in _mux(load_dbc().get_message_by_name(name))[1].values() for s in members),
-                   key=_index)
+    names = sorted(
+        (s for members in _mux(load_dbc().get_message_by_name(name))[1].values() for s in members), key=_index
+    )
     if not 1 <= n <= len(names):
         raise ValueError(f"{n} {what}, but {name} in openbms.dbc carries 1 to {len(names)}")
     return names[:n]

@@ -28,23 +28,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default=DEFAULT_URL, help="database URL (grants, audit, history, BMS state)")
     p.add_argument("--source", default="sim", help="sim, replay:FILE (a pack file) or can:INTERFACE:CHANNEL")
     p.add_argument("--speed", type=float, default=1.0, help="run the source this many times faster than real time")
-    p.add_argument("--cell", help=f"cell model: a bundled name or a JSON file (sim and CAN: default {VEHICLE_CELL}; "
-                                  "a replay needs it: a pack file does not say which cell it holds)")
+    p.add_argument(
+        "--cell",
+        help=f"cell model: a bundled name or a JSON file (sim and CAN: default {VEHICLE_CELL}; "
+        "a replay needs it: a pack file does not say which cell it holds)",
+    )
     p.add_argument("--series", type=int, default=100, help="cells in series (sim and CAN sources)")
     p.add_argument("--sensors", type=int, default=10, help="temperature sensors (sim and CAN sources)")
-    p.add_argument("--pack", help="pack file (YAML or JSON): cell, series, sensors, variation, limits, balancing and "
-                                  "detectors; overrides --cell, --series and --sensors")
+    p.add_argument(
+        "--pack",
+        help="pack file (YAML or JSON): cell, series, sensors, variation, limits, balancing and "
+        "detectors; overrides --cell, --series and --sensors",
+    )
     p.add_argument("--vehicle-id", default=os.environ.get("OPENBMS_VEHICLE_ID", DEFAULT_VEHICLE_ID))
-    p.add_argument("--mapping", help="a brand's mapping file (runtime/brands/*.yaml): with --source can:..., serve the "
-                                     "car's own BMS signals through it instead of running this BMS")
+    p.add_argument(
+        "--mapping",
+        help="a brand's mapping file (runtime/brands/*.yaml): with --source can:..., serve the "
+        "car's own BMS signals through it instead of running this BMS",
+    )
     p.add_argument("--cert", help="TLS certificate (PEM): serve https and wss")
     p.add_argument("--key", help="TLS private key (PEM)")
-    p.add_argument("--server-name", action="append", default=[], metavar="NAME",
-                   help="a host name clients use to reach this server (IP addresses and localhost always work); "
-                        "repeatable")
-    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
-                   help="a web app's origin (https://app.example) allowed to open WebSockets besides the dashboard's "
-                        "own; repeatable")
+    p.add_argument(
+        "--server-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name clients use to reach this server (IP addresses and localhost always work); repeatable",
+    )
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a web app's origin (https://app.example) allowed to open WebSockets besides the dashboard's "
+        "own; repeatable",
+    )
     p.set_defaults(run=run)
 
 
@@ -103,27 +121,52 @@ def run(args) -> int:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return 2
     source = make_source(args.source, model, series, sensors, spread)
-    rated = {"rated_consumption_wh_per_km": source.rated_consumption_wh_per_km} \
-        if hasattr(source, "rated_consumption_wh_per_km") else {}
-    bms = Bms(model, source.series, source.sensors, nv=store.load_nv(NV_KEY),
-              balancer=balancer if getattr(source, "obeys", False) else None, config=config, **rated)
+    rated = (
+        {"rated_consumption_wh_per_km": source.rated_consumption_wh_per_km}
+        if hasattr(source, "rated_consumption_wh_per_km")
+        else {}
+    )
+    bms = Bms(
+        model,
+        source.series,
+        source.sensors,
+        nv=store.load_nv(NV_KEY),
+        balancer=balancer if getattr(source, "obeys", False) else None,
+        config=config,
+        **rated,
+    )
     hub = SignalHub()
     authority = Authority(store, args.vehicle_id)
     loop = BmsLoop(source, bms, hub, store, speed=args.speed, sink=getattr(source, "sink", None)).start()
     scheme = "https" if args.cert else "http"
-    console.print(f"openbms: {source.series} cells from {args.source} at {args.speed:g}x. VISS v2 on "
-                  f"{'wss' if args.cert else 'ws'}://{args.host}:{args.viss_port}; apps get tokens with "
-                  f"`openbms token --db {args.db} --app NAME --scope read:...`. Ctrl-C stops.")
+    console.print(
+        f"openbms: {source.series} cells from {args.source} at {args.speed:g}x. VISS v2 on "
+        f"{'wss' if args.cert else 'ws'}://{args.host}:{args.viss_port}; apps get tokens with "
+        f"`openbms token --db {args.db} --app NAME --scope read:...`. Ctrl-C stops."
+    )
     try:  # the owner opens the dashboard with their own token in the URL's fragment (never sent to a server log)
-        print(f"{scheme}://{args.host}:{args.port}/#token={authority.token(_dashboard_grant(authority))}",
-              flush=True)
+        print(f"{scheme}://{args.host}:{args.port}/#token={authority.token(_dashboard_grant(authority))}", flush=True)
     except StorageError as exc:
-        console.print(f"[bold red]openbms: {escape(str(exc))}[/]: no dashboard link (its grant cannot be stored); "
-                      "the BMS runs and serves reads, and refuses commands until the database takes writes")
+        console.print(
+            f"[bold red]openbms: {escape(str(exc))}[/]: no dashboard link (its grant cannot be stored); "
+            "the BMS runs and serves reads, and refuses commands until the database takes writes"
+        )
     signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop saves the state like Ctrl-C does
     try:
-        run_fast(serve(hub, store, host=args.host, port=args.port, viss_port=args.viss_port,
-                       vehicle_id=args.vehicle_id, cert=args.cert, key=args.key, static_dir=WEB_DIR, edge=edge))
+        run_fast(
+            serve(
+                hub,
+                store,
+                host=args.host,
+                port=args.port,
+                viss_port=args.viss_port,
+                vehicle_id=args.vehicle_id,
+                cert=args.cert,
+                key=args.key,
+                static_dir=WEB_DIR,
+                edge=edge,
+            )
+        )
     except KeyboardInterrupt:
         pass
     finally:
@@ -138,8 +181,10 @@ def _cell_name(args) -> str:
     if args.cell:
         return args.cell
     if args.source.startswith("replay:"):
-        raise ValueError(f"--source {args.source}: a pack file does not say which cell it holds; give --cell "
-                         f"(a bundled name such as a123_lfp, or a cell JSON) or --pack")
+        raise ValueError(
+            f"--source {args.source}: a pack file does not say which cell it holds; give --cell "
+            f"(a bundled name such as a123_lfp, or a cell JSON) or --pack"
+        )
     return VEHICLE_CELL
 
 
@@ -165,8 +210,20 @@ def _serve_mapped(args, console) -> int:
     print(f"{'https' if args.cert else 'http'}://{args.host}:{args.port}/#token={owner}", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        run_fast(serve(hub, store, host=args.host, port=args.port, viss_port=args.viss_port,
-                       vehicle_id=args.vehicle_id, cert=args.cert, key=args.key, static_dir=WEB_DIR, edge=_edge(args)))
+        run_fast(
+            serve(
+                hub,
+                store,
+                host=args.host,
+                port=args.port,
+                viss_port=args.viss_port,
+                vehicle_id=args.vehicle_id,
+                cert=args.cert,
+                key=args.key,
+                static_dir=WEB_DIR,
+                edge=_edge(args),
+            )
+        )
     except KeyboardInterrupt:
         pass
     finally:

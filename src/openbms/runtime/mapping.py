@@ -36,12 +36,26 @@ from .can import _Reporter
 BRANDS_DIR = Path(__file__).resolve().parent / "brands"
 _ENTRY_KEYS = {"vss", "message", "signal", "direction", "unit", "scale", "offset", "values"}
 # unit → (dimension, factor to the dimension's base unit); VSS units and the usual DBC spellings
-_UNITS = {"percent": ("ratio", 1.0), "%": ("ratio", 1.0), "1": ("ratio", 100.0),
-          "V": ("voltage", 1.0), "A": ("current", 1.0), "W": ("power", 1.0), "kW": ("power", 1000.0),
-          "m": ("length", 1.0), "km": ("length", 1000.0), "Wh": ("energy", 1.0), "kWh": ("energy", 1000.0),
-          "s": ("time", 1.0), "min": ("time", 60.0), "h": ("time", 3600.0),
-          "Celsius": ("temperature", 1.0), "celsius": ("temperature", 1.0), "degC": ("temperature", 1.0),
-          "°C": ("temperature", 1.0)}
+_UNITS = {
+    "percent": ("ratio", 1.0),
+    "%": ("ratio", 1.0),
+    "1": ("ratio", 100.0),
+    "V": ("voltage", 1.0),
+    "A": ("current", 1.0),
+    "W": ("power", 1.0),
+    "kW": ("power", 1000.0),
+    "m": ("length", 1.0),
+    "km": ("length", 1000.0),
+    "Wh": ("energy", 1.0),
+    "kWh": ("energy", 1000.0),
+    "s": ("time", 1.0),
+    "min": ("time", 60.0),
+    "h": ("time", 3600.0),
+    "Celsius": ("temperature", 1.0),
+    "celsius": ("temperature", 1.0),
+    "degC": ("temperature", 1.0),
+    "°C": ("temperature", 1.0),
+}
 
 
 class MappingError(ValueError):
@@ -100,8 +114,10 @@ def load_mapping(path: str | Path) -> Mapping:
     nodes = next(v for k, v in root.value if k.value == "signals").value
     if not isinstance(doc["signals"], list) or not doc["signals"]:
         raise MappingError(f"{path}:{_line(root, 'signals')}: 'signals' must be a non-empty list")
-    entries = tuple(_entry(f"{path}:{node.start_mark.line + 1}", db, raw, node.start_mark.line + 1)
-                    for node, raw in zip(nodes, doc["signals"]))
+    entries = tuple(
+        _entry(f"{path}:{node.start_mark.line + 1}", db, raw, node.start_mark.line + 1)
+        for node, raw in zip(nodes, doc["signals"])
+    )
     _check_unique(path, entries)
     return Mapping(str(doc["brand"]), db, entries, str(path))
 
@@ -115,8 +131,9 @@ def _entry(where: str, db, raw: object, line: int) -> Entry:
         raise MappingError(f"{where}: an entry is a mapping of vss, message, signal, direction")
     unknown = set(raw) - _ENTRY_KEYS
     if unknown:
-        raise MappingError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; an entry has "
-                           f"{', '.join(sorted(_ENTRY_KEYS))}")
+        raise MappingError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; an entry has {', '.join(sorted(_ENTRY_KEYS))}"
+        )
     missing = {"vss", "message", "signal", "direction"} - set(raw)
     if missing:
         raise MappingError(f"{where}: missing {', '.join(sorted(missing))}")
@@ -137,8 +154,14 @@ def _entry(where: str, db, raw: object, line: int) -> Entry:
     if direction == "out" and message.is_multiplexed():
         raise MappingError(f"{where}: {message.name} is multiplexed; a command frame must be one plain message")
     if "values" in raw or node.datatype in ("string", "boolean"):
-        return Entry(path, message, signal, direction, values=_values(where, path, signal, raw.get("values"), direction),
-                     line=line)
+        return Entry(
+            path,
+            message,
+            signal,
+            direction,
+            values=_values(where, path, signal, raw.get("values"), direction),
+            line=line,
+        )
     scale, offset = _scaling(where, path, node, signal, raw)
     return Entry(path, message, signal, direction, scale, offset, line=line)
 
@@ -148,16 +171,19 @@ def _message(where: str, db, name: str) -> Message:
         return db.get_message_by_name(name)
     except KeyError:
         close = difflib.get_close_matches(name, [m.name for m in db.messages], 3)
-        raise MappingError(f"{where}: the DBC has no message {name!r}"
-                           + (f" (did you mean {', '.join(close)}?)" if close else "")) from None
+        raise MappingError(
+            f"{where}: the DBC has no message {name!r}" + (f" (did you mean {', '.join(close)}?)" if close else "")
+        ) from None
 
 
 def _signal(where: str, message: Message, name: str) -> Signal:
     try:
         return message.get_signal_by_name(name)
     except KeyError:
-        raise MappingError(f"{where}: message {message.name} has no signal {name!r}; it has "
-                           f"{', '.join(s.name for s in message.signals)}") from None
+        raise MappingError(
+            f"{where}: message {message.name} has no signal {name!r}; it has "
+            f"{', '.join(s.name for s in message.signals)}"
+        ) from None
 
 
 def _scaling(where: str, path: str, node: vss.Node, signal: Signal, raw: dict) -> tuple[float, float]:
@@ -171,15 +197,20 @@ def _scaling(where: str, path: str, node: vss.Node, signal: Signal, raw: dict) -
     if unit in _UNITS and vss_unit in _UNITS:
         (dim, factor), (vss_dim, vss_factor) = _UNITS[unit], _UNITS[vss_unit]
         if dim != vss_dim:
-            raise MappingError(f"{where}: mismatched units: {signal.name} is in {unit} ({dim}), {path} in "
-                               f"{vss_unit} ({vss_dim})")
+            raise MappingError(
+                f"{where}: mismatched units: {signal.name} is in {unit} ({dim}), {path} in {vss_unit} ({vss_dim})"
+            )
         scale = factor / vss_factor
         if "scale" in raw and not math.isclose(float(raw["scale"]), scale):
-            raise MappingError(f"{where}: scale {raw['scale']} does not convert {unit} to {vss_unit} (that is {scale:g})")
+            raise MappingError(
+                f"{where}: scale {raw['scale']} does not convert {unit} to {vss_unit} (that is {scale:g})"
+            )
         return scale, offset
     if unit != vss_unit and "scale" not in raw:
-        raise MappingError(f"{where}: {signal.name} is in {unit or 'no unit'!r} and {path} in {vss_unit or 'no unit'!r}:"
-                           " say the DBC signal's unit with 'unit:' (one of " + ", ".join(_UNITS) + ") or give 'scale'")
+        raise MappingError(
+            f"{where}: {signal.name} is in {unit or 'no unit'!r} and {path} in {vss_unit or 'no unit'!r}:"
+            " say the DBC signal's unit with 'unit:' (one of " + ", ".join(_UNITS) + ") or give 'scale'"
+        )
     return float(raw.get("scale", 1.0)), offset
 
 
@@ -198,10 +229,13 @@ def _values(where: str, path: str, signal: Signal, raw: object, direction: str) 
             raise MappingError(f"{where}: a command sends one DBC value for {vss_value!r}, not a list")
         for value in dbc_values:
             if isinstance(value, str) and value not in choices:
-                raise MappingError(f"{where}: {signal.name} has no value {value!r}; it has {', '.join(sorted(choices))}")
+                raise MappingError(
+                    f"{where}: {signal.name} has no value {value!r}; it has {', '.join(sorted(choices))}"
+                )
             if not isinstance(value, str) and not _fits(signal, value):
-                raise MappingError(f"{where}: {value} is outside {signal.name}'s range [{signal.minimum}, "
-                                   f"{signal.maximum}]")
+                raise MappingError(
+                    f"{where}: {value} is outside {signal.name}'s range [{signal.minimum}, {signal.maximum}]"
+                )
         mapped[wire] = dbc_values
     return mapped
 
@@ -226,7 +260,9 @@ class CanBridge(_Reporter):
                 self.inputs.setdefault(e.message.frame_id, []).append(e)
         self.outputs = {e.path: e for e in mapping.entries if e.direction == "out"}
         # each command message's last sent values, so one set leaves the message's other signals as they were
-        self.pending: dict[str, dict[str, Any]] = {e.message.name: {s.name: _idle(s) for s in e.message.signals} for e in self.outputs.values()}
+        self.pending: dict[str, dict[str, Any]] = {
+            e.message.name: {s.name: _idle(s) for s in e.message.signals} for e in self.outputs.values()
+        }
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"can-bridge-{mapping.brand}", daemon=True)
         hub.set_actuator_handler(self.actuate)
@@ -261,8 +297,10 @@ class CanBridge(_Reporter):
             if e.signal.name in decoded:  # a multiplexed frame carries one page of signals at a time
                 value = e.to_vss(decoded[e.signal.name])
                 if value is None:
-                    self._report(f"{message.name}.{e.signal.name} = {decoded[e.signal.name]} is not in the mapping "
-                                 f"for {e.path} ({self.mapping.source}:{e.line})")
+                    self._report(
+                        f"{message.name}.{e.signal.name} = {decoded[e.signal.name]} is not in the mapping "
+                        f"for {e.path} ({self.mapping.source}:{e.line})"
+                    )
                     continue
                 values[e.path] = value
         try:
@@ -287,8 +325,9 @@ class CanBridge(_Reporter):
         result = SetResult(True, value, f"sent to the car as {e.message.name}.{e.signal.name} = {dbc_value}")
         commit(result, None)
         try:
-            self.bus.send(can.Message(arbitration_id=e.message.frame_id, data=data,
-                                      is_extended_id=e.message.is_extended_frame))
+            self.bus.send(
+                can.Message(arbitration_id=e.message.frame_id, data=data, is_extended_id=e.message.is_extended_frame)
+            )
         except can.CanError as exc:
             failed = SetResult(False, None, f"not sent to the car: {exc}")
             commit(failed, None)

@@ -71,16 +71,30 @@ class BmsLoop:
             return False
         if self.storage_fault is not None:
             log.warning("storage recovered: the BMS state is saved again")
-            self.bms.report(Event(self._time(), STORAGE_FAULT, "warning", "storage recovered: the BMS state is "
-                                  f"saved again (it failed with: {self.storage_fault})", cleared=True))
+            self.bms.report(
+                Event(
+                    self._time(),
+                    STORAGE_FAULT,
+                    "warning",
+                    f"storage recovered: the BMS state is saved again (it failed with: {self.storage_fault})",
+                    cleared=True,
+                )
+            )
             self.storage_fault = None
         return True
 
     def _storage_failed(self, why: str) -> None:
         if self.storage_fault is None:  # report once per fault, not at every retry
             log.error("%s; the BMS keeps running and retries every %g s", why, SAVE_RETRY_S)
-            self.bms.report(Event(self._time(), STORAGE_FAULT, "warning", f"{why}: settings and learned state "
-                                  "since then are lost if the BMS restarts; commands are refused meanwhile"))
+            self.bms.report(
+                Event(
+                    self._time(),
+                    STORAGE_FAULT,
+                    "warning",
+                    f"{why}: settings and learned state "
+                    "since then are lost if the BMS restarts; commands are refused meanwhile",
+                )
+            )
         self.storage_fault = why
 
     def _time(self) -> float:

@@ -24,8 +24,11 @@ MAX_GAP_S = 600.0  # a longer gap between samples (the car was off) counts no ti
 def band_labels(edges: tuple[float, ...], unit: str, scale: float = 1.0) -> list[str]:
     """Readable names of the bands `edges` cut: "below 0 degC", "0-10 degC", ..., "above 45 degC"."""
     shown = [f"{edge * scale:g}" for edge in edges]
-    return ([f"below {shown[0]} {unit}"] + [f"{a}-{b} {unit}" for a, b in itertools.pairwise(shown)]
-            + [f"above {shown[-1]} {unit}"])
+    return (
+        [f"below {shown[0]} {unit}"]
+        + [f"{a}-{b} {unit}" for a, b in itertools.pairwise(shown)]
+        + [f"above {shown[-1]} {unit}"]
+    )
 
 
 def _band(edges: tuple[float, ...], x: float) -> int:
@@ -59,16 +62,16 @@ class Usage:
             usage = cls(**saved)
         except TypeError:
             return fresh
-        if len(usage.time_at_temperature_s) != len(fresh.time_at_temperature_s) or \
-                len(usage.time_at_soc_s) != len(fresh.time_at_soc_s):
+        if len(usage.time_at_temperature_s) != len(fresh.time_at_temperature_s) or len(usage.time_at_soc_s) != len(
+            fresh.time_at_soc_s
+        ):
             return fresh
         return usage
 
     def as_dict(self) -> dict:
         return asdict(self)
 
-    def update(self, dt_s: float, current_a: float, pack_voltage_v: float, soc: float,
-               hottest_c: float | None) -> None:
+    def update(self, dt_s: float, current_a: float, pack_voltage_v: float, soc: float, hottest_c: float | None) -> None:
         """One sample's worth: `dt_s` since the last one at this current (+ charging), pack voltage and SoC."""
         if not 0 < dt_s <= MAX_GAP_S or not math.isfinite(current_a):
             return

@@ -22,16 +22,32 @@ CONDITIONING_TARGET_C = {"INACTIVE": None, "FAST_CHARGING_PREPARATION": 30.0, "D
 
 
 class SimulatedVehicle:
-    def __init__(self, model: CellModel, series: int = 100, sensors: int = 10, days: int = 7, soc0: float = 0.8,
-                 ambient_c: float = 20.0, seed: int = 0, noise_v: float = 0.002, plugged_at_start: bool = False,
-                 spread: Spread = Spread()):
+    def __init__(
+        self,
+        model: CellModel,
+        series: int = 100,
+        sensors: int = 10,
+        days: int = 7,
+        soc0: float = 0.8,
+        ambient_c: float = 20.0,
+        seed: int = 0,
+        noise_v: float = 0.002,
+        plugged_at_start: bool = False,
+        spread: Spread = Spread(),
+    ):
         self.sensor_of_cell = sensor_of_cell(sensors, series)
         self.q_ah = float(model.param("capacity_ah", 25.0))
         self.plan = plan_days(self.q_ah, days, nominal_v=NOMINAL_CELL_V, seed=seed)
         driving = self.plan.phase == DRIVE
         # The car's own figure, as a spec sheet gives it: what it draws per km on the cycles it drives.
-        self.rated_consumption_wh_per_km = float(-np.sum(self.plan.current_a[driving]) * NOMINAL_CELL_V * series
-                                                 / np.sum(self.plan.speed_ms[driving]) * 1000.0 / 3600.0)
+        self.rated_consumption_wh_per_km = float(
+            -np.sum(self.plan.current_a[driving])
+            * NOMINAL_CELL_V
+            * series
+            / np.sum(self.plan.speed_ms[driving])
+            * 1000.0
+            / 3600.0
+        )
         self.plant = PackPlant(model, series, spread, soc0=soc0, seed=seed)
         self.rng = np.random.default_rng(seed + 1)
         self.sensors, self.ambient_c, self.noise_v = sensors, ambient_c, noise_v
@@ -51,18 +67,28 @@ class SimulatedVehicle:
 
     @property
     def time_s(self) -> float:
-        return float(self.plan.time_s[self.k % len(self.plan.time_s)] + len(self.plan.time_s) * (self.k // len(self.plan.time_s)))
+        return float(
+            self.plan.time_s[self.k % len(self.plan.time_s)] + len(self.plan.time_s) * (self.k // len(self.plan.time_s))
+        )
 
     def next_sample(self) -> Sample:
         """The measurements now; then the plant advances one second with the present requests."""
         k = self.k % len(self.plan.time_s)
         plugged = bool(self.plugged[k])
-        current = self.charge_request_a if plugged else float(self.plan.current_a[k] if self.plan.phase[k] == DRIVE else 0.0)
+        current = (
+            self.charge_request_a if plugged else float(self.plan.current_a[k] if self.plan.phase[k] == DRIVE else 0.0)
+        )
         v = self.plant.step(current, 1.0, self._cell_temperatures(), self.bleed_a)
         self._heat(current, 1.0)
         measured = np.round((v + self.rng.normal(0, self.noise_v, v.shape)) / 0.001) * 0.001
-        sample = Sample(self.time_s, current, measured, self.temperature_c + self.rng.normal(0, 0.1, self.sensors),
-                        plugged_in=plugged, speed_kmh=3.6 * float(self.plan.speed_ms[k]))
+        sample = Sample(
+            self.time_s,
+            current,
+            measured,
+            self.temperature_c + self.rng.normal(0, 0.1, self.sensors),
+            plugged_in=plugged,
+            speed_kmh=3.6 * float(self.plan.speed_ms[k]),
+        )
         self.k += 1
         return sample
 

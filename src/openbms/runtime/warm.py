@@ -33,8 +33,14 @@ def warm(samples: int = 3) -> float:
     voltage = np.asarray(cell.ocv(np.full(samples, 0.5), 25.0))
     for options in (EstimateOptions(), EstimateOptions(sigma_points=False)):
         estimate(cell, t, current, voltage, 25.0, options=options)
-        estimate(cell, t, np.stack([current] * 2, 1), np.stack([voltage] * 2, 1), np.full((samples, 2), 25.0),
-                 options=options)
+        estimate(
+            cell,
+            t,
+            np.stack([current] * 2, 1),
+            np.stack([voltage] * 2, 1),
+            np.full((samples, 2), 25.0),
+            options=options,
+        )
     return time.perf_counter() - started
 
 

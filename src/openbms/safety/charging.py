@@ -44,8 +44,10 @@ class ChargeConfig:
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"ChargeConfig.{name} must be a positive number, got {value!r}")
         if not self.limits.undervoltage_v[0] < self.cv_voltage_v <= self.limits.overvoltage_v[0]:
-            raise ValueError(f"ChargeConfig.cv_voltage_v must lie above the undervoltage warning and at or below "
-                             f"the overvoltage warning {self.limits.overvoltage_v[0]} V, got {self.cv_voltage_v!r}")
+            raise ValueError(
+                f"ChargeConfig.cv_voltage_v must lie above the undervoltage warning and at or below "
+                f"the overvoltage warning {self.limits.overvoltage_v[0]} V, got {self.cv_voltage_v!r}"
+            )
         return self
 
 
@@ -93,18 +95,24 @@ class ChargeController:
         v = np.asarray(cell_voltages_v, dtype=float)
         z_max = float(np.max(soc))
         if self.state in ("idle", "stopped", "complete"):
-            return self._hold(self.state, {"idle": "not started", "stopped": "stopped by request",
-                                           "complete": "charge complete"}[self.state])
-        bad = [name for name, x in (("cell voltage", v), ("cell temperature", cell_temperatures_c), ("SoC", soc))
-               if not np.all(np.isfinite(x))]
+            return self._hold(
+                self.state,
+                {"idle": "not started", "stopped": "stopped by request", "complete": "charge complete"}[self.state],
+            )
+        bad = [
+            name
+            for name, x in (("cell voltage", v), ("cell temperature", cell_temperatures_c), ("SoC", soc))
+            if not np.all(np.isfinite(x))
+        ]
         if bad or rank(soa_level) >= rank("critical"):
             return self._hold("fault", f"missing {', '.join(bad)}" if bad else f"SOA level {soa_level}")
         if z_max >= self.soc_target:
             return self._hold("complete", f"SoC {z_max:.3f} reached the target {self.soc_target:.2f}")
 
         d = derating(lim, cell_temperatures_c, soc, v, soa_level).charge
-        nominal = min(lim.max_charge_c * lim.capacity_ah, cfg.charger_max_current_a,
-                      cfg.charger_max_power_w / float(np.sum(v)))
+        nominal = min(
+            lim.max_charge_c * lim.capacity_ah, cfg.charger_max_current_a, cfg.charger_max_power_w / float(np.sum(v))
+        )
         limit = nominal * float(np.prod(list(d.values())))
         regulated = self._current_a + (cfg.cv_voltage_v - float(v.max())) / cfg.cell_resistance_ohm
         self._current_a = max(0.0, min(limit, regulated))

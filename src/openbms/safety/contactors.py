@@ -85,17 +85,32 @@ class ContactorController:
         self._mismatch_since: dict[str, float] = {}
         self._reported: set[str] = set()
 
-    def tick(self, now_s: float, request: str, pack_voltage_v: float, link_voltage_v: float,
-             feedback: Contactors, open_request: bool = False, reset: bool = False) -> ContactorOutput:
+    def tick(
+        self,
+        now_s: float,
+        request: str,
+        pack_voltage_v: float,
+        link_voltage_v: float,
+        feedback: Contactors,
+        open_request: bool = False,
+        reset: bool = False,
+    ) -> ContactorOutput:
         if request not in REQUESTS:
             raise ValueError(f"contactor request must be one of {REQUESTS}, got {request!r}")
         events = self._check_feedback(now_s, feedback)
         if events:
             self._enter("error", now_s)
-        elif open_request and self.state != "error" and not (self.state == "opening"
-                                                              and self._after_opening == "error"):
-            events.append(Event(now_s, "contactors_opened", "critical", f"safety request: contactors opened "
-                                f"from state {self.state}, held open until reset"))
+        elif (
+            open_request and self.state != "error" and not (self.state == "opening" and self._after_opening == "error")
+        ):
+            events.append(
+                Event(
+                    now_s,
+                    "contactors_opened",
+                    "critical",
+                    f"safety request: contactors opened from state {self.state}, held open until reset",
+                )
+            )
             self._open(now_s, then="error")
         else:
             events += self._step(now_s, request, pack_voltage_v, link_voltage_v, feedback, open_request, reset)
@@ -119,9 +134,17 @@ class ContactorController:
             if not any(astuple(feedback)) and now - self._phase_since >= cfg.weld_check_s:
                 if link_v > cfg.weld_fraction * pack_v:  # a missing reading (NaN) leaves this to the feedback
                     self._enter("error", now)
-                    return [Event(now, "contactor_welded", "critical", f"link voltage {link_v:.1f} V still "
-                                  f"{link_v / pack_v:.0%} of the pack {cfg.weld_check_s:g} s after opening: both "
-                                  "main contactors appear welded", value=link_v)]
+                    return [
+                        Event(
+                            now,
+                            "contactor_welded",
+                            "critical",
+                            f"link voltage {link_v:.1f} V still "
+                            f"{link_v / pack_v:.0%} of the pack {cfg.weld_check_s:g} s after opening: both "
+                            "main contactors appear welded",
+                            value=link_v,
+                        )
+                    ]
                 self._enter(self._after_opening, now)
         elif state == "error" and reset and not open_request and not any(astuple(feedback)):
             self.attempts, self._retry_at = 0, -math.inf
@@ -135,8 +158,15 @@ class ContactorController:
             return []
         if not (math.isfinite(pack_v) and math.isfinite(link_v) and pack_v > 0):
             self._open(now, then="error")
-            return [Event(now, "sensor_fault", "critical", f"precharge aborted: pack voltage {pack_v} V, link "
-                          f"voltage {link_v} V (a missing reading cannot show the link is charged)")]
+            return [
+                Event(
+                    now,
+                    "sensor_fault",
+                    "critical",
+                    f"precharge aborted: pack voltage {pack_v} V, link "
+                    f"voltage {link_v} V (a missing reading cannot show the link is charged)",
+                )
+            ]
         if not cmd.precharge and not cmd.main_positive:  # step 1: main negative closing
             if feedback.main_negative:
                 self.command, self._phase_since = Contactors(main_negative=True, precharge=True), now
@@ -159,10 +189,17 @@ class ContactorController:
         self._retry_at = now + self.config.retry_cooldown_s
         self._open(now, then="error" if last else "standby")
         then = "giving up" if last else f"retry after {self.config.retry_cooldown_s:g} s"
-        return [Event(now, "precharge_failed", "critical" if last else "warning",
-                      f"link reached {link_v:.1f} V of {pack_v:.1f} V ({link_v / pack_v:.0%}, needed "
-                      f"{self.config.precharge_fraction:.0%}) within {self.config.precharge_timeout_s:g} s; "
-                      f"attempt {self.attempts}, {then}", value=link_v)]
+        return [
+            Event(
+                now,
+                "precharge_failed",
+                "critical" if last else "warning",
+                f"link reached {link_v:.1f} V of {pack_v:.1f} V ({link_v / pack_v:.0%}, needed "
+                f"{self.config.precharge_fraction:.0%}) within {self.config.precharge_timeout_s:g} s; "
+                f"attempt {self.attempts}, {then}",
+                value=link_v,
+            )
+        ]
 
     def _check_feedback(self, now, feedback: Contactors) -> list[Event]:
         """A contactor disagreeing with its command for longer than feedback_timeout_s: welded or not closing."""
@@ -175,10 +212,19 @@ class ContactorController:
             since = self._mismatch_since.setdefault(name, now)
             if now - since > self.config.feedback_timeout_s and name not in self._reported:
                 self._reported.add(name)
-                kind, what = ("contactor_welded", "closed while commanded open") if closed else \
-                    ("contactor_failed_to_close", "open while commanded closed")
-                events.append(Event(now, kind, "critical", f"{name.replace('_', ' ')} contactor {what} for "
-                                    f"{now - since:.2f} s (auxiliary contact)"))
+                kind, what = (
+                    ("contactor_welded", "closed while commanded open")
+                    if closed
+                    else ("contactor_failed_to_close", "open while commanded closed")
+                )
+                events.append(
+                    Event(
+                        now,
+                        kind,
+                        "critical",
+                        f"{name.replace('_', ' ')} contactor {what} for {now - since:.2f} s (auxiliary contact)",
+                    )
+                )
         return events
 
     def _enter(self, state: str, now: float) -> None:
@@ -221,5 +267,13 @@ class PrechargeCircuit:
         return self.link_voltage_v
 
 
-__all__ = ["ContactorConfig", "ContactorController", "ContactorOutput", "Contactors", "OPEN", "PrechargeCircuit",
-           "REQUESTS", "STATES"]
+__all__ = [
+    "ContactorConfig",
+    "ContactorController",
+    "ContactorOutput",
+    "Contactors",
+    "OPEN",
+    "PrechargeCircuit",
+    "REQUESTS",
+    "STATES",
+]

@@ -27,8 +27,9 @@ class Event:
 
     def record(self) -> dict:
         """JSON-ready: a line of events.jsonl, a VISS ErrorCodes entry, an alarm in the dashboard."""
-        return {k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(self).items()
-                if v is not None}  # a lost reading's value is null: JSON has no NaN
+        return {
+            k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(self).items() if v is not None
+        }  # a lost reading's value is null: JSON has no NaN
 
 
 def rank(severity: str) -> int:

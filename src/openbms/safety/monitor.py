@@ -34,7 +34,9 @@ class MonitorConfig:
 
 
 class PackMonitor:
-    def __init__(self, model: CellModel, series: int, n_sensors: int, soc0=None, config: MonitorConfig = MonitorConfig()):
+    def __init__(
+        self, model: CellModel, series: int, n_sensors: int, soc0=None, config: MonitorConfig = MonitorConfig()
+    ):
         q = float(model.param("capacity_ah", 25.0))
         self.series = series
         self.estimator = PackEstimator(model, series, soc0, config.estimate, config.delta)
@@ -45,7 +47,9 @@ class PackMonitor:
         self.sensor_of_cell = self.runaway.sensor  # one map for the estimator, the SOA and the charger
         self.counts: Counter = Counter()
 
-    def update(self, time_s, current_a, cell_voltage_v, temperature_c, bleed_a=None) -> tuple[list[Event], PackEstimate]:
+    def update(
+        self, time_s, current_a, cell_voltage_v, temperature_c, bleed_a=None
+    ) -> tuple[list[Event], PackEstimate]:
         """A chunk of samples: time (time,), current (time,), cell voltages (time, cells), sensors (time, sensors)."""
         time_s = np.atleast_1d(np.asarray(time_s, dtype=float))
         current = np.atleast_1d(np.asarray(current_a, dtype=float))

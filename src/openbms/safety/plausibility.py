@@ -47,31 +47,62 @@ class PlausibilityChecker:
         out_v = ~np.isfinite(v) | (v < lo) | (v > hi)
         since = np.empty(v.shape)
         stuck = np.empty(v.shape, dtype=bool)
-        _stuck_readings(t, v, np.asarray(current_a, dtype=float), r.stuck_s, r.stuck_current_c * self.capacity_ah,
-                        self.last_v, self.v_since, self.i_low, self.i_high, since, stuck)
+        _stuck_readings(
+            t,
+            v,
+            np.asarray(current_a, dtype=float),
+            r.stuck_s,
+            r.stuck_current_c * self.capacity_ah,
+            self.last_v,
+            self.v_since,
+            self.i_low,
+            self.i_high,
+            since,
+            stuck,
+        )
         bad_v = out_v | stuck
         events = []
         for k, c in _changes(self.bad_v, bad_v):
             if not bad_v[k, c]:
                 why, cleared = f"cell voltage {c + 1} plausible again", True
             elif stuck[k, c] and not out_v[k, c]:
-                why, cleared = f"cell voltage {c + 1} has read {v[k, c]:.4f} V for {t[k] - since[k, c]:.0f} s while the " \
-                               "current moved", False
+                why, cleared = (
+                    f"cell voltage {c + 1} has read {v[k, c]:.4f} V for {t[k] - since[k, c]:.0f} s while the "
+                    "current moved",
+                    False,
+                )
             elif np.isfinite(v[k, c]) and v[k, c] < lo and self._neighbour_high(v[k], c):
-                why, cleared = f"cell voltage {c + 1} reads {v[k, c]:.3f} V while a neighbour reads high: an open " \
-                               "sense wire", False
+                why, cleared = (
+                    f"cell voltage {c + 1} reads {v[k, c]:.3f} V while a neighbour reads high: an open sense wire",
+                    False,
+                )
             else:
-                why, cleared = f"cell voltage {c + 1} reads {v[k, c]:.3f} V, outside {lo:g}-{hi:g} V: a sensor or " \
-                               "wiring fault", False
-            events.append(Event(t[k], "sensor_fault", "warning", why, cell=int(c) + 1, value=float(v[k, c]),
-                                cleared=cleared))
+                why, cleared = (
+                    f"cell voltage {c + 1} reads {v[k, c]:.3f} V, outside {lo:g}-{hi:g} V: a sensor or wiring fault",
+                    False,
+                )
+            events.append(
+                Event(t[k], "sensor_fault", "warning", why, cell=int(c) + 1, value=float(v[k, c]), cleared=cleared)
+            )
         tlo, thi = r.temperature_range_c
         bad_t = ~np.isfinite(temps) | (temps < tlo) | (temps > thi)
         for k, j in _changes(self.bad_t, bad_t):
-            why = f"temperature sensor {j + 1} plausible again" if not bad_t[k, j] else \
-                f"temperature sensor {j + 1} reads {temps[k, j]:.1f} degC, outside {tlo:g}-{thi:g} degC"
-            events.append(Event(t[k], "sensor_fault", "warning", why, sensor=int(j) + 1, value=float(temps[k, j]),
-                                cleared=not bad_t[k, j]))
+            why = (
+                f"temperature sensor {j + 1} plausible again"
+                if not bad_t[k, j]
+                else f"temperature sensor {j + 1} reads {temps[k, j]:.1f} degC, outside {tlo:g}-{thi:g} degC"
+            )
+            events.append(
+                Event(
+                    t[k],
+                    "sensor_fault",
+                    "warning",
+                    why,
+                    sensor=int(j) + 1,
+                    value=float(temps[k, j]),
+                    cleared=not bad_t[k, j],
+                )
+            )
         self.bad_v, self.bad_t = bad_v[-1], bad_t[-1]
         return events, ~bad_v, bad_t
 
@@ -80,9 +111,16 @@ class PlausibilityChecker:
         if self.offset_flagged or abs(current_offset_a) <= self.rule.offset_c * self.capacity_ah:
             return []
         self.offset_flagged = True
-        return [Event(time_s, "sensor_fault", "warning", f"current sensor reads {current_offset_a * 1000:+.0f} mA off "
-                                                         f"(estimated from the cells' voltages): recalibrate it",
-                      value=float(current_offset_a))]
+        return [
+            Event(
+                time_s,
+                "sensor_fault",
+                "warning",
+                f"current sensor reads {current_offset_a * 1000:+.0f} mA off "
+                f"(estimated from the cells' voltages): recalibrate it",
+                value=float(current_offset_a),
+            )
+        ]
 
     @staticmethod
     def _neighbour_high(v: np.ndarray, c: int) -> bool:

@@ -60,8 +60,8 @@ class RunawayDetector:
         # dT/dt over the slope window: against the earliest sample still inside it (this chunk or the tail)
         all_t = np.concatenate([self.tail_t, t])
         all_temps = np.concatenate([self.tail_temps, temps])
-        first = np.searchsorted(all_t, all_t[len(self.tail_t):] - r.slope_window_s - 1e-9)
-        span = all_t[len(self.tail_t):] - all_t[first]
+        first = np.searchsorted(all_t, all_t[len(self.tail_t) :] - r.slope_window_s - 1e-9)
+        span = all_t[len(self.tail_t) :] - all_t[first]
         with np.errstate(invalid="ignore", divide="ignore"):
             rate = np.where(span[:, None] > 0, (temps - all_temps[first]) / span[:, None], 0.0)
             median_v = np.nanmedian(v, axis=1, keepdims=True)
@@ -70,8 +70,10 @@ class RunawayDetector:
         keep = all_t > t[-1] - r.slope_window_s - 1e-9
         self.tail_t, self.tail_temps = all_t[keep], all_temps[keep]
         rise_held = self._held(t, rate >= r.rise_c_per_s, "rise_since") > r.rise_hold_s
-        warm_held = self._held(t, (rate >= r.warning_rise_c_per_s) & (excess >= r.warning_excess_c),
-                               "warm_since") >= r.warning_hold_s
+        warm_held = (
+            self._held(t, (rate >= r.warning_rise_c_per_s) & (excess >= r.warning_excess_c), "warm_since")
+            >= r.warning_hold_s
+        )
         collapse_held = self._held(t, drop > r.warning_drop, "collapse_since") >= r.warning_hold_s
         sensor = self.sensor
         hot = temps[:, sensor] >= r.max_temperature_c
@@ -79,24 +81,48 @@ class RunawayDetector:
         events = []
         for k, c in self._first(alarm, self.alarmed):
             j = sensor[c]
-            why = (f"voltage {v[k, c]:.3f} V is {100 * drop[k, c]:.0f} % below the median cell"
-                   if drop[k, c] > r.voltage_drop else f"temperature {temps[k, j]:.1f} degC at or above "
-                                                       f"{r.max_temperature_c:g} degC")
-            events.append(Event(float(t[k]), "thermal_runaway", "critical",
-                                f"GB 38031 thermal runaway: {why}, and sensor {j + 1} rising {rate[k, j]:.2f} degC/s "
-                                f"for more than {r.rise_hold_s:g} s", cell=int(c) + 1, value=float(temps[k, j])))
+            why = (
+                f"voltage {v[k, c]:.3f} V is {100 * drop[k, c]:.0f} % below the median cell"
+                if drop[k, c] > r.voltage_drop
+                else f"temperature {temps[k, j]:.1f} degC at or above {r.max_temperature_c:g} degC"
+            )
+            events.append(
+                Event(
+                    float(t[k]),
+                    "thermal_runaway",
+                    "critical",
+                    f"GB 38031 thermal runaway: {why}, and sensor {j + 1} rising {rate[k, j]:.2f} degC/s "
+                    f"for more than {r.rise_hold_s:g} s",
+                    cell=int(c) + 1,
+                    value=float(temps[k, j]),
+                )
+            )
         for k, c in self._first(collapse_held | warm_held[:, sensor], self.warned):
             j = sensor[c]
             if collapse_held[k, c]:
-                events.append(Event(float(t[k]), "voltage_collapse", "warning",
-                                    f"voltage {v[k, c]:.3f} V has stayed {100 * drop[k, c]:.0f} % below the median "
-                                    f"cell for {r.warning_hold_s:g} s: an internal short or a failing cell",
-                                    cell=int(c) + 1, value=float(v[k, c])))
+                events.append(
+                    Event(
+                        float(t[k]),
+                        "voltage_collapse",
+                        "warning",
+                        f"voltage {v[k, c]:.3f} V has stayed {100 * drop[k, c]:.0f} % below the median "
+                        f"cell for {r.warning_hold_s:g} s: an internal short or a failing cell",
+                        cell=int(c) + 1,
+                        value=float(v[k, c]),
+                    )
+                )
             else:
-                events.append(Event(float(t[k]), "abnormal_heating", "warning",
-                                    f"sensor {j + 1} at {temps[k, j]:.1f} degC is {excess[k, j]:.1f} degC above the "
-                                    f"others and rising {rate[k, j]:.2f} degC/s", cell=int(c) + 1,
-                                    value=float(temps[k, j])))
+                events.append(
+                    Event(
+                        float(t[k]),
+                        "abnormal_heating",
+                        "warning",
+                        f"sensor {j + 1} at {temps[k, j]:.1f} degC is {excess[k, j]:.1f} degC above the "
+                        f"others and rising {rate[k, j]:.2f} degC/s",
+                        cell=int(c) + 1,
+                        value=float(temps[k, j]),
+                    )
+                )
         return events
 
     def _held(self, t: np.ndarray, condition: np.ndarray, state: str) -> np.ndarray:

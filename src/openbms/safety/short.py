@@ -55,16 +55,24 @@ SIZE_AVERAGE_S = 3600.0
 class ShortDetector:
     def __init__(self, n_cells: int, capacity_ah: float, rule: ShortRule = ShortRule()):
         self.rule = rule
-        self.warning_a, self.isolation_a, self.critical_a = (x * capacity_ah for x in (
-            rule.warning_c, rule.isolation_c, rule.critical_c))
+        self.warning_a, self.isolation_a, self.critical_a = (
+            x * capacity_ah for x in (rule.warning_c, rule.isolation_c, rule.critical_c)
+        )
         self.average = np.zeros(n_cells)
         self.recent = np.zeros(n_cells)  # the leak over the last hour: the short's present size
         self.level = np.zeros(n_cells, dtype=int)  # 0 none, 1 warning, 2 critical; latched: a short does not heal
         self.last_time_s = np.nan
         self.rest = RestDrift(n_cells, capacity_ah, rule)
 
-    def update(self, time_s: np.ndarray, current_a: np.ndarray, leak_a: np.ndarray, cell_voltage_v: np.ndarray,
-               valid: np.ndarray, bleed_a: np.ndarray | None = None) -> list[Event]:
+    def update(
+        self,
+        time_s: np.ndarray,
+        current_a: np.ndarray,
+        leak_a: np.ndarray,
+        cell_voltage_v: np.ndarray,
+        valid: np.ndarray,
+        bleed_a: np.ndarray | None = None,
+    ) -> list[Event]:
         """current_a (time,); leak_a, cell_voltage_v, valid, bleed_a: (time, cells); a cell whose sensor is not
         valid keeps its average."""
         t = np.atleast_1d(np.asarray(time_s, dtype=float))
@@ -85,10 +93,18 @@ class ShortDetector:
                 # the long average lags a short's onset: its size is the last hour's
                 drain = max(recent[k, c], averages[k, c])
                 r_ohm = cell_voltage_v[k, c] / drain
-                events.append(Event(float(t[k]), "internal_short", severity,
-                                    f"cell {c + 1} loses {1000 * drain:.1f} mA the others do not (on average "
-                                    f"{1000 * averages[k, c]:.1f} mA over {self.rule.average_s / 3600:g} h): an "
-                                    f"internal short of about {r_ohm:.0f} ohm", cell=int(c) + 1, value=float(r_ohm)))
+                events.append(
+                    Event(
+                        float(t[k]),
+                        "internal_short",
+                        severity,
+                        f"cell {c + 1} loses {1000 * drain:.1f} mA the others do not (on average "
+                        f"{1000 * averages[k, c]:.1f} mA over {self.rule.average_s / 3600:g} h): an "
+                        f"internal short of about {r_ohm:.0f} ohm",
+                        cell=int(c) + 1,
+                        value=float(r_ohm),
+                    )
+                )
         self.level = np.maximum(self.level, level.max(axis=0))
         return sorted(events, key=lambda e: e.time_s)
 
@@ -110,8 +126,17 @@ class RestDrift:
         if bleed_a is not None:  # a bleeding cell falls against the others: balancing restarts the park
             parked &= ~(np.broadcast_to(np.asarray(bleed_a, dtype=float), valid.shape) > 0).any(axis=1)
         drift = np.full(valid.shape, np.nan)
-        _rest_drift(t, parked, np.asarray(cell_voltage_v, dtype=float), valid, r.rest_settle_s, r.rest_window_s,
-                    self.clock, self.sums, drift)
+        _rest_drift(
+            t,
+            parked,
+            np.asarray(cell_voltage_v, dtype=float),
+            valid,
+            r.rest_settle_s,
+            r.rest_window_s,
+            self.clock,
+            self.sums,
+            drift,
+        )
         with np.errstate(invalid="ignore"):
             lowest2 = np.sort(np.where(np.isnan(drift), np.inf, drift), axis=1)[:, :2]
             alone = drift - lowest2[:, 1:] < -0.5 * r.rest_drop_v  # the others did not fall with it
@@ -119,10 +144,17 @@ class RestDrift:
         events = []
         for c in np.flatnonzero(hits.any(axis=0)):
             k = int(np.argmax(hits[:, c]))
-            events.append(Event(float(t[k]), "internal_short", "warning",
-                                f"parked, cell {c + 1}'s voltage fell {-1000 * drift[k, c]:.1f} mV against the others "
-                                f"since an hour into the park: it is discharging on its own, as through an internal "
-                                f"short (its size follows from the leak estimate)", cell=int(c) + 1))
+            events.append(
+                Event(
+                    float(t[k]),
+                    "internal_short",
+                    "warning",
+                    f"parked, cell {c + 1}'s voltage fell {-1000 * drift[k, c]:.1f} mV against the others "
+                    f"since an hour into the park: it is discharging on its own, as through an internal "
+                    f"short (its size follows from the leak estimate)",
+                    cell=int(c) + 1,
+                )
+            )
             self.flagged[c] = True
         return events
 

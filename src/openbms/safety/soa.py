@@ -64,38 +64,63 @@ class SoaLimits:
     def validate(self) -> "SoaLimits":
         """Raise ValueError naming the first wrong field; return self for chaining."""
         for name, up, hysteresis in (
-                ("overvoltage_v", True, "hysteresis_v"), ("undervoltage_v", False, "hysteresis_v"),
-                ("overtemperature_charge_c", True, "hysteresis_c"), ("undertemperature_charge_c", False, "hysteresis_c"),
-                ("overtemperature_discharge_c", True, "hysteresis_c"),
-                ("undertemperature_discharge_c", False, "hysteresis_c"),
-                ("overcurrent_charge_c", True, "hysteresis_current_c"),
-                ("overcurrent_discharge_c", True, "hysteresis_current_c")):
+            ("overvoltage_v", True, "hysteresis_v"),
+            ("undervoltage_v", False, "hysteresis_v"),
+            ("overtemperature_charge_c", True, "hysteresis_c"),
+            ("undertemperature_charge_c", False, "hysteresis_c"),
+            ("overtemperature_discharge_c", True, "hysteresis_c"),
+            ("undertemperature_discharge_c", False, "hysteresis_c"),
+            ("overcurrent_charge_c", True, "hysteresis_current_c"),
+            ("overcurrent_discharge_c", True, "hysteresis_current_c"),
+        ):
             v = np.asarray(getattr(self, name), dtype=float)
             steps = np.diff(v) if up else -np.diff(v)
-            _check(name, v.shape == (3,) and np.all(np.isfinite(v)) and np.all(steps > 0),
-                   f"(warning, derate, critical), {'increasing' if up else 'decreasing'}", v)
-            _check(hysteresis, 0 < getattr(self, hysteresis) < steps.min(),
-                   f"positive and below the smallest gap between the levels of {name}", getattr(self, hysteresis))
-        _check("undervoltage_v", self.undervoltage_v[0] < self.overvoltage_v[0], "below overvoltage_v",
-               self.undervoltage_v)
+            _check(
+                name,
+                v.shape == (3,) and np.all(np.isfinite(v)) and np.all(steps > 0),
+                f"(warning, derate, critical), {'increasing' if up else 'decreasing'}",
+                v,
+            )
+            _check(
+                hysteresis,
+                0 < getattr(self, hysteresis) < steps.min(),
+                f"positive and below the smallest gap between the levels of {name}",
+                getattr(self, hysteresis),
+            )
+        _check(
+            "undervoltage_v", self.undervoltage_v[0] < self.overvoltage_v[0], "below overvoltage_v", self.undervoltage_v
+        )
         for name in ("capacity_ah", "charge_detect_c", "max_charge_c", "max_discharge_c"):
-            _check(name, np.isfinite(getattr(self, name)) and getattr(self, name) > 0, "positive",
-                   getattr(self, name))
-        _check("debounce_samples", isinstance(self.debounce_samples, int) and self.debounce_samples >= 1,
-               "an integer >= 1", self.debounce_samples)
-        _check("debounce_s", 0 <= self.debounce_s <= 1.0, "within [0, 1] s (critical must trip within ~1 s)",
-               self.debounce_s)
+            _check(name, np.isfinite(getattr(self, name)) and getattr(self, name) > 0, "positive", getattr(self, name))
+        _check(
+            "debounce_samples",
+            isinstance(self.debounce_samples, int) and self.debounce_samples >= 1,
+            "an integer >= 1",
+            self.debounce_samples,
+        )
+        _check(
+            "debounce_s",
+            0 <= self.debounce_s <= 1.0,
+            "within [0, 1] s (critical must trip within ~1 s)",
+            self.debounce_s,
+        )
         _check("clear_hold_s", self.clear_hold_s >= 0, ">= 0", self.clear_hold_s)
         _check("derate_factor", 0 < self.derate_factor <= 1, "within (0, 1]", self.derate_factor)
-        for axis, factor in (("charge_temperature_c", "charge_temperature_factor"),
-                             ("discharge_temperature_c", "discharge_temperature_factor"),
-                             ("charge_soc", "charge_soc_factor"), ("discharge_soc", "discharge_soc_factor")):
+        for axis, factor in (
+            ("charge_temperature_c", "charge_temperature_factor"),
+            ("discharge_temperature_c", "discharge_temperature_factor"),
+            ("charge_soc", "charge_soc_factor"),
+            ("discharge_soc", "discharge_soc_factor"),
+        ):
             x, f = np.asarray(getattr(self, axis), float), np.asarray(getattr(self, factor), float)
             _check(axis, x.ndim == 1 and len(x) >= 2 and np.all(np.diff(x) > 0), "at least 2 increasing knots", x)
             _check(factor, f.shape == x.shape and np.all((f >= 0) & (f <= 1)), f"{len(x)} factors within [0, 1]", f)
-        _check("charge_temperature_factor", np.interp(0.0, self.charge_temperature_c,
-                                                      self.charge_temperature_factor) == 0,
-               "0 at and below 0 degC (LFP must not be charged below freezing)", self.charge_temperature_factor)
+        _check(
+            "charge_temperature_factor",
+            np.interp(0.0, self.charge_temperature_c, self.charge_temperature_factor) == 0,
+            "0 at and below 0 degC (LFP must not be charged below freezing)",
+            self.charge_temperature_factor,
+        )
         return self
 
 
@@ -153,8 +178,9 @@ class SoaMonitor:
         self._trackers: dict[str, _LevelTracker] = {}
         self.idle = False  # every level inside and no debounce under way (set by each update)
 
-    def update(self, time_s: float, cell_voltages_v: np.ndarray, cell_temperatures_c: np.ndarray,
-               current_a: float) -> list[Event]:
+    def update(
+        self, time_s: float, cell_voltages_v: np.ndarray, cell_temperatures_c: np.ndarray, current_a: float
+    ) -> list[Event]:
         lim = self.limits
         v = np.asarray(cell_voltages_v, dtype=float).ravel()
         temp = np.asarray(cell_temperatures_c, dtype=float).ravel()
@@ -167,12 +193,33 @@ class SoaMonitor:
             ("overvoltage", v, v, lim.overvoltage_v, lim.hysteresis_v, "V", "voltage"),
             ("undervoltage", v, -v, np.negative(lim.undervoltage_v), lim.hysteresis_v, "V", "voltage"),
             ("overtemperature", temp, temp, over_t, lim.hysteresis_c, "degC", f"temperature ({window} window)"),
-            ("undertemperature", temp, -temp, np.negative(under_t), lim.hysteresis_c, "degC",
-             f"temperature ({window} window)"),
-            ("overcurrent_charge", np.array([current_a]), np.array([c_rate]), lim.overcurrent_charge_c,
-             lim.hysteresis_current_c, "A", "charge current"),
-            ("overcurrent_discharge", np.array([current_a]), np.array([-c_rate]), lim.overcurrent_discharge_c,
-             lim.hysteresis_current_c, "A", "discharge current"),
+            (
+                "undertemperature",
+                temp,
+                -temp,
+                np.negative(under_t),
+                lim.hysteresis_c,
+                "degC",
+                f"temperature ({window} window)",
+            ),
+            (
+                "overcurrent_charge",
+                np.array([current_a]),
+                np.array([c_rate]),
+                lim.overcurrent_charge_c,
+                lim.hysteresis_current_c,
+                "A",
+                "charge current",
+            ),
+            (
+                "overcurrent_discharge",
+                np.array([current_a]),
+                np.array([-c_rate]),
+                lim.overcurrent_discharge_c,
+                lim.hysteresis_current_c,
+                "A",
+                "discharge current",
+            ),
         )
         events = []
         for kind, shown, x, thresholds, hysteresis, unit, what in checks:
@@ -180,8 +227,9 @@ class SoaMonitor:
                 self._trackers[kind] = _LevelTracker(len(x), hysteresis, lim)
             tracker = self._trackers[kind]
             if len(tracker.level) != len(x):
-                raise ValueError(f"SoaMonitor.update: {what} has {len(x)} channels, earlier samples had "
-                                 f"{len(tracker.level)}")
+                raise ValueError(
+                    f"SoaMonitor.update: {what} has {len(x)} channels, earlier samples had {len(tracker.level)}"
+                )
             before = tracker.update(time_s, x, thresholds)
             for k in np.flatnonzero(tracker.level != before):
                 cell = sensor = None
@@ -191,8 +239,19 @@ class SoaMonitor:
                     cell, where = int(k) + 1, f"cell {k + 1} "
                 else:
                     where = ""
-                events.append(_event(time_s, kind, int(before[k]), int(tracker.level[k]), where + what,
-                                     float(shown[k]), unit, cell, sensor))
+                events.append(
+                    _event(
+                        time_s,
+                        kind,
+                        int(before[k]),
+                        int(tracker.level[k]),
+                        where + what,
+                        float(shown[k]),
+                        unit,
+                        cell,
+                        sensor,
+                    )
+                )
         self.idle = all(not t.level.any() and not t._over_n.any() for t in self._trackers.values())
         return events
 
@@ -204,10 +263,14 @@ class SoaMonitor:
         t = np.asarray(cell_temperatures_c, dtype=float)
         c = np.asarray(current_a, dtype=float) / lim.capacity_ah
         with np.errstate(invalid="ignore"):
-            return ((np.nanmax(v, axis=1) <= lim.overvoltage_v[0]) & (np.nanmin(v, axis=1) >= lim.undervoltage_v[0])
-                    & (t.max(axis=1) <= min(lim.overtemperature_charge_c[0], lim.overtemperature_discharge_c[0]))
-                    & (t.min(axis=1) >= max(lim.undertemperature_charge_c[0], lim.undertemperature_discharge_c[0]))
-                    & (c <= lim.overcurrent_charge_c[0]) & (-c <= lim.overcurrent_discharge_c[0]))
+            return (
+                (np.nanmax(v, axis=1) <= lim.overvoltage_v[0])
+                & (np.nanmin(v, axis=1) >= lim.undervoltage_v[0])
+                & (t.max(axis=1) <= min(lim.overtemperature_charge_c[0], lim.overtemperature_discharge_c[0]))
+                & (t.min(axis=1) >= max(lim.undertemperature_charge_c[0], lim.undertemperature_discharge_c[0]))
+                & (c <= lim.overcurrent_charge_c[0])
+                & (-c <= lim.overcurrent_discharge_c[0])
+            )
 
     def cell_levels(self, kind: str) -> np.ndarray:
         """Per-channel level ranks (0 = inside .. 3 = critical) of one event kind."""
@@ -223,14 +286,38 @@ class SoaMonitor:
         return max(self.levels.values(), key=rank, default="info")
 
 
-def _event(t: float, kind: str, before: int, after: int, what: str, value: float, unit: str,
-           cell: int | None, sensor: int | None) -> Event:
+def _event(
+    t: float,
+    kind: str,
+    before: int,
+    after: int,
+    what: str,
+    value: float,
+    unit: str,
+    cell: int | None,
+    sensor: int | None,
+) -> Event:
     if after > before:
-        return Event(t, kind, SEVERITIES[after], f"{what} {value:.4g} {unit} beyond the {SEVERITIES[after]} limit",
-                     cell, sensor, value)
+        return Event(
+            t,
+            kind,
+            SEVERITIES[after],
+            f"{what} {value:.4g} {unit} beyond the {SEVERITIES[after]} limit",
+            cell,
+            sensor,
+            value,
+        )
     now = "back inside the safe operating area" if after == 0 else f"still at the {SEVERITIES[after]} level"
-    return Event(t, kind, SEVERITIES[before], f"{what} {value:.4g} {unit}: {SEVERITIES[before]} cleared, {now}",
-                 cell, sensor, value, cleared=True)
+    return Event(
+        t,
+        kind,
+        SEVERITIES[before],
+        f"{what} {value:.4g} {unit}: {SEVERITIES[before]} cleared, {now}",
+        cell,
+        sensor,
+        value,
+        cleared=True,
+    )
 
 
 # -- derating -----------------------------------------------------------------------------------
@@ -254,28 +341,45 @@ def derating(limits: SoaLimits, cell_temperatures_c, soc, cell_voltages_v, level
     v = np.asarray(cell_voltages_v, dtype=float)
     z = np.asarray(soc, dtype=float)
     lim = limits
-    charge_level = max(rank(level), _static_level(v.max(), lim.overvoltage_v),
-                       _static_level(temp.max(), lim.overtemperature_charge_c),
-                       _static_level(-temp.min(), np.negative(lim.undertemperature_charge_c)))
-    discharge_level = max(rank(level), _static_level(-v.min(), np.negative(lim.undervoltage_v)),
-                          _static_level(temp.max(), lim.overtemperature_discharge_c),
-                          _static_level(-temp.min(), np.negative(lim.undertemperature_discharge_c)))
+    charge_level = max(
+        rank(level),
+        _static_level(v.max(), lim.overvoltage_v),
+        _static_level(temp.max(), lim.overtemperature_charge_c),
+        _static_level(-temp.min(), np.negative(lim.undertemperature_charge_c)),
+    )
+    discharge_level = max(
+        rank(level),
+        _static_level(-v.min(), np.negative(lim.undervoltage_v)),
+        _static_level(temp.max(), lim.overtemperature_discharge_c),
+        _static_level(-temp.min(), np.negative(lim.undertemperature_discharge_c)),
+    )
     return Derating(
-        charge={"temperature": _table_min(temp, lim.charge_temperature_c, lim.charge_temperature_factor),
-                "soc": _table_min(z.max(), lim.charge_soc, lim.charge_soc_factor),
-                "level": _level_factor(lim, charge_level)},
-        discharge={"temperature": _table_min(temp, lim.discharge_temperature_c, lim.discharge_temperature_factor),
-                   "soc": _table_min(z.min(), lim.discharge_soc, lim.discharge_soc_factor),
-                   "level": _level_factor(lim, discharge_level)},
+        charge={
+            "temperature": _table_min(temp, lim.charge_temperature_c, lim.charge_temperature_factor),
+            "soc": _table_min(z.max(), lim.charge_soc, lim.charge_soc_factor),
+            "level": _level_factor(lim, charge_level),
+        },
+        discharge={
+            "temperature": _table_min(temp, lim.discharge_temperature_c, lim.discharge_temperature_factor),
+            "soc": _table_min(z.min(), lim.discharge_soc, lim.discharge_soc_factor),
+            "level": _level_factor(lim, discharge_level),
+        },
     )
 
 
-def current_limits(limits: SoaLimits, cell_temperatures_c, soc, cell_voltages_v, level: str = "info",
-                   ) -> tuple[float, float]:
+def current_limits(
+    limits: SoaLimits,
+    cell_temperatures_c,
+    soc,
+    cell_voltages_v,
+    level: str = "info",
+) -> tuple[float, float]:
     """(max_charge_a, max_discharge_a), both >= 0: the continuous limits times the derating factors."""
     d = derating(limits, cell_temperatures_c, soc, cell_voltages_v, level)
-    return (limits.max_charge_c * limits.capacity_ah * float(np.prod(list(d.charge.values()))),
-            limits.max_discharge_c * limits.capacity_ah * float(np.prod(list(d.discharge.values()))))
+    return (
+        limits.max_charge_c * limits.capacity_ah * float(np.prod(list(d.charge.values()))),
+        limits.max_discharge_c * limits.capacity_ah * float(np.prod(list(d.discharge.values()))),
+    )
 
 
 def _static_level(x: float, thresholds) -> int:

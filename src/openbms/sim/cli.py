@@ -10,10 +10,14 @@ from .plant import PLANTS
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plant", default="prada2013_lfp", choices=sorted(PLANTS))
-    p.add_argument("--experiment", default="drive", choices=("ocv", "hppc", "ocv_c20", "usabc_hppc", "drive"),
-                   help="ocv: C/30 full discharge and charge; hppc: pulses every 10 %% SoC; ocv_c20: C/20 OCV test; "
-                        "usabc_hppc: USABC HPPC from full to ~10 %% SoC; "
-                        "drive: FASTSim 2022 Model 3 RWD power scaled to the cell (default)")
+    p.add_argument(
+        "--experiment",
+        default="drive",
+        choices=("ocv", "hppc", "ocv_c20", "usabc_hppc", "drive"),
+        help="ocv: C/30 full discharge and charge; hppc: pulses every 10 %% SoC; ocv_c20: C/20 OCV test; "
+        "usabc_hppc: USABC HPPC from full to ~10 %% SoC; "
+        "drive: FASTSim 2022 Model 3 RWD power scaled to the cell (default)",
+    )
     p.add_argument("--cycles", default="udds,hwfet", help=f"drive cycles in order, from {sorted(CYCLES)}")
     p.add_argument("--repeat", type=int, default=3, help="times the cycle list is driven (default %(default)s)")
     p.add_argument("--soc0", type=float, help="initial true SoC (default 1 for tests, 0.9 for a drive)")
@@ -46,8 +50,15 @@ def run(args) -> int:
         cycles=tuple(c.strip() for c in args.cycles.split(",") if c.strip()),
         repeat=args.repeat,
         soc0=args.soc0,
-        sensors=Sensors(args.current_offset, args.current_gain_error, 0.0, args.voltage_noise, args.voltage_lsb,
-                        args.temperature_offset, args.seed),
+        sensors=Sensors(
+            args.current_offset,
+            args.current_gain_error,
+            0.0,
+            args.voltage_noise,
+            args.voltage_lsb,
+            args.temperature_offset,
+            args.seed,
+        ),
     ).validate()
     # both paths checked before the simulation; the truth's default keeps a compound suffix (.csv.gz) whole
     output = checked_output(args.output)
@@ -57,6 +68,8 @@ def run(args) -> int:
         measured, truth = scenario.run()
     write_timeseries(measured, output)
     write_timeseries(truth.frame(), truth_path)
-    console.print(f"wrote {output} ({len(measured)} rows, {truth.time_s[-1] / 3600:.2f} h, ended: {truth.termination}) "
-                  f"and {truth_path} (true capacity {truth.capacity_ah:.4f} Ah, SoC {truth.soc[0]:.3f} → {truth.soc[-1]:.3f})")
+    console.print(
+        f"wrote {output} ({len(measured)} rows, {truth.time_s[-1] / 3600:.2f} h, ended: {truth.termination}) "
+        f"and {truth_path} (true capacity {truth.capacity_ah:.4f} Ah, SoC {truth.soc[0]:.3f} → {truth.soc[-1]:.3f})"
+    )
     return 0

@@ -27,15 +27,17 @@ class DayPlan:
     speed_ms: np.ndarray
 
 
-def drive_park_charge(capacity_ah: float, days: int = 1, nominal_v: float = 3.3, charge_c: float = 1 / 3,
-                      seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def drive_park_charge(
+    capacity_ah: float, days: int = 1, nominal_v: float = 3.3, charge_c: float = 1 / 3, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(time_s, current_a with + = charging, phase per sample: 0 park, 1 drive, 2 charge) at 1 s for `days`."""
     plan = plan_days(capacity_ah, days, nominal_v, charge_c, seed)
     return plan.time_s, plan.current_a, plan.phase
 
 
-def plan_days(capacity_ah: float, days: int = 1, nominal_v: float = 3.3, charge_c: float = 1 / 3,
-              seed: int = 0) -> DayPlan:
+def plan_days(
+    capacity_ah: float, days: int = 1, nominal_v: float = 3.3, charge_c: float = 1 / 3, seed: int = 0
+) -> DayPlan:
     """Days of commuting for one cell of the pack, with the speed for range and consumption."""
     if days < 1 or capacity_ah <= 0 or charge_c <= 0:
         raise ValueError("days must be at least 1 and capacity_ah, charge_c positive")

@@ -69,7 +69,9 @@ def _fastsim():
     try:
         import fastsim
     except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError("the simulated vehicle needs the package fastsim, part of the 'sim' extra: "
-                                  "pip install 'openbms[sim]' (in a checkout: pip install -e '.[sim]')",
-                                  name="fastsim") from exc
+        raise ModuleNotFoundError(
+            "the simulated vehicle needs the package fastsim, part of the 'sim' extra: "
+            "pip install 'openbms[sim]' (in a checkout: pip install -e '.[sim]')",
+            name="fastsim",
+        ) from exc
     return fastsim

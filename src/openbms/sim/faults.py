@@ -9,8 +9,16 @@ from __future__ import annotations
 import numpy as np
 
 
-def thermal_runaway(time_s, cell_voltage_v, temperature_c, cell: int, sensor: int, onset_s: float,
-                    heating_c_per_s: float = 2.0, collapse_s: float = 20.0) -> float:
+def thermal_runaway(
+    time_s,
+    cell_voltage_v,
+    temperature_c,
+    cell: int,
+    sensor: int,
+    onset_s: float,
+    heating_c_per_s: float = 2.0,
+    collapse_s: float = 20.0,
+) -> float:
     """From onset the sensor heats at heating_c_per_s (accelerating) and the cell's voltage collapses to
     a third over collapse_s; modifies the arrays in place and returns when the GB 38031 condition is
     first met (voltage drop > 25 % and dT/dt ≥ 1 degC/s for more than 3 s) in the truth."""

@@ -35,8 +35,10 @@ class LifeOptions:
     def validate(self) -> "LifeOptions":
         lo, hi = self.charge_to
         if self.days < 1 or not 0 < lo <= hi < 1 or not 0 < self.low_soc < lo or not 0 < self.soc0 <= 1:
-            raise ValueError("life options need days >= 1 and 0 < low_soc < charge_to[0] <= charge_to[1] < 1, "
-                             f"0 < soc0 <= 1; got {self}")
+            raise ValueError(
+                "life options need days >= 1 and 0 < low_soc < charge_to[0] <= charge_to[1] < 1, "
+                f"0 < soc0 <= 1; got {self}"
+            )
         if self.charge_c <= 0 or not -1 <= self.low_day < self.days:
             raise ValueError(f"life options need charge_c > 0 and low_day in [-1, days); got {self}")
         return self
@@ -114,8 +116,9 @@ def live(plant, plan: LifePlan, soc0: float, cutoff_margin_v: float = 0.15):
 
     keep = plan.logged()
     pv = plant.parameter_values(cutoff_margin_v=cutoff_margin_v)
-    pv.update({"Current function [A]": pybamm.Interpolant(plan.time_s, -plan.current_a, pybamm.t,
-                                                          interpolator="linear")})  # PyBaMM: + = discharge
+    pv.update(
+        {"Current function [A]": pybamm.Interpolant(plan.time_s, -plan.current_a, pybamm.t, interpolator="linear")}
+    )  # PyBaMM: + = discharge
     solver = pybamm.IDAKLUSolver(rtol=1e-5, atol=1e-7, options={"suppress_algebraic_error": True})
     sim = pybamm.Simulation(plant.model(), parameter_values=pv, solver=solver)
     t_log = plan.time_s[keep]
@@ -127,10 +130,17 @@ def live(plant, plan: LifePlan, soc0: float, cutoff_margin_v: float = 0.15):
     t = solution["Time [s]"].entries
     if len(t) < len(t_log) or t[-1] < t_log[-1] - 0.5:
         raise RuntimeError(f"plant {plant} stopped at {t[-1]:.0f} s of {t_log[-1]:.0f} s: {solution.termination}")
-    sample = {name: np.interp(t_log, t, solution[name].entries)
-              for name in ("Voltage [V]", "Discharge capacity [A.h]", "Volume-averaged cell temperature [K]")}
+    sample = {
+        name: np.interp(t_log, t, solution[name].entries)
+        for name in ("Voltage [V]", "Discharge capacity [A.h]", "Volume-averaged cell temperature [K]")
+    }
     capacity = plant.capacity_ah()
-    return Truth(time_s=t_log, current_a=plan.current_a[keep], voltage_v=sample["Voltage [V]"],
-                 temperature_c=sample["Volume-averaged cell temperature [K]"] - 273.15,
-                 soc=soc0 - sample["Discharge capacity [A.h]"] / capacity, capacity_ah=capacity,
-                 termination=str(solution.termination))
+    return Truth(
+        time_s=t_log,
+        current_a=plan.current_a[keep],
+        voltage_v=sample["Voltage [V]"],
+        temperature_c=sample["Volume-averaged cell temperature [K]"] - 273.15,
+        soc=soc0 - sample["Discharge capacity [A.h]"] / capacity,
+        capacity_ah=capacity,
+        termination=str(solution.termination),
+    )

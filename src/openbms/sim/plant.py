@@ -80,21 +80,33 @@ class Plant:
 
         pv = pybamm.ParameterValues(self.spec.parameter_set)
         kelvin = self.temperature_c + 273.15
-        pv.update({"Ambient temperature [K]": kelvin, "Initial temperature [K]": kelvin,
-                   # SoC 0 and 1 at the cell's own voltage limits (Prada2013 ships 2.0 V for 0 %)
-                   "Open-circuit voltage at 0% SOC [V]": self.spec.voltage_min_v,
-                   "Open-circuit voltage at 100% SOC [V]": self.spec.voltage_max_v,
-                   "Lower voltage cut-off [V]": self.spec.voltage_min_v - cutoff_margin_v,
-                   "Upper voltage cut-off [V]": self.spec.voltage_max_v + cutoff_margin_v})
+        pv.update(
+            {
+                "Ambient temperature [K]": kelvin,
+                "Initial temperature [K]": kelvin,
+                # SoC 0 and 1 at the cell's own voltage limits (Prada2013 ships 2.0 V for 0 %)
+                "Open-circuit voltage at 0% SOC [V]": self.spec.voltage_min_v,
+                "Open-circuit voltage at 100% SOC [V]": self.spec.voltage_max_v,
+                "Lower voltage cut-off [V]": self.spec.voltage_min_v - cutoff_margin_v,
+                "Upper voltage cut-off [V]": self.spec.voltage_max_v + cutoff_margin_v,
+            }
+        )
         if self.spec.hysteresis:
-            ocp, gap, rate = pv["Positive electrode OCP [V]"], self.spec.hysteresis_half_gap_v, self.spec.hysteresis_decay_rate
-            pv.update({
-                "Positive electrode lithiation OCP [V]": lambda sto: ocp(sto) - gap,
-                "Positive electrode delithiation OCP [V]": lambda sto: ocp(sto) + gap,
-                "Positive particle lithiation hysteresis decay rate": rate,
-                "Positive particle delithiation hysteresis decay rate": rate,
-                "Initial hysteresis state in positive electrode": 1.0,  # rested after a charge
-            }, check_already_exists=False)
+            ocp, gap, rate = (
+                pv["Positive electrode OCP [V]"],
+                self.spec.hysteresis_half_gap_v,
+                self.spec.hysteresis_decay_rate,
+            )
+            pv.update(
+                {
+                    "Positive electrode lithiation OCP [V]": lambda sto: ocp(sto) - gap,
+                    "Positive electrode delithiation OCP [V]": lambda sto: ocp(sto) + gap,
+                    "Positive particle lithiation hysteresis decay rate": rate,
+                    "Positive particle delithiation hysteresis decay rate": rate,
+                    "Initial hysteresis state in positive electrode": 1.0,  # rested after a charge
+                },
+                check_already_exists=False,
+            )
         return _aged(pv, self.capacity_fade, self.kinetics_slowdown)
 
     def capacity_ah(self) -> float:
@@ -118,9 +130,11 @@ def _aged(pv, capacity_fade: float, kinetics_slowdown: float):
     for electrode in ("Negative", "Positive"):
         pv[f"{electrode} electrode active material volume fraction"] *= keep
         j0 = pv[f"{electrode} electrode exchange-current density [A.m-2]"]
-        pv[f"{electrode} electrode exchange-current density [A.m-2]"] = (
-            lambda c_e, c_s, c_max, T, j0=j0: slow * j0(c_e, c_s, c_max, T))
+        pv[f"{electrode} electrode exchange-current density [A.m-2]"] = lambda c_e, c_s, c_max, T, j0=j0: (
+            slow * j0(c_e, c_s, c_max, T)
+        )
         diffusivity = pv[f"{electrode} particle diffusivity [m2.s-1]"]
         pv[f"{electrode} particle diffusivity [m2.s-1]"] = (
-            (lambda sto, T, d=diffusivity: slow * d(sto, T)) if callable(diffusivity) else slow * diffusivity)
+            (lambda sto, T, d=diffusivity: slow * d(sto, T)) if callable(diffusivity) else slow * diffusivity
+        )
     return pv

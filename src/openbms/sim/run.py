@@ -34,14 +34,28 @@ class Truth:
     termination: str
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame({TIME: self.time_s, CURRENT: self.current_a, VOLTAGE: self.voltage_v,
-                             CELL_TEMPERATURE: self.temperature_c, SOC: self.soc, CAPACITY: self.capacity_ah})
+        return pd.DataFrame(
+            {
+                TIME: self.time_s,
+                CURRENT: self.current_a,
+                VOLTAGE: self.voltage_v,
+                CELL_TEMPERATURE: self.temperature_c,
+                SOC: self.soc,
+                CAPACITY: self.capacity_ah,
+            }
+        )
 
 
 def ocv_test(plant: Plant) -> list:
     v0, v1 = plant.spec.voltage_min_v, plant.spec.voltage_max_v
-    return ["Rest for 10 minutes", f"Discharge at C/30 until {v0} V", "Rest for 1 hour", f"Charge at C/30 until {v1} V",
-            f"Hold at {v1} V until C/50", "Rest for 1 hour"]
+    return [
+        "Rest for 10 minutes",
+        f"Discharge at C/30 until {v0} V",
+        "Rest for 1 hour",
+        f"Charge at C/30 until {v1} V",
+        f"Hold at {v1} V until C/50",
+        "Rest for 1 hour",
+    ]
 
 
 def hppc_test(plant: Plant, pulses: int = 9) -> list:
@@ -50,20 +64,44 @@ def hppc_test(plant: Plant, pulses: int = 9) -> list:
     exactly empty (a hold at the lower limit) and back to full, so the test's charge
     balance sees the whole capacity."""
     v0, v1 = plant.spec.voltage_min_v, plant.spec.voltage_max_v
-    pulse = (f"Discharge at 1C for 10 seconds or until {v0} V", "Rest for 40 seconds",
-             f"Charge at 0.75C for 10 seconds or until {v1} V", "Rest for 40 seconds",
-             f"Discharge at C/2 for 12 minutes or until {v0} V", "Rest for 30 minutes",
-             f"Charge at C/2 for 3 minutes or until {v1} V", "Rest for 20 minutes",
-             f"Discharge at C/2 for 3 minutes or until {v0} V", "Rest for 20 minutes")
-    return ["Rest for 10 minutes"] + [pulse] * pulses + [(f"Discharge at C/2 until {v0} V", f"Hold at {v0} V until C/50", "Rest for 30 minutes", f"Charge at C/2 until {v1} V",
-                                f"Hold at {v1} V until C/50", "Rest for 30 minutes")]
+    pulse = (
+        f"Discharge at 1C for 10 seconds or until {v0} V",
+        "Rest for 40 seconds",
+        f"Charge at 0.75C for 10 seconds or until {v1} V",
+        "Rest for 40 seconds",
+        f"Discharge at C/2 for 12 minutes or until {v0} V",
+        "Rest for 30 minutes",
+        f"Charge at C/2 for 3 minutes or until {v1} V",
+        "Rest for 20 minutes",
+        f"Discharge at C/2 for 3 minutes or until {v0} V",
+        "Rest for 20 minutes",
+    )
+    return (
+        ["Rest for 10 minutes"]
+        + [pulse] * pulses
+        + [
+            (
+                f"Discharge at C/2 until {v0} V",
+                f"Hold at {v0} V until C/50",
+                "Rest for 30 minutes",
+                f"Charge at C/2 until {v1} V",
+                f"Hold at {v1} V until C/50",
+                "Rest for 30 minutes",
+            )
+        ]
+    )
 
 
 def ocv_c20_test(plant: Plant) -> list:
     """The common slow OCV test from full: C/20 down to the lower limit, rest, CC-CV up, rest."""
     v0, v1 = plant.spec.voltage_min_v, plant.spec.voltage_max_v
-    return [f"Discharge at C/20 until {v0} V", "Rest for 1 hour", f"Charge at C/20 until {v1} V",
-            f"Hold at {v1} V until C/50", "Rest for 1 hour"]
+    return [
+        f"Discharge at C/20 until {v0} V",
+        "Rest for 1 hour",
+        f"Charge at C/20 until {v1} V",
+        f"Hold at {v1} V until C/50",
+        "Rest for 1 hour",
+    ]
 
 
 def usabc_hppc_test(plant: Plant, levels: int = 9) -> list:
@@ -71,8 +109,12 @@ def usabc_hppc_test(plant: Plant, levels: int = 9) -> list:
     a 10 s regen pulse at 3/4 of its current, then C/2 for 10 % of the capacity and 1 h rest; the
     last pulses near 10 %. It never comes back to full."""
     v0, v1 = plant.spec.voltage_min_v, plant.spec.voltage_max_v
-    pulses = (f"Discharge at 1C for 10 seconds or until {v0} V", "Rest for 40 seconds",
-              f"Charge at 0.75C for 10 seconds or until {v1} V", "Rest for 40 seconds")
+    pulses = (
+        f"Discharge at 1C for 10 seconds or until {v0} V",
+        "Rest for 40 seconds",
+        f"Charge at 0.75C for 10 seconds or until {v1} V",
+        "Rest for 40 seconds",
+    )
     step = (*pulses, f"Discharge at C/2 for 12 minutes or until {v0} V", "Rest for 1 hour")
     return ["Rest for 1 hour"] + [step] * levels + [pulses]
 
@@ -86,8 +128,12 @@ def solve_experiment(plant: Plant, steps: list, soc0: float = 1.0, period_s: flo
     import pybamm
 
     experiment = pybamm.Experiment(steps, period=f"{period_s:g} seconds")
-    sim = pybamm.Simulation(plant.model(), parameter_values=plant.parameter_values(), experiment=experiment,
-                            solver=pybamm.IDAKLUSolver(rtol=1e-6, atol=1e-8))
+    sim = pybamm.Simulation(
+        plant.model(),
+        parameter_values=plant.parameter_values(),
+        experiment=experiment,
+        solver=pybamm.IDAKLUSolver(rtol=1e-6, atol=1e-8),
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return sim.solve(initial_soc=soc0)
@@ -120,14 +166,17 @@ def run_power(plant: Plant, time_s, power_w, soc0: float = 1.0) -> Truth:
     time_s, power_w = np.asarray(time_s, dtype=float), np.asarray(power_w, dtype=float)
     pv = plant.parameter_values(cutoff_margin_v=0.0)  # a drive stops at the cell's limits
     # PyBaMM's power is + = discharge.
-    pv.update({"Power function [W]": pybamm.Interpolant(time_s, -power_w, pybamm.t, interpolator="linear")},
-              check_already_exists=False)
+    pv.update(
+        {"Power function [W]": pybamm.Interpolant(time_s, -power_w, pybamm.t, interpolator="linear")},
+        check_already_exists=False,
+    )
     solver = pybamm.IDAKLUSolver(rtol=1e-6, atol=1e-8, options={"suppress_algebraic_error": True})
     sim = pybamm.Simulation(plant.model(power_driven=True), parameter_values=pv, solver=solver)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        solution = sim.solve(t_eval=[time_s[0], time_s[-1]], t_interp=np.arange(time_s[0], time_s[-1] + 0.5),
-                             initial_soc=soc0)
+        solution = sim.solve(
+            t_eval=[time_s[0], time_s[-1]], t_interp=np.arange(time_s[0], time_s[-1] + 0.5), initial_soc=soc0
+        )
     return _truth(plant, solution, soc0)
 
 
@@ -136,8 +185,10 @@ def _truth(plant: Plant, solution, soc0: float) -> Truth:
     keep = np.append(np.diff(t) > 1e-9, True)  # step boundaries repeat a time
     t = t[keep]
     grid = np.arange(np.ceil(t[0]), np.floor(t[-1]) + 1.0)
-    sample = {name: np.interp(grid, t, solution[name].entries[keep])
-              for name in ("Current [A]", "Voltage [V]", "Discharge capacity [A.h]", "Volume-averaged cell temperature [K]")}
+    sample = {
+        name: np.interp(grid, t, solution[name].entries[keep])
+        for name in ("Current [A]", "Voltage [V]", "Discharge capacity [A.h]", "Volume-averaged cell temperature [K]")
+    }
     capacity = plant.capacity_ah()
     return Truth(
         time_s=grid - grid[0],

@@ -40,12 +40,14 @@ class Sensors:
         measured_v = voltage + rng.normal(0.0, self.voltage_noise_v, voltage.shape) if self.voltage_noise_v else voltage
         if self.voltage_lsb_v:
             measured_v = np.round(measured_v / self.voltage_lsb_v) * self.voltage_lsb_v
-        return pd.DataFrame({
-            TIME: np.asarray(time_s, dtype=float),
-            CURRENT: measured_i,
-            VOLTAGE: measured_v,
-            CELL_TEMPERATURE: np.asarray(temperature_c, dtype=float) + self.temperature_offset_c,
-        })
+        return pd.DataFrame(
+            {
+                TIME: np.asarray(time_s, dtype=float),
+                CURRENT: measured_i,
+                VOLTAGE: measured_v,
+                CELL_TEMPERATURE: np.asarray(temperature_c, dtype=float) + self.temperature_offset_c,
+            }
+        )
 
 
 IDEAL = Sensors(voltage_noise_v=0.0, voltage_lsb_v=0.0)

@@ -82,12 +82,16 @@ class Access:
         return OWNER_SCOPE in self.scopes
 
     def can_read(self, path: str) -> bool:
-        return self.is_owner or (HEALTH_SCOPE in self.scopes and path in vss.HEALTH_LEAVES) or \
-            any(vss.covers(scope.partition(":")[2], path) for scope in self.scopes if ":" in scope)
+        return (
+            self.is_owner
+            or (HEALTH_SCOPE in self.scopes and path in vss.HEALTH_LEAVES)
+            or any(vss.covers(scope.partition(":")[2], path) for scope in self.scopes if ":" in scope)
+        )
 
     def can_actuate(self, path: str) -> bool:
-        return self.is_owner or any(scope.startswith("actuate:") and vss.covers(scope[8:], path)
-                                    for scope in self.scopes)
+        return self.is_owner or any(
+            scope.startswith("actuate:") and vss.covers(scope[8:], path) for scope in self.scopes
+        )
 
 
 class Authority:
@@ -112,9 +116,19 @@ class Authority:
         now = int(self._clock())
         # hex: an id never starts with '-', which `openbms revoke ID` would take for an option (1 in 64 did)
         grant = Grant(secrets.token_hex(12), app.strip(), parse_scopes(scopes), now, now + int(ttl_s))
-        self.store.add_grant(grant, None if by is None else self._record(
-            by, f"grant-{grant.id}", "owner:grants", f"{grant.app}: {' '.join(grant.scopes)} for {ttl_s:g} s",
-            grant.id, f"granted {grant.app} {' '.join(grant.scopes)} until {int(grant.expires_at)}"))
+        self.store.add_grant(
+            grant,
+            None
+            if by is None
+            else self._record(
+                by,
+                f"grant-{grant.id}",
+                "owner:grants",
+                f"{grant.app}: {' '.join(grant.scopes)} for {ttl_s:g} s",
+                grant.id,
+                f"granted {grant.app} {' '.join(grant.scopes)} until {int(grant.expires_at)}",
+            ),
+        )
         return grant
 
     def token(self, grant: Grant, scopes: Iterable[str] | None = None, ttl_s: float | None = None) -> str:
@@ -125,9 +139,15 @@ class Authority:
         """
         now = int(self._clock())
         expires_at = grant.expires_at if ttl_s is None else min(grant.expires_at, now + ttl_s)
-        claims = {"iss": ISSUER, "aud": self.vehicle_id, "sub": grant.app,
-                  "scope": " ".join(grant.scopes if scopes is None else scopes),
-                  "iat": int(grant.issued_at) if ttl_s is None else now, "exp": int(expires_at), "jti": grant.id}
+        claims = {
+            "iss": ISSUER,
+            "aud": self.vehicle_id,
+            "sub": grant.app,
+            "scope": " ".join(grant.scopes if scopes is None else scopes),
+            "iat": int(grant.issued_at) if ttl_s is None else now,
+            "exp": int(expires_at),
+            "jti": grant.id,
+        }
         return jwt.encode(claims, self._private_key, algorithm=_ALGORITHM)
 
     def grants(self) -> list[Grant]:
@@ -135,27 +155,40 @@ class Authority:
 
     def revoke(self, grant_id: str, by: Access | None = None) -> None:
         """End a grant (audited with it, when given `by` whose credential)."""
-        record = None if by is None else self._record(by, f"revoke-{grant_id}", f"owner:grants/{grant_id}",
-                                                      "revoke", grant_id, f"revoked grant {grant_id}")
+        record = (
+            None
+            if by is None
+            else self._record(
+                by, f"revoke-{grant_id}", f"owner:grants/{grant_id}", "revoke", grant_id, f"revoked grant {grant_id}"
+            )
+        )
         if not self.store.revoke_grant(grant_id, self._clock(), record):
             raise ValueError(f"no grant with id {grant_id!r}")
 
-    def _record(self, by: Access, request_id: str, path: str, requested: object, applied: object,
-                reason: str) -> AuditRecord:
+    def _record(
+        self, by: Access, request_id: str, path: str, requested: object, applied: object, reason: str
+    ) -> AuditRecord:
         return AuditRecord(self._clock(), by.app, by.grant_id, request_id, path, requested, applied, True, reason)
 
     def verify(self, token: object) -> Access:
         """The access a token gives now, or AuthError: 401 missing, invalid (bad signature, another vehicle,
         revoked or unknown grant, unknown scope path) or expired."""
         if token is None or token == "":
-            raise AuthError(401, "missing_token", "Access token is missing: pass it as 'authorization' "
-                                                  "(HTTP: an 'Authorization: Bearer' header)")
+            raise AuthError(
+                401,
+                "missing_token",
+                "Access token is missing: pass it as 'authorization' (HTTP: an 'Authorization: Bearer' header)",
+            )
         if not isinstance(token, str):
             raise AuthError(401, "invalid_token", "Access token is invalid: it must be a string")
         claims = self._decode(token)
         if claims["aud"] != self.vehicle_id:
-            raise AuthError(401, "invalid_token", f"Access token is invalid: it was issued for vehicle "
-                                                  f"{claims['aud']!r}, not this one ({self.vehicle_id!r})")
+            raise AuthError(
+                401,
+                "invalid_token",
+                f"Access token is invalid: it was issued for vehicle "
+                f"{claims['aud']!r}, not this one ({self.vehicle_id!r})",
+            )
         if self._clock() >= claims["exp"]:
             raise AuthError(401, "expired_token", "Access token has expired: ask the owner for a new grant")
         grant = self.store.grant(claims["jti"])
@@ -166,8 +199,9 @@ class Authority:
         try:
             scopes = parse_scopes(claims["scope"].split())
         except ValueError as exc:
-            raise AuthError(401, "invalid_token", f"Access token is invalid: its scope is not valid here: "
-                                                  f"{exc}") from None
+            raise AuthError(
+                401, "invalid_token", f"Access token is invalid: its scope is not valid here: {exc}"
+            ) from None
         return Access(grant.id, claims["sub"], scopes, float(claims["exp"]))
 
     def claimed(self, token: object) -> tuple[str, str] | None:
@@ -182,17 +216,29 @@ class Authority:
     def _decode_signed(self, token: str) -> dict:
         """Signature and claim shape only (cached per token); expiry and revocation are checked per request."""
         try:
-            claims = jwt.decode(token, self._public_key, algorithms=[_ALGORITHM], issuer=ISSUER,
-                                options={"verify_aud": False, "verify_exp": False,
-                                         "require": ["iss", "aud", "sub", "scope", "exp", "iat", "jti"]})
+            claims = jwt.decode(
+                token,
+                self._public_key,
+                algorithms=[_ALGORITHM],
+                issuer=ISSUER,
+                options={
+                    "verify_aud": False,
+                    "verify_exp": False,
+                    "require": ["iss", "aud", "sub", "scope", "exp", "iat", "jti"],
+                },
+            )
         except jwt.InvalidTokenError as exc:
             raise AuthError(401, "invalid_token", f"Access token is invalid: {exc}") from None
         if not all(isinstance(claims[k], str) for k in ("aud", "sub", "scope", "jti")):
-            raise AuthError(401, "invalid_token", "Access token is invalid: its aud, sub, scope and jti must be "
-                                                  "strings")
+            raise AuthError(
+                401, "invalid_token", "Access token is invalid: its aud, sub, scope and jti must be strings"
+            )
         return claims
 
 
 def _new_private_key_pem() -> str:
-    return Ed25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                      serialization.NoEncryption()).decode()
+    return (
+        Ed25519PrivateKey.generate()
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        .decode()
+    )

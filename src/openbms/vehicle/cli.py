@@ -17,18 +17,38 @@ DEFAULT_TTL_S = 30 * 24 * 3600
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    for name, help_, run in (("token", "grant an app access and print only its token", _token),
-                             ("grant", "grant an app access and print the grant (with its token) as JSON", _grant)):
-        p = sub.add_parser(name, help=help_, description=help_ + ". Scopes: read:<VSS path>, actuate:<VSS path> "
-                           "(a branch covers its signals; actuate also reads), or --owner for the owner's token.")
+    for name, help_, run in (
+        ("token", "grant an app access and print only its token", _token),
+        ("grant", "grant an app access and print the grant (with its token) as JSON", _grant),
+    ):
+        p = sub.add_parser(
+            name,
+            help=help_,
+            description=help_ + ". Scopes: read:<VSS path>, actuate:<VSS path> "
+            "(a branch covers its signals; actuate also reads), or --owner for the owner's token.",
+        )
         p.add_argument("--app", help="the app's name, as the owner will see it in grants and the audit log")
-        p.add_argument("--scope", nargs="+", action="extend", default=[], metavar="SCOPE",
-                       help="one or more scopes, the flag repeated or not: e.g. read:Vehicle.Powertrain.TractionBattery "
-                            "actuate:Vehicle.Powertrain.TractionBattery.Charging.ChargeLimit")
-        p.add_argument("--owner", action="store_true", help="the owner's own token (scope 'owner': everything, "
-                                                            "plus the dashboard's owner endpoints)")
-        p.add_argument("--ttl", type=float, default=DEFAULT_TTL_S, metavar="SECONDS",
-                       help="validity (default %(default)g s = 30 days)")
+        p.add_argument(
+            "--scope",
+            nargs="+",
+            action="extend",
+            default=[],
+            metavar="SCOPE",
+            help="one or more scopes, the flag repeated or not: e.g. read:Vehicle.Powertrain.TractionBattery "
+            "actuate:Vehicle.Powertrain.TractionBattery.Charging.ChargeLimit",
+        )
+        p.add_argument(
+            "--owner",
+            action="store_true",
+            help="the owner's own token (scope 'owner': everything, plus the dashboard's owner endpoints)",
+        )
+        p.add_argument(
+            "--ttl",
+            type=float,
+            default=DEFAULT_TTL_S,
+            metavar="SECONDS",
+            help="validity (default %(default)g s = 30 days)",
+        )
         _add_store_options(p)
         p.set_defaults(run=run)
 
@@ -36,32 +56,50 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _add_store_options(p)
     p.set_defaults(run=_grants)
 
-    app = sub.add_parser("app", help="register an app that will ask the owner for access through OAuth",
-                         description="Apps that ask the owner through OAuth 2.0 (code + PKCE) on the vehicle's "
-                         "consent page; the server's metadata is at /.well-known/oauth-authorization-server.")
+    app = sub.add_parser(
+        "app",
+        help="register an app that will ask the owner for access through OAuth",
+        description="Apps that ask the owner through OAuth 2.0 (code + PKCE) on the vehicle's "
+        "consent page; the server's metadata is at /.well-known/oauth-authorization-server.",
+    )
     app_sub = app.add_subparsers(dest="app_command", required=True, metavar="COMMAND")
     p = app_sub.add_parser("register", help="register an app; prints its client id (and secret, shown once)")
     p.add_argument("name", help="the app's name, as the owner will see it on the consent page")
-    p.add_argument("--redirect-uri", action="append", required=True, metavar="URI",
-                   help="where the owner's browser returns with the code (repeat for more; exact match)")
-    p.add_argument("--public", action="store_true", help="an app that cannot keep a secret (a phone app): "
-                                                         "no client secret, PKCE alone")
+    p.add_argument(
+        "--redirect-uri",
+        action="append",
+        required=True,
+        metavar="URI",
+        help="where the owner's browser returns with the code (repeat for more; exact match)",
+    )
+    p.add_argument(
+        "--public",
+        action="store_true",
+        help="an app that cannot keep a secret (a phone app): no client secret, PKCE alone",
+    )
     _add_store_options(p)
     p.set_defaults(run=_register_app)
     p = app_sub.add_parser("list", help="list the registered apps")
     _add_store_options(p)
     p.set_defaults(run=_list_apps)
 
-    p = sub.add_parser("passport", help="write the battery's usage and health document (EU 2023/1542 Annex XIII)",
-                       description="The battery passport's usage document: state of health and of certified "
-                       "energy, throughput and cycles, time at temperature and state of charge, deep-discharge and "
-                       "over-temperature events, and the cell model's provenance, from what the BMS last saved.")
+    p = sub.add_parser(
+        "passport",
+        help="write the battery's usage and health document (EU 2023/1542 Annex XIII)",
+        description="The battery passport's usage document: state of health and of certified "
+        "energy, throughput and cycles, time at temperature and state of charge, deep-discharge and "
+        "over-temperature events, and the cell model's provenance, from what the BMS last saved.",
+    )
     p.add_argument("-o", "--output", default="passport.json", help="the JSON document (default %(default)s)")
     _add_store_options(p)
     p.set_defaults(run=_passport)
 
-    p = sub.add_parser("revoke", help="revoke a grant now", description="Revoke a grant: its token stops working "
-                       "at its next request, and its live subscriptions end within a second.")
+    p = sub.add_parser(
+        "revoke",
+        help="revoke a grant now",
+        description="Revoke a grant: its token stops working "
+        "at its next request, and its live subscriptions end within a second.",
+    )
     p.add_argument("grant_id")
     _add_store_options(p)
     p.set_defaults(run=_revoke)
@@ -69,8 +107,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def _add_store_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default=DEFAULT_URL, help="database URL, shared with `openbms serve` (default %(default)s)")
-    p.add_argument("--vehicle-id", default=os.environ.get("OPENBMS_VEHICLE_ID", DEFAULT_VEHICLE_ID),
-                   help="the vehicle tokens are bound to (default $OPENBMS_VEHICLE_ID or %(default)s)")
+    p.add_argument(
+        "--vehicle-id",
+        default=os.environ.get("OPENBMS_VEHICLE_ID", DEFAULT_VEHICLE_ID),
+        help="the vehicle tokens are bound to (default $OPENBMS_VEHICLE_ID or %(default)s)",
+    )
 
 
 def _authority(args):
@@ -114,8 +155,13 @@ def _grants(args) -> int:
         table.add_column(column, no_wrap=not folded, overflow="fold" if folded else "ellipsis")
     now = time.time()
     for grant in _authority(args).grants():
-        table.add_row(grant.id, grant.app, "\n".join(grant.scopes),
-                      f"{_utc(grant.issued_at)}\n{_utc(grant.expires_at)}", grant.status(now))
+        table.add_row(
+            grant.id,
+            grant.app,
+            "\n".join(grant.scopes),
+            f"{_utc(grant.issued_at)}\n{_utc(grant.expires_at)}",
+            grant.status(now),
+        )
     Console().print(table)
     return 0
 
@@ -154,8 +200,10 @@ def _passport(args) -> int:
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"wrote {out}: state of health {document['state_of_health']['capacity_percent']:.1f} %, "
-          f"{document['throughput']['equivalent_full_cycles']:.1f} equivalent full cycles")
+    print(
+        f"wrote {out}: state of health {document['state_of_health']['capacity_percent']:.1f} %, "
+        f"{document['throughput']['equivalent_full_cycles']:.1f} equivalent full cycles"
+    )
     return 0
 
 

@@ -19,8 +19,14 @@ import numpy as np
 
 from .errors import VissError
 
-LOGIC_OPS = {"eq": operator.eq, "ne": operator.ne, "gt": operator.gt, "gte": operator.ge,
-             "lt": operator.lt, "lte": operator.le}
+LOGIC_OPS = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
 SUBSCRIBE_ONLY = ("timebased", "change", "range", "curvelog")
 GET_ONLY = ("history", "static-metadata", "dynamic-metadata")
 TYPES = ("paths", *SUBSCRIBE_ONLY, *GET_ONLY)
@@ -28,8 +34,19 @@ MIN_PERIOD_MS = 100
 MAX_HISTORY_DAYS = 999  # "the number of days shall be less than 999"
 MAX_CURVELOG_BUFFER = 10_000
 # the VSS metadata keys a static-metadata request may select (the keys of the VSS JSON export)
-STATIC_KEYS = ("type", "description", "comment", "datatype", "unit", "min", "max", "allowed", "default",
-               "pattern", "deprecation")
+STATIC_KEYS = (
+    "type",
+    "description",
+    "comment",
+    "datatype",
+    "unit",
+    "min",
+    "max",
+    "allowed",
+    "default",
+    "pattern",
+    "deprecation",
+)
 DYNAMIC_KEYS = ("server_capabilities", "availability", "validate", "samplerate")
 _PERIOD = re.compile(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?")
 
@@ -56,8 +73,9 @@ class Change:
 
     def check(self, path: str, datatype: str) -> None:
         if not _numeric_type(datatype) and self.logic_op not in ("eq", "ne"):
-            raise _invalid(f"{path} is {datatype}: a change filter on it takes logic-op eq or ne, "
-                           f"not {self.logic_op!r}")
+            raise _invalid(
+                f"{path} is {datatype}: a change filter on it takes logic-op eq or ne, not {self.logic_op!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -135,14 +153,15 @@ def parse_filters(raw: object, action: str) -> Filters:
             raise _invalid(f"the {kind} filter applies to {where} requests, not to {action}")
     parameter = found.get(others[0]) if others else None
     kind = others[0] if others else None
-    return Filters(paths=_paths(found["paths"]) if "paths" in found else None,
-                   period_s=_period_s(parameter) if kind == "timebased" else None,
-                   trigger=_change(parameter) if kind == "change" else _range(parameter) if kind == "range" else None,
-                   curvelog=_curvelog(parameter) if kind == "curvelog" else None,
-                   history_s=history_seconds(parameter) if kind == "history" else None,
-                   static_metadata=_metadata_keys(parameter, STATIC_KEYS, "static") if kind == "static-metadata"
-                   else None,
-                   dynamic_metadata=_dynamic_key(parameter) if kind == "dynamic-metadata" else None)
+    return Filters(
+        paths=_paths(found["paths"]) if "paths" in found else None,
+        period_s=_period_s(parameter) if kind == "timebased" else None,
+        trigger=_change(parameter) if kind == "change" else _range(parameter) if kind == "range" else None,
+        curvelog=_curvelog(parameter) if kind == "curvelog" else None,
+        history_s=history_seconds(parameter) if kind == "history" else None,
+        static_metadata=_metadata_keys(parameter, STATIC_KEYS, "static") if kind == "static-metadata" else None,
+        dynamic_metadata=_dynamic_key(parameter) if kind == "dynamic-metadata" else None,
+    )
 
 
 def _paths(parameter: object) -> tuple[str, ...]:
@@ -168,8 +187,10 @@ def _change(parameter: object) -> Change:
 
 
 def _range(parameter: object) -> Range:
-    usage = (f'a range filter takes {{"boundary-op": one of {", ".join(LOGIC_OPS)}, "boundary": "<number>"}}, '
-             'or a list of two such objects, the first with "combination-op": "AND" or "OR"')
+    usage = (
+        f'a range filter takes {{"boundary-op": one of {", ".join(LOGIC_OPS)}, "boundary": "<number>"}}, '
+        'or a list of two such objects, the first with "combination-op": "AND" or "OR"'
+    )
     objects = [o for o in (parameter if isinstance(parameter, list) else [parameter]) if isinstance(o, dict)]
     if len(objects) not in (1, 2) or len(objects) != (len(parameter) if isinstance(parameter, list) else 1):
         raise _invalid(f"{usage}; got {parameter!r}")
@@ -200,9 +221,11 @@ def history_seconds(period: object) -> float:
     """An ISO 8601 duration of days, hours, minutes and seconds (`PdddDThhHmmMssS`, e.g. P2DT12H) in seconds."""
     match = _PERIOD.fullmatch(period) if isinstance(period, str) else None
     if match is None or not any(match.groups()) or str(period).endswith("T"):
-        raise _invalid(f"a history filter takes an ISO 8601 period of days, hours, minutes and seconds "
-                       f"(PdddDThhHmmMssS, e.g. P2DT12H or PT10M; years, months and weeks are not exact), "
-                       f"got {period!r}")
+        raise _invalid(
+            f"a history filter takes an ISO 8601 period of days, hours, minutes and seconds "
+            f"(PdddDThhHmmMssS, e.g. P2DT12H or PT10M; years, months and weeks are not exact), "
+            f"got {period!r}"
+        )
     days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
     if days >= MAX_HISTORY_DAYS:
         raise _invalid(f"a history period must be shorter than {MAX_HISTORY_DAYS} days; got {period!r}")

@@ -25,24 +25,31 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import VissError, bad_request
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-_HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
-            (b"x-frame-options", b"DENY"), (b"referrer-policy", b"no-referrer"),
-            (b"cross-origin-opener-policy", b"same-origin"), (b"cross-origin-resource-policy", b"same-origin"),
-            (b"permissions-policy", b"camera=(), microphone=(), geolocation=()")]
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
+]
 
 
 @dataclass(frozen=True)
 class Edge:
     """Who may reach the server, and how long a slow peer may take."""
 
-    server_names: tuple[str, ...] = ()     # host names besides IP addresses and localhost
+    server_names: tuple[str, ...] = ()  # host names besides IP addresses and localhost
     allowed_origins: tuple[str, ...] = ()  # browser origins besides the dashboard's own, e.g. https://app.example
     max_path_bytes: int = 1024
     max_query_bytes: int = 16_384
-    header_timeout_s: float = 10.0         # a request head must be complete within this
-    stall_s: float = 10.0                  # a WebSocket peer that reads nothing for this long is dropped
+    header_timeout_s: float = 10.0  # a request head must be complete within this
+    stall_s: float = 10.0  # a WebSocket peer that reads nothing for this long is dropped
 
     def validate(self) -> Edge:
         for name in ("max_path_bytes", "max_query_bytes", "header_timeout_s", "stall_s"):
@@ -78,12 +85,17 @@ class Guard:
             return bad_request(f"this server does not answer to the host {host[:100]!r}; name it with --server-name")
         path, query = scope.get("raw_path") or scope["path"].encode(), scope.get("query_string", b"")
         if len(path) > self.edge.max_path_bytes or len(query) > self.edge.max_query_bytes:
-            return bad_request(f"the path has {len(path)} bytes and the query {len(query)}; at most "
-                               f"{self.edge.max_path_bytes} and {self.edge.max_query_bytes} are accepted")
+            return bad_request(
+                f"the path has {len(path)} bytes and the query {len(query)}; at most "
+                f"{self.edge.max_path_bytes} and {self.edge.max_query_bytes} are accepted"
+            )
         origin = headers.get("origin")
         if scope["type"] == "websocket" and origin is not None and not self._allows(origin, scope, host):
-            return VissError("forbidden_request", f"WebSocket connections from pages at {origin[:100]!r} are not "
-                                                  "allowed; the owner can allow one with --allow-origin")
+            return VissError(
+                "forbidden_request",
+                f"WebSocket connections from pages at {origin[:100]!r} are not "
+                "allowed; the owner can allow one with --allow-origin",
+            )
         return None
 
     def _serves(self, host: str) -> bool:
@@ -120,8 +132,12 @@ def _with_headers(send: Send, secure: bool) -> Send:
 
 async def _refuse(scope: Scope, send: Send, error: VissError) -> None:
     status, body = error.number, json.dumps({"error": error.as_dict()}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"cache-control", b"no-store"), *_HEADERS]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        *_HEADERS,
+    ]
     if scope["type"] == "http":
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -43,8 +43,9 @@ class HistoryRecorder:
             await asyncio.to_thread(self.store.append_history, samples)
 
     def _on_publish(self, values: dict[str, tuple[object, float]]) -> None:
-        self._pending.update((path, point) for path, point in values.items()
-                             if not vss.node(path).datatype.endswith("[]"))
+        self._pending.update(
+            (path, point) for path, point in values.items() if not vss.node(path).datatype.endswith("[]")
+        )
 
     async def _write_forever(self) -> None:
         while True:

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Limits:
-    max_message_bytes: int = 16_384        # larger requests get a 413 error object; the connection stays open
-    max_frame_bytes: int = 1_048_576       # larger frames close that connection (1009) before they are buffered
-    max_subscriptions: int = 64            # per connection
-    requests_per_s: float = 50.0           # token bucket per access token (or per connection without one)
+    max_message_bytes: int = 16_384  # larger requests get a 413 error object; the connection stays open
+    max_frame_bytes: int = 1_048_576  # larger frames close that connection (1009) before they are buffered
+    max_subscriptions: int = 64  # per connection
+    requests_per_s: float = 50.0  # token bucket per access token (or per connection without one)
     burst: float = 100.0
-    send_queue: int = 1_000                # notifications waiting for a slow client before it is disconnected
-    send_queue_bytes: int = 4_194_304      # ... or this many bytes of them
+    send_queue: int = 1_000  # notifications waiting for a slow client before it is disconnected
+    send_queue_bytes: int = 4_194_304  # ... or this many bytes of them
 
     def validate(self) -> Limits:
         for name, value in vars(self).items():
@@ -40,6 +40,7 @@ class RateLimiter:
         allowed = tokens >= 1.0
         self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
         if len(self._buckets) > self._max_keys:  # forget full buckets: they behave like new ones
-            self._buckets = {k: v for k, v in self._buckets.items()
-                             if min(self.burst, v[0] + (now - v[1]) * self.rate) < self.burst}
+            self._buckets = {
+                k: v for k, v in self._buckets.items() if min(self.burst, v[0] + (now - v[1]) * self.rate) < self.burst
+            }
         return allowed

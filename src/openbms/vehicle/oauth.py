@@ -54,7 +54,7 @@ AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 CONSENT_PAGE = Path(__file__).resolve().parent.parent / "web" / "consent.html"
 _PLAIN_WORDS = {
     HEALTH_SCOPE: "See the battery's health record, and nothing else: state of health, certified energy, throughput "
-                  "and cycles, time at each temperature and charge level, deep discharges and overheating",
+    "and cycles, time at each temperature and charge level, deep discharges and overheating",
     f"read:{vss.ROOT}": "See the battery's state: charge, range, health, temperatures and charging",
     f"actuate:{vss.ROOT}.Charging.ChargeLimit": "Change the charge limit",
     f"actuate:{vss.ROOT}.Charging.StartStopCharging": "Start and stop charging",
@@ -129,8 +129,9 @@ class _S256(CodeChallenge):
     def validate_code_challenge(self, grant, redirect_uri):
         data = grant.request.payload.data
         if not data.get("code_challenge") or data.get("code_challenge_method") != "S256":
-            raise InvalidRequestError("PKCE is required: send code_challenge with code_challenge_method=S256",
-                                      redirect_uri=redirect_uri)
+            raise InvalidRequestError(
+                "PKCE is required: send code_challenge with code_challenge_method=S256", redirect_uri=redirect_uri
+            )
         super().validate_code_challenge(grant, redirect_uri)
 
 
@@ -140,9 +141,20 @@ class _CodeGrant(AuthorizationCodeGrant):
     def save_authorization_code(self, code, request):
         grant: Grant = request.user
         data = request.payload.data
-        self.server.oauth.add_code(code, AuthorizationCode(
-            "", request.client.client_id, grant.id, request.payload.redirect_uri or "", " ".join(grant.scopes),
-            data["code_challenge"], data["code_challenge_method"], self.server.clock() + CODE_TTL_S, None))
+        self.server.oauth.add_code(
+            code,
+            AuthorizationCode(
+                "",
+                request.client.client_id,
+                grant.id,
+                request.payload.redirect_uri or "",
+                " ".join(grant.scopes),
+                data["code_challenge"],
+                data["code_challenge_method"],
+                self.server.clock() + CODE_TTL_S,
+                None,
+            ),
+        )
 
     def query_authorization_code(self, code, client):
         item = self.server.oauth.code(code)
@@ -232,8 +244,9 @@ class VehicleAuthorizationServer(AuthorizationServer):
 
     def save_token(self, token, request):
         grant: Grant = request.user
-        self.oauth.add_refresh(token["refresh_token"], request.client.client_id, grant.id, " ".join(grant.scopes),
-                               grant.expires_at)
+        self.oauth.add_refresh(
+            token["refresh_token"], request.client.client_id, grant.id, " ".join(grant.scopes), grant.expires_at
+        )
         self.audit(request, grant.id, True, f"issued an access token for {token['scope']}")
 
     def create_oauth2_request(self, request):
@@ -266,8 +279,12 @@ class VehicleAuthorizationServer(AuthorizationServer):
     def _tokens(self, grant_type, client, user=None, scope=None, expires_in=None, include_refresh_token=True):
         grant: Grant = user
         scopes = parse_scopes(scope.split())
-        token = {"token_type": "Bearer", "access_token": self.authority.token(grant, scopes, ACCESS_TTL_S),
-                 "expires_in": int(min(ACCESS_TTL_S, grant.expires_at - self.clock())), "scope": " ".join(scopes)}
+        token = {
+            "token_type": "Bearer",
+            "access_token": self.authority.token(grant, scopes, ACCESS_TTL_S),
+            "expires_in": int(min(ACCESS_TTL_S, grant.expires_at - self.clock())),
+            "scope": " ".join(scopes),
+        }
         if include_refresh_token:
             token["refresh_token"] = secrets.token_urlsafe(32)
         return token
@@ -275,8 +292,10 @@ class VehicleAuthorizationServer(AuthorizationServer):
     def live_grant(self, grant_id: str) -> Grant:
         grant = self.authority.store.grant(grant_id)
         if grant is None or grant.status(self.clock()) != "active":
-            raise InvalidGrantError(f"the owner's consent (grant {grant_id}) is "
-                                    f"{'unknown' if grant is None else grant.status(self.clock())}")
+            raise InvalidGrantError(
+                f"the owner's consent (grant {grant_id}) is "
+                f"{'unknown' if grant is None else grant.status(self.clock())}"
+            )
         return grant
 
     def revoke(self, grant_id: str) -> None:
@@ -291,10 +310,19 @@ class VehicleAuthorizationServer(AuthorizationServer):
         client = request.client or self.query_client(client_id)
         app = client.name if client is not None else f"unknown client {client_id!r}"
         grant_id = grant_id or (request.user.id if isinstance(request.user, Grant) else "")
-        self.authority.store.record_set(AuditRecord(
-            time.time(), app, grant_id, f"oauth-{secrets.token_hex(8)}", f"oauth:{urlsplit(request.uri).path}",
-            _described(request), " ".join(request.user.scopes) if isinstance(request.user, Grant) else None,
-            accepted, reason))
+        self.authority.store.record_set(
+            AuditRecord(
+                time.time(),
+                app,
+                grant_id,
+                f"oauth-{secrets.token_hex(8)}",
+                f"oauth:{urlsplit(request.uri).path}",
+                _described(request),
+                " ".join(request.user.scopes) if isinstance(request.user, Grant) else None,
+                accepted,
+                reason,
+            )
+        )
 
 
 def _described(request: OAuth2Request) -> str:
@@ -326,20 +354,35 @@ class OAuthEndpoints:
 
     async def metadata(self, request: HttpRequest) -> JSONResponse:
         base = str(request.base_url).rstrip("/")
-        return JSONResponse({
-            "issuer": base, "authorization_endpoint": f"{base}/oauth/authorize", "token_endpoint": f"{base}/oauth/token",
-            "revocation_endpoint": f"{base}/oauth/revoke", "response_types_supported": ["code"],
-            "grant_types_supported": ["authorization_code", "refresh_token"],
-            "code_challenge_methods_supported": ["S256"], "token_endpoint_auth_methods_supported": AUTH_METHODS,
-            "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
-            "scopes_supported": [f"read:{vss.ROOT}", HEALTH_SCOPE, *(f"actuate:{p}" for p in vss.LEAVES
-                                                      if vss.node(p).type == "actuator")],
-        })
+        return JSONResponse(
+            {
+                "issuer": base,
+                "authorization_endpoint": f"{base}/oauth/authorize",
+                "token_endpoint": f"{base}/oauth/token",
+                "revocation_endpoint": f"{base}/oauth/revoke",
+                "response_types_supported": ["code"],
+                "grant_types_supported": ["authorization_code", "refresh_token"],
+                "code_challenge_methods_supported": ["S256"],
+                "token_endpoint_auth_methods_supported": AUTH_METHODS,
+                "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
+                "scopes_supported": [
+                    f"read:{vss.ROOT}",
+                    HEALTH_SCOPE,
+                    *(f"actuate:{p}" for p in vss.LEAVES if vss.node(p).type == "actuator"),
+                ],
+            }
+        )
 
     async def consent_page(self, request: HttpRequest) -> FileResponse:
         # never inside another site's frame: a consent click must be the owner's own (clickjacking)
-        return FileResponse(CONSENT_PAGE, headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
-                                                   "Content-Security-Policy": "frame-ancestors 'none'"})
+        return FileResponse(
+            CONSENT_PAGE,
+            headers={
+                "Cache-Control": "no-store",
+                "X-Frame-Options": "DENY",
+                "Content-Security-Policy": "frame-ancestors 'none'",
+            },
+        )
 
     async def consent(self, request: HttpRequest) -> Response:
         """GET: what the app asks for, in plain words. POST {query, scopes, ttl_s, allow}: the owner's decision,
@@ -353,10 +396,12 @@ class OAuthEndpoints:
             return self._decision(await asyncio.to_thread(self._describe, self._authorize_request(request, query)))
         body = await _json(request)
         if not isinstance(body, dict) or not isinstance(body.get("query"), str):
-            return JSONResponse({"error": "invalid_request", "error_description": 'POST {"query", "scopes", '
-                                 '"ttl_s", "allow"}'}, 400)
-        return self._decision(await asyncio.to_thread(self._decide, self._authorize_request(request, body["query"]),
-                                                      body))
+            return JSONResponse(
+                {"error": "invalid_request", "error_description": 'POST {"query", "scopes", "ttl_s", "allow"}'}, 400
+            )
+        return self._decision(
+            await asyncio.to_thread(self._decide, self._authorize_request(request, body["query"]), body)
+        )
 
     async def token(self, request: HttpRequest) -> Response:
         return await self._endpoint(request, self.server.create_token_response)
@@ -375,20 +420,27 @@ class OAuthEndpoints:
         try:
             if not isinstance(body, dict):
                 raise TypeError("expected a JSON object")
-            client, secret = self.oauth.register(str(body.get("name", "")), body.get("redirect_uris"),
-                                                 bool(body.get("public", False)))
+            client, secret = self.oauth.register(
+                str(body.get("name", "")), body.get("redirect_uris"), bool(body.get("public", False))
+            )
         except (TypeError, ValueError) as exc:  # an owner endpoint: answered as the others are, with a VISS error
             return self.error_response(viss.bad_request(f'POST {{"name", "redirect_uris": [...], "public"}}: {exc}'))
         return JSONResponse({**client.as_dict(), "client_secret": secret}, 201)
 
     async def _endpoint(self, request: HttpRequest, call) -> Response:
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
-            return JSONResponse({"error": "invalid_request", "error_description": "send the parameters as "
-                                 "application/x-www-form-urlencoded (RFC 6749 §4.1.3)"}, 400)
+            return JSONResponse(
+                {
+                    "error": "invalid_request",
+                    "error_description": "send the parameters as application/x-www-form-urlencoded (RFC 6749 §4.1.3)",
+                },
+                400,
+            )
         body = await _bounded_body(request)
         if body is None:
-            return JSONResponse({"error": "invalid_request",
-                                 "error_description": f"at most {MAX_FORM_BYTES} bytes of parameters"}, 413)
+            return JSONResponse(
+                {"error": "invalid_request", "error_description": f"at most {MAX_FORM_BYTES} bytes of parameters"}, 413
+            )
         try:
             params = MultiDict(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body)))
         except (UnicodeDecodeError, ValueError):
@@ -411,10 +463,17 @@ class OAuthEndpoints:
         except OAuth2Error as error:
             return self.server.handle_error_response(request, error)
         scopes = request.scope.split()
-        return Answer(200, {"client": {"name": request.client.name, "client_id": request.client.client_id},
-                            "redirect_host": urlsplit(grant.redirect_uri).netloc,
-                            "scopes": [{"scope": s, "text": plain_words(s)} for s in scopes],
-                            "ttl_choices_s": list(TTL_CHOICES_S), "ttl_s": DEFAULT_TTL_S}, [])
+        return Answer(
+            200,
+            {
+                "client": {"name": request.client.name, "client_id": request.client.client_id},
+                "redirect_host": urlsplit(grant.redirect_uri).netloc,
+                "scopes": [{"scope": s, "text": plain_words(s)} for s in scopes],
+                "ttl_choices_s": list(TTL_CHOICES_S),
+                "ttl_s": DEFAULT_TTL_S,
+            },
+            [],
+        )
 
     def _decide(self, request: _Request, body: dict) -> Answer:
         with self.server.lock:
@@ -454,8 +513,9 @@ class OAuthEndpoints:
         """The consent page's JSON: a description, or where the browser goes now (a code or an error)."""
         if answer.location is not None:
             params = dict(parse_qsl(urlsplit(answer.location).query))
-            return JSONResponse({"redirect": answer.location, **{k: params[k] for k in ("error", "error_description")
-                                                                  if k in params}})
+            return JSONResponse(
+                {"redirect": answer.location, **{k: params[k] for k in ("error", "error_description") if k in params}}
+            )
         return JSONResponse(answer.body, answer.status)
 
 

@@ -75,8 +75,10 @@ def check_redirect_uri(uri: object) -> str:
         return uri
     if "." in parts.scheme and parts.scheme not in ("http", "https"):
         return uri
-    raise ValueError(f"redirect URI {uri!r} must be https://..., http://localhost or 127.0.0.1 (an app on this "
-                     "machine), or an app's own scheme such as com.example.app:/callback")
+    raise ValueError(
+        f"redirect URI {uri!r} must be https://..., http://localhost or 127.0.0.1 (an app on this "
+        "machine), or an app's own scheme such as com.example.app:/callback"
+    )
 
 
 def digest(secret: str) -> str:
@@ -98,8 +100,13 @@ class Client:
         return PUBLIC if self.secret_digest is None else CONFIDENTIAL
 
     def as_dict(self) -> dict:
-        return {"client_id": self.client_id, "name": self.name, "redirect_uris": list(self.redirect_uris),
-                "token_endpoint_auth_method": self.auth_method, "created_at": self.created_at}
+        return {
+            "client_id": self.client_id,
+            "name": self.name,
+            "redirect_uris": list(self.redirect_uris),
+            "token_endpoint_auth_method": self.auth_method,
+            "created_at": self.created_at,
+        }
 
     # Authlib's ClientMixin
     def get_client_id(self) -> str:
@@ -195,11 +202,19 @@ class OAuthStore:
         redirect_uris = [check_redirect_uri(uri) for uri in redirect_uris]
         name = name.strip()
         secret = None if public else secrets.token_urlsafe(32)
-        client = Client(secrets.token_hex(12), name, tuple(redirect_uris), None if secret is None else digest(secret),
-                        time.time())
+        client = Client(
+            secrets.token_hex(12), name, tuple(redirect_uris), None if secret is None else digest(secret), time.time()
+        )
         with self._session() as s, s.begin():
-            s.add(_ClientRow(client_id=client.client_id, name=client.name, secret_digest=client.secret_digest,
-                             redirect_uris=" ".join(client.redirect_uris), created_at=client.created_at))
+            s.add(
+                _ClientRow(
+                    client_id=client.client_id,
+                    name=client.name,
+                    secret_digest=client.secret_digest,
+                    redirect_uris=" ".join(client.redirect_uris),
+                    created_at=client.created_at,
+                )
+            )
         return client, secret
 
     def client(self, client_id: str) -> Client | None:
@@ -231,8 +246,16 @@ class OAuthStore:
     # refresh tokens
     def add_refresh(self, token: str, client_id: str, grant_id: str, scope: str, expires_at: float) -> None:
         with self._session() as s, s.begin():
-            s.add(_RefreshRow(digest=digest(token), client_id=client_id, grant_id=grant_id, scope=scope,
-                              issued_at=time.time(), expires_at=expires_at))
+            s.add(
+                _RefreshRow(
+                    digest=digest(token),
+                    client_id=client_id,
+                    grant_id=grant_id,
+                    scope=scope,
+                    issued_at=time.time(),
+                    expires_at=expires_at,
+                )
+            )
 
     def refresh(self, token: str) -> RefreshToken | None:
         with self._session() as s:

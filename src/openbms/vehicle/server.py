@@ -58,8 +58,17 @@ log = logging.getLogger(__name__)
 class VehicleInterface:
     """The transports around one hub, store and vehicle; `start`/`stop` its background tasks on the serving loop."""
 
-    def __init__(self, hub: SignalHub, store: Store, vehicle_id: str, *, limits: Limits | None = None,
-                 edge: Edge | None = None, static_dir: str | Path | None = None, history_period_s: float = 1.0):
+    def __init__(
+        self,
+        hub: SignalHub,
+        store: Store,
+        vehicle_id: str,
+        *,
+        limits: Limits | None = None,
+        edge: Edge | None = None,
+        static_dir: str | Path | None = None,
+        history_period_s: float = 1.0,
+    ):
         self.limits = (limits or Limits()).validate()
         self.edge = (edge or Edge()).validate()
         self.authority = Authority(store, vehicle_id)
@@ -100,20 +109,32 @@ class VehicleInterface:
 
     def _app(self, routes: list) -> Guard:
         """The routes behind the guard, outermost, so that even a 500 answer carries the security headers."""
-        return Guard(Starlette(routes=routes, exception_handlers={HTTPException: self._http_exception,
-                                                                  StorageError: _storage_error,
-                                                                  Exception: _internal_error}), self.edge)
+        return Guard(
+            Starlette(
+                routes=routes,
+                exception_handlers={
+                    HTTPException: self._http_exception,
+                    StorageError: _storage_error,
+                    Exception: _internal_error,
+                },
+            ),
+            self.edge,
+        )
 
     async def _http_exception(self, request: HttpRequest, exc: Exception) -> JSONResponse:
         """Routing errors (no such resource, a method it does not take) as VISS error objects too."""
         status = getattr(exc, "status_code", 400)
         where = f"{request.method} {request.url.path}"
         if status == 404:
-            error = VissError("unavailable_data", f"The requested data was not found: nothing is served at {where}; "
-                                                  "signals are under /Vehicle/..., the owner's endpoints under /owner/")
+            error = VissError(
+                "unavailable_data",
+                f"The requested data was not found: nothing is served at {where}; "
+                "signals are under /Vehicle/..., the owner's endpoints under /owner/",
+            )
         else:
-            error = bad_request(f"{where} is not served here (HTTP {status}): read with GET and set with POST "
-                                "under /Vehicle/...")
+            error = bad_request(
+                f"{where} is not served here (HTTP {status}): read with GET and set with POST under /Vehicle/..."
+            )
         return _http_error(error)
 
     # WebSocket
@@ -155,8 +176,9 @@ class VehicleInterface:
             outcome = await asyncio.to_thread(self.service.request_set, access, path, body["value"], request_id)
             return JSONResponse(_set_members(outcome, request_id))
         except VissError as exc:
-            await asyncio.to_thread(self.service.audit_refusal, token, path, body.get("value"),
-                                    viss.request_id_of(body), exc)
+            await asyncio.to_thread(
+                self.service.audit_refusal, token, path, body.get("value"), viss.request_id_of(body), exc
+            )
             return _http_error(exc)
 
     async def get(self, token: object, path: str, filters: viss.Filters) -> dict:
@@ -180,12 +202,17 @@ class VehicleInterface:
                 return JSONResponse([{**g.as_dict(), "status": g.status(now)} for g in self.authority.grants()])
             body = await _json_body(request, self.limits)
             try:
-                grant = self.authority.grant(str(body.get("app", "")), parse_scopes(body.get("scopes") or []),
-                                             float(body.get("ttl_s", 0)), by=owner)
+                grant = self.authority.grant(
+                    str(body.get("app", "")),
+                    parse_scopes(body.get("scopes") or []),
+                    float(body.get("ttl_s", 0)),
+                    by=owner,
+                )
             except (TypeError, ValueError) as exc:
                 error = bad_request(f'POST {{"app", "scopes": [...], "ttl_s"}}: {exc}')
-                await asyncio.to_thread(self.service.record_refusal, owner.app, owner.grant_id, "",
-                                        "owner:grants", body, error)
+                await asyncio.to_thread(
+                    self.service.record_refusal, owner.app, owner.grant_id, "", "owner:grants", body, error
+                )
                 raise error from None
             return JSONResponse({"grant": grant.as_dict(), "token": self.authority.token(grant)}, status_code=201)
         except VissError as exc:
@@ -199,8 +226,15 @@ class VehicleInterface:
                 self.authority.revoke(grant_id, by=owner)
             except ValueError as exc:
                 error = VissError("unavailable_data", str(exc))
-                await asyncio.to_thread(self.service.record_refusal, owner.app, owner.grant_id, "",
-                                        f"owner:grants/{grant_id}", "revoke", error)
+                await asyncio.to_thread(
+                    self.service.record_refusal,
+                    owner.app,
+                    owner.grant_id,
+                    "",
+                    f"owner:grants/{grant_id}",
+                    "revoke",
+                    error,
+                )
                 raise error from None
             self.fanout.end_grant(grant_id, revoked_grant(grant_id))
             return JSONResponse({"revoked": grant_id})
@@ -224,16 +258,19 @@ class VehicleInterface:
             if self.service.select(access, path, viss.Filters()) != [path]:
                 raise bad_request(f"history is kept per signal; {path} is a branch")
             start, end = _float_query(request, "start", now - 3600), _float_query(request, "end", now)
-            points = await asyncio.to_thread(self.service.store.history, path, start, end,
-                                             _int_query(request, "points", 500))
+            points = await asyncio.to_thread(
+                self.service.store.history, path, start, end, _int_query(request, "points", 500)
+            )
             return JSONResponse({"path": path, "points": [[t, v] for t, v in points]})
         except VissError as exc:
             return _http_error(exc)
 
     def check_rate(self, key: str) -> None:
         if not self.rate.allow(key):
-            raise VissError("too_many_requests", f"at most {self.limits.requests_per_s:g} requests/s "
-                                                 f"(bursts of {self.limits.burst:g}) per token")
+            raise VissError(
+                "too_many_requests",
+                f"at most {self.limits.requests_per_s:g} requests/s (bursts of {self.limits.burst:g}) per token",
+            )
 
 
 class Connection:
@@ -298,34 +335,47 @@ class Connection:
             reply = await self.dispatch(viss.parse_request(msg), now)
         except VissError as exc:
             if msg.get("action") == "set":
-                await asyncio.to_thread(self.service.audit_refusal, msg.get("authorization", self.token),
-                                        msg.get("path"), msg.get("targetValue" if msg.get("attribute") ==
-                                                                 "targetValue" else "value"),
-                                        viss.request_id_of(msg), exc)
+                await asyncio.to_thread(
+                    self.service.audit_refusal,
+                    msg.get("authorization", self.token),
+                    msg.get("path"),
+                    msg.get("targetValue" if msg.get("attribute") == "targetValue" else "value"),
+                    viss.request_id_of(msg),
+                    exc,
+                )
             sub_id = msg.get("subscriptionId") if msg.get("action") == "unsubscribe" else None
-            reply = viss.error_response(msg.get("action"), viss.request_id_of(msg), exc, now,
-                                        str(sub_id) if isinstance(sub_id, (str, int)) else None)
+            reply = viss.error_response(
+                msg.get("action"),
+                viss.request_id_of(msg),
+                exc,
+                now,
+                str(sub_id) if isinstance(sub_id, (str, int)) else None,
+            )
         if reply is not None:
             self.send(reply)
 
     async def dispatch(self, request: viss.Request, now: float) -> dict | None:
         if request.action == "unsubscribe":
             if request.subscription_id not in self.subscriptions:
-                raise VissError("unavailable_data", f"{UNKNOWN_SUBSCRIPTION[:-1]}: this connection has no "
-                                                    f"subscription {request.subscription_id!r}")
+                raise VissError(
+                    "unavailable_data",
+                    f"{UNKNOWN_SUBSCRIPTION[:-1]}: this connection has no subscription {request.subscription_id!r}",
+                )
             self.interface.fanout.remove(request.subscription_id)
             self.subscriptions.discard(request.subscription_id)
             return viss.response(request, now)
         if request.action == "get":
-            return viss.response(request, now, **await self.interface.get(request.token or self.token, request.path,
-                                                                          request.filters))
+            return viss.response(
+                request, now, **await self.interface.get(request.token or self.token, request.path, request.filters)
+            )
         access = self.service.authorize(request.token or self.token)
         if request.action == "authorize":
             self.token = request.token
             return viss.response(request, now, TTL=int(access.expires_at))
         if request.action == "set":
-            outcome = await asyncio.to_thread(self.service.request_set, access, request.path, request.value,
-                                              request.request_id)
+            outcome = await asyncio.to_thread(
+                self.service.request_set, access, request.path, request.value, request.request_id
+            )
             return viss.response(request, now, **_set_members(outcome, None))
         return self._subscribe(request, access, now)
 
@@ -339,8 +389,14 @@ class Connection:
         self.send(viss.response(request, now, subscriptionId=sub.id))
         stale_since = self.service.hub.stale_since()
         if stale_since is not None:  # it resumes with the BMS; until then, no stale values
-            self.send({"action": "subscription", "subscriptionId": sub.id,
-                       "error": stale_error(stale_since).as_dict(), "ts": viss.timestamp(now)})
+            self.send(
+                {
+                    "action": "subscription",
+                    "subscriptionId": sub.id,
+                    "error": stale_error(stale_since).as_dict(),
+                    "ts": viss.timestamp(now),
+                }
+            )
         elif sub.period_s is None:  # event subscriptions start from the current values
             current = self.service.hub.read_many(leaves)
             sub.offer([(p, v, ts) for p, (v, ts) in current.items() if ts is not None], now)
@@ -369,16 +425,28 @@ async def _storage_error(request: HttpRequest, exc: Exception) -> JSONResponse:
 async def _internal_error(request: HttpRequest, exc: Exception) -> JSONResponse:
     """A bug: logged with its traceback here, answered without one (HTTP 500 has no VISS reason)."""
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return JSONResponse({"error": {"number": 500, "reason": "internal_error",
-                                   "message": "the server failed on this request; it is logged"}}, status_code=500)
+    return JSONResponse(
+        {
+            "error": {
+                "number": 500,
+                "reason": "internal_error",
+                "message": "the server failed on this request; it is logged",
+            }
+        },
+        status_code=500,
+    )
 
 
 def _http_error(exc: VissError) -> JSONResponse:
     """A VISS error object with the server's time, the HTTP status being its number."""
-    headers = {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc.reason}"'} \
-        if exc.number == 401 else None
-    return JSONResponse({"error": exc.as_dict(), "ts": viss.timestamp(time.time())}, status_code=exc.number,
-                        headers=headers)
+    headers = (
+        {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc.reason}"'}
+        if exc.number == 401
+        else None
+    )
+    return JSONResponse(
+        {"error": exc.as_dict(), "ts": viss.timestamp(time.time())}, status_code=exc.number, headers=headers
+    )
 
 
 async def _json_body(request: HttpRequest, limits: Limits) -> dict:
@@ -421,20 +489,44 @@ def _float_query(request: HttpRequest, name: str, default: float) -> float:
 class VehicleServer:
     """Both transports of one `VehicleInterface` under uvicorn, on one event loop."""
 
-    def __init__(self, hub: SignalHub, store: Store, *, host: str, port: int, viss_port: int, vehicle_id: str,
-                 cert: str | None = None, key: str | None = None, static_dir: str | Path | None = None,
-                 limits: Limits | None = None, edge: Edge | None = None, history_period_s: float = 1.0):
+    def __init__(
+        self,
+        hub: SignalHub,
+        store: Store,
+        *,
+        host: str,
+        port: int,
+        viss_port: int,
+        vehicle_id: str,
+        cert: str | None = None,
+        key: str | None = None,
+        static_dir: str | Path | None = None,
+        limits: Limits | None = None,
+        edge: Edge | None = None,
+        history_period_s: float = 1.0,
+    ):
         if (cert is None) != (key is None):
             raise ValueError("TLS needs both a certificate and its key")
-        self.interface = VehicleInterface(hub, store, vehicle_id, limits=limits, edge=edge, static_dir=static_dir,
-                                          history_period_s=history_period_s)
+        self.interface = VehicleInterface(
+            hub, store, vehicle_id, limits=limits, edge=edge, static_dir=static_dir, history_period_s=history_period_s
+        )
         edge = self.interface.edge
-        common = {"host": host, "ssl_certfile": cert, "ssl_keyfile": key, "lifespan": "off", "access_log": False,
-                  "log_level": "warning", "http": http_protocol(edge.header_timeout_s),
-                  "ws": ws_protocol(edge.stall_s), "ws_per_message_deflate": False,
-                  "ws_max_size": self.interface.limits.max_frame_bytes}
-        self.servers = [uvicorn.Server(uvicorn.Config(self.interface.http_app(), port=port, **common)),
-                        uvicorn.Server(uvicorn.Config(self.interface.viss_app(), port=viss_port, **common))]
+        common = {
+            "host": host,
+            "ssl_certfile": cert,
+            "ssl_keyfile": key,
+            "lifespan": "off",
+            "access_log": False,
+            "log_level": "warning",
+            "http": http_protocol(edge.header_timeout_s),
+            "ws": ws_protocol(edge.stall_s),
+            "ws_per_message_deflate": False,
+            "ws_max_size": self.interface.limits.max_frame_bytes,
+        }
+        self.servers = [
+            uvicorn.Server(uvicorn.Config(self.interface.http_app(), port=port, **common)),
+            uvicorn.Server(uvicorn.Config(self.interface.viss_app(), port=viss_port, **common)),
+        ]
         self.ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -442,8 +534,10 @@ class VehicleServer:
         """Serve until `stop()` (or a signal stops either transport)."""
         self._loop = asyncio.get_running_loop()
         await self.interface.start()
-        tasks = [asyncio.create_task(server.serve(sockets=[sock] if sockets else None))
-                 for server, sock in zip(self.servers, sockets or (None, None))]
+        tasks = [
+            asyncio.create_task(server.serve(sockets=[sock] if sockets else None))
+            for server, sock in zip(self.servers, sockets or (None, None))
+        ]
         try:
             while not all(s.started for s in self.servers) and not any(t.done() for t in tasks):
                 await asyncio.sleep(0.01)
@@ -464,12 +558,34 @@ class VehicleServer:
             server.should_exit = True
 
 
-async def serve(hub: SignalHub, store: Store, *, host: str = "127.0.0.1", port: int = 8080, viss_port: int = 8090,
-                vehicle_id: str, cert: str | None = None, key: str | None = None,
-                static_dir: str | Path | None = None, limits: Limits | None = None, edge: Edge | None = None) -> None:
+async def serve(
+    hub: SignalHub,
+    store: Store,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    viss_port: int = 8090,
+    vehicle_id: str,
+    cert: str | None = None,
+    key: str | None = None,
+    static_dir: str | Path | None = None,
+    limits: Limits | None = None,
+    edge: Edge | None = None,
+) -> None:
     """Serve HTTP on `port` and VISS v2 WebSocket on `viss_port` until cancelled or signalled."""
-    await VehicleServer(hub, store, host=host, port=port, viss_port=viss_port, vehicle_id=vehicle_id, cert=cert,
-                        key=key, static_dir=static_dir, limits=limits, edge=edge).run()
+    await VehicleServer(
+        hub,
+        store,
+        host=host,
+        port=port,
+        viss_port=viss_port,
+        vehicle_id=vehicle_id,
+        cert=cert,
+        key=key,
+        static_dir=static_dir,
+        limits=limits,
+        edge=edge,
+    ).run()
 
 
 @dataclass(frozen=True)
@@ -492,8 +608,9 @@ class RunningServer:
 
 
 @contextmanager
-def running_server(hub: SignalHub, store: Store, *, vehicle_id: str = "OPENBMS0000000001", host: str = "127.0.0.1",
-                   **options) -> Iterator[RunningServer]:
+def running_server(
+    hub: SignalHub, store: Store, *, vehicle_id: str = "OPENBMS0000000001", host: str = "127.0.0.1", **options
+) -> Iterator[RunningServer]:
     """Serve on free ports in a background thread (for tests, benchmarks and notebooks)."""
     sockets = tuple(_bound_socket(host) for _ in range(2))
     server = VehicleServer(hub, store, host=host, port=0, viss_port=0, vehicle_id=vehicle_id, **options)
@@ -504,8 +621,11 @@ def running_server(hub: SignalHub, store: Store, *, vehicle_id: str = "OPENBMS00
             raise RuntimeError("the vehicle interface did not start within 10 s")
         secure = options.get("cert") is not None
         http_port, viss_port = (s.getsockname()[1] for s in sockets)
-        yield RunningServer(f"{'https' if secure else 'http'}://{host}:{http_port}",
-                            f"{'wss' if secure else 'ws'}://{host}:{viss_port}", server)
+        yield RunningServer(
+            f"{'https' if secure else 'http'}://{host}:{http_port}",
+            f"{'wss' if secure else 'ws'}://{host}:{viss_port}",
+            server,
+        )
     finally:
         server.stop()
         thread.join(10)

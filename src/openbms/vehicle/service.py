@@ -24,8 +24,11 @@ log = logging.getLogger(__name__)
 MAX_HISTORY_POINTS = 20_000  # per history request, over all its signals
 # server capabilities (VISS v2 Core, appendix "Server Capabilities"); access_ctrl: the token's scope is a
 # set of signals (read:/actuate: paths), issued by the owner rather than by an access-grant/token server
-CAPABILITIES = {"filter": [t.replace("-", "_") for t in TYPES], "access_ctrl": ["signalset_claim"],
-                "transport_protocol": ["https", "wss"]}
+CAPABILITIES = {
+    "filter": [t.replace("-", "_") for t in TYPES],
+    "access_ctrl": ["signalset_claim"],
+    "transport_protocol": ["https", "wss"],
+}
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,9 @@ class VehicleService:
             return {"metadata": self.metadata(path, filters)}
         if filters.dynamic_metadata == "server_capabilities":
             if path != "Vehicle" or filters.paths:
-                raise bad_request(f"server capabilities are asked of the path Vehicle without a paths filter, "
-                                  f"not of {path}")
+                raise bad_request(
+                    f"server capabilities are asked of the path Vehicle without a paths filter, not of {path}"
+                )
             return {"metadata": CAPABILITIES}
         if filters.dynamic_metadata == "validate":  # every read and every set needs a token here
             return {"data": data_points([(leaf, "read-write", self.clock()) for leaf in _leaves(path, filters)])}
@@ -95,8 +99,9 @@ class VehicleService:
         values = self.hub.read_many(leaves)
         found = [(leaf, value, ts) for leaf, (value, ts) in values.items() if ts is not None]
         if not found:
-            raise VissError("unavailable_data", f"The requested data was not found: the BMS has not published "
-                                                f"{path} yet")
+            raise VissError(
+                "unavailable_data", f"The requested data was not found: the BMS has not published {path} yet"
+            )
         return found
 
     def check_live(self) -> None:
@@ -110,8 +115,14 @@ class VehicleService:
         silent for the hub's stale_after_s), stamped with its latest value's time."""
         now = self.clock()
         values = self.hub.read_many(self.select(access, path, filters))
-        return [(leaf, "available" if ts is not None and now - ts <= self.hub.stale_after_s else "unavailable",
-                 now if ts is None else ts) for leaf, (_, ts) in values.items()]
+        return [
+            (
+                leaf,
+                "available" if ts is not None and now - ts <= self.hub.stale_after_s else "unavailable",
+                now if ts is None else ts,
+            )
+            for leaf, (_, ts) in values.items()
+        ]
 
     def sample_rates(self, access: Access, path: str, filters: Filters) -> list[tuple[str, float, float]]:
         """Each covered leaf's capture rate in Hz, as the BMS publishes it; unavailable_data if none is known."""
@@ -119,20 +130,24 @@ class VehicleService:
         rates = self.hub.sample_rates_hz(self.select(access, path, filters))
         found = [(leaf, round(rate, 3), now) for leaf, rate in rates.items() if rate is not None]
         if not found:
-            raise VissError("unavailable_data", f"The requested data was not found: {path} has not been published "
-                                                "twice yet")
+            raise VissError(
+                "unavailable_data", f"The requested data was not found: {path} has not been published twice yet"
+            )
         return found
 
-    def history(self, access: Access, path: str, filters: Filters,
-                period_s: float) -> list[tuple[str, list[tuple[object, float]]]]:
+    def history(
+        self, access: Access, path: str, filters: Filters, period_s: float
+    ) -> list[tuple[str, list[tuple[object, float]]]]:
         """The recorded values of each covered leaf over `period_s` back from now, oldest first, the current
         value excluded; unavailable_data when none was recorded."""
         leaves = self.select(access, path, filters)
         now = self.clock()
         recorded = self.store.samples(leaves, now - period_s, now, MAX_HISTORY_POINTS + 1)
         if sum(len(points) for points in recorded.values()) > MAX_HISTORY_POINTS:
-            raise bad_request(f"the period holds more than {MAX_HISTORY_POINTS} recorded values of {path}: ask for "
-                              "a shorter period or fewer signals (a paths filter)")
+            raise bad_request(
+                f"the period holds more than {MAX_HISTORY_POINTS} recorded values of {path}: ask for "
+                "a shorter period or fewer signals (a paths filter)"
+            )
         current = self.hub.read_many(leaves)
         found = []
         for leaf in leaves:
@@ -141,8 +156,10 @@ class VehicleService:
             if points:
                 found.append((leaf, points))
         if not found:
-            raise VissError("unavailable_data", f"The requested data was not found: no history of {path} was "
-                                                "recorded in that period")
+            raise VissError(
+                "unavailable_data",
+                f"The requested data was not found: no history of {path} was recorded in that period",
+            )
         return found
 
     def metadata(self, path: str, filters: Filters) -> dict:
@@ -164,16 +181,21 @@ class VehicleService:
         requester = Requester(access.app, access.grant_id, request_id)
 
         def commit(result: SetResult, state: dict | None) -> None:
-            self.store.record_set(self._record(access.app, access.grant_id, request_id, path, value, result.applied,
-                                               result.accepted, result.reason), state)
+            self.store.record_set(
+                self._record(
+                    access.app, access.grant_id, request_id, path, value, result.applied, result.accepted, result.reason
+                ),
+                state,
+            )
 
         with self._set_lock:
             try:
                 self._check(access, path, request_id)
                 result = self.hub.request_set(path, value, requester, commit)
             except vss.InvalidValue as exc:
-                raise self.record_refusal(access.app, access.grant_id, request_id, path, value,
-                                          VissError("invalid_data", str(exc))) from None
+                raise self.record_refusal(
+                    access.app, access.grant_id, request_id, path, value, VissError("invalid_data", str(exc))
+                ) from None
             except VissError as exc:
                 raise self.record_refusal(access.app, access.grant_id, request_id, path, value, exc) from None
             except StorageError as exc:
@@ -183,8 +205,9 @@ class VehicleService:
             raise _audited(VissError("forbidden_request", f"the BMS refused: {result.reason or 'no reason given'}"))
         return SetOutcome(path, result.applied, self.clock(), result.reason)
 
-    def audit_refusal(self, token: object, path: object, value: object, request_id: str | None,
-                      error: VissError) -> None:
+    def audit_refusal(
+        self, token: object, path: object, value: object, request_id: str | None, error: VissError
+    ) -> None:
         """Record a set refused before it reached `request_set` (no valid token, rate-limited, malformed),
         under the grant its token names when its signature holds. Blocking."""
         if error.audited:
@@ -194,8 +217,10 @@ class VehicleService:
 
     def _check(self, access: Access, path: str, request_id: str) -> None:
         if self.store.seen_request(access.grant_id, request_id):
-            raise VissError("forbidden_request", f"requestId {request_id!r} was already used by grant "
-                                                 f"{access.grant_id}: a replayed command is refused")
+            raise VissError(
+                "forbidden_request",
+                f"requestId {request_id!r} was already used by grant {access.grant_id}: a replayed command is refused",
+            )
         try:
             node = vss.node(path)
         except vss.UnknownPath as exc:
@@ -205,8 +230,9 @@ class VehicleService:
         if not access.can_actuate(path):
             raise VissError("forbidden_request", f"grant {access.grant_id} ({access.app}) may not actuate {path}")
 
-    def record_refusal(self, app: str, grant_id: str, request_id: str, path: object, value: object,
-                       error: VissError) -> VissError:
+    def record_refusal(
+        self, app: str, grant_id: str, request_id: str, path: object, value: object, error: VissError
+    ) -> VissError:
         """Audit a refusal (the request is refused whether or not the audit can be written) and mark it so."""
         try:
             self.store.record_set(self._record(app, grant_id, request_id, path, value, None, False, error.message))
@@ -214,15 +240,35 @@ class VehicleService:
             log.error("refused set of %s not audited: %s", path, exc)
         return _audited(error)
 
-    def _record(self, app: str, grant_id: str, request_id: str, path: object, requested: object, applied: object,
-                accepted: bool, reason: str) -> AuditRecord:
-        return AuditRecord(self.clock(), app, grant_id, request_id, "" if path is None else str(path),
-                           requested, applied, accepted, reason)
+    def _record(
+        self,
+        app: str,
+        grant_id: str,
+        request_id: str,
+        path: object,
+        requested: object,
+        applied: object,
+        accepted: bool,
+        reason: str,
+    ) -> AuditRecord:
+        return AuditRecord(
+            self.clock(),
+            app,
+            grant_id,
+            request_id,
+            "" if path is None else str(path),
+            requested,
+            applied,
+            accepted,
+            reason,
+        )
 
 
 def stale_error(since: float) -> VissError:
-    return VissError("service_unavailable", f"no data from the BMS since {timestamp(since)}: its last values are "
-                                            "stale, so none are served")
+    return VissError(
+        "service_unavailable",
+        f"no data from the BMS since {timestamp(since)}: its last values are stale, so none are served",
+    )
 
 
 def _audited(error: VissError) -> VissError:
@@ -237,4 +283,3 @@ def _leaves(path: str, filters: Filters) -> list[str]:
         raise unknown_path(str(exc)) from None
     except vss.InvalidValue as exc:
         raise bad_request(str(exc)) from None
-

@@ -122,8 +122,9 @@ class Store:
         try:
             parsed = make_url(url)
         except ArgumentError:
-            raise ValueError(f"{url!r} is not a database URL (e.g. sqlite:///out/openbms.db or "
-                             "postgresql://user@host/openbms)") from None
+            raise ValueError(
+                f"{url!r} is not a database URL (e.g. sqlite:///out/openbms.db or postgresql://user@host/openbms)"
+            ) from None
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         self.url = url
@@ -160,8 +161,16 @@ class Store:
         with self._writing("the grant") as s:
             if record is not None:
                 _add_audit(s, record)
-            s.add(_GrantRow(id=grant.id, app=grant.app, scopes=" ".join(grant.scopes), issued_at=grant.issued_at,
-                            expires_at=grant.expires_at, revoked_at=grant.revoked_at))
+            s.add(
+                _GrantRow(
+                    id=grant.id,
+                    app=grant.app,
+                    scopes=" ".join(grant.scopes),
+                    issued_at=grant.issued_at,
+                    expires_at=grant.expires_at,
+                    revoked_at=grant.revoked_at,
+                )
+            )
 
     def grant(self, grant_id: str) -> Grant | None:
         with self._session() as s:
@@ -207,8 +216,9 @@ class Store:
         """Whether this grant already had a set with this request id accepted (replay protection across
         restarts); a refused request may be sent again, since nothing of it took effect."""
         with self._session() as s:
-            query = select(_AuditRow.id).where(_AuditRow.grant_id == grant_id, _AuditRow.request_id == request_id,
-                                               _AuditRow.accepted.is_(True))
+            query = select(_AuditRow.id).where(
+                _AuditRow.grant_id == grant_id, _AuditRow.request_id == request_id, _AuditRow.accepted.is_(True)
+            )
             return s.scalars(query.limit(1)).first() is not None
 
     def audit(self, limit: int = 100, grant_id: str | None = None) -> list[AuditRecord]:
@@ -217,13 +227,26 @@ class Store:
             query = select(_AuditRow).order_by(_AuditRow.id.desc()).limit(limit)
             if grant_id is not None:
                 query = query.where(_AuditRow.grant_id == grant_id)
-            return [AuditRecord(r.time, r.app, r.grant_id, r.request_id, r.path, _json_value(r.requested),
-                                _json_value(r.applied), bool(r.accepted), str(r.reason)) for r in s.scalars(query)]
+            return [
+                AuditRecord(
+                    r.time,
+                    r.app,
+                    r.grant_id,
+                    r.request_id,
+                    r.path,
+                    _json_value(r.requested),
+                    _json_value(r.applied),
+                    bool(r.accepted),
+                    str(r.reason),
+                )
+                for r in s.scalars(query)
+            ]
 
     # state history
     def append_history(self, samples: Iterable[tuple[float, str, object]]) -> None:
-        rows = [_SampleRow(time=t, path=path, value=json.dumps(value), number=_number(value))
-                for t, path, value in samples]
+        rows = [
+            _SampleRow(time=t, path=path, value=json.dumps(value), number=_number(value)) for t, path, value in samples
+        ]
         if rows:
             with self._writing("the state history") as s:
                 s.add_all(rows)
@@ -236,9 +259,11 @@ class Store:
         if max_points < 1:
             raise ValueError(f"max_points must be at least 1, got {max_points}")
         with self._session() as s:
-            rows = s.execute(select(_SampleRow.time, _SampleRow.number, _SampleRow.value)
-                             .where(_SampleRow.path == path, _SampleRow.time >= start, _SampleRow.time <= end)
-                             .order_by(_SampleRow.time)).all()
+            rows = s.execute(
+                select(_SampleRow.time, _SampleRow.number, _SampleRow.value)
+                .where(_SampleRow.path == path, _SampleRow.time >= start, _SampleRow.time <= end)
+                .order_by(_SampleRow.time)
+            ).all()
         first, last = (rows[0][0], rows[-1][0]) if rows else (start, end)
         width = (last - first) / max_points if last > first else 1.0
         buckets: dict[int, list] = {}
@@ -259,9 +284,12 @@ class Store:
         at most `limit` rows over all of them (the oldest), so a caller can tell when a period holds more."""
         table = _SampleRow.__table__.c  # Core rows: a long history is thousands of them
         with self.engine.connect() as connection:
-            rows = connection.execute(select(table.path, table.time, table.value)
-                                      .where(table.path.in_(paths), table.time >= start, table.time <= end)
-                                      .order_by(table.time).limit(limit)).all()
+            rows = connection.execute(
+                select(table.path, table.time, table.value)
+                .where(table.path.in_(paths), table.time >= start, table.time <= end)
+                .order_by(table.time)
+                .limit(limit)
+            ).all()
         found: dict[str, list[tuple[float, object]]] = {}
         for path, t, value in rows:
             found.setdefault(path, []).append((t, json.loads(value)))
@@ -327,9 +355,19 @@ def _json_value(text: str) -> object:
 
 
 def _add_audit(s: Session, record: AuditRecord) -> None:
-    s.add(_AuditRow(time=record.time, app=record.app[:200], grant_id=record.grant_id[:64],
-                    request_id=record.request_id[:200], path=record.path[:256], requested=json_text(record.requested),
-                    applied=json_text(record.applied), accepted=record.accepted, reason=record.reason))
+    s.add(
+        _AuditRow(
+            time=record.time,
+            app=record.app[:200],
+            grant_id=record.grant_id[:64],
+            request_id=record.request_id[:200],
+            path=record.path[:256],
+            requested=json_text(record.requested),
+            applied=json_text(record.applied),
+            accepted=record.accepted,
+            reason=record.reason,
+        )
+    )
 
 
 def _upsert_nv(s: Session, key: str, value: dict) -> None:
@@ -367,9 +405,11 @@ def _check_mapped_files(database: str | None) -> None:
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise StorageError(f"{shm} cannot be opened for writing ({exc.strerror}): SQLite maps it into memory, so "
-                           "the database cannot be used; make it writable (chmod, chattr -i) or, with no other "
-                           "process on the database, remove it") from None
+        raise StorageError(
+            f"{shm} cannot be opened for writing ({exc.strerror}): SQLite maps it into memory, so "
+            "the database cannot be used; make it writable (chmod, chattr -i) or, with no other "
+            "process on the database, remove it"
+        ) from None
 
 
 def _sqlite_wal(dbapi_connection, _record) -> None:

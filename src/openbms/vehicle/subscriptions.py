@@ -66,8 +66,10 @@ class Subscription:
         shared = {} if shared is None else shared
         if key not in shared:
             shared[key] = json.dumps(data_points(values))
-        self.send(f'{{"action": "subscription", "subscriptionId": "{self.id}", "data": {shared[key]}, '
-                  f'"ts": "{timestamp(now)}"}}')
+        self.send(
+            f'{{"action": "subscription", "subscriptionId": "{self.id}", "data": {shared[key]}, '
+            f'"ts": "{timestamp(now)}"}}'
+        )
 
     def _fires(self, values: Values, trigger: Trigger) -> bool:
         first = self.leaves[0]
@@ -84,12 +86,14 @@ class Subscription:
         for path in self.leaves:
             points = self.buffers.get(path)
             if points:  # numeric signals only (checked at subscribe)
-                keep = essential_points([ts for _, ts in points], [float(v) for v, _ in points],  # type: ignore[arg-type]
-                                        curvelog.max_error)
+                keep = essential_points(
+                    [ts for _, ts in points],
+                    [float(v) for v, _ in points],  # type: ignore[arg-type]
+                    curvelog.max_error,
+                )
                 curves.append((path, [points[i] for i in keep]))
         self.buffers.clear()
-        self.send({"action": "subscription", "subscriptionId": self.id, "data": series(curves),
-                   "ts": timestamp(now)})
+        self.send({"action": "subscription", "subscriptionId": self.id, "data": series(curves), "ts": timestamp(now)})
 
 
 class Fanout:
@@ -121,8 +125,9 @@ class Fanout:
         self._by_leaf.clear()
 
     def add(self, access: Access, leaves: list[str], send: Send, filters: Filters) -> Subscription:
-        sub = Subscription(str(next(self._ids)), access, tuple(leaves), send, filters.period_s, filters.trigger,
-                           filters.curvelog)
+        sub = Subscription(
+            str(next(self._ids)), access, tuple(leaves), send, filters.period_s, filters.trigger, filters.curvelog
+        )
         self._subscriptions[sub.id] = sub
         if sub.period_s is None:
             for leaf in leaves:
@@ -144,8 +149,14 @@ class Fanout:
         """Close every subscription of a grant with an error notification."""
         for sub in [s for s in self._subscriptions.values() if s.access.grant_id == grant_id]:
             self.remove(sub.id)
-            sub.send({"action": "subscription", "subscriptionId": sub.id, "error": error.as_dict(),
-                      "ts": timestamp(self.service.clock())})
+            sub.send(
+                {
+                    "action": "subscription",
+                    "subscriptionId": sub.id,
+                    "error": error.as_dict(),
+                    "ts": timestamp(self.service.clock()),
+                }
+            )
 
     def _on_publish(self, values: dict[str, tuple[object, float]]) -> None:
         now = self.service.clock()
@@ -183,8 +194,14 @@ class Fanout:
         if since is not None and self._stale_since is None:
             error = stale_error(since).as_dict()
             for sub in self._subscriptions.values():
-                sub.send({"action": "subscription", "subscriptionId": sub.id, "error": error,
-                          "ts": timestamp(self.service.clock())})
+                sub.send(
+                    {
+                        "action": "subscription",
+                        "subscriptionId": sub.id,
+                        "error": error,
+                        "ts": timestamp(self.service.clock()),
+                    }
+                )
         self._stale_since = since
 
     async def _end_dead_grants(self) -> None:
@@ -194,8 +211,9 @@ class Fanout:
         now = self.service.clock()
         for grant_id, access in grants.items():
             if now >= access.expires_at:
-                self.end_grant(grant_id, VissError("expired_token", "Access token has expired: ask the owner for a "
-                                                                    "new grant"))
+                self.end_grant(
+                    grant_id, VissError("expired_token", "Access token has expired: ask the owner for a new grant")
+                )
         revoked = await asyncio.to_thread(self.service.store.revoked_among, grants)
         for grant_id in revoked:
             self.end_grant(grant_id, revoked_grant(grant_id))

@@ -157,8 +157,9 @@ def response(request: Request, now: float, **members) -> dict:
     return body
 
 
-def error_response(action: object, request_id: str | None, error: VissError, now: float,
-                   subscription_id: str | None = None) -> dict:
+def error_response(
+    action: object, request_id: str | None, error: VissError, now: float, subscription_id: str | None = None
+) -> dict:
     body: dict = {"action": action if action in ACTIONS else "unknown"}
     if request_id is not None:
         body["requestId"] = request_id

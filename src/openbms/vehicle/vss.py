@@ -27,9 +27,16 @@ VSS_FILE = "vss-6.0-traction-battery.json"
 OVERLAY_FILE = "openbms-overlay.json"
 _WIRE_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")  # JSON's number grammar, nothing else
 
-_INT_RANGES = {"uint8": (0, 2**8 - 1), "uint16": (0, 2**16 - 1), "uint32": (0, 2**32 - 1),
-               "uint64": (0, 2**64 - 1), "int8": (-2**7, 2**7 - 1), "int16": (-2**15, 2**15 - 1),
-               "int32": (-2**31, 2**31 - 1), "int64": (-2**63, 2**63 - 1)}
+_INT_RANGES = {
+    "uint8": (0, 2**8 - 1),
+    "uint16": (0, 2**16 - 1),
+    "uint32": (0, 2**32 - 1),
+    "uint64": (0, 2**64 - 1),
+    "int8": (-(2**7), 2**7 - 1),
+    "int16": (-(2**15), 2**15 - 1),
+    "int32": (-(2**31), 2**31 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+}
 
 
 class UnknownPath(LookupError):
@@ -120,8 +127,11 @@ def load(vss_tree: dict, layer: dict) -> dict[str, Node]:
         for name, entry in entries.items():
             path = f"{prefix}.{name}" if prefix else name
             children = entry.get("children", {})
-            nodes[path] = Node(path, {k: v for k, v in entry.items() if k != "children"},
-                               tuple(f"{path}.{child}" for child in children))
+            nodes[path] = Node(
+                path,
+                {k: v for k, v in entry.items() if k != "children"},
+                tuple(f"{path}.{child}" for child in children),
+            )
             walk(children, path)
 
     walk(overlay(vss_tree, layer), "")
@@ -136,8 +146,11 @@ CATALOGUE: dict[str, Node] = load(_data(VSS_FILE), _data(OVERLAY_FILE))
 LEAVES: tuple[str, ...] = tuple(path for path, n in CATALOGUE.items() if n.is_leaf)
 _ORDER = {leaf: k for k, leaf in enumerate(LEAVES)}
 # What the read-only `health` purpose covers: state of health by capacity and resistance, and the record.
-HEALTH_LEAVES: tuple[str, ...] = (f"{ROOT}.StateOfHealth", f"{ROOT}.OpenBMS.ResistanceHealth",
-                                  *(p for p in LEAVES if p.startswith(f"{ROOT}.OpenBMS.Health.")))
+HEALTH_LEAVES: tuple[str, ...] = (
+    f"{ROOT}.StateOfHealth",
+    f"{ROOT}.OpenBMS.ResistanceHealth",
+    *(p for p in LEAVES if p.startswith(f"{ROOT}.OpenBMS.Health.")),
+)
 
 
 def normalize_path(path: object) -> str:
@@ -153,8 +166,10 @@ def request_path(path: object) -> str:
     """The path of a request: `normalize_path`, refusing wildcards (VISS: they belong in a paths filter)."""
     normalized = normalize_path(path)
     if "*" in normalized:
-        raise InvalidValue(f"a request path must not contain wildcards (*), got {path!r}: address the branch and put "
-                           'the pattern in a paths filter, e.g. {"type": "paths", "parameter": "*.Min"}')
+        raise InvalidValue(
+            f"a request path must not contain wildcards (*), got {path!r}: address the branch and put "
+            'the pattern in a paths filter, e.g. {"type": "paths", "parameter": "*.Min"}'
+        )
     return normalized
 
 
@@ -174,8 +189,12 @@ def leaves_under(path: str) -> list[str]:
     """The leaves a path stands for: itself, every leaf below a branch, or the leaves matching `*` segments."""
     if "*" in path:
         pattern = path.split(".")
-        found = [p for p in CATALOGUE if len(p.split(".")) == len(pattern)
-                 and all(fnmatch.fnmatchcase(s, q) for s, q in zip(p.split("."), pattern))]
+        found = [
+            p
+            for p in CATALOGUE
+            if len(p.split(".")) == len(pattern)
+            and all(fnmatch.fnmatchcase(s, q) for s, q in zip(p.split("."), pattern))
+        ]
         if not found:
             raise UnknownPath(f"no signal matches {path!r}")
         return sorted({leaf for p in found for leaf in leaves_under(p)}, key=_ORDER.__getitem__)
@@ -249,8 +268,9 @@ def _number(value: object, expected: str) -> int | float:
     not); whole numbers stay exact ints, so a 400-digit one is refused by range, not by overflow."""
     if isinstance(value, str):
         if len(value) > 64 or not _WIRE_NUMBER.fullmatch(value):
-            raise InvalidValue(f"{expected}: expected a finite number as JSON writes one (80, -2.5, 1e3), "
-                               f"got {_short(value)}")
+            raise InvalidValue(
+                f"{expected}: expected a finite number as JSON writes one (80, -2.5, 1e3), got {_short(value)}"
+            )
         number: int | float = int(value) if value.lstrip("-").isdigit() else float(value)
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         number = value
@@ -284,6 +304,9 @@ def metadata(path: str, keys: tuple[str, ...] | None = None, only: list[str] | N
     n = node(path)
     meta = {key: value for key, value in n.metadata().items() if keys is None or key in keys}
     if not n.is_leaf:
-        meta["children"] = {child.rpartition(".")[2]: metadata(child, keys, only)[child.rpartition(".")[2]]
-                            for child in n.children if only is None or any(covers(child, leaf) for leaf in only)}
+        meta["children"] = {
+            child.rpartition(".")[2]: metadata(child, keys, only)[child.rpartition(".")[2]]
+            for child in n.children
+            if only is None or any(covers(child, leaf) for leaf in only)
+        }
     return {path.rpartition(".")[2]: meta}

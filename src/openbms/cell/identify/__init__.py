@@ -58,8 +58,10 @@ class _OcvTable:
         if len(self.temperature_c) == 1:
             return self.ocv_v[0], self.envelope_v[0]
         u = np.clip((temperature_c - self.temperature_c[k]) / (self.temperature_c[k + 1] - self.temperature_c[k]), 0, 1)
-        return ((1 - u) * self.ocv_v[k] + u * self.ocv_v[k + 1],
-                (1 - u) * self.envelope_v[k] + u * self.envelope_v[k + 1])
+        return (
+            (1 - u) * self.ocv_v[k] + u * self.ocv_v[k + 1],
+            (1 - u) * self.envelope_v[k] + u * self.envelope_v[k + 1],
+        )
 
 
 def identify(
@@ -125,23 +127,43 @@ def identify(
     fit_report = {
         "rmse_mv": _pooled_rmse(scores),
         "n_rc": n_rc,
-        "tests": [{**r, "rmse_mv": round(s.rmse_mv, 2), "max_error_mv": round(s.max_error_mv, 1)}
-                  for r, s in zip(reports, scores)],
-        "ocv_tests": [{"test": t.name, "temperature_c": t.temperature_c, "shows": ["capacity", "efficiency"],
-                       "capacity_ah": round(ocv_balances[t.name].capacity_ah, 4),
-                       "coulombic_efficiency": round(ocv_balances[t.name].coulombic_efficiency, 5)}
-                      for t in ocv_tests],
+        "tests": [
+            {**r, "rmse_mv": round(s.rmse_mv, 2), "max_error_mv": round(s.max_error_mv, 1)}
+            for r, s in zip(reports, scores)
+        ],
+        "ocv_tests": [
+            {
+                "test": t.name,
+                "temperature_c": t.temperature_c,
+                "shows": ["capacity", "efficiency"],
+                "capacity_ah": round(ocv_balances[t.name].capacity_ah, 4),
+                "coulombic_efficiency": round(ocv_balances[t.name].coulombic_efficiency, 5),
+            }
+            for t in ocv_tests
+        ],
         "uncertainty": {f"{f.temperature_c:g}": f.uncertainty for f in fits},
         "warnings": warnings,
     }
-    ratios = np.array([np.mean([step_ratio(d.test, s, model) for d, s in zip(data, scores)
-                                if d.test.temperature_c == f.temperature_c]) for f in fits])
+    ratios = np.array(
+        [
+            np.mean(
+                [step_ratio(d.test, s, model) for d, s in zip(data, scores) if d.test.temperature_c == f.temperature_c]
+            )
+            for f in fits
+        ]
+    )
     provenance = {**(provenance or {}), "assumptions": assumptions} if assumptions else (provenance or {})
     return replace(model, fit=fit_report, step_ratio=ratios, provenance=provenance), scores
 
 
-def identify_files(ocv: list[str | Path], dynamic: list[str | Path], ambient_c: float | dict | None = None,
-                   column_map=None, current_sign: str | None = None, **options) -> tuple[CellModel, list[Score]]:
+def identify_files(
+    ocv: list[str | Path],
+    dynamic: list[str | Path],
+    ambient_c: float | dict | None = None,
+    column_map=None,
+    current_sign: str | None = None,
+    **options,
+) -> tuple[CellModel, list[Score]]:
     """`identify` from files as cyclers (or PyBaMM's `save_data`) write them; `options` as `identify`'s."""
     from ...io import read_tests
 
@@ -163,10 +185,18 @@ def join_one_way_tests(tests: list[CellTest]) -> list[CellTest]:
         if len(group) == 1:
             out.append(group[0])
             continue
-        note = f"{' + '.join(t.name for t in group)}: joined into one OCV test at {temperature:g} degC, in the order given"
-        out.append(CellTest("+".join(t.name for t in group), temperature, join_scripts([t.data for t in group]),
-                            [s for t in group for s in t.sources],
-                            assumptions=[a for t in group for a in t.assumptions] + [note]))
+        note = (
+            f"{' + '.join(t.name for t in group)}: joined into one OCV test at {temperature:g} degC, in the order given"
+        )
+        out.append(
+            CellTest(
+                "+".join(t.name for t in group),
+                temperature,
+                join_scripts([t.data for t in group]),
+                [s for t in group for s in t.sources],
+                assumptions=[a for t in group for a in t.assumptions] + [note],
+            )
+        )
     return out
 
 
@@ -201,11 +231,13 @@ def _dynamic_data(tests: list[CellTest], limits: Limits, table: _OcvTable) -> tu
             balance, report = _anchored(test, full, limits, table, capacity)
         z = integrated_soc(test, balance)
         ocv_along = np.empty(len(test.data))
-        ocv_lookup(z, test.temperature, table.temperature_c, SOC_GRID[0], SOC_GRID[1] - SOC_GRID[0], table.ocv_v,
-                   ocv_along)
+        ocv_lookup(
+            z, test.temperature, table.temperature_c, SOC_GRID[0], SOC_GRID[1] - SOC_GRID[0], table.ocv_v, ocv_along
+        )
         data.append(DynamicData(test, balance, z, ocv_along))
-        reports.append({"test": test.name, "temperature_c": test.temperature_c, "soc0": round(balance.soc0, 4),
-                        **report})
+        reports.append(
+            {"test": test.name, "temperature_c": test.temperature_c, "soc0": round(balance.soc0, 4), **report}
+        )
     return data, reports
 
 
@@ -219,17 +251,21 @@ def _anchored(test: CellTest, full: bool, limits: Limits, table: _OcvTable, capa
     anchors = limit_anchors(test, limits, full) or rest_anchors(test, SOC_GRID, ocv, envelope)
     source = test.sources[0] if test.sources else test.name
     if not anchors:
-        raise DataError(source, "shows nowhere what its state of charge is: it does not start full, reaches neither "
-                                "voltage limit and never rests 10 minutes")
+        raise DataError(
+            source,
+            "shows nowhere what its state of charge is: it does not start full, reaches neither "
+            "voltage limit and never rests 10 minutes",
+        )
     z0, std = start_soc(counted_ah(test, efficiency) / capacity, anchors)
     kinds = sorted({a.what for a in anchors})
-    report = {"start": f"placed by {len(anchors)} anchors ({', '.join(kinds)})", "soc0_std": round(std, 4),
-              "shows": []}
+    report = {"start": f"placed by {len(anchors)} anchors ({', '.join(kinds)})", "soc0_std": round(std, 4), "shows": []}
     if not full:
         hysteresis = "its discharge branch (rested after a discharge)"
-        report["warning"] = (f"{name}: start state not shown: SoC {z0:.3f} ± {std:.3f} at the start from "
-                             f"{', '.join(kinds)}; hysteresis assumed on {hysteresis}"
-                             + ("; ambiguous, the SoC path may be off" if std > AMBIGUOUS_SOC_STD else ""))
+        report["warning"] = (
+            f"{name}: start state not shown: SoC {z0:.3f} ± {std:.3f} at the start from "
+            f"{', '.join(kinds)}; hysteresis assumed on {hysteresis}"
+            + ("; ambiguous, the SoC path may be off" if std > AMBIGUOUS_SOC_STD else "")
+        )
     balance = anchored_balance(test, capacity, efficiency, min(z0, 1.0), 1.0 if full else -1.0)
     return balance, report
 
@@ -253,13 +289,27 @@ def score(model: CellModel, test: CellTest, balance: ChargeBalance | None = None
     """Simulate the whole test with the model from where its SoC path starts; error over its fit rows."""
     df = test.data
     soc0, hysteresis0 = (1.0, 1.0) if balance is None else (balance.soc0, balance.hysteresis0)
-    sim = simulate(model, df[TIME].to_numpy(), df[CURRENT].to_numpy(), test.temperature,
-                   soc0=soc0, hysteresis0=hysteresis0, check_range=False)
+    sim = simulate(
+        model,
+        df[TIME].to_numpy(),
+        df[CURRENT].to_numpy(),
+        test.temperature,
+        soc0=soc0,
+        hysteresis0=hysteresis0,
+        check_range=False,
+    )
     rows = test.fit_rows
     measured = df[VOLTAGE].to_numpy()[rows]
     error = sim.voltage_v[rows] - measured
-    return Score(test.name, test.temperature_c, 1e3 * float(np.sqrt(np.mean(error**2))),
-                 1e3 * float(np.max(np.abs(error))), df[TIME].to_numpy()[rows], measured, sim.voltage_v[rows])
+    return Score(
+        test.name,
+        test.temperature_c,
+        1e3 * float(np.sqrt(np.mean(error**2))),
+        1e3 * float(np.max(np.abs(error))),
+        df[TIME].to_numpy()[rows],
+        measured,
+        sim.voltage_v[rows],
+    )
 
 
 def _pooled_rmse(scores: list[Score]) -> dict[str, float]:
@@ -282,6 +332,10 @@ def _ocv_table(curves, balances_by_temperature: list[tuple[float, ChargeBalance]
     temps = sorted({c.temperature_c for c in curves})
     ocv = np.array([np.mean([c.ocv_v for c in curves if c.temperature_c == t], axis=0) for t in temps])
     env = np.array([np.mean([c.envelope_v for c in curves if c.temperature_c == t], axis=0) for t in temps])
-    return _OcvTable(np.array(temps, dtype=float), ocv, env,
-                     _by_temperature([(t, b.capacity_ah) for t, b in balances_by_temperature]),
-                     _by_temperature([(t, b.coulombic_efficiency) for t, b in balances_by_temperature]))
+    return _OcvTable(
+        np.array(temps, dtype=float),
+        ocv,
+        env,
+        _by_temperature([(t, b.capacity_ah) for t, b in balances_by_temperature]),
+        _by_temperature([(t, b.coulombic_efficiency) for t, b in balances_by_temperature]),
+    )

@@ -52,8 +52,10 @@ def limits_of(tests: list[CellTest]) -> Limits:
     v = np.concatenate([t.data[VOLTAGE].to_numpy() for t in tests])
     i = np.concatenate([t.data[CURRENT].to_numpy() for t in tests])
     if not ((i < 0).any() and (i > 0).any()):
-        raise DataError(", ".join(s for t in tests for s in t.sources) or "OCV tests",
-                        "the OCV tests must both discharge and charge the cell")
+        raise DataError(
+            ", ".join(s for t in tests for s in t.sources) or "OCV tests",
+            "the OCV tests must both discharge and charge the cell",
+        )
     return Limits(float(v[i < 0].min()), float(v[i > 0].max()))
 
 
@@ -69,9 +71,13 @@ def _limit_rows(test: CellTest, limits: Limits, sign: int) -> np.ndarray:
     t, v, i = test.data[TIME].to_numpy(), test.data[VOLTAGE].to_numpy(), test.data[CURRENT].to_numpy()
 
     def reached(a: int, b: int) -> bool:
-        at_limit = (v[a:b].max() >= limits.voltage_max_v - LIMIT_TOL_V if sign > 0
-                    else v[a:b].min() <= limits.voltage_min_v + LIMIT_TOL_V)
+        at_limit = (
+            v[a:b].max() >= limits.voltage_max_v - LIMIT_TOL_V
+            if sign > 0
+            else v[a:b].min() <= limits.voltage_min_v + LIMIT_TOL_V
+        )
         return bool(at_limit and t[b - 1] - t[a] >= limits.min_step_s and abs(i[b - 1]) <= limits.slow_current_a)
+
     return np.array([b - 1 for a, b, s in current_runs(i) if s == sign and reached(a, b)], dtype=int)
 
 
@@ -89,8 +95,11 @@ def rest_ends(test: CellTest) -> list[tuple[int, int]]:
     """(last row of a rest of at least MIN_REST_S, sign of the current before it: 0 for a first rest)."""
     t, i = test.data[TIME].to_numpy(), test.data[CURRENT].to_numpy()
     runs = current_runs(i)
-    return [(b - 1, runs[k - 1][2] if k > 0 else 0) for k, (a, b, s) in enumerate(runs)
-            if s == 0 and t[b - 1] - t[a] >= MIN_REST_S]
+    return [
+        (b - 1, runs[k - 1][2] if k > 0 else 0)
+        for k, (a, b, s) in enumerate(runs)
+        if s == 0 and t[b - 1] - t[a] >= MIN_REST_S
+    ]
 
 
 def from_start_anchor(test: CellTest, limits: Limits) -> tuple[CellTest, bool]:
@@ -105,19 +114,24 @@ def from_start_anchor(test: CellTest, limits: Limits) -> tuple[CellTest, bool]:
     v, i = test.data[VOLTAGE].to_numpy(), test.data[CURRENT].to_numpy()
     source = Path(test.sources[0]).name if test.sources else test.name
     full = full_rows(test, limits)
-    discharged = np.concatenate([[0.0], np.cumsum(np.clip(-i, 0, None) * np.diff(test.data[TIME].to_numpy(),
-                                                                                    append=0.0))[:-1]])
+    discharged = np.concatenate(
+        [[0.0], np.cumsum(np.clip(-i, 0, None) * np.diff(test.data[TIME].to_numpy(), append=0.0))[:-1]]
+    )
     if full.size and discharged[full[0]] <= TOP_UP_SHARE * discharged[-1]:
         start = int(full[0])
         if start > 0 and i[:start].max() > CURRENT_ZERO_A:
-            note = (f"{source}: starts at {v[0]:.3f} V, part-charged: used from the end of its charge to full "
-                    f"(row {start + 1}); the {start} rows before it are not used")
+            note = (
+                f"{source}: starts at {v[0]:.3f} V, part-charged: used from the end of its charge to full "
+                f"(row {start + 1}); the {start} rows before it are not used"
+            )
             return _from_row(test, start, note), True
         return test, True
     if v[0] >= limits.voltage_max_v - FULL_START_TOL_V:
         how = "rested" if abs(i[0]) <= CURRENT_ZERO_A else f"at {i[0]:g} A"
-        note = (f"{source}: starts {how} at {v[0]:.3f} V, within {FULL_START_TOL_V:g} V of the upper limit "
-                f"{limits.voltage_max_v:.3f} V: taken as full")
+        note = (
+            f"{source}: starts {how} at {v[0]:.3f} V, within {FULL_START_TOL_V:g} V of the upper limit "
+            f"{limits.voltage_max_v:.3f} V: taken as full"
+        )
         return replace(test, assumptions=[*test.assumptions, note]), True
     return test, False
 
@@ -136,8 +150,9 @@ def closes(test: CellTest, limits: Limits) -> bool:
     full = full_rows(test, limits)
     reached = np.flatnonzero((i < 0) & (v <= limits.voltage_min_v + LIMIT_TOL_V))
     flowing = np.flatnonzero(np.abs(i) > CURRENT_ZERO_A)
-    return bool(full.size and reached.size and full[-1] > reached[0]
-                and v[flowing[-1]] >= limits.voltage_max_v - LIMIT_TOL_V)
+    return bool(
+        full.size and reached.size and full[-1] > reached[0] and v[flowing[-1]] >= limits.voltage_max_v - LIMIT_TOL_V
+    )
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,9 @@ def row_charge_ah(test: CellTest) -> tuple[np.ndarray, np.ndarray]:
     df = test.data
     if CHARGE_CAPACITY in df and DISCHARGE_CAPACITY in df:
         charged = np.clip(np.diff(df[CHARGE_CAPACITY].to_numpy(), append=df[CHARGE_CAPACITY].iloc[-1]), 0, None)
-        discharged = np.clip(np.diff(df[DISCHARGE_CAPACITY].to_numpy(), append=df[DISCHARGE_CAPACITY].iloc[-1]), 0, None)
+        discharged = np.clip(
+            np.diff(df[DISCHARGE_CAPACITY].to_numpy(), append=df[DISCHARGE_CAPACITY].iloc[-1]), 0, None
+        )
         return charged, discharged
     t = df[TIME].to_numpy()
     i = df[CURRENT].to_numpy()
@@ -65,8 +67,7 @@ def charge_balance(test: CellTest, reference_efficiency: float | None = None) ->
             test.name,
             f"coulombic efficiency {efficiency:.3f} is implausible: the test must start and end fully charged",
         )
-    return ChargeBalance(float(capacity), float(efficiency), 1.0 + count / capacity, empty,
-                         reference_efficiency or 1.0)
+    return ChargeBalance(float(capacity), float(efficiency), 1.0 + count / capacity, empty, reference_efficiency or 1.0)
 
 
 def counted_ah(test: CellTest, efficiency: float, reference_efficiency: float = 1.0) -> np.ndarray:
@@ -76,8 +77,9 @@ def counted_ah(test: CellTest, efficiency: float, reference_efficiency: float = 
     return np.concatenate([[0.0], np.cumsum(weights * charged - discharged)[:-1]])
 
 
-def anchored_balance(test: CellTest, capacity_ah: float, efficiency: float, soc0: float,
-                     hysteresis0: float) -> ChargeBalance:
+def anchored_balance(
+    test: CellTest, capacity_ah: float, efficiency: float, soc0: float, hysteresis0: float
+) -> ChargeBalance:
     """The balance of a test that does not close: capacity and efficiency known from other tests,
     its SoC path placed at `soc0` by its anchors."""
     soc = soc0 + counted_ah(test, efficiency) / capacity_ah
@@ -88,7 +90,9 @@ def soc_per_amp(test: CellTest, balance: ChargeBalance) -> np.ndarray:
     """SoC moved per amp during each row's interval: η·dt / 3600·Q (η only on charge)."""
     t = test.data[TIME].to_numpy()
     i = test.data[CURRENT].to_numpy()
-    eta = np.where(i > 0, np.where(test.at_temperature, balance.coulombic_efficiency, balance.reference_efficiency), 1.0)
+    eta = np.where(
+        i > 0, np.where(test.at_temperature, balance.coulombic_efficiency, balance.reference_efficiency), 1.0
+    )
     return eta * np.diff(t, append=t[-1]) / (3600.0 * balance.capacity_ah)
 
 
@@ -108,7 +112,9 @@ def balances(tests: list[CellTest], reference_temperature_c: float = 25.0) -> di
     uniform = [t for t in tests if t.at_temperature.all()]
     out = {t.name: charge_balance(t) for t in uniform}
     if len(out) < len(tests):
-        at_ref = [out[t.name].coulombic_efficiency for t in uniform if abs(t.temperature_c - reference_temperature_c) < 0.5]
+        at_ref = [
+            out[t.name].coulombic_efficiency for t in uniform if abs(t.temperature_c - reference_temperature_c) < 0.5
+        ]
         if not at_ref:
             raise DataError(
                 tests[0].sources[0] if tests[0].sources else tests[0].name,

@@ -169,8 +169,12 @@ def fit_dynamic(data: list[DynamicData], m_v: float, n_rc: int = 3, knots: np.nd
     if not joint.visited.any():
         raise ValueError(f"{names}: too short to fit resistances ({joint.n_rows} rows)")
     x0 = np.log([GAMMA_START, *TAU_STARTS_S[n_rc]])
-    result = minimize(lambda x: joint.solve(np.clip(x, *LOG_BOUNDS))[1], x0, method="Nelder-Mead",
-                      options={"xatol": 1e-3, "fatol": 1e-7, "maxiter": 400 * (n_rc + 1)})
+    result = minimize(
+        lambda x: joint.solve(np.clip(x, *LOG_BOUNDS))[1],
+        x0,
+        method="Nelder-Mead",
+        options={"xatol": 1e-3, "fatol": 1e-7, "maxiter": 400 * (n_rc + 1)},
+    )
     x = np.clip(result.x, *LOG_BOUNDS)
     coef, rmse = joint.solve(x)
     std = joint.uncertainty(x, coef, rmse)
@@ -213,5 +217,9 @@ def _on_bounds(x: np.ndarray, order: np.ndarray) -> list[str]:
     names = ["hysteresis rate γ"] + [f"RC time constant τ{k + 1}" for k in range(len(order))]
     values = [x[0]] + [x[1 + j] for j in order]
     bound_of = {low: f"{np.exp(low):g}", high: f"{np.exp(high):g}"}
-    return [f"{name} = {bound_of[b]} (its {'lower' if b == low else 'upper'} bound)"
-            for name, value in zip(names, values) for b in (low, high) if abs(value - b) < 1e-3]
+    return [
+        f"{name} = {bound_of[b]} (its {'lower' if b == low else 'upper'} bound)"
+        for name, value in zip(names, values)
+        for b in (low, high)
+        if abs(value - b) < 1e-3
+    ]

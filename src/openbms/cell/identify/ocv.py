@@ -71,8 +71,10 @@ def _branch(test: CellTest, balance: ChargeBalance, sign: int) -> tuple[np.ndarr
         limit = float(v[own & (sign * i > 0)].max() if sign > 0 else v[own & (sign * i > 0)].min())
         return _on_grid(balance.soc[rested], v[rested]), limit
     if len(run) < 10:
-        raise DataError(test.sources[0] if test.sources else test.name,
-                        f"no slow {what} found in this OCV test (nor {MIN_GITT_RESTS} rests after {what} steps)")
+        raise DataError(
+            test.sources[0] if test.sources else test.name,
+            f"no slow {what} found in this OCV test (nor {MIN_GITT_RESTS} rests after {what} steps)",
+        )
     limit = float(v[run].max() if sign > 0 else v[run].min())
     return _on_grid(balance.soc[run], v[run] - sign * _resistive_drop(v, i, run)), limit
 
