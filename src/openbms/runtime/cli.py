@@ -93,7 +93,6 @@ def run(args) -> int:
     from ..cell import load_cell
     from ..vehicle.auth import Authority
     from ..vehicle.hub import SignalHub
-    from ..vehicle.server import run_fast, serve
     from ..vehicle.store import StorageError, Store
     from ..pack.balancing import Balancer
     from ..pack.config import load_pack
@@ -153,20 +152,7 @@ def run(args) -> int:
         )
     signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop saves the state like Ctrl-C does
     try:
-        run_fast(
-            serve(
-                hub,
-                store,
-                host=args.host,
-                port=args.port,
-                viss_port=args.viss_port,
-                vehicle_id=args.vehicle_id,
-                cert=args.cert,
-                key=args.key,
-                static_dir=WEB_DIR,
-                edge=edge,
-            )
-        )
+        _serve_forever(args, hub, store, edge)
     except KeyboardInterrupt:
         pass
     finally:
@@ -193,7 +179,6 @@ def _serve_mapped(args, console) -> int:
     through frames; the vehicle interface (VISS, OAuth, dashboard) is the same."""
     from ..vehicle.auth import Authority
     from ..vehicle.hub import SignalHub
-    from ..vehicle.server import run_fast, serve
     from ..vehicle.store import Store
     from .can import open_bus
     from .mapping import CanBridge, load_mapping
@@ -210,26 +195,33 @@ def _serve_mapped(args, console) -> int:
     print(f"{'https' if args.cert else 'http'}://{args.host}:{args.port}/#token={owner}", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        run_fast(
-            serve(
-                hub,
-                store,
-                host=args.host,
-                port=args.port,
-                viss_port=args.viss_port,
-                vehicle_id=args.vehicle_id,
-                cert=args.cert,
-                key=args.key,
-                static_dir=WEB_DIR,
-                edge=_edge(args),
-            )
-        )
+        _serve_forever(args, hub, store, _edge(args))
     except KeyboardInterrupt:
         pass
     finally:
         bridge.stop()
         bridge.bus.shutdown()
     return 0
+
+
+def _serve_forever(args, hub, store, edge) -> None:
+    """The vehicle interface (VISS, OAuth, dashboard) on the ports and names the command line gives, until stopped."""
+    from ..vehicle.server import run_fast, serve
+
+    run_fast(
+        serve(
+            hub,
+            store,
+            host=args.host,
+            port=args.port,
+            viss_port=args.viss_port,
+            vehicle_id=args.vehicle_id,
+            cert=args.cert,
+            key=args.key,
+            static_dir=WEB_DIR,
+            edge=edge,
+        )
+    )
 
 
 def _edge(args):
