@@ -231,8 +231,11 @@ class Fault:
     `query_only` switch, set on each connection as the pool hands it out."""
 
     def __init__(self, store: Store):
-        self.on = False
+        self.on, self.engine = False, store.engine
         event.listen(store.engine, "checkout", self._apply)
+
+    def remove(self) -> None:
+        event.remove(self.engine, "checkout", self._apply)
 
     def _apply(self, dbapi_connection, _record, _proxy) -> None:
         dbapi_connection.execute(f"PRAGMA query_only={'ON' if self.on else 'OFF'}")

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from test_reliability import Fault
 from test_vehicle_demo import LIMIT, ROOT, SOC, DemoVehicle
 
 from openbms.vehicle.hub import SignalHub
@@ -312,6 +313,51 @@ def test_registration_refuses_what_the_rfcs_forbid(vehicle):
         ).status_code
         == 403
     )
+
+
+def test_an_oauth_change_the_audit_cannot_take_is_not_made(vehicle):
+    """Consent, tokens, rotation, revocation: each change and its audit row are one transaction, so a database
+    that refuses the write refuses the change (503) and nothing of it happens; it works once writes do."""
+    server, owner = vehicle
+    client = register(owner)
+    fault = Fault(server.store)
+    try:
+        oauth = session(client)
+        url = oauth.authorization_url(f"{server.http_url}/oauth/authorize")[0]
+        grants_before = owner.get("/owner/grants").json()
+        fault.on = True
+        query = urlsplit(url).query
+        asked = [s["scope"] for s in owner.get(f"/oauth/consent?{query}").json()["scopes"]]  # reading works
+        refused = owner.post("/oauth/consent", json={"query": query, "scopes": asked, "ttl_s": 86400, "allow": True})
+        assert refused.status_code == 503 and "not done" in refused.json()["error"]["message"]
+        fault.on = False
+        assert owner.get("/owner/grants").json() == grants_before  # no grant without its audit row
+
+        oauth, redirect = authorize(vehicle, client)
+        code = parse_qs(urlsplit(redirect).query)["code"][0]
+        exchange = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT}
+        exchange["code_verifier"] = oauth._code_verifier
+        fault.on = True
+        assert token_error(_post_token(vehicle, client, **exchange)) == (503, "temporarily_unavailable")
+        fault.on = False
+        token = _post_token(vehicle, client, **exchange)  # the code was not spent by the refused exchange
+        assert token.status_code == 200, token.text
+        refresh = {"grant_type": "refresh_token", "refresh_token": token.json()["refresh_token"]}
+        fault.on = True
+        assert token_error(_post_token(vehicle, client, **refresh)) == (503, "temporarily_unavailable")
+        revoke = {"token": refresh["refresh_token"], "token_type_hint": "refresh_token"}
+        answer = httpx.post(f"{server.http_url}/oauth/revoke", data=revoke, auth=_basic(client))
+        assert token_error(answer) == (503, "temporarily_unavailable")
+        fault.on = False
+        assert read(vehicle, token.json()["access_token"]).status_code == 200  # not revoked
+        rotated = _post_token(vehicle, client, **refresh)  # not rotated: the refresh token still works, once
+        assert rotated.status_code == 200, rotated.text
+    finally:
+        fault.on = False
+        fault.remove()
+    grant_id = next(r["grant_id"] for r in audit_of(vehicle) if r["reason"].startswith("the owner consented"))
+    reasons = [r["reason"] for r in audit_of(vehicle) if r["grant_id"] == grant_id and r["accepted"]]
+    assert reasons[-1].startswith("the owner consented") and sum("issued" in r for r in reasons) == 2
 
 
 def _post_token(vehicle, client: dict, **form) -> httpx.Response:

@@ -635,6 +635,92 @@ def test_deeply_nested_json_gets_one_error_and_the_connection_stays(client, vehi
     assert deep.status_code == 400 and "nests 1500 levels" in deep.json()["error"]["message"]
 
 
+def test_a_frame_that_cannot_be_read_is_audited_as_a_malformed_request(client, vehicle):
+    """Not JSON, not an object, no action: any of them may have been a set, so its refusal is audited with the
+    frame as bounded text; a broken frame that names a read action is not."""
+    marker = uuid.uuid4().hex
+    frames = [
+        f'{{"action": "set", "path": "{LIMIT}", "value": 11, "requestId": "{marker}-1"',
+        f'[{{"action": "set", "path": "{LIMIT}", "value": 11, "requestId": "{marker}-2"}}]',
+        f'"set {marker}-3"',
+        f'{{"path": "{LIMIT}", "value": 11, "requestId": "{marker}-4"}}',
+        f"{marker}-5 " + "\u0000x" * 700,
+    ]
+    before = vehicle.hub.read(LIMIT)[0]
+    for frame in frames:
+        client.ws.send(frame)
+        assert error_of(client.reply(None)) == (400, "bad_request")
+    client.ws.send(f'{{"action": "get", "path": "{SOC}", "requestId": "{marker}-6"')
+    assert error_of(client.reply(None)) == (400, "bad_request")
+    rows = {}
+    for r in vehicle.store.audit(500):
+        for k in range(1, 7):
+            if f"{marker}-{k}" in json.dumps(r.requested) + r.request_id:
+                rows[k] = r
+    assert sorted(rows) == [1, 2, 3, 4, 5]  # the read is not there
+    assert not any(r.accepted for r in rows.values()) and vehicle.hub.read(LIMIT)[0] == before
+    assert "not valid JSON" in rows[1].reason and rows[1].requested == frames[0]
+    assert "must be a JSON object" in rows[2].reason and "must be a JSON object" in rows[3].reason
+    assert "'action' must be one of" in rows[4].reason and rows[4].request_id == f"{marker}-4"
+    assert len(rows[5].requested) < 300 and rows[5].requested.endswith(f"({len(frames[4])} characters in all)")
+    owner = bearer(token(vehicle, "owner", app="owner"))
+    assert httpx.get(f"{vehicle.http_url}/owner/audit", headers=owner, params={"limit": 500}).status_code == 200
+
+
+def test_a_request_to_change_something_at_a_malformed_url_is_audited(vehicle):
+    """POST, PUT, PATCH and DELETE refused by their URL (a wildcard path, no such resource, a method it does not
+    take) or by a body that is not JSON: each is audited with its method, URL and body; a GET is not."""
+    tok, marker = token(vehicle), uuid.uuid4().hex
+    before = vehicle.hub.read(LIMIT)[0]
+    body = json.dumps({"value": "55", "requestId": marker})
+    limit_url = "/" + LIMIT.replace(".", "/")
+    cases = [
+        ("POST", "/Vehicle/Powertrain/TractionBattery/Charging/*", 400),
+        ("POST", "/Vehicl/Powertrain/TractionBattery/Charging/ChargeLimit", 400),  # the static files: 405
+        ("PUT", limit_url, 400),
+        ("PATCH", limit_url, 400),
+        ("DELETE", "/owner/grants", 400),
+        ("POST", "/index.html", 400),
+    ]
+    for method, url, status in cases:
+        answer = httpx.request(method, vehicle.http_url + url, content=body, headers=bearer(tok))
+        assert answer.status_code == status, (method, url, answer.text)
+        (record,) = [r for r in vehicle.store.audit(500) if r.path == f"{method} {url}" and marker in r.requested]
+        assert not record.accepted and record.reason == answer.json()["error"]["message"]
+        assert (record.app, record.requested) == ("test-app", body)
+    not_json = httpx.post(vehicle.http_url + limit_url, content=f"value=55&id={marker}", headers=bearer(tok))
+    assert not_json.status_code == 400
+    (record,) = [r for r in vehicle.store.audit(500) if r.path == LIMIT and marker in str(r.requested)]
+    assert record.requested == f"value=55&id={marker}" and "not valid JSON" in record.reason
+    assert httpx.get(f"{vehicle.http_url}/Vehicl/{marker}", headers=bearer(tok)).status_code == 404
+    assert not [r for r in vehicle.store.audit(500) if marker in r.path]  # a read changes nothing: not audited
+    assert vehicle.hub.read(LIMIT)[0] == before
+
+
+def test_a_flood_of_refusals_is_counted_not_written_row_by_row(tmp_path):
+    """One client's repeated refusal is one row with a count; past `refusal_kinds` different ones in a window,
+    the rest count on one more row: 600 junk frames make 6 rows, and every one of them is counted."""
+    hub = SignalHub()
+    DemoVehicle(hub).publish()
+    store = Store(f"sqlite:///{tmp_path / 'openbms.db'}")
+    with running_server(hub, store, limits=Limits(refusal_kinds=5, refusal_window_s=3600)) as server:
+        flood = Client(server.viss_url)
+        for k in range(600):
+            flood.ws.send('{"action": "set", "value": 8' if k % 2 else f"junk {k}")
+            assert error_of(flood.reply(None)) == (400, "bad_request")
+        rows = wait_for(
+            lambda: (found := store.audit(1000)) and sum(r.count for r in found) == 600 and found,
+            "the counts of the repeated refusals were not written",
+        )
+    store.close()
+    assert len(rows) == 6 and not any(r.accepted for r in rows)
+    counts = sorted(r.count for r in rows)
+    assert counts == [1, 1, 1, 1, 296, 300], counts
+    overflow = next(r for r in rows if r.count == 296)
+    assert "more than 5 different refusals of peer:127.0.0.1" in overflow.reason
+    assert next(r for r in rows if r.count == 300).last_time >= overflow.time
+
+
 def test_head_and_get_never_actuate(vehicle):
     url = f"{vehicle.http_url}/{LIMIT.replace('.', '/')}"
     tok = token(vehicle)

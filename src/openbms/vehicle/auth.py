@@ -109,13 +109,7 @@ class Authority:
     def grant(self, app: str, scopes: Iterable[str], ttl_s: float, by: Access | None = None) -> Grant:
         """Record the owner's consent (audited with it, when given `by` whose credential); `token(grant)` gives
         the app its credential."""
-        if not app or not app.strip():
-            raise ValueError("the app name must not be empty")
-        if not 1 <= ttl_s <= MAX_TTL_S:
-            raise ValueError(f"ttl must be between 1 s and {MAX_TTL_S:g} s (10 years), got {ttl_s}")
-        now = int(self._clock())
-        # hex: an id never starts with '-', which `openbms revoke ID` would take for an option (1 in 64 did)
-        grant = Grant(secrets.token_hex(12), app.strip(), parse_scopes(scopes), now, now + int(ttl_s))
+        grant = self.new_grant(app, scopes, ttl_s)
         self.store.add_grant(
             grant,
             None
@@ -130,6 +124,16 @@ class Authority:
             ),
         )
         return grant
+
+    def new_grant(self, app: str, scopes: Iterable[str], ttl_s: float) -> Grant:
+        """A grant checked but not yet stored (OAuth stores a consent's grant with its code and audit row)."""
+        if not app or not app.strip():
+            raise ValueError("the app name must not be empty")
+        if not 1 <= ttl_s <= MAX_TTL_S:
+            raise ValueError(f"ttl must be between 1 s and {MAX_TTL_S:g} s (10 years), got {ttl_s}")
+        now = int(self._clock())
+        # hex: an id never starts with '-', which `openbms revoke ID` would take for an option (1 in 64 did)
+        return Grant(secrets.token_hex(12), app.strip(), parse_scopes(scopes), now, now + int(ttl_s))
 
     def token(self, grant: Grant, scopes: Iterable[str] | None = None, ttl_s: float | None = None) -> str:
         """The signed token of a grant (Ed25519 is deterministic: the same grant gives the same token).

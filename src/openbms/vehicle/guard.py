@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass
 
 from starlette.datastructures import Headers
+from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import VissError, bad_request
@@ -59,6 +60,25 @@ class Edge:
             if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
                 raise ValueError(f"an allowed origin is scheme://host[:port] with nothing after, got {origin!r}")
         return self
+
+
+def peer(connection: HTTPConnection) -> str:
+    """The address a request or WebSocket came from (whose refusals the audit counts together)."""
+    return connection.client.host if connection.client else "?"
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The body, read once (kept in the request's state, so the audit of a refusal can quote it after a handler
+    read it) and no further than one byte past `max_bytes`: a longer one is refused by its size."""
+    body = getattr(request.state, "body", None)
+    if body is None:
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_bytes:
+                break
+        request.state.body = body
+    return body
 
 
 class Guard:

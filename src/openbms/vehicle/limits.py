@@ -16,6 +16,8 @@ class Limits:
     burst: float = 100.0
     send_queue: int = 1_000  # notifications waiting for a slow client before it is disconnected
     send_queue_bytes: int = 4_194_304  # ... or this many bytes of them
+    refusal_window_s: float = 60.0  # the audit counts a client's repeated refusals per window (`refusals.py`)
+    refusal_kinds: int = 100  # ... and at most this many different ones get a row each, the rest one row
 
     def validate(self) -> Limits:
         for name, value in vars(self).items():

@@ -41,9 +41,11 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from . import viss, vss
+from .guard import peer, read_body
 from .auth import HEALTH_SCOPE, OWNER_SCOPE, Access, AuthError, Authority, parse_scopes
-from .oauth_store import AuthorizationCode, Client, OAuthStore
-from .store import AuditRecord, Grant
+from .oauth_store import AuthorizationCode, Client, Issued, OAuthStore
+from .refusals import RefusalLog
+from .store import AuditRecord, Grant, StorageError
 
 ACCESS_TTL_S = 3600
 MAX_FORM_BYTES = 16384
@@ -106,10 +108,11 @@ class _Payload(OAuth2Payload):
 class _Request(OAuth2Request):
     """Authlib's view of a Starlette request whose query or form has already been read."""
 
-    def __init__(self, method: str, uri: str, headers, params: MultiDict):
+    def __init__(self, method: str, uri: str, headers, params: MultiDict, peer: str):
         super().__init__(method, uri, headers=headers)
         self.payload = _Payload(params)
         self._params = params
+        self.peer = peer  # the address it came from: whose refusals these are
 
     @property
     def args(self) -> dict:
@@ -139,9 +142,11 @@ class _CodeGrant(AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = AUTH_METHODS
 
     def save_authorization_code(self, code, request):
+        """The consent is stored here, with its code and audit row in one transaction."""
         grant: Grant = request.user
         data = request.payload.data
-        self.server.oauth.add_code(
+        self.server.oauth.consent(
+            grant,
             code,
             AuthorizationCode(
                 "",
@@ -154,6 +159,7 @@ class _CodeGrant(AuthorizationCodeGrant):
                 self.server.clock() + CODE_TTL_S,
                 None,
             ),
+            self.server.record(request, grant.id, True, f"the owner consented to {' '.join(grant.scopes)}"),
         )
 
     def query_authorization_code(self, code, client):
@@ -161,14 +167,14 @@ class _CodeGrant(AuthorizationCodeGrant):
         if item is None or item.client_id != client.client_id:
             return None
         if item.used_at is not None:  # RFC 6749 §4.1.2: a reused code revokes what it gave
-            self.server.revoke(item.grant_id)
+            self.server.revoke(item.grant_id, self.request, "its authorization code was used twice")
             raise InvalidGrantError("this authorization code was already used; the access it gave is now revoked")
         if self.server.clock() >= item.expires_at:
             raise InvalidGrantError(f"the authorization code expired ({CODE_TTL_S // 60} minutes after consent)")
         return item
 
     def delete_authorization_code(self, authorization_code):
-        self.server.oauth.spend_code(authorization_code)
+        """Already spent: `save_token` marks the code used in the transaction that issues its tokens."""
 
     def authenticate_user(self, authorization_code):
         return self.server.live_grant(authorization_code.grant_id)
@@ -183,7 +189,7 @@ class _RefreshGrant(RefreshTokenGrant):
         if item is None or not item.check_client(self.request.client):
             return None
         if item.is_revoked():  # RFC 9700 §4.14.2: a spent refresh token used again means it leaked
-            self.server.revoke(item.grant_id)
+            self.server.revoke(item.grant_id, self.request, "a spent refresh token was used again")
             raise InvalidGrantError("this refresh token was already used; the grant it belongs to is now revoked")
         if self.server.clock() >= item.expires_at:
             raise InvalidGrantError("the refresh token has expired; ask the owner again")
@@ -194,7 +200,7 @@ class _RefreshGrant(RefreshTokenGrant):
         return self.server.live_grant(refresh_token.grant_id)
 
     def revoke_old_credential(self, refresh_token):
-        self.server.oauth.rotate(refresh_token)
+        """Already spent: `save_token` rotates it in the transaction that issues its successor."""
 
 
 @dataclass(frozen=True)
@@ -222,15 +228,15 @@ class _Revocation(RevocationEndpoint):
         return _Revocable(grant_id, self.server.oauth.client_of_grant(grant_id))
 
     def revoke_token(self, token, request):
-        self.server.revoke(token.grant_id)
+        self.server.revoke(token.grant_id, request, "the app ended its consent (RFC 7009)")
 
 
 class VehicleAuthorizationServer(AuthorizationServer):
     """Authlib's server on the vehicle's grants, clients and audit log."""
 
-    def __init__(self, authority: Authority, oauth: OAuthStore):
+    def __init__(self, authority: Authority, oauth: OAuthStore, refusals: RefusalLog):
         super().__init__()
-        self.authority, self.oauth = authority, oauth
+        self.authority, self.oauth, self.refusals = authority, oauth, refusals
         self.clock = time.time  # the one clock of codes and refresh tokens (a test may move it)
         self.lock = threading.Lock()  # one token or consent decision at a time: a code is spent exactly once
         self.register_token_generator("default", self._tokens)
@@ -243,11 +249,19 @@ class VehicleAuthorizationServer(AuthorizationServer):
         return self.oauth.client(client_id) if isinstance(client_id, str) else None
 
     def save_token(self, token, request):
+        """The refresh token, the code or refresh token it spends, and the audit row: one transaction, before
+        any token leaves (a database that refuses it refuses the request)."""
         grant: Grant = request.user
-        self.oauth.add_refresh(
-            token["refresh_token"], request.client.client_id, grant.id, " ".join(grant.scopes), grant.expires_at
+        self.oauth.issue(
+            Issued(
+                token.get("refresh_token"),
+                request.client.client_id,
+                grant,
+                spent_code=request.authorization_code,
+                rotated=request.refresh_token,
+            ),
+            self.record(request, grant.id, True, f"issued an access token for {token['scope']}"),
         )
-        self.audit(request, grant.id, True, f"issued an access token for {token['scope']}")
 
     def create_oauth2_request(self, request):
         return request
@@ -259,11 +273,12 @@ class VehicleAuthorizationServer(AuthorizationServer):
         return Answer(status, body, list(headers))
 
     def handle_error_response(self, request, error):
-        self.audit(request, "", False, f"{error.error}: {error.description or ''}".rstrip(": "))
+        reason = f"{error.error}: {error.description or ''}".rstrip(": ")
+        self.refusals.record(f"peer:{request.peer}", self.record(request, "", False, reason))
         return super().handle_error_response(request, error)
 
     def send_signal(self, name, *args, **kwargs):
-        """Authlib's hook after a revocation; the revocation itself was audited in `revoke`."""
+        """Authlib's hook after a revocation; the revocation itself was audited with it in `revoke`."""
 
     def validate_requested_scope(self, scope):
         if not scope:
@@ -298,30 +313,28 @@ class VehicleAuthorizationServer(AuthorizationServer):
             )
         return grant
 
-    def revoke(self, grant_id: str) -> None:
-        """Revoke a consent (its live subscriptions end at the fanout's next check, within a second)."""
-        try:
-            self.authority.revoke(grant_id)
-        except ValueError:
-            return
+    def revoke(self, grant_id: str, request: OAuth2Request, why: str) -> None:
+        """Revoke a consent with its audit row, in one transaction (its live subscriptions end at the fanout's
+        next check, within a second); an unknown grant is left alone."""
+        record = self.record(request, grant_id, True, f"revoked grant {grant_id}: {why}")
+        self.authority.store.revoke_grant(grant_id, self.clock(), record)
 
-    def audit(self, request: OAuth2Request, grant_id: str, accepted: bool, reason: str) -> None:
+    def record(self, request: OAuth2Request, grant_id: str, accepted: bool, reason: str) -> AuditRecord:
+        """The audit row of an OAuth request, without its secrets."""
         client_id = request.payload.client_id or extract_basic_authorization(request.headers)[0]
         client = request.client or self.query_client(client_id)
-        app = client.name if client is not None else f"unknown client {client_id!r}"
+        app = client.name if client is not None else f"unknown client {str(client_id)[:64]!r}"
         grant_id = grant_id or (request.user.id if isinstance(request.user, Grant) else "")
-        self.authority.store.record_set(
-            AuditRecord(
-                time.time(),
-                app,
-                grant_id,
-                f"oauth-{secrets.token_hex(8)}",
-                f"oauth:{urlsplit(request.uri).path}",
-                _described(request),
-                " ".join(request.user.scopes) if isinstance(request.user, Grant) else None,
-                accepted,
-                reason,
-            )
+        return AuditRecord(
+            time.time(),
+            app,
+            grant_id,
+            f"oauth-{secrets.token_hex(8)}" if accepted else "",  # a refusal repeated is one row with a count
+            f"oauth:{urlsplit(request.uri).path}",
+            _described(request),
+            " ".join(request.user.scopes) if isinstance(request.user, Grant) else None,
+            accepted,
+            reason,
         )
 
 
@@ -332,15 +345,17 @@ def _described(request: OAuth2Request) -> str:
 
 
 Owner = Callable[[HttpRequest], Awaitable[Access]]
+Refused = Callable[[HttpRequest, viss.VissError], Awaitable[Response]]
 
 
 class OAuthEndpoints:
-    """The Starlette routes of the authorization server; `owner` checks the owner's token (raising VissError)."""
+    """The Starlette routes of the authorization server; `owner` checks the owner's token (raising VissError),
+    `refused` answers (and audits) a refused owner request as the owner endpoints do."""
 
-    def __init__(self, authority: Authority, owner: Owner, error_response: Callable[[viss.VissError], Response]):
+    def __init__(self, authority: Authority, owner: Owner, refused: Refused, refusals: RefusalLog):
         self.oauth = OAuthStore(authority.store)
-        self.server = VehicleAuthorizationServer(authority, self.oauth)
-        self.owner, self.error_response = owner, error_response
+        self.server = VehicleAuthorizationServer(authority, self.oauth, refusals)
+        self.owner, self.refused = owner, refused
 
     def routes(self) -> list[Route]:
         return [
@@ -390,7 +405,7 @@ class OAuthEndpoints:
         try:
             await self.owner(request)
         except viss.VissError as exc:  # answered as the owner endpoints answer it
-            return self.error_response(exc)
+            return await self.refused(request, exc)
         if request.method == "GET":
             query = request.url.query
             return self._decision(await asyncio.to_thread(self._describe, self._authorize_request(request, query)))
@@ -411,20 +426,41 @@ class OAuthEndpoints:
 
     async def clients(self, request: HttpRequest) -> Response:
         try:
-            await self.owner(request)
+            owner = await self.owner(request)
         except viss.VissError as exc:
-            return self.error_response(exc)
+            return await self.refused(request, exc)
         if request.method == "GET":
             return JSONResponse([c.as_dict() for c in self.oauth.clients()])
         body = await _json(request)
+
+        def audit(client: Client) -> AuditRecord:
+            uris = " ".join(client.redirect_uris)
+            return AuditRecord(
+                time.time(),
+                owner.app,
+                owner.grant_id,
+                f"app-{client.client_id}",
+                "owner:clients",
+                f"{client.name}: {uris}",
+                client.client_id,
+                True,
+                f"registered the app {client.name} ({client.auth_method})",
+            )
+
         try:
             if not isinstance(body, dict):
                 raise TypeError("expected a JSON object")
-            client, secret = self.oauth.register(
-                str(body.get("name", "")), body.get("redirect_uris"), bool(body.get("public", False))
+            client, secret = await asyncio.to_thread(
+                self.oauth.register,
+                str(body.get("name", "")),
+                body.get("redirect_uris"),
+                bool(body.get("public", False)),
+                audit,
             )
         except (TypeError, ValueError) as exc:  # an owner endpoint: answered as the others are, with a VISS error
-            return self.error_response(viss.bad_request(f'POST {{"name", "redirect_uris": [...], "public"}}: {exc}'))
+            return await self.refused(
+                request, viss.bad_request(f'POST {{"name", "redirect_uris": [...], "public"}}: {exc}')
+            )
         return JSONResponse({**client.as_dict(), "client_secret": secret}, 201)
 
     async def _endpoint(self, request: HttpRequest, call) -> Response:
@@ -445,8 +481,11 @@ class OAuthEndpoints:
             params = MultiDict(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body)))
         except (UnicodeDecodeError, ValueError):
             return JSONResponse({"error": "invalid_request", "error_description": "the body is not a form"}, 400)
-        oauth_request = _Request("POST", str(request.url), request.headers, params)
-        answer: Answer = await asyncio.to_thread(self._locked, call, oauth_request)
+        oauth_request = _Request("POST", str(request.url), request.headers, params, peer(request))
+        try:
+            answer: Answer = await asyncio.to_thread(self._locked, call, oauth_request)
+        except StorageError as exc:  # nothing was issued or revoked: the change and its audit row go together
+            return JSONResponse({"error": "temporarily_unavailable", "error_description": f"not done: {exc}"}, 503)
         return answer.response()
 
     def _locked(self, call, *args):
@@ -455,7 +494,7 @@ class OAuthEndpoints:
 
     def _authorize_request(self, request: HttpRequest, query: str) -> _Request:
         uri = str(request.url.replace(path="/oauth/authorize", query=query))
-        return _Request("GET", uri, request.headers, MultiDict(parse_qsl(query, keep_blank_values=True)))
+        return _Request("GET", uri, request.headers, MultiDict(parse_qsl(query, keep_blank_values=True)), peer(request))
 
     def _describe(self, request: _Request) -> Answer:
         try:
@@ -489,8 +528,7 @@ class OAuthEndpoints:
                     error.redirect_uri, error.state = grant.redirect_uri, request.payload.state
                     return self.server.handle_error_response(request, error)
             if user is not None:
-                request.user = user
-                self.server.audit(request, user.id, True, f"the owner consented to {' '.join(user.scopes)}")
+                request.user = user  # stored with its code and audit row (`save_authorization_code`)
             return self.server.create_authorization_response(request, grant_user=user, grant=grant)
 
     def _consent(self, request: _Request, body: dict) -> Grant | None:
@@ -506,7 +544,7 @@ class OAuthEndpoints:
         ttl_s = body.get("ttl_s", DEFAULT_TTL_S)
         if ttl_s not in TTL_CHOICES_S:
             raise InvalidRequestError(f"ttl_s must be one of {', '.join(map(str, TTL_CHOICES_S))}")
-        return self.server.authority.grant(request.client.name, approved, ttl_s)
+        return self.server.authority.new_grant(request.client.name, approved, ttl_s)
 
     @staticmethod
     def _decision(answer: Answer) -> JSONResponse:
@@ -532,9 +570,5 @@ async def _json(request: HttpRequest) -> object:
 
 async def _bounded_body(request: HttpRequest) -> bytes | None:
     """The body, read no further than MAX_FORM_BYTES (None: longer than that)."""
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            return None
-    return body
+    body = await read_body(request, MAX_FORM_BYTES)
+    return None if len(body) > MAX_FORM_BYTES else body

@@ -12,13 +12,14 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from sqlalchemy import Float, String, Text, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from .store import Store
+from .store import AuditRecord, Grant, Store, grant_row
 
 PUBLIC = "none"  # RFC 8414's name for a client without a secret (a phone app): PKCE is its proof
 CONFIDENTIAL = "client_secret_basic"
@@ -158,6 +159,17 @@ class AuthorizationCode:
 
 
 @dataclass(frozen=True)
+class Issued:
+    """What one token response changes: a refresh token for a grant, for the code or refresh token it spends."""
+
+    refresh_token: str | None
+    client_id: str
+    grant: Grant
+    spent_code: AuthorizationCode | None = None
+    rotated: RefreshToken | None = None
+
+
+@dataclass(frozen=True)
 class RefreshToken:
     """A refresh token (Authlib's TokenMixin); each use rotates it: the old one is spent."""
 
@@ -186,15 +198,22 @@ class OAuthStore:
     """The OAuth tables on the vehicle's database."""
 
     def __init__(self, store: Store):
-        self.engine = store.engine
+        self.store, self.engine = store, store.engine
         _Base.metadata.create_all(self.engine)
 
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
     # clients
-    def register(self, name: str, redirect_uris: object, public: bool = False) -> tuple[Client, str | None]:
-        """A new client and its secret (None for a public client); the secret is shown once, never stored."""
+    def register(
+        self,
+        name: str,
+        redirect_uris: object,
+        public: bool = False,
+        audit: Callable[[Client], AuditRecord] | None = None,
+    ) -> tuple[Client, str | None]:
+        """A new client and its secret (None for a public client); the secret is shown once, never stored. With
+        `audit`, the row it makes of the client is written in the same transaction."""
         if not name or not name.strip():
             raise ValueError("the app needs a name: the owner sees it on the consent page")
         if not isinstance(redirect_uris, list) or not redirect_uris:
@@ -205,7 +224,7 @@ class OAuthStore:
         client = Client(
             secrets.token_hex(12), name, tuple(redirect_uris), None if secret is None else digest(secret), time.time()
         )
-        with self._session() as s, s.begin():
+        with self.store.audited("the app", None if audit is None else audit(client)) as s:
             s.add(
                 _ClientRow(
                     client_id=client.client_id,
@@ -227,8 +246,11 @@ class OAuthStore:
             return [_client(row) for row in s.scalars(select(_ClientRow).order_by(_ClientRow.created_at))]
 
     # authorization codes
-    def add_code(self, code: str, item: AuthorizationCode) -> None:
-        with self._session() as s, s.begin():
+    def consent(self, grant: Grant, code: str, item: AuthorizationCode, record: AuditRecord) -> None:
+        """The owner's consent: its grant, the code that hands it to the app, and the audit row, in one
+        transaction (`StorageError`: none of them)."""
+        with self.store.audited("the consent", record) as s:
+            s.add(grant_row(grant))
             s.add(_CodeRow(**{**item.__dict__, "digest": digest(code)}))
 
     def code(self, code: str) -> AuthorizationCode | None:
@@ -236,37 +258,36 @@ class OAuthStore:
             row = s.get(_CodeRow, digest(code))
             return None if row is None else AuthorizationCode(**_columns(row, AuthorizationCode))
 
-    def spend_code(self, item: AuthorizationCode) -> None:
-        """Mark a code used; the row stays, so a second use is recognised as a replay."""
-        with self._session() as s, s.begin():
-            row = s.get(_CodeRow, item.digest)
-            if row is not None:
-                row.used_at = time.time()
-
     # refresh tokens
-    def add_refresh(self, token: str, client_id: str, grant_id: str, scope: str, expires_at: float) -> None:
-        with self._session() as s, s.begin():
-            s.add(
-                _RefreshRow(
-                    digest=digest(token),
-                    client_id=client_id,
-                    grant_id=grant_id,
-                    scope=scope,
-                    issued_at=time.time(),
-                    expires_at=expires_at,
+    def issue(self, issued: Issued, record: AuditRecord) -> None:
+        """Tokens issued: the new refresh token (if any), the code or refresh token spent for them, and the audit
+        row, in one transaction (`StorageError`: none of them, and no token leaves)."""
+        now = time.time()
+        with self.store.audited("the tokens", record) as s:
+            if issued.refresh_token is not None:
+                s.add(
+                    _RefreshRow(
+                        digest=digest(issued.refresh_token),
+                        client_id=issued.client_id,
+                        grant_id=issued.grant.id,
+                        scope=" ".join(issued.grant.scopes),
+                        issued_at=now,
+                        expires_at=issued.grant.expires_at,
+                    )
                 )
-            )
+            if issued.spent_code is not None:  # the row stays, so a second use is recognised as a replay
+                code_row = s.get(_CodeRow, issued.spent_code.digest)
+                if code_row is not None:
+                    code_row.used_at = now
+            if issued.rotated is not None:
+                refresh_row = s.get(_RefreshRow, issued.rotated.digest)
+                if refresh_row is not None:
+                    refresh_row.rotated_at = now
 
     def refresh(self, token: str) -> RefreshToken | None:
         with self._session() as s:
             row = s.get(_RefreshRow, digest(token))
             return None if row is None else RefreshToken(**_columns(row, RefreshToken))
-
-    def rotate(self, item: RefreshToken) -> None:
-        with self._session() as s, s.begin():
-            row = s.get(_RefreshRow, item.digest)
-            if row is not None:
-                row.rotated_at = time.time()
 
     def client_of_grant(self, grant_id: str) -> str | None:
         """The client a grant was given to through OAuth (None: a grant the owner made by hand)."""

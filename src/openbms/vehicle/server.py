@@ -42,16 +42,19 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from . import viss, vss
 from .auth import Access, Authority, parse_scopes
 from .errors import UNKNOWN_SUBSCRIPTION, VissError, bad_request, revoked_grant
-from .guard import Edge, Guard, http_protocol, ws_protocol
+from .guard import Edge, Guard, http_protocol, peer, read_body, ws_protocol
 from .history import HistoryRecorder
 from .hub import SignalHub
 from .limits import Limits, RateLimiter
 from .oauth import OAuthEndpoints
+from .refusals import RefusalLog
 from .service import VehicleService, stale_error
 from .store import StorageError, Store
 from .subscriptions import Fanout
 
 SUBPROTOCOL = "VISSv2"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")  # requests that never change anything, so their refusals are not audited
+_UNREAD = object()  # `refused` without a value: the body, as text, stands for it
 log = logging.getLogger(__name__)
 
 
@@ -72,22 +75,34 @@ class VehicleInterface:
         self.limits = (limits or Limits()).validate()
         self.edge = (edge or Edge()).validate()
         self.authority = Authority(store, vehicle_id)
-        self.service = VehicleService(hub, store, self.authority)
+        refusals = RefusalLog(store, time.time, self.limits.refusal_window_s, self.limits.refusal_kinds)
+        self.service = VehicleService(hub, store, self.authority, refusals=refusals)
         self.fanout = Fanout(hub, self.service)
         self.history = HistoryRecorder(hub, store, history_period_s)
         self.rate = RateLimiter(self.limits.requests_per_s, self.limits.burst)
-        self.oauth = OAuthEndpoints(self.authority, self._owner, _http_error)
+        self.oauth = OAuthEndpoints(self.authority, self._owner, self.refused, refusals)
         if static_dir is not None and not Path(static_dir).is_dir():
             raise FileNotFoundError(f"static directory {static_dir} does not exist")
         self.static_dir = static_dir
+        self._counting: asyncio.Task | None = None
 
     async def start(self) -> None:
         self.fanout.start()
         self.history.start()
+        self._counting = asyncio.create_task(self._count_refusals())
 
     async def stop(self) -> None:
         await self.fanout.stop()
         await self.history.stop()
+        if self._counting is not None:
+            self._counting.cancel()
+        await asyncio.to_thread(self.service.refusals.flush)
+
+    async def _count_refusals(self) -> None:
+        """The audit's counts of repeated refusals, written every second."""
+        while True:
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(self.service.refusals.flush)
 
     def viss_app(self) -> Guard:
         return self._app([WebSocketRoute("/", self._websocket)])
@@ -135,7 +150,7 @@ class VehicleInterface:
             error = bad_request(
                 f"{where} is not served here (HTTP {status}): read with GET and set with POST under /Vehicle/..."
             )
-        return _http_error(error)
+        return await self.refused(request, error)
 
     # WebSocket
     async def _websocket(self, ws: WebSocket) -> None:
@@ -152,20 +167,20 @@ class VehicleInterface:
         try:
             path = vss.request_path(request.url.path)
         except vss.InvalidValue as exc:
-            return _http_error(bad_request(str(exc)))
+            return await self.refused(request, bad_request(str(exc)))
         if request.method == "POST":
             return await self._http_set(request, path, token)
         try:  # GET and HEAD only read
-            self.check_rate(token or f"ip:{request.client.host if request.client else '?'}")
+            self.check_rate(token or f"ip:{peer(request)}")
             filters = viss.parse_filters(_json_query(request, "filter", self.limits), "get")
             return JSONResponse({**await self.get(token, path, filters), "ts": viss.timestamp(now)})
         except VissError as exc:
             return _http_error(exc)
 
     async def _http_set(self, request: HttpRequest, path: str, token: str | None) -> JSONResponse:
-        body: dict = {}
+        body: dict | None = None
         try:
-            self.check_rate(token or f"ip:{request.client.host if request.client else '?'}")
+            self.check_rate(token or f"ip:{peer(request)}")
             body = await _json_body(request, self.limits)
             request_id = viss.request_id_of(body)
             if request_id is None or "value" not in body:
@@ -176,10 +191,34 @@ class VehicleInterface:
             outcome = await asyncio.to_thread(self.service.request_set, access, path, body["value"], request_id)
             return JSONResponse(_set_members(outcome, request_id))
         except VissError as exc:
+            if body is None:  # no JSON object came: the body itself, as bounded text
+                return await self.refused(request, exc, path)
+            return await self.refused(request, exc, path, body.get("value"), viss.request_id_of(body))
+
+    async def refused(
+        self,
+        request: HttpRequest,
+        error: VissError,
+        path: str | None = None,
+        value: object = _UNREAD,
+        request_id: str | None = None,
+    ) -> JSONResponse:
+        """The answer to a refused HTTP request. One that tries to change something (any method but GET, HEAD
+        and OPTIONS, on any URL) is audited first, with its value or, where none could be read, its body as
+        bounded text; `path` defaults to the method and URL path."""
+        if request.method not in SAFE_METHODS and not error.audited:
+            if value is _UNREAD:
+                value = viss.excerpt(await read_body(request, self.limits.max_message_bytes))
             await asyncio.to_thread(
-                self.service.audit_refusal, token, path, body.get("value"), viss.request_id_of(body), exc
+                self.service.audit_refusal,
+                _bearer(request),
+                f"{request.method} {request.url.path}" if path is None else path,
+                value,
+                request_id,
+                error,
+                peer(request),
             )
-            return _http_error(exc)
+        return _http_error(error)
 
     async def get(self, token: object, path: str, filters: viss.Filters) -> dict:
         """A get on either transport; a history is a database query, so it runs off the event loop."""
@@ -216,7 +255,7 @@ class VehicleInterface:
                 raise error from None
             return JSONResponse({"grant": grant.as_dict(), "token": self.authority.token(grant)}, status_code=201)
         except VissError as exc:
-            return _http_error(exc)
+            return await self.refused(request, exc)
 
     async def _owner_revoke(self, request: HttpRequest) -> JSONResponse:
         grant_id = request.path_params["grant_id"]
@@ -239,7 +278,7 @@ class VehicleInterface:
             self.fanout.end_grant(grant_id, revoked_grant(grant_id))
             return JSONResponse({"revoked": grant_id})
         except VissError as exc:
-            return _http_error(exc)
+            return await self.refused(request, exc)
 
     async def _owner_audit(self, request: HttpRequest) -> JSONResponse:
         try:
@@ -334,15 +373,8 @@ class Connection:
             self.interface.check_rate(token if isinstance(token, str) else f"connection:{id(self)}")
             reply = await self.dispatch(viss.parse_request(msg), now)
         except VissError as exc:
-            if msg.get("action") == "set":
-                await asyncio.to_thread(
-                    self.service.audit_refusal,
-                    msg.get("authorization", self.token),
-                    msg.get("path"),
-                    msg.get("targetValue" if msg.get("attribute") == "targetValue" else "value"),
-                    viss.request_id_of(msg),
-                    exc,
-                )
+            if viss.may_change(msg, frame):
+                await asyncio.to_thread(self._audit_refusal, msg, frame, exc)
             sub_id = msg.get("subscriptionId") if msg.get("action") == "unsubscribe" else None
             reply = viss.error_response(
                 msg.get("action"),
@@ -353,6 +385,23 @@ class Connection:
             )
         if reply is not None:
             self.send(reply)
+
+    def _audit_refusal(self, msg: dict, frame: str | bytes, error: VissError) -> None:
+        """A refused set, or what may have been one: audited with its value, or, where there is none to read
+        (not JSON, not an object, no action), as the frame's bounded text. Blocking."""
+        value = (
+            msg.get("targetValue" if msg.get("attribute") == "targetValue" else "value")
+            if msg.get("action") == "set"
+            else viss.excerpt(frame)
+        )
+        self.service.audit_refusal(
+            msg.get("authorization", msg.get("tokens")) or self.token,
+            msg.get("path"),
+            value,
+            viss.request_id_of(msg),
+            error,
+            peer(self.ws),
+        )
 
     async def dispatch(self, request: viss.Request, now: float) -> dict | None:
         if request.action == "unsubscribe":
@@ -454,12 +503,7 @@ async def _json_body(request: HttpRequest, limits: Limits) -> dict:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise bad_request(f"the body has {declared} bytes; at most {max_bytes} are accepted")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            break
-    return viss.decode(body, max_bytes)
+    return viss.decode(await read_body(request, max_bytes), max_bytes)
 
 
 def _json_query(request: HttpRequest, name: str, limits: Limits) -> object:

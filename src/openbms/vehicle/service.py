@@ -17,6 +17,7 @@ from .auth import Access, AuthError, Authority
 from .errors import READ_ONLY, VissError, bad_request, unknown_path
 from .filters import TYPES, Filters
 from .hub import Requester, SetResult, SignalHub
+from .refusals import RefusalLog
 from .store import AuditRecord, StorageError, Store
 from .viss import data_points, series, timestamp
 
@@ -40,8 +41,16 @@ class SetOutcome:
 
 
 class VehicleService:
-    def __init__(self, hub: SignalHub, store: Store, authority: Authority, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        hub: SignalHub,
+        store: Store,
+        authority: Authority,
+        clock: Callable[[], float] = time.time,
+        refusals: RefusalLog | None = None,
+    ):
         self.hub, self.store, self.authority, self.clock = hub, store, authority, clock
+        self.refusals = refusals or RefusalLog(store, clock)
         self._set_lock = threading.Lock()  # replay check, decision and audit of one set happen together
 
     def authorize(self, token: object) -> Access:
@@ -206,14 +215,15 @@ class VehicleService:
         return SetOutcome(path, result.applied, self.clock(), result.reason)
 
     def audit_refusal(
-        self, token: object, path: object, value: object, request_id: str | None, error: VissError
+        self, token: object, path: object, value: object, request_id: str | None, error: VissError, peer: str
     ) -> None:
-        """Record a set refused before it reached `request_set` (no valid token, rate-limited, malformed),
-        under the grant its token names when its signature holds. Blocking."""
+        """Record a request to change something refused before it reached `request_set` (no valid token,
+        rate-limited, malformed), under the grant its token names when its signature holds, else under the
+        peer's address. Blocking."""
         if error.audited:
             return
         app, grant_id = self.authority.claimed(token) or ("(no valid token)", "")
-        self.record_refusal(app, grant_id, request_id or "", path, value, error)
+        self.record_refusal(app, grant_id, request_id or "", path, value, error, client=grant_id or f"peer:{peer}")
 
     def _check(self, access: Access, path: str, request_id: str) -> None:
         if self.store.seen_request(access.grant_id, request_id):
@@ -231,13 +241,20 @@ class VehicleService:
             raise VissError("forbidden_request", f"grant {access.grant_id} ({access.app}) may not actuate {path}")
 
     def record_refusal(
-        self, app: str, grant_id: str, request_id: str, path: object, value: object, error: VissError
+        self,
+        app: str,
+        grant_id: str,
+        request_id: str,
+        path: object,
+        value: object,
+        error: VissError,
+        client: str | None = None,
     ) -> VissError:
-        """Audit a refusal (the request is refused whether or not the audit can be written) and mark it so."""
-        try:
-            self.store.record_set(self._record(app, grant_id, request_id, path, value, None, False, error.message))
-        except StorageError as exc:
-            log.error("refused set of %s not audited: %s", path, exc)
+        """Audit a refusal (the request is refused whether or not the audit can be written; a flood of them is
+        counted, not written row by row: `RefusalLog`) and mark it so. `client`: whose refusals these are,
+        the grant by default."""
+        record = self._record(app, grant_id, request_id, path, value, None, False, error.message)
+        self.refusals.record(client or grant_id, record)
         return _audited(error)
 
     def _record(

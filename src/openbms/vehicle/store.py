@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sqlalchemy import Boolean, Float, Index, Integer, String, Text, create_engine, event, select
+from sqlalchemy import Boolean, Float, Index, Integer, String, Text, create_engine, event, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -52,6 +52,8 @@ class _AuditRow(_Base):
     applied: Mapped[str] = mapped_column(Text)
     accepted: Mapped[bool] = mapped_column(Boolean)
     reason: Mapped[str] = mapped_column(Text)
+    count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # repeats of one refusal
+    last_time: Mapped[float | None] = mapped_column(Float, nullable=True)  # ... the last of them
     __table_args__ = (Index("ix_audit_grant_request", "grant_id", "request_id"),)
 
 
@@ -110,6 +112,8 @@ class AuditRecord:
     applied: object
     accepted: bool
     reason: str
+    count: int = 1  # a refusal repeated within a window is one row (`refusals.RefusalLog`)
+    last_time: float | None = None  # the last repeat's time
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -137,6 +141,7 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_wal)
         try:
             _Base.metadata.create_all(self.engine)
+            _add_missing_columns(self.engine)
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot open database {url!r}: {_cause(exc)}") from None
 
@@ -155,22 +160,21 @@ class Store:
         except SQLAlchemyError as exc:
             raise StorageError(f"{what} cannot be written to {self.url}: {_cause(exc)}") from exc
 
+    @contextmanager
+    def audited(self, what: str, record: AuditRecord | None) -> Iterator[Session]:
+        """One transaction holding a change (the caller adds its rows to the session) and its audit row: both
+        are committed, or, with `StorageError`, neither, so nothing changes without its audit. (None: a change
+        with no one to audit, as the command line's, on the database's own machine.)"""
+        with self._writing(what) as s:
+            if record is not None:
+                _add_audit(s, record)
+            yield s
+
     # grants
     def add_grant(self, grant: Grant, record: AuditRecord | None = None) -> None:
         """Store a grant, and with it (one transaction) the audit row of whoever granted it."""
-        with self._writing("the grant") as s:
-            if record is not None:
-                _add_audit(s, record)
-            s.add(
-                _GrantRow(
-                    id=grant.id,
-                    app=grant.app,
-                    scopes=" ".join(grant.scopes),
-                    issued_at=grant.issued_at,
-                    expires_at=grant.expires_at,
-                    revoked_at=grant.revoked_at,
-                )
-            )
+        with self.audited("the grant", record) as s:
+            s.add(grant_row(grant))
 
     def grant(self, grant_id: str) -> Grant | None:
         with self._session() as s:
@@ -192,15 +196,13 @@ class Store:
     def revoke_grant(self, grant_id: str, time_s: float, record: AuditRecord | None = None) -> bool:
         """Mark a grant revoked, with the audit row of whoever revoked it; False (and nothing written) if there
         is no such grant. Revoking twice keeps the first time."""
-        with self._writing("the revocation") as s:
+        if self.grant(grant_id) is None:  # grants are never deleted: it stays there
+            return False
+        with self.audited("the revocation", record) as s:
             row = s.get(_GrantRow, grant_id)
-            if row is None:
-                return False
-            if record is not None:
-                _add_audit(s, record)
-            if row.revoked_at is None:
+            if row is not None and row.revoked_at is None:
                 row.revoked_at = time_s
-            return True
+        return True
 
     # audit
     def record_set(self, record: AuditRecord, nv: dict[str, dict] | None = None) -> None:
@@ -211,6 +213,22 @@ class Store:
             _add_audit(s, record)
             for key, value in (nv or {}).items():
                 _upsert_nv(s, key, value)
+
+    def add_refusal(self, record: AuditRecord) -> int:
+        """Append one refused request; its row id, for `count_refusals`. Raises `StorageError`."""
+        with self._writing("the audit log") as s:
+            row = _add_audit(s, record)
+            s.flush()
+            return row.id
+
+    def count_refusals(self, counts: dict[int, tuple[int, float]]) -> None:
+        """Set each refusal row's count of repeats and the time of the last (row id → (count, time)), in one
+        transaction. Raises `StorageError`."""
+        with self._writing("the audit log's counts") as s:
+            for row_id, (count, last_time) in counts.items():
+                row = s.get(_AuditRow, row_id)
+                if row is not None:
+                    row.count, row.last_time = count, last_time
 
     def seen_request(self, grant_id: str, request_id: str) -> bool:
         """Whether this grant already had a set with this request id accepted (replay protection across
@@ -238,6 +256,8 @@ class Store:
                     _json_value(r.applied),
                     bool(r.accepted),
                     str(r.reason),
+                    r.count or 1,
+                    r.last_time,
                 )
                 for r in s.scalars(query)
             ]
@@ -354,20 +374,44 @@ def _json_value(text: str) -> object:
         return str(text)
 
 
-def _add_audit(s: Session, record: AuditRecord) -> None:
-    s.add(
-        _AuditRow(
-            time=record.time,
-            app=record.app[:200],
-            grant_id=record.grant_id[:64],
-            request_id=record.request_id[:200],
-            path=record.path[:256],
-            requested=json_text(record.requested),
-            applied=json_text(record.applied),
-            accepted=record.accepted,
-            reason=record.reason,
-        )
+def _add_audit(s: Session, record: AuditRecord) -> _AuditRow:
+    row = _AuditRow(
+        time=record.time,
+        app=record.app[:200],
+        grant_id=record.grant_id[:64],
+        request_id=record.request_id[:200],
+        path=record.path[:256],
+        requested=json_text(record.requested),
+        applied=json_text(record.applied),
+        accepted=record.accepted,
+        reason=record.reason,
+        count=record.count,
+        last_time=record.last_time,
     )
+    s.add(row)
+    return row
+
+
+def grant_row(grant: Grant) -> _Base:
+    """A grant as the row `audited` adds to its transaction."""
+    return _GrantRow(
+        id=grant.id,
+        app=grant.app,
+        scopes=" ".join(grant.scopes),
+        issued_at=grant.issued_at,
+        expires_at=grant.expires_at,
+        revoked_at=grant.revoked_at,
+    )
+
+
+def _add_missing_columns(engine) -> None:
+    """A database made before the audit counted repeats gets the columns (every old row counts once)."""
+    columns = {c["name"] for c in inspect(engine).get_columns("audit")}
+    with engine.begin() as connection:
+        if "count" not in columns:
+            connection.execute(text("ALTER TABLE audit ADD COLUMN count INTEGER NOT NULL DEFAULT 1"))
+        if "last_time" not in columns:
+            connection.execute(text("ALTER TABLE audit ADD COLUMN last_time FLOAT"))
 
 
 def _upsert_nv(s: Session, key: str, value: dict) -> None:

@@ -22,9 +22,12 @@ from .errors import VissError, bad_request
 from .filters import Filters, parse_filters
 
 ACTIONS = ("get", "set", "subscribe", "unsubscribe", "authorize")
+READ_ACTIONS = ("get", "subscribe", "unsubscribe", "authorize", "getMetaData")  # none of them changes anything
 MAX_DEPTH = 32  # a VISS request nests four or five levels; anything far deeper is an attack on the parser
 _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _STRUCTURE = re.compile(rb"[\[\]{}]")
+_NAMES_READ = re.compile(rb'"action"\s*:\s*"(?:' + "|".join(READ_ACTIONS).encode() + rb')"')
+EXCERPT_CHARS = 256  # of a malformed request, in its audit row
 
 
 @lru_cache(maxsize=4096)  # one publish stamps every signal alike: a history of many signals repeats each stamp
@@ -89,6 +92,22 @@ class NotANumber:
 
     def __repr__(self) -> str:
         return self.name
+
+
+def may_change(msg: dict, frame: str | bytes) -> bool:
+    """Whether a refused message could have been a set, so its refusal belongs in the audit: anything but a
+    message that names a read action, decoded (`msg`) or, where it could not be decoded, in its text."""
+    if msg:
+        return msg.get("action") not in READ_ACTIONS
+    raw = frame.encode() if isinstance(frame, str) else frame
+    return b'"set"' in raw or _NAMES_READ.search(raw) is None
+
+
+def excerpt(frame: str | bytes, limit: int = EXCERPT_CHARS) -> str:
+    """A request as bounded text, for the audit of one that could not be read."""
+    text = frame if isinstance(frame, str) else frame[: 4 * limit].decode("utf-8", "backslashreplace")
+    unit = "characters" if isinstance(frame, str) else "bytes"
+    return text if len(frame) <= limit else f"{text[:limit]}… ({len(frame)} {unit} in all)"
 
 
 def request_id_of(msg: dict) -> str | None:

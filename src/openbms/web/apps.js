@@ -46,6 +46,11 @@ export function mountApps(owner, ownGrantId, report) {
     grants();
   }
 
+  // A refusal repeated within a minute is one row with its count (a flood of them cannot fill the disk).
+  function refused(r) {
+    return r.count > 1 ? `refused ${r.count} times, until ${dateTime(r.last_time)}` : "refused";
+  }
+
   async function audit() {
     try {
       const rows = await owner.audit();
@@ -53,7 +58,7 @@ export function mountApps(owner, ownGrantId, report) {
         el("td", {}, dateTime(r.time)),
         el("td", {}, r.app),
         el("td", {}, describeCommand(r.path, r.requested)),
-        el("td", {}, r.accepted ? describeCommand(r.path, r.applied) : "refused"),
+        el("td", {}, r.accepted ? describeCommand(r.path, r.applied) : refused(r)),
         el("td", {}, r.reason))));
     } catch (error) {
       report(error, $("grant-result"));
