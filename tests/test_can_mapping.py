@@ -21,6 +21,7 @@ from openbms.runtime.mapping import BRANDS_DIR, CanBridge, MappingError, load_ma
 from openbms.vehicle.hub import SignalHub
 from openbms.vehicle.server import running_server
 from openbms.vehicle.store import Store
+from waiting import PATIENCE_S
 
 RANGE = f"{ROOT}.Range"
 # what each brand's battery says, in its own encoding: the same state of charge (64.5 %) and range (312.4 km)
@@ -86,6 +87,7 @@ def test_the_same_app_reads_and_commands_either_brand(brand, tmp_path):
         with running_server(hub, store) as server:
             owner = httpx.Client(
                 base_url=server.http_url,
+                timeout=PATIENCE_S,
                 headers={
                     "Authorization": "Bearer " + server.authority.token(server.authority.grant("owner", ["owner"], 600))
                 },
@@ -98,7 +100,7 @@ def test_the_same_app_reads_and_commands_either_brand(brand, tmp_path):
                     server.http_url, client["client_id"], client["client_secret"], f"{app.url}/callback"
                 )
             )
-            browser = httpx.Client(base_url=app.url)
+            browser = httpx.Client(base_url=app.url, timeout=PATIENCE_S)
             sent_to = browser.get("/connect").headers["location"]
             callback = consent(owner, sent_to)["redirect"]
             assert browser.get(callback).status_code == 303

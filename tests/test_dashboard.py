@@ -14,9 +14,8 @@ import shutil
 import threading
 from pathlib import Path
 
-import httpx
 import pytest
-from waiting import PATIENCE_S, wait_for
+from waiting import PATIENCE_S, http, wait_for
 
 from openbms.cell import load_cell
 from openbms.runtime.bms import Bms
@@ -152,7 +151,7 @@ def test_history_shows_what_there_is_with_axes_that_read(live, browser):
     server, _ = live
     page = open_dashboard(browser, server, owner_token(server))
     page.get_by_label("7 days").check()
-    expect(page.locator('#charts[data-seconds="604800"] svg')).to_have_count(4, timeout=5000)
+    expect(page.locator('#charts[data-seconds="604800"] svg')).to_have_count(4)
     expect(page.locator("#charts .empty")).to_have_count(0)
     for figure in page.locator("#charts figure").all():
         line = _boxes(figure.locator(".series, .dot"))
@@ -170,7 +169,7 @@ def test_history_shows_what_there_is_with_axes_that_read(live, browser):
 def test_the_phone_layout_never_scrolls_sideways(live, browser):
     server, _ = live
     page = open_dashboard(browser, server, owner_token(server), width=390, height=844)
-    expect(page.locator("#cell-map li")).to_have_count(100, timeout=2000)
+    expect(page.locator("#cell-map li")).to_have_count(100)
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     for link in _boxes(page.locator("nav a")):
         assert 0 <= link["left"] and link["right"] <= 390, link
@@ -187,11 +186,11 @@ def test_an_app_granted_on_the_page_reads_until_it_is_revoked(live, browser):
     token = page.locator("#new-token-text").input_value()
     url = f"{server.http_url}/Vehicle/Powertrain/TractionBattery/StateOfCharge/Current"
     headers = {"Authorization": f"Bearer {token}"}
-    assert httpx.get(url, headers=headers).status_code == 200
+    assert http.get(url, headers=headers).status_code == 200
 
     page.get_by_role("button", name="Revoke access of Charging planner").click()
     expect(page.locator("#grant-table tr", has_text="Charging planner")).to_contain_text("revoked")
-    refused = httpx.get(url, headers=headers)
+    refused = http.get(url, headers=headers)
     assert refused.status_code == 401 and "revoked" in refused.json()["error"]["message"]
     page.close()
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import event
-from waiting import PATIENCE_S, wait_for
+from waiting import PATIENCE_S, http, wait_for
 from websockets.sync.client import connect
 
 from openbms.cell import load_cell
@@ -270,7 +270,7 @@ def test_a_read_only_database_refuses_commands_keeps_the_bms_running_and_recover
     samples = loop.samples
     wait_for(lambda: storage_fault_shown(server), "the storage fault is not on the alarm timeline")
     wait_for(lambda: loop.samples > samples + 50, "the BMS stopped when its state could not be saved")
-    assert httpx.get(server.http_url + url_of(SOC), headers=bearer(owner)).status_code == 200  # reads go on
+    assert http.get(server.http_url + url_of(SOC), headers=bearer(owner)).status_code == 200  # reads go on
     events = [json.loads(e) for e in server.hub.read(f"{ROOT}.OpenBMS.Events")[0]]
     assert any(e["kind"] == STORAGE_FAULT and "readonly" in e["explanation"] for e in events)
 

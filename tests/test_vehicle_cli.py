@@ -61,6 +61,14 @@ def test_grant_grants_and_revoke(db, capsys):
     assert f"revoked {grant['id']}" in capsys.readouterr().out
     main(["grants", "--db", db])
     assert "revoked" in capsys.readouterr().out
+    assert main(["app", "register", "Other App", "--redirect-uri", "https://app.example/cb", "--db", db]) == 0
+    client_id = json.loads(capsys.readouterr().out)["client_id"]
+    audit = Store(db).audit()  # the owner's changes at the command line are audited with them, newest first
+    assert [(r.app, r.path, r.applied, r.accepted) for r in audit] == [
+        ("owner (command line)", "owner:clients", client_id, True),
+        ("owner (command line)", f"owner:grants/{grant['id']}", grant["id"], True),
+        ("owner (command line)", "owner:grants", grant["id"], True),
+    ]
 
 
 def test_grants_fit_an_80_column_terminal_without_cutting_ids_or_dates(db, capsys, monkeypatch):

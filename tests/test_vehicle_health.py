@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
 from websockets.sync.client import connect
 
@@ -21,7 +20,7 @@ from openbms.vehicle.hub import SignalHub
 from openbms.vehicle.server import running_server
 from openbms.vehicle.store import Store
 from openbms.vehicle.vss import HEALTH_LEAVES, LEAVES, ROOT, node
-from waiting import PATIENCE_S
+from waiting import PATIENCE_S, http
 
 HEALTH = f"{ROOT}.OpenBMS.Health"
 
@@ -77,7 +76,7 @@ def test_a_health_token_reads_exactly_the_health_record(pack):
         token = server.authority.token(server.authority.grant("buyer's assessor", ["health"], 600))
         headers = {"Authorization": f"Bearer {token}"}
         status = {
-            leaf: httpx.get(f"{server.http_url}/{leaf.replace('.', '/')}", headers=headers).status_code
+            leaf: http.get(f"{server.http_url}/{leaf.replace('.', '/')}", headers=headers).status_code
             for leaf in LEAVES
         }
         readable = {leaf for leaf, code in status.items() if code == 200}
@@ -91,15 +90,15 @@ def test_a_health_token_reads_exactly_the_health_record(pack):
             f"{HEALTH}.TimeAtTemperature",
             f"{HEALTH}.DeepDischargeEvents",
         } <= readable
-        branch = httpx.get(f"{server.http_url}/{HEALTH.replace('.', '/')}", headers=headers)
+        branch = http.get(f"{server.http_url}/{HEALTH.replace('.', '/')}", headers=headers)
         assert branch.status_code == 200 and len(branch.json()["data"]) == len(HEALTH_LEAVES) - 3
-        assert httpx.get(f"{server.http_url}/{ROOT.replace('.', '/')}", headers=headers).status_code == 403
+        assert http.get(f"{server.http_url}/{ROOT.replace('.', '/')}", headers=headers).status_code == 403
         limit = f"{ROOT}.Charging.ChargeLimit"
-        refused = httpx.post(
+        refused = http.post(
             f"{server.http_url}/{limit.replace('.', '/')}", headers=headers, json={"value": "80", "requestId": "h1"}
         )
         assert refused.status_code == 403 and hub.read(limit)[0] != 80 or node(limit).type != "actuator"
-        with connect(server.viss_url, subprotocols=["VISSv2"], open_timeout=5) as ws:
+        with connect(server.viss_url, subprotocols=["VISSv2"], open_timeout=PATIENCE_S) as ws:
             ws.send(
                 json.dumps(
                     {
@@ -119,7 +118,7 @@ def test_a_health_token_reads_exactly_the_health_record(pack):
             )
             answers = [json.loads(ws.recv(5)) for _ in range(3)]
             assert any(a.get("requestId") == "s2" and a["error"]["number"] == 403 for a in answers)
-        assert httpx.get(f"{server.http_url}/owner/grants", headers=headers).status_code == 403
+        assert http.get(f"{server.http_url}/owner/grants", headers=headers).status_code == 403
 
 
 def test_passport_exports_the_record_with_the_cell_models_provenance(pack, tmp_path, capsys):

@@ -98,7 +98,7 @@ def test_kuksa_client_discovers_the_catalogue_and_is_refused_wildcards(vehicle, 
 
 def test_kuksa_val_authorize_dialect(vehicle):
     tok = grant_token(vehicle, f"read:{SOC}")
-    with connect(vehicle.viss_url, subprotocols=["VISSv2"], open_timeout=5) as ws:
+    with connect(vehicle.viss_url, subprotocols=["VISSv2"], open_timeout=PATIENCE_S) as ws:
         ws.send(json.dumps({"action": "authorize", "tokens": tok, "requestId": "1"}))
         authorized = json.loads(ws.recv(timeout=PATIENCE_S))
         assert authorized["action"] == "authorize" and authorized["TTL"] > time.time()

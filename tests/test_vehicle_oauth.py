@@ -20,7 +20,7 @@ from openbms.vehicle.hub import SignalHub
 from openbms.vehicle.oauth import ACCESS_TTL_S, CODE_TTL_S, DEFAULT_TTL_S, plain_words
 from openbms.vehicle.server import running_server
 from openbms.vehicle.store import Store
-from waiting import PATIENCE_S
+from waiting import PATIENCE_S, http
 
 requests_oauthlib = pytest.importorskip("requests_oauthlib")
 REDIRECT = "http://127.0.0.1:9/callback"  # never contacted: the test reads the redirect the consent answers
@@ -35,7 +35,10 @@ def vehicle(tmp_path_factory):
     store = Store(f"sqlite:///{tmp_path_factory.mktemp('oauth') / 'openbms.db'}")
     with running_server(hub, store) as server:
         owner = server.authority.token(server.authority.grant("owner", ["owner"], 3600))
-        yield server, httpx.Client(base_url=server.http_url, headers={"Authorization": f"Bearer {owner}"})
+        yield (
+            server,
+            httpx.Client(base_url=server.http_url, headers={"Authorization": f"Bearer {owner}"}, timeout=PATIENCE_S),
+        )
     store.close()
 
 
@@ -89,7 +92,7 @@ def fetch(vehicle, client, oauth, redirect_with_code):
 
 def read(vehicle, access_token: str, path: str = SOC) -> httpx.Response:
     server, _ = vehicle
-    return httpx.get(f"{server.http_url}/{path.replace('.', '/')}", headers={"Authorization": f"Bearer {access_token}"})
+    return http.get(f"{server.http_url}/{path.replace('.', '/')}", headers={"Authorization": f"Bearer {access_token}"})
 
 
 def token_error(answer) -> tuple[int, str]:
@@ -104,7 +107,7 @@ def audit_of(vehicle, app: str = "Other Brand App") -> list[dict]:
 
 def test_metadata_says_how_to_reach_the_server(vehicle):
     server, _ = vehicle
-    meta = httpx.get(f"{server.http_url}/.well-known/oauth-authorization-server").json()
+    meta = http.get(f"{server.http_url}/.well-known/oauth-authorization-server").json()
     assert meta["issuer"] == server.http_url
     assert meta["authorization_endpoint"] == f"{server.http_url}/oauth/authorize"
     assert meta["code_challenge_methods_supported"] == ["S256"]
@@ -122,7 +125,7 @@ def test_code_flow_with_pkce_gives_a_vehicle_token_that_refreshes_with_rotation(
     assert token["token_type"].lower() == "bearer" and token["expires_in"] <= ACCESS_TTL_S
     assert sorted(token["scope"]) == sorted(SCOPES)
     assert read(vehicle, token["access_token"]).status_code == 200
-    set_answer = httpx.post(
+    set_answer = http.post(
         f"{server.http_url}/{LIMIT.replace('.', '/')}",
         json={"value": "80", "requestId": uuid.uuid4().hex},
         headers={"Authorization": f"Bearer {token['access_token']}"},
@@ -149,7 +152,7 @@ def test_the_owner_unticks_a_scope_and_the_app_gets_only_the_rest(vehicle):
     oauth, redirect = authorize(vehicle, client, scopes=[f"read:{ROOT}"])
     token = fetch(vehicle, client, oauth, redirect)
     assert token["scope"] == [f"read:{ROOT}"]
-    refused = httpx.post(
+    refused = http.post(
         f"{server.http_url}/{LIMIT.replace('.', '/')}",
         json={"value": "80", "requestId": "x1"},
         headers={"Authorization": f"Bearer {token['access_token']}"},
@@ -167,7 +170,7 @@ def test_rfc7009_revocation_ends_the_consent(vehicle):
     client = register(owner)
     oauth, redirect = authorize(vehicle, client)
     token = fetch(vehicle, client, oauth, redirect)
-    answer = httpx.post(
+    answer = http.post(
         f"{server.http_url}/oauth/revoke",
         data={"token": token["refresh_token"], "token_type_hint": "refresh_token"},
         auth=_basic(client),
@@ -177,7 +180,7 @@ def test_rfc7009_revocation_ends_the_consent(vehicle):
     again = _post_token(vehicle, client, grant_type="refresh_token", refresh_token=token["refresh_token"])
     assert token_error(again) == (400, "invalid_grant")
     assert (
-        httpx.post(f"{server.http_url}/oauth/revoke", data={"token": "never-issued"}, auth=_basic(client)).status_code
+        http.post(f"{server.http_url}/oauth/revoke", data={"token": "never-issued"}, auth=_basic(client)).status_code
         == 200
     )  # RFC 7009 §2.2
 
@@ -302,11 +305,11 @@ def test_registration_refuses_what_the_rfcs_forbid(vehicle):
     assert owner.post("/owner/clients", json={"name": " ", "redirect_uris": [REDIRECT]}).status_code == 400
     assert owner.post("/owner/clients", content=b"{" * 20000).status_code == 400  # too long: read no further
     token_endpoint = f"{vehicle[0].http_url}/oauth/token"
-    assert token_error(httpx.post(token_endpoint, data={"code": "x" * 20000})) == (413, "invalid_request")
-    assert token_error(httpx.post(token_endpoint, json={"grant_type": "refresh_token"})) == (400, "invalid_request")
+    assert token_error(http.post(token_endpoint, data={"code": "x" * 20000})) == (413, "invalid_request")
+    assert token_error(http.post(token_endpoint, json={"grant_type": "refresh_token"})) == (400, "invalid_request")
     app_token = vehicle[0].authority.token(vehicle[0].authority.grant("app", [f"read:{ROOT}"], 60))
     assert (
-        httpx.post(
+        http.post(
             f"{vehicle[0].http_url}/owner/clients",
             json={"name": "x", "redirect_uris": [REDIRECT]},
             headers={"Authorization": f"Bearer {app_token}"},
@@ -346,7 +349,7 @@ def test_an_oauth_change_the_audit_cannot_take_is_not_made(vehicle):
         fault.on = True
         assert token_error(_post_token(vehicle, client, **refresh)) == (503, "temporarily_unavailable")
         revoke = {"token": refresh["refresh_token"], "token_type_hint": "refresh_token"}
-        answer = httpx.post(f"{server.http_url}/oauth/revoke", data=revoke, auth=_basic(client))
+        answer = http.post(f"{server.http_url}/oauth/revoke", data=revoke, auth=_basic(client))
         assert token_error(answer) == (503, "temporarily_unavailable")
         fault.on = False
         assert read(vehicle, token.json()["access_token"]).status_code == 200  # not revoked
@@ -363,8 +366,8 @@ def test_an_oauth_change_the_audit_cannot_take_is_not_made(vehicle):
 def _post_token(vehicle, client: dict, **form) -> httpx.Response:
     server, _ = vehicle
     if client.get("client_secret") is None:
-        return httpx.post(f"{server.http_url}/oauth/token", data={**form, "client_id": client["client_id"]})
-    return httpx.post(f"{server.http_url}/oauth/token", data=form, auth=_basic(client))
+        return http.post(f"{server.http_url}/oauth/token", data={**form, "client_id": client["client_id"]})
+    return http.post(f"{server.http_url}/oauth/token", data=form, auth=_basic(client))
 
 
 def _basic(client: dict) -> httpx.BasicAuth | None:

@@ -26,7 +26,7 @@ from openbms.vehicle.limits import Limits
 from openbms.vehicle.server import running_server
 from openbms.vehicle.store import Store
 from test_vehicle_demo import CONDITIONING, LIMIT, ROOT, SOC, DemoVehicle
-from waiting import PATIENCE_S, wait_for
+from waiting import PATIENCE_S, http, wait_for
 
 VIN = "TESTVIN0000000001"
 RANGE = f"{ROOT}.Range"
@@ -58,7 +58,7 @@ class Client:
 
     def __init__(self, url: str):
         self._connection = ExitStack()
-        self.ws = self._connection.enter_context(connect(url, subprotocols=["VISSv2"], open_timeout=5))
+        self.ws = self._connection.enter_context(connect(url, subprotocols=["VISSv2"], open_timeout=PATIENCE_S))
 
     def send(self, **msg) -> dict:
         msg.setdefault("requestId", uuid.uuid4().hex)
@@ -502,7 +502,7 @@ def test_revocation_is_immediate_for_requests_and_subscriptions(client, vehicle)
     tok = authority.token(grant)
     sub = client.send(action="subscribe", path=SOC, authorization=tok)["subscriptionId"]
     client.notification()
-    response = httpx.delete(
+    response = http.delete(
         f"{vehicle.http_url}/owner/grants/{grant.id}", headers={"Authorization": f"Bearer {token(vehicle, 'owner')}"}
     )
     assert response.status_code == 200
@@ -618,7 +618,7 @@ def test_nan_infinity_and_huge_numbers_are_refused_and_the_audit_stays_readable(
         rows = audit_of(vehicle, request_id)
         assert len(rows) == 2 and not any(r.accepted for r in rows)
         assert all(isinstance(r.requested, (str, int)) for r in rows)
-    audit = httpx.get(f"{vehicle.http_url}/owner/audit", headers=owner, params={"limit": 200})
+    audit = http.get(f"{vehicle.http_url}/owner/audit", headers=owner, params={"limit": 200})
     assert audit.status_code == 200 and {"NaN", "Infinity", "-Infinity"} <= {r["requested"] for r in audit.json()}
     assert vehicle.hub.read(LIMIT)[0] != 111  # nothing applied
 
@@ -631,7 +631,7 @@ def test_deeply_nested_json_gets_one_error_and_the_connection_stays(client, vehi
     assert error_of(client.reply(None)) == (400, "bad_request")  # not parsed: no requestId to echo
     assert "data" in client.send(action="get", path=SOC, authorization=token(vehicle))
     url = f"{vehicle.http_url}/{SOC.replace('.', '/')}"
-    deep = httpx.get(url, params={"filter": "[" * 1500}, headers=bearer(token(vehicle)))
+    deep = http.get(url, params={"filter": "[" * 1500}, headers=bearer(token(vehicle)))
     assert deep.status_code == 400 and "nests 1500 levels" in deep.json()["error"]["message"]
 
 
@@ -664,7 +664,7 @@ def test_a_frame_that_cannot_be_read_is_audited_as_a_malformed_request(client, v
     assert "'action' must be one of" in rows[4].reason and rows[4].request_id == f"{marker}-4"
     assert len(rows[5].requested) < 300 and rows[5].requested.endswith(f"({len(frames[4])} characters in all)")
     owner = bearer(token(vehicle, "owner", app="owner"))
-    assert httpx.get(f"{vehicle.http_url}/owner/audit", headers=owner, params={"limit": 500}).status_code == 200
+    assert http.get(f"{vehicle.http_url}/owner/audit", headers=owner, params={"limit": 500}).status_code == 200
 
 
 def test_a_request_to_change_something_at_a_malformed_url_is_audited(vehicle):
@@ -683,16 +683,16 @@ def test_a_request_to_change_something_at_a_malformed_url_is_audited(vehicle):
         ("POST", "/index.html", 400),
     ]
     for method, url, status in cases:
-        answer = httpx.request(method, vehicle.http_url + url, content=body, headers=bearer(tok))
+        answer = http.request(method, vehicle.http_url + url, content=body, headers=bearer(tok))
         assert answer.status_code == status, (method, url, answer.text)
         (record,) = [r for r in vehicle.store.audit(500) if r.path == f"{method} {url}" and marker in r.requested]
         assert not record.accepted and record.reason == answer.json()["error"]["message"]
         assert (record.app, record.requested) == ("test-app", body)
-    not_json = httpx.post(vehicle.http_url + limit_url, content=f"value=55&id={marker}", headers=bearer(tok))
+    not_json = http.post(vehicle.http_url + limit_url, content=f"value=55&id={marker}", headers=bearer(tok))
     assert not_json.status_code == 400
     (record,) = [r for r in vehicle.store.audit(500) if r.path == LIMIT and marker in str(r.requested)]
     assert record.requested == f"value=55&id={marker}" and "not valid JSON" in record.reason
-    assert httpx.get(f"{vehicle.http_url}/Vehicl/{marker}", headers=bearer(tok)).status_code == 404
+    assert http.get(f"{vehicle.http_url}/Vehicl/{marker}", headers=bearer(tok)).status_code == 404
     assert not [r for r in vehicle.store.audit(500) if marker in r.path]  # a read changes nothing: not audited
     assert vehicle.hub.read(LIMIT)[0] == before
 
@@ -727,7 +727,7 @@ def test_head_and_get_never_actuate(vehicle):
     before = vehicle.hub.read(LIMIT)[0]
     body = json.dumps({"value": "55" if before != 55 else "56", "requestId": uuid.uuid4().hex})
     for method in ("HEAD", "GET"):
-        response = httpx.request(method, url, content=body, headers={**bearer(tok), "content-type": "application/json"})
+        response = http.request(method, url, content=body, headers={**bearer(tok), "content-type": "application/json"})
         assert response.status_code == 200
     assert vehicle.hub.read(LIMIT)[0] == before
     assert not audit_of(vehicle, json.loads(body)["requestId"])
@@ -762,7 +762,7 @@ def test_rate_limit_per_token(client, vehicle):
 
 
 def test_a_client_without_the_subprotocol_is_turned_away(vehicle):
-    with pytest.raises(InvalidStatus, match="403"), connect(vehicle.viss_url, open_timeout=5):
+    with pytest.raises(InvalidStatus, match="403"), connect(vehicle.viss_url, open_timeout=PATIENCE_S):
         pass
 
 
@@ -776,10 +776,10 @@ def bearer(tok: str) -> dict:
 def test_http_get_and_set(vehicle):
     url = f"{vehicle.http_url}/{LIMIT.replace('.', '/')}"
     tok = token(vehicle)
-    response = httpx.post(url, json={"value": "95", "requestId": uuid.uuid4().hex}, headers=bearer(tok))
+    response = http.post(url, json={"value": "95", "requestId": uuid.uuid4().hex}, headers=bearer(tok))
     assert response.status_code == 200 and response.json()["data"]["dp"]["value"] == "95"
-    assert httpx.get(url, headers=bearer(tok)).json()["data"]["dp"]["value"] == "95"
-    filtered = httpx.get(
+    assert http.get(url, headers=bearer(tok)).json()["data"]["dp"]["value"] == "95"
+    filtered = http.get(
         f"{vehicle.http_url}/{ROOT.replace('.', '/')}",
         headers=bearer(tok),
         params={"filter": json.dumps({"type": "paths", "parameter": ["StateOfCharge/Current"]})},
@@ -789,19 +789,19 @@ def test_http_get_and_set(vehicle):
 
 def test_http_refusals(vehicle):
     url = f"{vehicle.http_url}/{LIMIT.replace('.', '/')}"
-    missing = httpx.get(url)
+    missing = http.get(url)
     assert missing.status_code == 401 and missing.json()["error"]["reason"] == "missing_token"
     assert "invalid_token" in missing.headers["www-authenticate"]
-    no_request_id = httpx.post(url, json={"value": "80"}, headers=bearer(token(vehicle)))
+    no_request_id = http.post(url, json={"value": "80"}, headers=bearer(token(vehicle)))
     assert no_request_id.status_code == 400 and "requestId" in no_request_id.json()["error"]["message"]
-    too_big = httpx.post(url, content=b"x" * 5000, headers=bearer(token(vehicle)))
+    too_big = http.post(url, content=b"x" * 5000, headers=bearer(token(vehicle)))
     assert too_big.status_code == 400 and "bytes" in too_big.json()["error"]["message"]
-    unknown = httpx.get(f"{vehicle.http_url}/Vehicle/Flux", headers=bearer(token(vehicle)))
+    unknown = http.get(f"{vehicle.http_url}/Vehicle/Flux", headers=bearer(token(vehicle)))
     assert unknown.status_code == 404 and unknown.json()["error"]["reason"] == "unavailable_data"
     for response in (
-        httpx.get(f"{vehicle.http_url}/Some/Unknown/Datapoint"),
-        httpx.put(url, json={"value": "80"}),
-        httpx.get(f"{vehicle.http_url}/Vehicle/*", headers=bearer(token(vehicle))),
+        http.get(f"{vehicle.http_url}/Some/Unknown/Datapoint"),
+        http.put(url, json={"value": "80"}),
+        http.get(f"{vehicle.http_url}/Vehicle/*", headers=bearer(token(vehicle))),
     ):
         body = response.json()  # every refusal is a VISS error object with the server's time
         assert response.status_code == body["error"]["number"] and body["ts"].endswith("Z"), body
@@ -810,44 +810,51 @@ def test_http_refusals(vehicle):
 
 def test_owner_endpoints(vehicle):
     owner = bearer(token(vehicle, "owner", app="owner"))
-    created = httpx.post(
+    created = http.post(
         f"{vehicle.http_url}/owner/grants",
         headers=owner,
         json={"app": "fleet-app", "scopes": [f"read:{SOC}"], "ttl_s": 60},
     )
     assert created.status_code == 201
     app_token, grant_id = created.json()["token"], created.json()["grant"]["id"]
-    assert httpx.get(f"{vehicle.http_url}/{SOC.replace('.', '/')}", headers=bearer(app_token)).status_code == 200
-    listed = httpx.get(f"{vehicle.http_url}/owner/grants", headers=owner).json()
+    assert http.get(f"{vehicle.http_url}/{SOC.replace('.', '/')}", headers=bearer(app_token)).status_code == 200
+    listed = http.get(f"{vehicle.http_url}/owner/grants", headers=owner).json()
     assert {"id": grant_id, "status": "active"}.items() <= next(g for g in listed if g["id"] == grant_id).items()
-    assert httpx.get(f"{vehicle.http_url}/owner/grants", headers=bearer(app_token)).status_code == 403
-    bad = httpx.post(f"{vehicle.http_url}/owner/grants", headers=owner, json={"app": "x", "scopes": ["read:Nope"]})
+    assert http.get(f"{vehicle.http_url}/owner/grants", headers=bearer(app_token)).status_code == 403
+    bad = http.post(f"{vehicle.http_url}/owner/grants", headers=owner, json={"app": "x", "scopes": ["read:Nope"]})
     assert bad.status_code == 400 and "read:Nope" in bad.json()["error"]["message"]
-    assert httpx.delete(f"{vehicle.http_url}/owner/grants/nope", headers=owner).status_code == 404
+    assert http.delete(f"{vehicle.http_url}/owner/grants/nope", headers=owner).status_code == 404
 
-    audit = httpx.get(f"{vehicle.http_url}/owner/audit", headers=owner, params={"limit": 5}).json()
+    audit = http.get(f"{vehicle.http_url}/owner/audit", headers=owner, params={"limit": 5}).json()
     assert 0 < len(audit) <= 5 and {"app", "grant_id", "path", "requested", "applied", "accepted"} <= audit[0].keys()
     granted = next(r for r in vehicle.store.audit(50) if r.applied == grant_id)  # the owner's changes are audited
     assert (granted.path, granted.accepted, granted.app) == ("owner:grants", True, "owner")
-    assert httpx.delete(f"{vehicle.http_url}/owner/grants/{grant_id}", headers=owner).status_code == 200
+    assert http.delete(f"{vehicle.http_url}/owner/grants/{grant_id}", headers=owner).status_code == 200
     revoked, refused_delete = [r for r in vehicle.store.audit(50) if r.path.startswith("owner:grants/")][:2]
     assert revoked.path == f"owner:grants/{grant_id}" and revoked.accepted
     assert refused_delete.path == "owner:grants/nope" and not refused_delete.accepted
     assert any(r.path == "owner:grants" and not r.accepted and "read:Nope" in r.reason for r in vehicle.store.audit(50))
 
-    time.sleep(1.2)  # one history period
-    history = httpx.get(
-        f"{vehicle.http_url}/owner/history",
-        headers=owner,
-        params={"path": SOC, "start": time.time() - 60, "points": 10},
-    ).json()
+    history = wait_for(  # the recorder samples once a period (1 s)
+        lambda: (
+            (
+                h := http.get(
+                    f"{vehicle.http_url}/owner/history",
+                    headers=owner,
+                    params={"path": SOC, "start": time.time() - 60, "points": 10},
+                ).json()
+            )["points"]
+            and h
+        ),
+        "no history was recorded",
+    )
     assert history["path"] == SOC and 0 < len(history["points"]) <= 10
-    bad_points = httpx.get(f"{vehicle.http_url}/owner/history", headers=owner, params={"path": SOC, "points": "x"})
+    bad_points = http.get(f"{vehicle.http_url}/owner/history", headers=owner, params={"path": SOC, "points": "x"})
     assert bad_points.status_code == 400
 
 
 def test_static_dashboard_is_served(vehicle):
-    assert "dashboard" in httpx.get(f"{vehicle.http_url}/").text
+    assert "dashboard" in http.get(f"{vehicle.http_url}/").text
 
 
 def test_dashboard_websocket_on_the_http_port(vehicle):
@@ -862,10 +869,10 @@ def test_dashboard_websocket_on_the_http_port(vehicle):
 def test_every_http_answer_carries_the_security_headers(vehicle):
     owner = bearer(token(vehicle, "owner", app="owner"))
     answers = [
-        httpx.get(f"{vehicle.http_url}/"),
-        httpx.get(f"{vehicle.http_url}/missing.js"),
-        httpx.get(f"{vehicle.http_url}/{SOC.replace('.', '/')}"),
-        httpx.post(
+        http.get(f"{vehicle.http_url}/"),
+        http.get(f"{vehicle.http_url}/missing.js"),
+        http.get(f"{vehicle.http_url}/{SOC.replace('.', '/')}"),
+        http.post(
             f"{vehicle.http_url}/owner/grants",
             headers=owner,
             json={"app": "headers-app", "scopes": [f"read:{SOC}"], "ttl_s": 60},
@@ -882,9 +889,9 @@ def test_every_http_answer_carries_the_security_headers(vehicle):
 
 def test_only_the_served_names_and_the_dashboards_origin_get_in(vehicle):
     url = f"{vehicle.http_url}/{SOC.replace('.', '/')}"
-    rebound = httpx.get(url, headers={**bearer(token(vehicle)), "Host": "attacker.example"})
+    rebound = http.get(url, headers={**bearer(token(vehicle)), "Host": "attacker.example"})
     assert rebound.status_code == 400 and "--server-name" in rebound.json()["error"]["message"]
-    assert httpx.get(url.replace("127.0.0.1", "localhost"), headers=bearer(token(vehicle))).status_code == 200
+    assert http.get(url.replace("127.0.0.1", "localhost"), headers=bearer(token(vehicle))).status_code == 200
     for ws_url in (vehicle.viss_url, vehicle.http_url.replace("http", "ws") + "/viss"):
         with pytest.raises(InvalidStatus, match="403"):
             connect(ws_url, subprotocols=["VISSv2"], origin="http://attacker.example", open_timeout=PATIENCE_S)
@@ -899,7 +906,7 @@ def test_only_the_served_names_and_the_dashboards_origin_get_in(vehicle):
 
 
 def test_a_long_path_is_refused_before_routing(vehicle):
-    answer = httpx.get(f"{vehicle.http_url}/Vehicle/{'A' * 2000}", headers=bearer(token(vehicle)))
+    answer = http.get(f"{vehicle.http_url}/Vehicle/{'A' * 2000}", headers=bearer(token(vehicle)))
     assert answer.status_code == 400 and "at most 1024" in answer.json()["error"]["message"]
 
 
@@ -1031,7 +1038,7 @@ def test_tls_for_both_transports(tmp_path):
     with running_server(hub, store, vehicle_id=VIN, cert=cert, key=key) as server:
         assert server.viss_url.startswith("wss://") and server.http_url.startswith("https://")
         tok = token(server)
-        with connect(server.viss_url, subprotocols=["VISSv2"], ssl=trust, open_timeout=5) as ws:
+        with connect(server.viss_url, subprotocols=["VISSv2"], ssl=trust, open_timeout=PATIENCE_S) as ws:
             ws.send(json.dumps({"action": "get", "path": SOC, "requestId": "1", "authorization": tok}))
             assert json.loads(ws.recv(timeout=PATIENCE_S))["data"]["path"] == SOC
         response = httpx.get(f"{server.http_url}/{SOC.replace('.', '/')}", headers=bearer(tok), verify=trust)

@@ -7,8 +7,13 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import httpx
+
 T = TypeVar("T")
 PATIENCE_S = 300.0
+# HTTP for tests: httpx's own functions give up after 5 s, which a set's commit (an fsync) can take on a loaded
+# machine; this client waits as long as `wait_for` does.
+http = httpx.Client(timeout=PATIENCE_S)
 
 
 def wait_for(condition: Callable[[], T], what: str, timeout_s: float = PATIENCE_S, poll_s: float = 0.05) -> T:

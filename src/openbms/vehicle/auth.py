@@ -94,6 +94,9 @@ class Access:
         )
 
 
+COMMAND_LINE = Access("", "owner (command line)", (OWNER_SCOPE,), float("inf"))  # who `openbms grant` etc. audit as
+
+
 class Authority:
     """Issues grants and tokens for one vehicle and verifies tokens against the store."""
 

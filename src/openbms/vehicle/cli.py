@@ -126,8 +126,10 @@ def _issue(args) -> tuple:
         raise ValueError("give either --scope SCOPE... or --owner")
     if not args.owner and not args.app:
         raise ValueError("--app NAME is required (the app the owner grants access to)")
+    from .auth import COMMAND_LINE
+
     authority = _authority(args)
-    grant = authority.grant(args.app or "owner", ["owner"] if args.owner else args.scope, args.ttl)
+    grant = authority.grant(args.app or "owner", ["owner"] if args.owner else args.scope, args.ttl, by=COMMAND_LINE)
     return grant, authority.token(grant)
 
 
@@ -167,7 +169,9 @@ def _grants(args) -> int:
 
 
 def _revoke(args) -> int:
-    _authority(args).revoke(args.grant_id)
+    from .auth import COMMAND_LINE
+
+    _authority(args).revoke(args.grant_id, by=COMMAND_LINE)
     print(f"revoked {args.grant_id}")
     return 0
 
@@ -180,7 +184,10 @@ def _oauth_store(args):
 
 
 def _register_app(args) -> int:
-    client, secret = _oauth_store(args).register(args.name, args.redirect_uri, args.public)
+    from .auth import COMMAND_LINE
+    from .oauth_store import registration
+
+    client, secret = _oauth_store(args).register(args.name, args.redirect_uri, args.public, registration(COMMAND_LINE))
     print(json.dumps({**client.as_dict(), "client_secret": secret}, indent=2))
     return 0
 

@@ -43,7 +43,7 @@ from starlette.routing import Route
 from . import viss, vss
 from .guard import peer, read_body
 from .auth import HEALTH_SCOPE, OWNER_SCOPE, Access, AuthError, Authority, parse_scopes
-from .oauth_store import AuthorizationCode, Client, Issued, OAuthStore
+from .oauth_store import AuthorizationCode, Client, Issued, OAuthStore, registration
 from .refusals import RefusalLog
 from .store import AuditRecord, Grant, StorageError
 
@@ -433,20 +433,6 @@ class OAuthEndpoints:
             return JSONResponse([c.as_dict() for c in self.oauth.clients()])
         body = await _json(request)
 
-        def audit(client: Client) -> AuditRecord:
-            uris = " ".join(client.redirect_uris)
-            return AuditRecord(
-                time.time(),
-                owner.app,
-                owner.grant_id,
-                f"app-{client.client_id}",
-                "owner:clients",
-                f"{client.name}: {uris}",
-                client.client_id,
-                True,
-                f"registered the app {client.name} ({client.auth_method})",
-            )
-
         try:
             if not isinstance(body, dict):
                 raise TypeError("expected a JSON object")
@@ -455,7 +441,7 @@ class OAuthEndpoints:
                 str(body.get("name", "")),
                 body.get("redirect_uris"),
                 bool(body.get("public", False)),
-                audit,
+                registration(owner),
             )
         except (TypeError, ValueError) as exc:  # an owner endpoint: answered as the others are, with a VISS error
             return await self.refused(

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import Float, String, Text, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from .auth import Access
 from .store import AuditRecord, Grant, Store, grant_row
 
 PUBLIC = "none"  # RFC 8414's name for a client without a secret (a phone app): PKCE is its proof
@@ -60,6 +61,25 @@ class _RefreshRow(_Base):
     issued_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float)
     rotated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+def registration(by: Access) -> Callable[[Client], AuditRecord]:
+    """The audit row of an app the owner registers (`by`: in the dashboard, or at the command line)."""
+
+    def record(client: Client) -> AuditRecord:
+        return AuditRecord(
+            time.time(),
+            by.app,
+            by.grant_id,
+            f"app-{client.client_id}",
+            "owner:clients",
+            f"{client.name}: {' '.join(client.redirect_uris)}",
+            client.client_id,
+            True,
+            f"registered the app {client.name} ({client.auth_method})",
+        )
+
+    return record
 
 
 def check_redirect_uri(uri: object) -> str:
