@@ -307,6 +307,9 @@ def test_registration_refuses_what_the_rfcs_forbid(vehicle):
     token_endpoint = f"{vehicle[0].http_url}/oauth/token"
     assert token_error(http.post(token_endpoint, data={"code": "x" * 20000})) == (413, "invalid_request")
     assert token_error(http.post(token_endpoint, json={"grant_type": "refresh_token"})) == (400, "invalid_request")
+    unread = [r for r in vehicle[1].get("/owner/audit?limit=50").json() if r["app"] == "(unknown client)"]
+    assert unread[0]["requested"] == '{"grant_type":"refresh_token"}' and "urlencoded" in unread[0]["reason"]
+    assert unread[1]["requested"].endswith("(more than 16384 bytes)") and "at most" in unread[1]["reason"]
     app_token = vehicle[0].authority.token(vehicle[0].authority.grant("app", [f"read:{ROOT}"], 60))
     assert (
         http.post(

@@ -451,28 +451,38 @@ class OAuthEndpoints:
 
     async def _endpoint(self, request: HttpRequest, call) -> Response:
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
-            return JSONResponse(
-                {
-                    "error": "invalid_request",
-                    "error_description": "send the parameters as application/x-www-form-urlencoded (RFC 6749 §4.1.3)",
-                },
-                400,
+            return await self._unreadable(
+                request, 400, "send the parameters as application/x-www-form-urlencoded (RFC 6749 §4.1.3)"
             )
         body = await _bounded_body(request)
         if body is None:
-            return JSONResponse(
-                {"error": "invalid_request", "error_description": f"at most {MAX_FORM_BYTES} bytes of parameters"}, 413
-            )
+            return await self._unreadable(request, 413, f"at most {MAX_FORM_BYTES} bytes of parameters")
         try:
             params = MultiDict(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body)))
         except (UnicodeDecodeError, ValueError):
-            return JSONResponse({"error": "invalid_request", "error_description": "the body is not a form"}, 400)
+            return await self._unreadable(request, 400, "the body is not a form")
         oauth_request = _Request("POST", str(request.url), request.headers, params, peer(request))
         try:
             answer: Answer = await asyncio.to_thread(self._locked, call, oauth_request)
         except StorageError as exc:  # nothing was issued or revoked: the change and its audit row go together
             return JSONResponse({"error": "temporarily_unavailable", "error_description": f"not done: {exc}"}, 503)
         return answer.response()
+
+    async def _unreadable(self, request: HttpRequest, status: int, description: str) -> Response:
+        """A token or revocation request that cannot be read: audited (as bounded text) like any refused attempt."""
+        record = AuditRecord(
+            time.time(),
+            "(unknown client)",
+            "",
+            "",
+            f"oauth:{request.url.path}",
+            viss.excerpt(await read_body(request, MAX_FORM_BYTES), read_at_most=MAX_FORM_BYTES),
+            None,
+            False,
+            f"invalid_request: {description}",
+        )
+        await asyncio.to_thread(self.server.refusals.record, f"peer:{peer(request)}", record)
+        return JSONResponse({"error": "invalid_request", "error_description": description}, status)
 
     def _locked(self, call, *args):
         with self.server.lock:

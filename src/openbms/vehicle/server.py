@@ -208,7 +208,8 @@ class VehicleInterface:
         bounded text; `path` defaults to the method and URL path."""
         if request.method not in SAFE_METHODS and not error.audited:
             if value is _UNREAD:
-                value = viss.excerpt(await read_body(request, self.limits.max_message_bytes))
+                limit = self.limits.max_message_bytes
+                value = viss.excerpt(await read_body(request, limit), read_at_most=limit)
             await asyncio.to_thread(
                 self.service.audit_refusal,
                 _bearer(request),

@@ -103,11 +103,16 @@ def may_change(msg: dict, frame: str | bytes) -> bool:
     return b'"set"' in raw or _NAMES_READ.search(raw) is None
 
 
-def excerpt(frame: str | bytes, limit: int = EXCERPT_CHARS) -> str:
-    """A request as bounded text, for the audit of one that could not be read."""
+def excerpt(frame: str | bytes, limit: int = EXCERPT_CHARS, read_at_most: int | None = None) -> str:
+    """A request as bounded text, for the audit of one that could not be read (`read_at_most`: where reading
+    the frame stopped, so its whole length is unknown beyond it)."""
     text = frame if isinstance(frame, str) else frame[: 4 * limit].decode("utf-8", "backslashreplace")
+    if len(frame) <= limit:
+        return text
     unit = "characters" if isinstance(frame, str) else "bytes"
-    return text if len(frame) <= limit else f"{text[:limit]}… ({len(frame)} {unit} in all)"
+    if read_at_most is not None and len(frame) > read_at_most:
+        return f"{text[:limit]}… (more than {read_at_most} {unit})"
+    return f"{text[:limit]}… ({len(frame)} {unit} in all)"
 
 
 def request_id_of(msg: dict) -> str | None:
