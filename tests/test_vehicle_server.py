@@ -692,8 +692,12 @@ def test_a_request_to_change_something_at_a_malformed_url_is_audited(vehicle):
     assert not_json.status_code == 400
     (record,) = [r for r in vehicle.store.audit(500) if r.path == LIMIT and marker in str(r.requested)]
     assert record.requested == f"value=55&id={marker}" and "not valid JSON" in record.reason
+    too_long = http.post(f"{vehicle.http_url}/Vehicle/{marker}{'A' * 2000}", content=body, headers=bearer(tok))
+    assert too_long.status_code == 400  # refused at the edge, before routing: audited all the same
+    (record,) = [r for r in vehicle.store.audit(500) if r.path.startswith(f"POST /Vehicle/{marker}")]
+    assert record.requested == body and "at most 1024" in record.reason
     assert http.get(f"{vehicle.http_url}/Vehicl/{marker}", headers=bearer(tok)).status_code == 404
-    assert not [r for r in vehicle.store.audit(500) if marker in r.path]  # a read changes nothing: not audited
+    assert not [r for r in vehicle.store.audit(500) if f"/Vehicl/{marker}" in r.path]  # a read: not audited
     assert vehicle.hub.read(LIMIT)[0] == before
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from starlette.datastructures import Headers
@@ -81,9 +82,15 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return body
 
 
+EdgeRefusal = Callable[[Request, VissError], Awaitable[object]]
+
+
 class Guard:
-    def __init__(self, app: ASGIApp, edge: Edge):
-        self.app, self.edge = app, edge.validate()
+    """`refused(request, error)`, when given, hears of each HTTP request refused here (to audit those that try
+    to change something) before it is answered."""
+
+    def __init__(self, app: ASGIApp, edge: Edge, refused: EdgeRefusal | None = None):
+        self.app, self.edge, self.refused = app, edge.validate(), refused
         self._names = {"localhost", *(n.lower() for n in edge.server_names)}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -93,6 +100,8 @@ class Guard:
         headers = Headers(scope=scope)
         problem = self._refusal(scope, headers)
         if problem is not None:
+            if self.refused is not None and scope["type"] == "http":
+                await self.refused(Request(scope, receive), problem)
             await _refuse(scope, send, problem)
         elif scope["type"] == "http":
             await self.app(scope, receive, _with_headers(send, scope.get("scheme") == "https"))

@@ -134,6 +134,7 @@ class VehicleInterface:
                 },
             ),
             self.edge,
+            self.refused,
         )
 
     async def _http_exception(self, request: HttpRequest, exc: Exception) -> JSONResponse:
