@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from importlib import resources
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from openbms.vehicle.errors import VissError
 from openbms.vehicle.filters import essential_points, history_seconds
 from openbms.vehicle.auth import AuthError, Authority
 from openbms.vehicle.hub import Requester, SetResult, SignalHub
+from openbms.vehicle.refusals import RefusalLog
 from openbms.vehicle.store import AuditRecord, StorageError, Store
 
 ROOT = "Vehicle.Powertrain.TractionBattery"
@@ -281,3 +283,38 @@ def test_a_restart_keeps_grants_audit_key_history_and_nv_state(tmp_path):
     week = second.history(SOC, 9 - 7 * 86400, 9, max_points=5)
     assert week == points
     second.close()
+
+
+def test_refusals_are_counted_per_client_and_window(tmp_path):
+    """Repeats of one refusal count on its row; another client has its own; a new window starts a new row, and
+    a window that ended before its counts were written still gets them."""
+    store = Store(f"sqlite:///{tmp_path / 'refusals.db'}")
+    now = [1000.0]
+    refusals = RefusalLog(store, lambda: now[0], window_s=60.0, kinds_per_window=2)
+
+    def refused(app: str, value: str = "30") -> AuditRecord:
+        return AuditRecord(now[0], app, "", "r", LIMIT, value, None, False, "forbidden")
+
+    for _ in range(3):
+        refusals.record("peer:a", refused("a"))
+    refusals.record("peer:b", refused("b"))
+    refusals.record("peer:a", refused("a", "31"))
+    refusals.record("peer:a", refused("a", "32"))  # a third kind in the window: the overflow row
+    now[0] += 61.0
+    refusals.record("peer:a", refused("a"))
+    refusals.flush()
+    rows = [(r.app, r.requested, r.count) for r in reversed(store.audit())]
+    assert rows == [("a", "30", 3), ("b", "30", 1), ("a", "31", 1), ("a", None, 1), ("a", "30", 1)]
+    assert "more than 2 different refusals of peer:a" in store.audit()[1].reason
+
+
+def test_a_database_from_before_the_audit_counted_repeats_opens_and_reads(tmp_path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE audit (id INTEGER PRIMARY KEY, time FLOAT, app VARCHAR(200), grant_id VARCHAR(64), "
+            "request_id VARCHAR(200), path VARCHAR(256), requested TEXT, applied TEXT, accepted BOOLEAN, reason TEXT)"
+        )
+        db.execute("INSERT INTO audit VALUES (1, 5.0, 'app', 'g', 'r', 'p', '\"80\"', '80', 1, 'set')")
+    (record,) = Store(f"sqlite:///{path}").audit()
+    assert (record.requested, record.applied, record.count, record.last_time) == ("80", 80, 1, None)
