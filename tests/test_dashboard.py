@@ -30,7 +30,7 @@ from openbms.vehicle.vss import LEAVES, ROOT
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
 expect = sync_api.expect
-expect.set_options(timeout=60_000)  # waits on the page's state; generous for a loaded machine, ends a hung test
+expect.set_options(timeout=PATIENCE_S * 1000)  # waits on the page's state as long as wait_for: ends only a hung test
 CHROMIUM = os.environ.get("OPENBMS_CHROMIUM") or next(
     filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
 )
@@ -38,6 +38,14 @@ pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="no Chromium found: apt-get install chromium, or set OPENBMS_CHROMIUM to a Chromium binary"
 )
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+
+
+def screenshot_dir(tmp_path: Path) -> Path:
+    """docs/screenshots when retaking them (`OPENBMS_SCREENSHOTS=1 make test`), else the test's own folder, so a
+    test run leaves the tracked images as they were."""
+    return SCREENSHOTS if os.environ.get("OPENBMS_SCREENSHOTS") == "1" else tmp_path
+
+
 SOC = '[data-path="StateOfCharge.Displayed"]'
 OVERLAY = f"{ROOT}.OpenBMS"
 
@@ -306,12 +314,11 @@ def test_a_silent_bms_shows_no_data_since_instead_of_live_values(live, browser, 
 
 
 @pytest.mark.parametrize("name, width, height", [("phone", 390, 844), ("desktop", 1280, 800)])
-def test_screenshots(live, browser, name, width, height):
+def test_screenshots(live, browser, name, width, height, tmp_path):
     server, _ = live
     page = open_dashboard(browser, server, owner_token(server), width=width, height=height)
     expect(page.locator("#cell-map li")).to_have_count(100)
     page.get_by_label("10 minutes").check()  # the history of this young BMS is seconds long
     expect(page.locator('#charts[data-seconds="600"] svg')).to_have_count(4)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / f"dashboard-{name}.png", full_page=True)
+    page.screenshot(path=screenshot_dir(tmp_path) / f"dashboard-{name}.png", full_page=True)
     page.close()

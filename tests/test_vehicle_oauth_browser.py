@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from test_dashboard import CHROMIUM, SCREENSHOTS, expect, sync_api
+from test_dashboard import CHROMIUM, expect, screenshot_dir, sync_api
 from test_vehicle_demo import LIMIT, ROOT, DemoVehicle
 
 from openbms.runtime.cli import WEB_DIR
@@ -61,7 +61,7 @@ class ServedApp:
         self.sock.close()
 
 
-def test_register_consent_use_revoke(vehicle):
+def test_register_consent_use_revoke(vehicle, tmp_path):
     server, hub = vehicle
     owner = server.authority.token(server.authority.grant("owner dashboard", ["owner"], 3600))
     app = ServedApp()
@@ -84,8 +84,7 @@ def test_register_consent_use_revoke(vehicle):
             expect(page.locator("#consent-app")).to_have_text("Other Brand App")
             expect(page.locator("#consent-scopes")).to_contain_text("Change the charge limit")
             expect(page.locator("#consent-until")).to_contain_text("or until you revoke it")
-            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=SCREENSHOTS / "consent-phone.png", full_page=True)
+            page.screenshot(path=screenshot_dir(tmp_path) / "consent-phone.png", full_page=True)
             page.click("#consent-allow")
             expect(page.locator("#message")).to_contain_text("Connected")
             expect(page.locator("#soc")).not_to_have_text("—")
