@@ -12,7 +12,7 @@ VISS_PORT ?= 8090
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[sim,test,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[sim,test,bench,labfiles]'
 	touch $@
 
 ## numba compiles each kernel on its first call and caches it beside the source: compiled here once

@@ -48,7 +48,7 @@ def bdf_frame() -> pd.DataFrame:
             "Test Time / s": t,
             "Current / A": i,
             "Voltage / V": 3.3 + 0.01 * i,
-            "Temperature T1 / degC": 25.0,
+            "Surface Temperature T1 / degC": 25.0,
             "Charging Capacity / Ah": np.concatenate([[0], np.cumsum(np.clip(i, 0, None) * dt / 3600)[:-1]]),
             "Discharging Capacity / Ah": np.concatenate([[0], np.cumsum(np.clip(-i, 0, None) * dt / 3600)[:-1]]),
         }

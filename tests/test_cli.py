@@ -17,10 +17,17 @@ MEASURED_COLUMNS = [
     "Test Time / s",
     "Current / A",
     "Voltage / V",
-    "Temperature T1 / degC",
+    "Surface Temperature T1 / degC",
     "Ambient Temperature / degC",
 ]
-TRUTH_COLUMNS = ["Test Time / s", "Current / A", "Voltage / V", "Temperature T1 / degC", "SOC / 1", "Capacity / Ah"]
+TRUTH_COLUMNS = [
+    "Test Time / s",
+    "Current / A",
+    "Voltage / V",
+    "Surface Temperature T1 / degC",
+    "SOC / 1",
+    "Capacity / Ah",
+]
 
 
 def _flat(text: str) -> str:
@@ -203,7 +210,12 @@ def drive_file(tmp_path):
     current = np.where((t // 30) % 3 == 0, -4.0, np.where((t // 30) % 3 == 1, 1.0, 0.0))
     sim = simulate(cell, t, current, 25.0, soc0=0.8)
     frame = pd.DataFrame(
-        {"Test Time / s": t, "Current / A": current, "Voltage / V": sim.voltage_v, "Temperature T1 / degC": 25.0}
+        {
+            "Test Time / s": t,
+            "Current / A": current,
+            "Voltage / V": sim.voltage_v,
+            "Surface Temperature T1 / degC": 25.0,
+        }
     )
     path = tmp_path / "drive.csv"
     frame.to_csv(path, index=False)
@@ -312,7 +324,7 @@ def test_estimate_refuses_bad_soc0_and_missing_temperature(drive_file, tmp_path,
     path, _ = drive_file
     assert main(["estimate", str(path), "--soc0", "1.5", "-o", str(tmp_path / "s.csv")]) == 2
     assert _flat("--soc0 must be a fraction in [0, 1]") in _error(capsys)
-    frame = pd.read_csv(path).drop(columns=["Temperature T1 / degC"])
+    frame = pd.read_csv(path).drop(columns=["Surface Temperature T1 / degC"])
     frame.to_csv(tmp_path / "no_temp.csv", index=False)
     assert main(["estimate", str(tmp_path / "no_temp.csv"), "-o", str(tmp_path / "s.csv")]) == 2
     assert _flat("no temperature column") in _error(capsys)

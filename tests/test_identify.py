@@ -307,6 +307,22 @@ def test_cli_identifies_standard_tests_and_reports_what_it_assumed(standard_file
     assert "is outside -100 to 150 degC" in capsys.readouterr().err
 
 
+def test_cli_identify_writes_the_fit_as_a_bdf_file(standard_files, tmp_path, capsys):
+    """-o x.bdf: every dynamic test's measured and model voltage as a BDF file, the model beside it."""
+    pytest.importorskip("bdf", reason="the labfiles extra: pip install -e '.[labfiles]'")
+    from openbms.cli import main
+    from openbms.io import read_timeseries
+
+    files = ["--ocv", str(standard_files["ocv_c20.csv"]), "--dynamic", str(standard_files["hppc.csv"])]
+    assert main(["identify", *files, "--n-rc", "1", "--ambient", "25", "-o", str(tmp_path / "esc.bdf")]) == 0
+    assert "esc.bdf" in " ".join(capsys.readouterr().err.split())
+    model = load_cell(tmp_path / "esc.json")
+    fit = read_timeseries(tmp_path / "esc.bdf")
+    error_mv = 1e3 * (fit["Model Voltage / V"] - fit["Voltage / V"])
+    assert float(np.sqrt(np.mean(error_mv**2))) == pytest.approx(model.fit["tests"][0]["rmse_mv"], abs=0.01)
+    assert set(fit["Test Number / 1"]) == {1} and (fit["Ambient Temperature / degC"] == 25.0).all()
+
+
 def test_a_partial_drive_with_an_unseen_start_is_warned_of(standard_files):
     """A drive that starts rested part-charged, fitted with the HPPC: its start SoC is read on the OCV
     (the discharge branch assumed), with a warning that names the file and what was assumed."""

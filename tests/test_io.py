@@ -157,7 +157,7 @@ def test_a123_script_missing_or_repeated(a123_dir, tmp_path):
 
 
 def test_single_file_test_needs_a_temperature(tmp_path, bdf_frame):
-    path = _write(tmp_path, bdf_frame.drop(columns=["Temperature T1 / degC"]), "cell.csv")
+    path = _write(tmp_path, bdf_frame.drop(columns=["Surface Temperature T1 / degC"]), "cell.csv")
     with pytest.raises(DataError, match="needs a temperature column"):
         read_tests([path])
 
@@ -198,12 +198,12 @@ def test_decreasing_time_names_both_rows(tmp_path, bdf_frame):
 
 def test_ambient_fills_a_missing_or_partial_temperature_column(tmp_path, bdf_frame):
     """--ambient: the chamber's temperature where the file has none, and the test says what was filled."""
-    missing = _write(tmp_path, bdf_frame.drop(columns=["Temperature T1 / degC"]), "no_temperature.csv")
+    missing = _write(tmp_path, bdf_frame.drop(columns=["Surface Temperature T1 / degC"]), "no_temperature.csv")
     partial_frame = bdf_frame.copy()
-    partial_frame.loc[30:, "Temperature T1 / degC"] = np.nan
+    partial_frame.loc[30:, "Surface Temperature T1 / degC"] = np.nan
     partial = _write(tmp_path, partial_frame, "partial.csv")
     with pytest.raises(
-        DataError, match=r"partial.csv, column 'Temperature T1 / degC', row 31: missing.*--ambient DEGC"
+        DataError, match=r"partial.csv, column 'Surface Temperature T1 / degC', row 31: missing.*--ambient DEGC"
     ):
         read_timeseries(partial)
     with pytest.raises(DataError, match=r"no_temperature.csv: .*needs a temperature column.*--ambient DEGC"):
@@ -212,10 +212,10 @@ def test_ambient_fills_a_missing_or_partial_temperature_column(tmp_path, bdf_fra
     assert a.temperature_c == 20.0 and (a.data["Ambient Temperature / degC"] == 20.0).all()
     assert a.assumptions == ["no_temperature.csv: no ambient temperature column: 20 degC from --ambient"]
     assert b.temperature_c == 15.0
-    assert (b.data["Temperature T1 / degC"].iloc[30:] == 15.0).all() and (
-        b.data["Temperature T1 / degC"].iloc[:30] == 25.0
+    assert (b.data["Surface Temperature T1 / degC"].iloc[30:] == 15.0).all() and (
+        b.data["Surface Temperature T1 / degC"].iloc[:30] == 25.0
     ).all()
-    assert any("30 of 60 rows without 'Temperature T1 / degC'" in note for note in b.assumptions)
+    assert any("30 of 60 rows without 'Surface Temperature T1 / degC'" in note for note in b.assumptions)
 
 
 def test_sign_error_suggests_the_flag(tmp_path, bdf_frame):

@@ -49,8 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="use every file of the A123 data set in DIR (its ocv/ and dyn/); "
         "default when no files are given: $OPENBMS_A123_DIR or ../shared/data/a123",
     )
-    p.add_argument("-o", "--output", default="out/cell.json", help="cell model JSON to write (default %(default)s)")
-    p.add_argument("--plot", help="PNG of measured vs model voltage (default: beside the output, *_fit.png)")
+    p.add_argument(
+        "-o",
+        "--output",
+        default="out/cell.json",
+        help="cell model JSON to write (default %(default)s); or a time series (.bdf, .bdf.csv, .bdf.parquet, "
+        ".csv, .parquet): every dynamic test's measured and model voltage, with the model beside it as NAME.json",
+    )
+    p.add_argument("--plot", help="PNG of measured vs model voltage (default: beside the model, *_fit.png)")
     p.add_argument("--name", default=None, help="cell name (default: the output file's stem)")
     p.add_argument("--chemistry", default="unknown", help="e.g. LFP, NMC (recorded, never assumed)")
     p.add_argument("--n-rc", type=int, default=3, choices=(1, 2, 3), help="RC branches (default %(default)s)")
@@ -96,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         "--output",
         default="out/states.csv",
-        help="states: .csv (also .csv.gz, …) or .parquet (default %(default)s)",
+        help="states: .csv (also .csv.gz, …), .parquet or a BDF file (.bdf, .bdf.csv, .bdf.parquet) "
+        "(default %(default)s)",
     )
     p.add_argument(
         "--plot", nargs="?", const="", help="also write a plot: .png, .svg or .pdf (default: a PNG beside the output)"
@@ -187,8 +194,9 @@ def _reader_options(args) -> dict:
 def _identify(args) -> int:
     from .cell.identify import identify
     from .cell.model import provenance
-    from .cell.report import plot_fit
-    from .io import read_tests
+    from .cell.report import fit_frame, plot_fit
+    from .io import read_tests, write_timeseries
+    from .io.writers import TIMESERIES_SUFFIXES, beside, checked_output
 
     ocv_files, dynamic_files = list(args.ocv), list(args.dynamic)
     if args.a123 or not (ocv_files or dynamic_files):
@@ -198,6 +206,9 @@ def _identify(args) -> int:
         ocv_files += sorted(str(p) for p in (root / "ocv").glob("*.csv*"))
         dynamic_files += sorted(str(p) for p in (root / "dyn").glob("*.csv*"))
     output = Path(args.output)
+    series = None
+    if output.name.lower().endswith(TIMESERIES_SUFFIXES):  # -o x.bdf: the fit as a time series
+        series, output = checked_output(output), beside(output, ".json")
     name = args.name or output.stem
     ambient = _ambient_option(args.ambient)
     with console.status("reading tests"):
@@ -214,6 +225,7 @@ def _identify(args) -> int:
             on_step=lambda step: status.update(step),
         )
     model.save(output)
+    written = [str(output)] + ([str(write_timeseries(fit_frame(scores), series))] if series else [])
     plot = plot_fit(scores, args.plot or output.with_name(output.stem + "_fit.png"), f"{name}: measured vs model")
     table = Table(title=f"{name}: model voltage error on the dynamic tests")
     for column in (
@@ -247,7 +259,7 @@ def _identify(args) -> int:
         console.print(f"assumed: {note}", markup=False, highlight=False)
     for warning in model.fit["warnings"]:
         console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
-    console.print(f"wrote {output} and {plot}")
+    console.print(f"wrote {', '.join(written)} and {plot}")
     return 0
 
 

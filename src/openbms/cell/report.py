@@ -5,11 +5,39 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import pandas as pd
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..io.columns import AMBIENT_TEMPERATURE, CURRENT, TIME, VOLTAGE  # noqa: E402
 from .identify import Score  # noqa: E402
+
+MODEL_VOLTAGE = "Model Voltage / V"
+TEST_NUMBER = "Test Number / 1"
+
+
+def fit_frame(scores: list[Score]) -> pd.DataFrame:
+    """Every scored test's measured and model voltage as one BDF series, for other tools to plot:
+    the tests one after another on one time axis (a second apart), numbered as in the fit report."""
+    frames, end = [], 0.0
+    for number, s in enumerate(scores, start=1):
+        t = s.time_s - s.time_s[0] + (end + 1.0 if frames else 0.0)
+        end = float(t[-1])
+        frames.append(
+            pd.DataFrame(
+                {
+                    TIME: t,
+                    CURRENT: s.current_a,
+                    VOLTAGE: s.measured_v,
+                    AMBIENT_TEMPERATURE: s.temperature_c,
+                    MODEL_VOLTAGE: s.model_v,
+                    TEST_NUMBER: np.full(len(t), number),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
 
 
 def plot_fit(scores: list[Score], path: str | Path, title: str) -> Path:

@@ -14,12 +14,15 @@ from pathlib import Path
 TIME = "Test Time / s"
 CURRENT = "Current / A"
 VOLTAGE = "Voltage / V"
-CELL_TEMPERATURE = "Temperature T1 / degC"
+CELL_TEMPERATURE = "Surface Temperature T1 / degC"
 AMBIENT_TEMPERATURE = "Ambient Temperature / degC"
 UNIX_TIME = "Unix Time / s"
 STEP_INDEX = "Step Index / 1"
 CHARGE_CAPACITY = "Charging Capacity / Ah"
 DISCHARGE_CAPACITY = "Discharging Capacity / Ah"
+
+# Labels this project wrote before it took the BDF package's names; still read.
+LEGACY_LABELS = {"Temperature T1 / degC": CELL_TEMPERATURE}
 
 REQUIRED = (TIME, CURRENT, VOLTAGE)
 TEMPERATURES = (CELL_TEMPERATURE, AMBIENT_TEMPERATURE)
@@ -126,9 +129,23 @@ PYBAMM = ColumnMap(  # PyBaMM's Solution.save_data with these variables; its cur
     current_sign=DISCHARGE_POSITIVE,
 )
 
-BDF = ColumnMap(name="bdf", columns={label: label for label in KNOWN})
+BIOLOGIC = ColumnMap(  # EC-Lab's names in an .mpr file (through galvani); + = oxidation = charging the cell
+    name="biologic",
+    columns={
+        "time/s": TIME,
+        "I/mA": CURRENT,
+        "Ewe/V": VOLTAGE,
+        "Ns": STEP_INDEX,
+        "Q charge/mA.h": CHARGE_CAPACITY,
+        "Q discharge/mA.h": DISCHARGE_CAPACITY,
+        "Temperature/°C": CELL_TEMPERATURE,
+    },
+    scale={"I/mA": 0.001, "Q charge/mA.h": 0.001, "Q discharge/mA.h": 0.001},
+)
 
-PRESETS = {m.name: m for m in (BDF, ARBIN, ESC_DYNAMIC, PYBAMM)}
+BDF = ColumnMap(name="bdf", columns={label: label for label in KNOWN} | LEGACY_LABELS)
+
+PRESETS = {m.name: m for m in (BDF, ARBIN, ESC_DYNAMIC, PYBAMM, BIOLOGIC)}
 
 
 def detect(header: list[str]) -> ColumnMap | None:

@@ -11,6 +11,7 @@ import pandas as pd
 from .checks import check_frame
 from .columns import (
     AMBIENT_TEMPERATURE,
+    BIOLOGIC,
     CURRENT,
     DISCHARGE_POSITIVE,
     REQUIRED,
@@ -20,28 +21,35 @@ from .columns import (
     ColumnMap,
     detect,
 )
+from . import labfiles
 from .errors import DataError
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
 def read_raw(path: str | Path) -> pd.DataFrame:
-    """The file as its writer left it (CSV, CSV.gz or Parquet), or a DataError."""
+    """The file as its writer left it, or a DataError: CSV (also .gz), Parquet, a BDF file (labels
+    made the preferred ones), a BioLogic .mpr, or a cycler file the BDF package reads."""
     path = Path(path)
     if not path.is_file():
         raise DataError(str(path), "no such file")
+    suffix = path.suffix.lower()
+    if suffix == labfiles.MPR_SUFFIX:
+        return labfiles.read_mpr(path)
+    if suffix in labfiles.VENDOR_SUFFIXES:
+        return labfiles.read_vendor(path)
     try:
-        if path.suffix.lower() in PARQUET_SUFFIXES:
+        if suffix in PARQUET_SUFFIXES:
             raw = pd.read_parquet(path)
         else:
             raw = pd.read_csv(path, skipinitialspace=True)
     except Exception as exc:  # pandas and pyarrow raise many types; all mean "unreadable"
-        kind = "Parquet" if path.suffix.lower() in PARQUET_SUFFIXES else "CSV"
+        kind = "Parquet" if suffix in PARQUET_SUFFIXES else "CSV"
         raise DataError(str(path), f"cannot read as {kind}: {exc}") from exc
     raw.columns = [str(c).strip() for c in raw.columns]
     if raw.empty:
         raise DataError(str(path), "has no data rows")
-    return raw
+    return labfiles.bdf_labels(raw, str(path)) if labfiles.is_bdf(path) else raw
 
 
 def read_timeseries(
@@ -60,6 +68,10 @@ def read_timeseries(
     """
     source = str(path)
     raw = read_raw(path)
+    if column_map is None and Path(path).suffix.lower() == labfiles.MPR_SUFFIX:
+        column_map = BIOLOGIC  # EC-Lab's names, whatever columns this technique logged
+    if column_map is None and detect(list(raw.columns)) is None and labfiles.installed("bdf"):
+        raw = labfiles.bdf_labels(raw, source)  # a BDF file under another name, in machine-readable labels
     column_map = column_map or detect(list(raw.columns))
     if column_map is None:
         raise DataError(source, _missing_message(list(raw.columns)))

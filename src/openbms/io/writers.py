@@ -6,13 +6,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import labfiles
 from .readers import PARQUET_SUFFIXES
 
 
 CSV_SUFFIXES = (".csv",)
 COMPRESSIONS = ("", ".gz", ".bz2", ".xz", ".zip")  # pandas compresses CSV by the last suffix
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
-TIMESERIES_SUFFIXES = tuple(c + z for c in CSV_SUFFIXES for z in COMPRESSIONS) + PARQUET_SUFFIXES
+TIMESERIES_SUFFIXES = (
+    tuple(c + z for c in CSV_SUFFIXES for z in COMPRESSIONS) + PARQUET_SUFFIXES + labfiles.BDF_SUFFIXES
+)
 
 
 def checked_output(path: str | Path, suffixes=TIMESERIES_SUFFIXES) -> Path:
@@ -45,8 +48,11 @@ def beside(path: Path, suffix: str) -> Path:
 
 
 def write_timeseries(df: pd.DataFrame, path: str | Path) -> Path:
+    """CSV or Parquet by the suffix; a BDF file (.bdf, .bdf.csv, .bdf.parquet) through the BDF package."""
     path = checked_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if labfiles.is_bdf(path):
+        return labfiles.write_bdf(df, path)
     if path.suffix.lower() in PARQUET_SUFFIXES:
         df.to_parquet(path, index=False)
     else:

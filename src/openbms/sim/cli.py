@@ -30,7 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--voltage-lsb", type=float, default=0.001, help="voltage quantisation / V (default %(default)s)")
     p.add_argument("--temperature-offset", type=float, default=0.0, help="temperature sensor offset / degC")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-o", "--output", required=True, help="measured data, BDF .csv or .parquet")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="measured data: .csv, .parquet or a BDF file (.bdf, .bdf.csv, .bdf.parquet)",
+    )
     p.add_argument("--truth", help="truth file (default: beside the output, *_truth.*)")
     p.set_defaults(run=run)
 

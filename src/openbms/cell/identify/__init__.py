@@ -42,6 +42,7 @@ class Score:
     time_s: np.ndarray
     measured_v: np.ndarray
     model_v: np.ndarray
+    current_a: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -309,6 +310,7 @@ def score(model: CellModel, test: CellTest, balance: ChargeBalance | None = None
         df[TIME].to_numpy()[rows],
         measured,
         sim.voltage_v[rows],
+        df[CURRENT].to_numpy()[rows],
     )
 
 
