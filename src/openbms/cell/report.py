@@ -21,7 +21,8 @@ TEST_NUMBER = "Test Number / 1"
 def fit_frame(scores: list[Score]) -> pd.DataFrame:
     """Every scored test's measured and model voltage as one BDF series, for other tools to plot:
     the tests one after another on one time axis (a second apart), numbered as in the fit report."""
-    frames, end = [], 0.0
+    frames: list[pd.DataFrame] = []
+    end = 0.0
     for number, s in enumerate(scores, start=1):
         t = s.time_s - s.time_s[0] + (end + 1.0 if frames else 0.0)
         end = float(t[-1])
