@@ -323,6 +323,30 @@ def test_cli_identify_writes_the_fit_as_a_bdf_file(standard_files, tmp_path, cap
     assert set(fit["Test Number / 1"]) == {1} and (fit["Ambient Temperature / degC"] == 25.0).all()
 
 
+def _iec_power_steps():
+    """IEC 62660-1's power test on the small cycler, with the sim's own profile and SoC moves."""
+    from openbms.sim.run import iec_power_steps, iec_soc_moves
+
+    profile = [(c * C_RATE_A, s, v, 1) for c, s, v in iec_power_steps(2.0, 3.6)]
+    moves = [[(-C_RATE_A / 3, s, 2.0, 10), (0.0, 1800, None, 30)] for s in iec_soc_moves()]
+    charge = [(C_RATE_A / 3, 4 * 3600, 3.6, 10), (C_RATE_A / 20, 3600, 3.6, 10), (0.0, 3600, None, 60)]  # CC, taper
+    return [(0.0, 3600, None, 60)] + [step for move in moves for step in move + profile] + charge
+
+
+def test_identifies_from_an_iec_62660_power_test(standard_files, tmp_path):
+    """IEC 62660-1's pulses at five SoCs, both directions, back to full at the end: placed by its rested
+    full start and its full end; the model reproduces it and the USABC HPPC it never saw."""
+    from openbms.cell.identify import score
+
+    iec = _write_protocol(tmp_path, "iec_power.csv", _iec_power_steps())
+    model, (fitted,) = _identified([standard_files["ocv_c20.csv"]], iec)
+    (report,) = model.fit["tests"]
+    assert report["start"] == "placed by 2 anchors (full, starts full)" and report["soc0"] == pytest.approx(1.0)
+    assert fitted.rmse_mv < HPPC_RMSE_FLOOR_MV
+    (hppc,) = read_tests([standard_files["hppc.csv"]], ambient_c=25.0)
+    assert score(model, hppc).rmse_mv < DRIVE_RMSE_FLOOR_MV
+
+
 def test_a_partial_drive_with_an_unseen_start_is_warned_of(standard_files):
     """A drive that starts rested part-charged, fitted with the HPPC: its start SoC is read on the OCV
     (the discharge branch assumed), with a warning that names the file and what was assumed."""

@@ -238,3 +238,23 @@ def test_lfp_ocv_test_reaches_truth_empty(lfp_ocv):
     fraction of a percent that the voltage under load gives away (the NMC plant's ends at 0.001)."""
     _, truth = lfp_ocv
     assert truth.soc.min() < 0.01
+
+
+def test_iec_power_test_pulses_at_the_standards_socs():
+    """IEC 62660-1's power test: C/3 moves that land each pulse profile on 90, 70, 50, 35 and 20 % SoC,
+    net of the charge each profile takes out; discharge and charge pulses in every profile; PyBaMM reads it."""
+    from openbms.sim.plant import Plant
+    from openbms.sim.run import IEC_SOC_LEVELS, iec_power_steps, iec_power_test, iec_soc_moves
+
+    profile = iec_power_steps(2.5, 3.6)
+    assert {np.sign(c) for c, _, _ in profile} == {-1.0, 0.0, 1.0}
+    taken = -sum(c * s for c, s, _ in profile) / 3600.0
+    soc, before_profile = 1.0, []
+    for seconds in iec_soc_moves():
+        soc -= seconds / 3 / 3600.0
+        before_profile.append(soc)
+        soc -= taken
+    np.testing.assert_allclose(before_profile, IEC_SOC_LEVELS, atol=1e-9)
+    pybamm = pytest.importorskip("pybamm", reason="the sim extra")
+    steps = iec_power_test(Plant("prada2013_lfp"))
+    assert len(pybamm.Experiment(steps).steps) == 1 + 5 * 7 + 3

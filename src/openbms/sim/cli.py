@@ -13,9 +13,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--experiment",
         default="drive",
-        choices=("ocv", "hppc", "ocv_c20", "usabc_hppc", "drive"),
+        choices=("ocv", "hppc", "ocv_c20", "usabc_hppc", "iec_power", "drive"),
         help="ocv: C/30 full discharge and charge; hppc: pulses every 10 %% SoC; ocv_c20: C/20 OCV test; "
-        "usabc_hppc: USABC HPPC from full to ~10 %% SoC; "
+        "usabc_hppc: USABC HPPC from full to ~10 %% SoC; iec_power: IEC 62660-1 power test (pulses both "
+        "ways at 90, 70, 50, 35, 20 %% SoC, then a charge to full); "
         "drive: FASTSim 2022 Model 3 RWD power scaled to the cell (default)",
     )
     p.add_argument("--cycles", default="udds,hwfet", help=f"drive cycles in order, from {sorted(CYCLES)}")

@@ -1,9 +1,9 @@
 """Run the plant on an experiment or a power profile; return the truth at 1 s.
 
 Experiments are PyBaMM's readable strings. `ocv` and `hppc` are complete tests
-(rested full → empty → full, the ESC protocol); `ocv_c20` and `usabc_hppc` are the
-tests labs run (a C/20 OCV test; the USABC / FreedomCAR HPPC test, which ends near
-10 % SoC). `write_pybamm_test` writes a test as PyBaMM itself saves it.
+(rested full → empty → full, the ESC protocol); `ocv_c20`, `usabc_hppc` and `iec_power` are
+the tests labs run (a C/20 OCV test; the USABC / FreedomCAR HPPC test, which ends near
+10 % SoC; IEC 62660-1's power test, pulses both ways at five SoCs and a charge back to full). `write_pybamm_test` writes a test as PyBaMM itself saves it.
 """
 
 from __future__ import annotations
@@ -119,7 +119,59 @@ def usabc_hppc_test(plant: Plant, levels: int = 9) -> list:
     return ["Rest for 1 hour"] + [step] * levels + [pulses]
 
 
-EXPERIMENTS = {"ocv": ocv_test, "hppc": hppc_test, "ocv_c20": ocv_c20_test, "usabc_hppc": usabc_hppc_test}
+IEC_SOC_LEVELS = (0.9, 0.7, 0.5, 0.35, 0.2)  # where IEC 62660-1's power test pulses
+IEC_PULSE_C = 2.0  # the maximum pulse discharge current Idp,max, in C: what a lab agrees for an LFP cell
+
+
+def iec_power_steps(v0: float, v1: float, pulse_c: float = IEC_PULSE_C) -> list:
+    """IEC 62660-1's pulse power profile at each SoC, as CC steps (C-rates, seconds):
+    Idp,max for 18 s, 0.75 Idp,max on to 120 s, rest 40 s, a 20 s regenerative charge at 0.75 Idp,max,
+    rest 40 s."""
+    return [
+        (-pulse_c, 18, v0),
+        (-0.75 * pulse_c, 102, v0),
+        (0.0, 40, None),
+        (0.75 * pulse_c, 20, v1),
+        (0.0, 40, None),
+    ]
+
+
+def iec_soc_moves(pulse_c: float = IEC_PULSE_C) -> list[float]:
+    """Seconds at C/3 before each pulse profile: from full to 90 %, then to each next level, net of
+    the charge the profile before it took out (as the standard asks)."""
+    profile = -sum(c * s for c, s, _ in iec_power_steps(0.0, 0.0, pulse_c)) / 3600.0  # SoC it takes out
+    levels = (1.0, *IEC_SOC_LEVELS)
+    return [3 * 3600.0 * (a - b - (profile if k else 0.0)) for k, (a, b) in enumerate(zip(levels[:-1], levels[1:]))]
+
+
+def iec_power_test(plant: Plant) -> list:
+    """IEC 62660-1's power and internal-resistance test from full (rested after the standard charge):
+    C/3 down to 90, 70, 50, 35 and 20 % SoC, 30 min rest before each pulse profile (both directions),
+    then the standard charge back to full."""
+    v0, v1 = plant.spec.voltage_min_v, plant.spec.voltage_max_v
+
+    def step(c_rate: float, seconds: float, stop_v: float | None) -> str:
+        if c_rate == 0:
+            return f"Rest for {seconds:g} seconds"
+        verb = "Discharge" if c_rate < 0 else "Charge"
+        return f"{verb} at {abs(c_rate):g}C for {seconds:g} seconds or until {stop_v} V"
+
+    profile = tuple(step(*s) for s in iec_power_steps(v0, v1))
+    moves = [(f"Discharge at C/3 for {s:.0f} seconds or until {v0} V", "Rest for 30 minutes") for s in iec_soc_moves()]
+    return (
+        ["Rest for 1 hour"]
+        + [(*move, *profile) for move in moves]
+        + [(f"Charge at C/3 until {v1} V", f"Hold at {v1} V until C/20", "Rest for 1 hour")]
+    )
+
+
+EXPERIMENTS = {
+    "ocv": ocv_test,
+    "hppc": hppc_test,
+    "ocv_c20": ocv_c20_test,
+    "usabc_hppc": usabc_hppc_test,
+    "iec_power": iec_power_test,
+}
 PYBAMM_COLUMNS = ["Time [s]", "Current [A]", "Voltage [V]"]  # PyBaMM's names; + = discharge
 
 
