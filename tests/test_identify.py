@@ -272,9 +272,25 @@ def test_ocv_variants_labs_run(standard_files, tmp_path):
         assert hppc.rmse_mv < HPPC_RMSE_FLOOR_MV, ocv
         if note:
             assert any(note in a for a in model.provenance["assumptions"]), model.provenance
-    part_charged = _write_protocol(tmp_path, "part.csv", _c20_ocv_steps(), soc0=0.6, hysteresis0=-1.0)
-    with pytest.raises(DataError, match=r"part.csv: an OCV test must show full → empty → full.*does not start full"):
-        _identified([part_charged], standard_files["hppc.csv"])
+    half_charge = [*_c20_ocv_steps()[:3], (C_RATE_A / 20, 10 * 3600, 3.6, 20)]
+    unfinished = _write_protocol(tmp_path, "part.csv", half_charge, soc0=0.6, hysteresis0=-1.0)
+    # its own highest charge voltage is all it shows of the upper limit: refused by the charge balance
+    with pytest.raises(DataError, match=r"part: coulombic efficiency .* implausible: the test must start and end full"):
+        _identified([unfinished], standard_files["hppc.csv"])
+
+
+def test_a_charge_branch_alone_is_an_ocv_test(standard_files, tmp_path):
+    """An OCV test that starts part-charged, discharges to the cut-off (empty) and charges to full: used
+    from that empty, its charge branch alone gives the capacity and the OCV; the report says which branch."""
+    truth_ah = float(load_cell("a123_lfp").param("capacity_ah", 25.0))
+    part = _write_protocol(tmp_path, "part.csv", _c20_ocv_steps(), soc0=0.6, hysteresis0=-1.0)
+    model, (hppc,) = _identified([part], standard_files["hppc.csv"])
+    (ocv,) = model.fit["ocv_tests"]
+    assert ocv["branches"] == "charge only (empty → full)" and ocv["shows"] == ["capacity"]
+    assert float(model.capacity_ah[0]) == pytest.approx(truth_ah, rel=0.015)
+    assert any("only its charge branch (empty → full) is measured" in a for a in model.provenance["assumptions"])
+    assert float(np.max(model.hysteresis_envelope_v)) == 0.0  # one branch shows no hysteresis
+    assert hppc.rmse_mv < HPPC_RMSE_FLOOR_MV
 
 
 def test_cli_identifies_standard_tests_and_reports_what_it_assumed(standard_files, tmp_path, capsys):

@@ -37,12 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="identify a cell model from OCV and dynamic test files",
         description="Identify an ESC cell model (OCV with hysteresis, SoC-dependent R0 and RC "
         "branches, efficiency, capacity, each against temperature). OCV tests show "
-        "full → empty → full (one file, a discharge and a charge file, or GITT); "
+        "full → empty → full (one file, a discharge and a charge file, or GITT), or empty → full "
+        "(a charge branch alone, from a discharge to the cut-off); "
         "dynamic tests (HPPC, drive cycles) start and end anywhere: each test's SoC is "
         "placed on what it shows (full, empty, rested voltages) and the report says how.",
     )
-    p.add_argument("--ocv", nargs="+", default=[], metavar="FILE", help="slow OCV tests (C/20, C/30, GITT)")
-    p.add_argument("--dynamic", nargs="+", default=[], metavar="FILE", help="HPPC, pulse or drive-cycle tests")
+    p.add_argument(
+        "--ocv", nargs="+", default=[], metavar="FILE", help="slow OCV tests (C/20, C/30, GITT, a charge from empty)"
+    )
+    p.add_argument(
+        "--dynamic", nargs="+", default=[], metavar="FILE", help="HPPC (USABC, IEC 62660-1), pulse or drive-cycle tests"
+    )
     p.add_argument(
         "--a123",
         metavar="DIR",

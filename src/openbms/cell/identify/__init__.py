@@ -22,7 +22,17 @@ from ...io.errors import DataError
 from ..kernels import ocv_lookup
 from ..model import CellModel
 from ..simulate import simulate
-from .anchors import Limits, closes, from_start_anchor, limit_anchors, limits_of, rest_anchors, start_soc
+from .anchors import (
+    Limits,
+    charge_branch,
+    closes,
+    from_start_anchor,
+    limit_anchors,
+    limits_of,
+    measured_branches,
+    rest_anchors,
+    start_soc,
+)
 from .coulomb import ChargeBalance, anchored_balance, balances, counted_ah, integrated_soc
 from .dynamic import RESISTANCE_SOC, DynamicData, fit_dynamic
 from .ocv import SOC_GRID, ocv_curve
@@ -78,7 +88,8 @@ def identify(
     """The model and how well it reproduces each dynamic test.
 
     OCV tests must show full → empty → full (in one file, or a discharge file and a
-    charge file at one temperature; continuous or with rests between small steps).
+    charge file at one temperature; continuous or with rests between small steps), or
+    empty → full after a discharge to the cut-off (the charge branch alone).
     Dynamic tests may start and end anywhere; several at one temperature are fitted
     together. `model.fit` reports per test its error, how its SoC was placed and what it
     showed; `model.provenance["assumptions"]` lists what was assumed.
@@ -89,8 +100,9 @@ def identify(
     ocv_tests = join_one_way_tests(ocv_tests)
     limits = limits_of(ocv_tests)
     ocv_tests = [_closing_ocv_test(t, limits) for t in ocv_tests]
-    ocv_balances = balances(ocv_tests)
-    curves = [ocv_curve(t, ocv_balances[t.name]) for t in ocv_tests]
+    charge_only = frozenset(t.name for t in ocv_tests if measured_branches(t) == (+1,))
+    ocv_balances = balances(ocv_tests, charge_only=charge_only)
+    curves = [ocv_curve(t, ocv_balances[t.name], t.name in charge_only) for t in ocv_tests]
     table = _ocv_table(curves, [(t.temperature_c, ocv_balances[t.name]) for t in ocv_tests])
     data, reports = _dynamic_data(dynamic_tests, limits.for_dynamic_tests(float(table.capacity[1].min())), table)
     fits, warnings = [], []
@@ -136,7 +148,8 @@ def identify(
             {
                 "test": t.name,
                 "temperature_c": t.temperature_c,
-                "shows": ["capacity", "efficiency"],
+                "branches": "charge only (empty → full)" if t.name in charge_only else "discharge and charge",
+                "shows": ["capacity"] if t.name in charge_only else ["capacity", "efficiency"],
                 "capacity_ah": round(ocv_balances[t.name].capacity_ah, 4),
                 "coulombic_efficiency": round(ocv_balances[t.name].coulombic_efficiency, 5),
             }
@@ -202,16 +215,21 @@ def join_one_way_tests(tests: list[CellTest]) -> list[CellTest]:
 
 
 def _closing_ocv_test(test: CellTest, limits: Limits) -> CellTest:
-    """The OCV test from where it is full; refused if it does not show full → empty → full."""
+    """The OCV test from where it is full, or from where it is empty if it then charges to full (the
+    charge branch alone); refused if it shows neither full → empty → full nor empty → full."""
     anchored, full = from_start_anchor(test, limits)
     if full and closes(anchored, limits):
         return anchored
+    if not full and (branch := charge_branch(test, limits)) is not None:
+        return branch
     source = test.sources[0] if test.sources else test.name
     raise DataError(
         source,
         f"an OCV test must show full → empty → full: start full (rested within 0.08 V of {limits.voltage_max_v:.2f} V, "
         f"or a charge to it first), a slow discharge to {limits.voltage_min_v:.2f} V and a charge back to "
-        f"{limits.voltage_max_v:.2f} V; this one {'ends before it is full again' if full else 'does not start full'}. "
+        f"{limits.voltage_max_v:.2f} V, or at least empty → full (a discharge to {limits.voltage_min_v:.2f} V, then "
+        f"a charge to {limits.voltage_max_v:.2f} V ending in a CV hold); this one "
+        f"{'ends before it is full again' if full else 'shows neither'}. "
         "A discharge file and a charge file at one temperature are joined; give both",
     )
 

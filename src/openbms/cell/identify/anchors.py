@@ -136,6 +136,28 @@ def from_start_anchor(test: CellTest, limits: Limits) -> tuple[CellTest, bool]:
     return test, False
 
 
+def charge_branch(test: CellTest, limits: Limits) -> CellTest | None:
+    """An OCV test that does not start full but reaches empty (a discharge to the lower cut-off) and is
+    then charged to full at a CV end: used from that empty on, it measures the charge branch alone."""
+    empty, full = empty_rows(test, limits), full_rows(test, limits)
+    if not (empty.size and full.size and closes(test, limits)) or empty[0] > full[-1]:
+        return None
+    start = int(empty[empty < full[-1]][-1])
+    v = test.data[VOLTAGE].to_numpy()
+    source = Path(test.sources[0]).name if test.sources else test.name
+    note = (
+        f"{source}: does not start full: used from empty at the cut-off ({v[start]:.3f} V, row {start + 1}); "
+        "only its charge branch (empty → full) is measured: the OCV is that curve, its hysteresis not shown"
+    )
+    return _from_row(test, start, note)
+
+
+def measured_branches(test: CellTest) -> tuple[int, ...]:
+    """The current signs an OCV test measures a curve for: (-1, +1), or (+1,) for a charge branch alone."""
+    i = test.data[CURRENT].to_numpy()
+    return tuple(sign for sign in (-1, +1) if (sign * i > CURRENT_ZERO_A).sum() >= 10)
+
+
 def _from_row(test: CellTest, start: int, note: str) -> CellTest:
     df = test.data.iloc[start:].reset_index(drop=True)
     main = None if test.main_rows is None else test.main_rows[start:]

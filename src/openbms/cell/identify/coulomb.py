@@ -70,6 +70,15 @@ def charge_balance(test: CellTest, reference_efficiency: float | None = None) ->
     return ChargeBalance(float(capacity), float(efficiency), 1.0 + count / capacity, empty, reference_efficiency or 1.0)
 
 
+def charge_branch_balance(test: CellTest, efficiency: float) -> ChargeBalance:
+    """A test that starts empty and ends full: its charge, at a known efficiency, is the capacity."""
+    count = counted_ah(test, efficiency)
+    capacity = float(count.max())
+    if capacity <= 0:
+        raise DataError(test.name, "never charges: a charge-branch OCV test goes from empty to full")
+    return ChargeBalance(capacity, efficiency, count / capacity, 0, 1.0, 0.0, -1.0)
+
+
 def counted_ah(test: CellTest, efficiency: float, reference_efficiency: float = 1.0) -> np.ndarray:
     """Charge counted from the first row (Ah; efficiency on charge), at the start of each row."""
     charged, discharged = row_charge_ah(test)
@@ -107,8 +116,20 @@ def integrated_soc(test: CellTest, balance: ChargeBalance) -> np.ndarray:
     return balance.soc0 + np.concatenate([[0.0], np.cumsum(moved)[:-1]])
 
 
-def balances(tests: list[CellTest], reference_temperature_c: float = 25.0) -> dict[str, ChargeBalance]:
-    """Charge balance of every test; tests at one temperature first, for the others' reference rows."""
+def balances(
+    tests: list[CellTest], reference_temperature_c: float = 25.0, charge_only: frozenset[str] = frozenset()
+) -> dict[str, ChargeBalance]:
+    """Charge balance of every test; tests at one temperature first, for the others' reference rows.
+
+    A test in `charge_only` shows no efficiency: it takes the mean of the tests that close, or 1.
+    """
+    closing = [t for t in tests if t.name not in charge_only]
+    out = _closed_balances(closing, reference_temperature_c) if closing else {}
+    efficiency = float(np.mean([b.coulombic_efficiency for b in out.values()])) if out else 1.0
+    return out | {t.name: charge_branch_balance(t, efficiency) for t in tests if t.name in charge_only}
+
+
+def _closed_balances(tests: list[CellTest], reference_temperature_c: float) -> dict[str, ChargeBalance]:
     uniform = [t for t in tests if t.at_temperature.all()]
     out = {t.name: charge_balance(t) for t in uniform}
     if len(out) < len(tests):

@@ -44,7 +44,12 @@ def longest_run(mask: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return np.arange(starts[best], stops[best])
 
 
-def ocv_curve(test: CellTest, balance: ChargeBalance) -> OcvCurve:
+def ocv_curve(test: CellTest, balance: ChargeBalance, charge_only: bool = False) -> OcvCurve:
+    """Both branches combined; a charge branch alone is the OCV as measured, with no hysteresis shown."""
+    if charge_only:
+        curve, v_max = _branch(test, balance, +1)
+        v_min = float(test.data[VOLTAGE].iloc[0])  # the test starts at empty, at the cut-off
+        return OcvCurve(test.temperature_c, curve, np.zeros_like(curve), v_min, v_max)
     dis_curve, v_min = _branch(test, balance, -1)
     chg_curve, v_max = _branch(test, balance, +1)
     mid = len(SOC_GRID) // 2
