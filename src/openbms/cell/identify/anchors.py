@@ -165,15 +165,14 @@ def _from_row(test: CellTest, start: int, note: str) -> CellTest:
 
 
 def closes(test: CellTest, limits: Limits) -> bool:
-    """Reaches empty, is charged to full after it and its last current flows at the upper limit (a CV
-    end, or a dither that holds it full): a test that starts full and closes shows capacity and
-    efficiency."""
+    """Reaches empty (in a dynamic test by a long slow discharge, not a pulse that touches the cut-off),
+    is charged to full after it and its last current flows at the upper limit (a CV end, or a dither
+    that holds it full): a test that starts full and closes shows capacity and efficiency."""
     i, v = test.data[CURRENT].to_numpy(), test.data[VOLTAGE].to_numpy()
-    full = full_rows(test, limits)
-    reached = np.flatnonzero((i < 0) & (v <= limits.voltage_min_v + LIMIT_TOL_V))
+    full, empty = full_rows(test, limits), empty_rows(test, limits)
     flowing = np.flatnonzero(np.abs(i) > CURRENT_ZERO_A)
     return bool(
-        full.size and reached.size and full[-1] > reached[0] and v[flowing[-1]] >= limits.voltage_max_v - LIMIT_TOL_V
+        full.size and empty.size and full[-1] > empty[0] and v[flowing[-1]] >= limits.voltage_max_v - LIMIT_TOL_V
     )
 
 
