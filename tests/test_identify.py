@@ -363,6 +363,23 @@ def test_identifies_from_an_iec_62660_power_test(standard_files, tmp_path):
     assert score(model, hppc).rmse_mv < DRIVE_RMSE_FLOOR_MV
 
 
+def test_a_pulse_that_touches_the_cut_off_is_not_empty():
+    """A dynamic test closes (and shows capacity) only through a long slow discharge to the cut-off: a 2C
+    pulse that touches it near 20 % SoC is far from empty."""
+    from openbms.cell.identify.anchors import Limits, closes
+
+    t = np.arange(5000.0)
+    i, v = np.zeros_like(t), np.full_like(t, 3.3)
+    i[100:220], v[200:220] = -4.0, 2.0  # the pulse, at the cut-off for its last 20 s
+    i[1000:4000], v[3990:4000] = 0.1, 3.6  # a slow charge to full at the end
+    frame = pd.DataFrame({"Test Time / s": t, "Current / A": i, "Voltage / V": v})
+    limits = Limits(2.0, 3.6).for_dynamic_tests(capacity_ah=2.0)
+    assert not closes(CellTest("pulses", 25.0, frame), limits)
+    i[300:1000], v[990:1000] = -0.1, 2.0  # a slow discharge to the cut-off: empty
+    frame = pd.DataFrame({"Test Time / s": t, "Current / A": i, "Voltage / V": v})
+    assert closes(CellTest("pulses", 25.0, frame), limits)
+
+
 def test_a_partial_drive_with_an_unseen_start_is_warned_of(standard_files):
     """A drive that starts rested part-charged, fitted with the HPPC: its start SoC is read on the OCV
     (the discharge branch assumed), with a warning that names the file and what was assumed."""
