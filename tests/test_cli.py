@@ -247,6 +247,16 @@ def test_estimate_writes_states_and_a_plot(drive_file, tmp_path, capsys, name):
     assert "estimate at the end" in capsys.readouterr().out
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # batterydf's own use of pandas
+def test_estimate_writes_a_bdf_file_the_bdf_package_reads(drive_file, tmp_path, capsys):
+    bdf = pytest.importorskip("bdf", reason="the labfiles extra: pip install -e '.[labfiles]'")
+    path, truth = drive_file
+    out = tmp_path / "states.bdf.parquet"
+    assert main(["estimate", str(path), "--cell", "a123_lfp", "--soc0", "0.8", "-o", str(out)]) == 0
+    states = bdf.read(str(out), validate=False)
+    assert np.max(np.abs(states["SOC / 1"] - truth)) < 0.03 and "Test Time / s" in states
+
+
 @pytest.mark.parametrize(
     "output, plot, message",
     [
