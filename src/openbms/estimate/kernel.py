@@ -42,7 +42,6 @@ from ..cell.kernels import (
     _axis_position,
     current_sign,
     hysteresis_step,
-    ocv_at_position,
     params_at_position,
     rc_step,
     soc_per_amp,
@@ -80,7 +79,8 @@ N_HEALTH = 6
 # Limit outputs per horizon: max charge current, max discharge current (both ≥ 0), their powers.
 N_LIMITS = 4
 SIGMA_H = np.sqrt(3.0)  # central-difference step (Plett's CDKF), weights (h²−n)/h² and 1/2h²
-BISECTIONS = 18
+NEWTON_STEPS = 8  # at most this many end-voltage evaluations per limit beyond the one at no current
+LIMIT_TOLERANCE = 1e-4  # of the cap: a bracket this narrow ends the search
 CELL_BLOCK = 64  # cells advanced together through a chunk (fastest measured; 32 and 128-256 are slower)
 CB = CELL_BLOCK
 # Rows of a block's work array: cell b's value of row r is W[r * CB + b]. Rows at constant offsets
@@ -225,6 +225,7 @@ class Block(NamedTuple):
     W: np.ndarray  # (N_W · CB,) the rows above
     irc: np.ndarray  # (n_rc, CB) RC branch currents
     rc_decay: np.ndarray  # (n_rc, CB) their decay over the step
+    rc_horizon: np.ndarray  # (n_horizons · n_rc, CB) their decay over each limit horizon
     knot_r: np.ndarray  # ((n_rc + 2) · n_k, CB) knot values of R0, each branch's R and ΣR
     knot_ri: np.ndarray  # (n_k, CB) Σ R·i at each knot
     seen_t: np.ndarray  # (CB,) the temperature the cached values hold for
@@ -340,79 +341,6 @@ def _counted_charge_var(sxx, opt):
     return relative_var
 
 
-@njit(cache=True)
-def _predict_voltage(current, horizon, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah):
-    """Voltage and SoC after holding `current` (A) for `horizon` seconds from the present state."""
-    eta = rows[b, EFFICIENCY] if current > 0 else 1.0
-    moved = eta * current * horizon / (3600.0 * q_ah)
-    z_end = z + moved
-    decay = np.exp(-abs(moved) * rows[b, HYSTERESIS_RATE])
-    sign = 1.0 if current > 0 else (-1.0 if current < 0 else 0.0)
-    h_end = decay * h + (1.0 - decay) * sign
-    n_k = knots.shape[0]
-    base = N_FIXED + n_rc
-    j, w = _knot_position(knots, z_end)
-    v = ocv_at_position(z_end, kt, ut, z0, dz, ocv_tables[m]) + rows[b, M0_V] * sign + rows[b, M_V] * h_end
-    v += rho * _resistance(rows, b, base, j, w, n_k) * current
-    for n in range(n_rc):
-        a = np.exp(-horizon / rows[b, N_FIXED + n])
-        v += rho * _resistance(rows, b, base + (n + 1) * n_k, j, w, n_k) * (a * irc[n, b] + (1.0 - a) * current)
-    return v, z_end
-
-
-@njit(cache=True)
-def _limit(
-    direction,
-    i_max,
-    horizon,
-    z,
-    h,
-    irc,
-    n_rc,
-    b,
-    rows,
-    knots,
-    ocv_tables,
-    m,
-    kt,
-    ut,
-    z0,
-    dz,
-    rho,
-    q_ah,
-    soc_max,
-    soc_min,
-    v_max,
-    v_min,
-):
-    """Largest |I| in `direction` (+1 charge, −1 discharge) that keeps voltage and SoC in bounds
-    at the start and at the end of the horizon, and the power at the lower of those voltages."""
-    lo, hi = 0.0, i_max
-    for _ in range(BISECTIONS):
-        mid = 0.5 * (lo + hi)
-        v0, _ = _predict_voltage(
-            direction * mid, 1e-9, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah
-        )
-        v1, z_end = _predict_voltage(
-            direction * mid, horizon, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah
-        )
-        if direction > 0:
-            ok = max(v0, v1) <= v_max and z_end <= soc_max
-        else:
-            ok = min(v0, v1) >= v_min and z_end >= soc_min
-        if ok:
-            lo = mid
-        else:
-            hi = mid
-    v0, _ = _predict_voltage(
-        direction * lo, 1e-9, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah
-    )
-    v1, _ = _predict_voltage(
-        direction * lo, horizon, z, h, irc, n_rc, b, rows, knots, ocv_tables, m, kt, ut, z0, dz, rho, q_ah
-    )
-    return lo, lo * min(v0, v1)
-
-
 @njit(cache=True, inline="always", error_model="numpy")
 def _update_health(k, time_s, dt, i, v_meas, st, W, irc, n_rc, b, rows, knots, adapt, opt, health_out):
     """Resistance scale from voltage steps at current steps; capacity from confident SoC pairs, reported
@@ -497,7 +425,7 @@ def _load(first, n_b, filt, opt, work):
 
 
 @njit(cache=True, inline="always")
-def _parameters(k, dt, dt_before, temperature_k, varying, first, n_b, model, work):
+def _parameters(k, dt, dt_before, temperature_k, varying, first, n_b, model, opt, work):
     """Each cell's parameters at its temperature and its RC decays over this step, where either changed
     (`varying`: a temperature per sample). Returns the step the decays now hold for."""
     stale = 0  # cells whose cached parameters or RC decays are for another temperature or step
@@ -507,7 +435,7 @@ def _parameters(k, dt, dt_before, temperature_k, varying, first, n_b, model, wor
     for b in range(n_b if stale > 0 else 0):
         t = temperature_k[b]
         if t != work.seen_t[b]:
-            _cache_parameters(t, b, model.model_index[first + b], model, work)
+            _cache_parameters(t, b, model.model_index[first + b], model, opt, work)
             work.seen_t[b] = t
             work.seen_dt[b] = np.nan
         if dt > 0.0 and dt != work.seen_dt[b]:
@@ -518,9 +446,10 @@ def _parameters(k, dt, dt_before, temperature_k, varying, first, n_b, model, wor
 
 
 @njit(cache=True, inline="always")
-def _cache_parameters(t, b, m, model, work):
+def _cache_parameters(t, b, m, model, opt, work):
     """Cell b's parameters at temperature t, of model m: its row; the scalars (with the voltage error
-    variance), the resistances' knot values and their sums in the work arrays; its OCV table position."""
+    variance), the resistances' knot values and their sums in the work arrays; its OCV table position;
+    with limits, its RC decays over each horizon."""
     axis, rows, W, knot_r = model.axis, work.rows, work.W, work.knot_r
     n_rc, n_k = work.irc.shape[0], model.knots.shape[0]
     n_ocv_t, n_z = model.ocv_tables.shape[1], model.ocv_tables.shape[2]
@@ -541,6 +470,9 @@ def _cache_parameters(t, b, m, model, work):
             knot_r[knot_sum + j, b] += r
     work.ocv_k[b], work.ocv_u[b] = _axis_position(model.ocv_axis, t)
     work.ocv_start[b] = (m * n_ocv_t + work.ocv_k[b]) * (n_z - 1)
+    for n in range(opt.horizons.shape[0] if opt.limits else 0):
+        for branch in range(n_rc):
+            work.rc_horizon[n * n_rc + branch, b] = np.exp(-opt.horizons[n] / rows[b, N_FIXED + branch])
 
 
 @njit(cache=True, inline="always")
@@ -786,76 +718,160 @@ def _health(k, dt, first, n_b, series, model, opt, filt, health_out, work):
         W[W_CHARGE_VAR * CB + b] = _counted_charge_var(st[SXX], opt)
 
 
+class Pulse(NamedTuple):
+    """One cell's present state as its limits read it: what the voltage does when a constant current
+    flows from now on (`_limits`)."""
+
+    z: float  # SoC
+    h: float  # dynamic hysteresis
+    rho: float  # resistance scale
+    ocv: float  # OCV at z, and its slope in SoC: the end voltage of no current, for every limit
+    ocv_slope: float
+    v_rest: float  # the voltage now without the pulse's own drop ρ·R0·I and its sign's hysteresis M0
+    r0: float  # ρ·R0 at z: the pulse's drop at its start, per amp
+    m0: float  # instantaneous hysteresis (V)
+    m: float  # dynamic hysteresis (V)
+    gamma: float  # hysteresis rate
+    eta: float  # coulombic efficiency
+    per_as: float  # SoC per A·s at the capacity the SoC is counted with
+
+
+class Side(NamedTuple):
+    """A direction of current and the limits it runs into."""
+
+    sign: float  # +1 charge, −1 discharge
+    soc_limit: float  # soc_max, soc_min
+    v_limit: float  # the model's v_max, v_min
+
+
 @njit(cache=True, inline="always")
+def _ocv_and_slope(z, b, model, work):
+    """Cell b's OCV at SoC z and its slope there (its temperature's position cached in `work`)."""
+    inv_dz = 1.0 / model.dz
+    j, w = _grid_position(z, work.ocv_start[b], model.z0, inv_dz, model.ocv_tables.shape[2])
+    return _bilinear_and_slope(model.quads, j, w, work.ocv_u[b], inv_dz)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _end_excess(pulse, side, current, per_amp, n, b, model, work):
+    """How far the voltage is beyond its limit, sign·(v − v_limit), at the end of horizon n while a
+    current of magnitude `current` flows in side's direction from the present state, and its derivative
+    in the current. `per_amp`: SoC moved per amp over the horizon. The voltage is affine in the current
+    but for the SoC dependence of the OCV and the resistances and for the hysteresis: the derivative
+    has them all."""
+    sign, rows, irc, knots = side.sign, work.rows, work.irc, model.knots
+    n_rc, n_k = irc.shape[0], knots.shape[0]
+    moved = per_amp * current
+    z_end = pulse.z + sign * moved
+    ocv, ocv_slope = _ocv_and_slope(z_end, b, model, work) if current > 0.0 else (pulse.ocv, pulse.ocv_slope)
+    decay = np.exp(-pulse.gamma * moved)
+    v = ocv + pulse.m0 * sign + pulse.m * (sign + (pulse.h - sign) * decay)
+    slope = (ocv_slope + pulse.m * pulse.gamma * (1.0 - sign * pulse.h) * decay) * per_amp
+    j, w = _knot_position(knots, z_end)
+    held = n_k == 1 or not knots[0] < z_end < knots[n_k - 1]  # the resistances are held beyond the end knots
+    inv_dk = 0.0 if held else 1.0 / (knots[j + 1] - knots[j])
+    for branch in range(n_rc + 1):  # R0, whose current is the pulse's at once, then each RC branch
+        at = N_FIXED + n_rc + branch * n_k
+        r = _resistance(rows, b, at, j, w, n_k)
+        r_slope = 0.0 if held else (rows[b, at + j + 1] - rows[b, at + j]) * inv_dk
+        a = work.rc_horizon[n * n_rc + branch - 1, b] if branch > 0 else 0.0
+        i_end = rc_step(irc[branch - 1, b], a, sign * current) if branch > 0 else sign * current
+        v += pulse.rho * r * i_end
+        slope += pulse.rho * (r * (1.0 - a) + r_slope * per_amp * i_end)
+    return sign * (v - side.v_limit), slope
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _current_limit(pulse, side, cap, n, b, model, opt, work):
+    """The largest current magnitude up to `cap` in side's direction that keeps the voltage within its
+    limit at the start of horizon n and at its end, and the SoC at its end within its limit; and the power
+    at it, at the lower of the two voltages.
+
+    SoC and start voltage are affine in the current: their limits are closed-form. The end voltage is
+    solved by Newton's method from no current, each step kept inside the bracket of currents known
+    within and beyond the limit (else a secant step in it), so that where the voltage is not monotone in
+    the current (near empty) the first crossing is found; the answer is the secant root of the last
+    bracket, or the largest current seen within the limit."""
+    sign = side.sign
+    per_amp = soc_per_amp(sign, pulse.eta, opt.horizons[n], pulse.per_as)
+    v_start = pulse.v_rest + sign * pulse.m0
+    room = sign * (side.v_limit - v_start)
+    by_start = room / pulse.r0 if pulse.r0 > 0.0 else (np.inf if room >= 0.0 else 0.0)
+    top = max(0.0, min(cap, sign * (side.soc_limit - pulse.z) / per_amp, by_start))
+    lo, excess_lo = 0.0, 0.0
+    hi, excess_hi = top, np.nan  # unknown until evaluated
+    excess, slope = _end_excess(pulse, side, 0.0, per_amp, n, b, model, work)
+    current = 0.0
+    if excess <= 0.0 and top > 0.0:
+        excess_lo = excess
+        current = top if slope <= 0.0 else min(top, -excess / slope)
+        for _ in range(NEWTON_STEPS):
+            excess, slope = _end_excess(pulse, side, current, per_amp, n, b, model, work)
+            if excess <= 0.0:
+                lo, excess_lo = current, excess
+            else:
+                hi, excess_hi = current, excess
+            if lo == top or hi - lo <= LIMIT_TOLERANCE * top:
+                break
+            step = current - excess / slope if slope > 0.0 else np.nan
+            if abs(step - current) <= LIMIT_TOLERANCE * top:  # converged
+                break
+            if lo < step < hi:
+                current = step
+            elif excess_hi > 0.0:
+                current = lo + (hi - lo) * excess_lo / (excess_lo - excess_hi)
+            else:
+                current = hi
+        current = lo + (hi - lo) * excess_lo / (excess_lo - excess_hi) if excess_hi > 0.0 else lo
+        # at the secant root the end voltage is at its limit; at lo it is what was computed there
+        excess = 0.0 if excess_hi > 0.0 else excess_lo
+    v_end = side.v_limit + sign * excess
+    return current, current * min(v_start + sign * pulse.r0 * current, v_end)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def _limits(k, first, n_b, model, opt, filt, limits_out, work):
-    """The largest charge and discharge current and power per horizon; horizons ascend, and a longer
-    pulse also has to hold over the shorter one's span."""
-    W, rows, horizons = work.W, work.rows, opt.horizons
-    n_rc = work.irc.shape[0]
+    """The largest charge and discharge current and power per horizon, with the resistances scaled by
+    the measured ρ. Horizons ascend: a longer pulse also has to hold over a shorter one's span, so its
+    limits are capped by the shorter one's."""
+    W, rows, knots = work.W, work.rows, model.knots
+    n_rc, n_k = work.irc.shape[0], knots.shape[0]
     for b in range(n_b):
         c = first + b
         m = model.model_index[c]
-        q_model = rows[b, CAPACITY_AH]
-        q_now = q_model / (W[W_G * CB + b] if opt.adapt else 1.0)  # the capacity the SoC is counted with
-        z, h = W[W_Z * CB + b], W[W_H * CB + b]
-        ic_cap, idis_cap = opt.max_charge_c * q_model, opt.max_discharge_c * q_model
-        pc_cap, pdis_cap = np.inf, np.inf
-        rho = filt.state[c, RHO]
-        for n in range(horizons.shape[0]):
-            ic, pc = _limit(
-                1.0,
-                ic_cap,
-                horizons[n],
-                z,
-                h,
-                work.irc,
-                n_rc,
-                b,
-                rows,
-                model.knots,
-                model.ocv_tables,
-                m,
-                work.ocv_k[b],
-                work.ocv_u[b],
-                model.z0,
-                model.dz,
-                rho,
-                q_now,
-                opt.soc_max,
-                opt.soc_min,
-                model.v_max[m],
-                model.v_min[m],
-            )
-            idis, pdis = _limit(
-                -1.0,
-                idis_cap,
-                horizons[n],
-                z,
-                h,
-                work.irc,
-                n_rc,
-                b,
-                rows,
-                model.knots,
-                model.ocv_tables,
-                m,
-                work.ocv_k[b],
-                work.ocv_u[b],
-                model.z0,
-                model.dz,
-                rho,
-                q_now,
-                opt.soc_max,
-                opt.soc_min,
-                model.v_max[m],
-                model.v_min[m],
-            )
-            ic_cap, idis_cap = ic, idis
-            pc_cap, pdis_cap = min(pc, pc_cap), min(pdis, pdis_cap)
-            limits_out[k, c, n * N_LIMITS + 0] = ic
-            limits_out[k, c, n * N_LIMITS + 1] = idis
-            limits_out[k, c, n * N_LIMITS + 2] = pc_cap
-            limits_out[k, c, n * N_LIMITS + 3] = pdis_cap
+        q_model = W[W_Q * CB + b]
+        z, h, rho = W[W_Z * CB + b], W[W_H * CB + b], filt.state[c, RHO]
+        ocv, ocv_slope = _ocv_and_slope(z, b, model, work)
+        v_rest = ocv + W[W_M * CB + b] * h
+        j, w = _knot_position(knots, z)
+        for branch in range(n_rc):
+            v_rest += rho * _resistance(rows, b, N_FIXED + n_rc + (branch + 1) * n_k, j, w, n_k) * work.irc[branch, b]
+        pulse = Pulse(
+            z,
+            h,
+            rho,
+            ocv,
+            ocv_slope,
+            v_rest,
+            rho * _resistance(rows, b, N_FIXED + n_rc, j, w, n_k),
+            W[W_M0 * CB + b],
+            W[W_M * CB + b],
+            W[W_GAMMA * CB + b],
+            W[W_ETA * CB + b],
+            W[W_PER_AS * CB + b] * (W[W_G * CB + b] if opt.adapt else 1.0),  # the capacity the SoC counts with
+        )
+        charge, discharge = Side(1.0, opt.soc_max, model.v_max[m]), Side(-1.0, opt.soc_min, model.v_min[m])
+        charge_cap, discharge_cap = opt.max_charge_c * q_model, opt.max_discharge_c * q_model
+        charge_power, discharge_power = np.inf, np.inf
+        for n in range(opt.horizons.shape[0]):
+            charge_cap, power = _current_limit(pulse, charge, charge_cap, n, b, model, opt, work)
+            charge_power = min(charge_power, power)
+            discharge_cap, power = _current_limit(pulse, discharge, discharge_cap, n, b, model, opt, work)
+            discharge_power = min(discharge_power, power)
+            limits_out[k, c, n * N_LIMITS + 0] = charge_cap
+            limits_out[k, c, n * N_LIMITS + 1] = discharge_cap
+            limits_out[k, c, n * N_LIMITS + 2] = charge_power
+            limits_out[k, c, n * N_LIMITS + 3] = discharge_power
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -963,7 +979,7 @@ def _run_blocks(series, model, opt, filt, out, work):
             # this sample's rows of the block's cells: indexed from 0, the compiler sees contiguous runs
             current_k = series.current[k, first:last]
             temperature_k = series.temperature[k if varying else 0, first:last]
-            dt_before = _parameters(k, dt, dt_before, temperature_k, varying, first, n_b, model, work)
+            dt_before = _parameters(k, dt, dt_before, temperature_k, varying, first, n_b, model, opt, work)
             _voltage(current_k, n_b, model, opt.sigma_points, work)
             _update(
                 series.voltage[k, first:last],
@@ -988,19 +1004,20 @@ def _run_blocks(series, model, opt, filt, out, work):
 def estimate_kernel(series: Series, model: Model, opt: Options, filt: Filter, out: Outputs) -> None:
     """Run the estimator over (time, cells): SoC and its 3-sigma bound, and health and limits where the
     options ask for them; `filt` carries over between calls."""
-    _run_blocks(
-        series, model, opt, filt, out, block_arrays(filt.i_rc.shape[1], len(model.knots), model.tables.shape[2])
-    )
+    work = block_arrays(filt.i_rc.shape[1], len(model.knots), model.tables.shape[2], len(opt.horizons))
+    _run_blocks(series, model, opt, filt, out, work)
 
 
-def block_arrays(n_rc: int, n_k: int, n_columns: int) -> Block:
-    """Work arrays for one block of cells: the rows of W; per cell the temperature and step its
-    cached values hold for, the parameter row and OCV table position at that temperature, where
-    its OCV row starts in the OCV quads, and the interval there at each evaluation SoC."""
+def block_arrays(n_rc: int, n_k: int, n_columns: int, n_horizons: int) -> Block:
+    """Work arrays for one block of cells: the rows of W; the RC currents and their decays over the step
+    and over each limit horizon; per cell the temperature and step its cached values hold for, the
+    parameter row and OCV table position at that temperature, where its OCV row starts in the OCV quads,
+    and the interval there at each evaluation SoC."""
     return Block(
         np.empty(N_W * CB),
         np.empty((n_rc, CB)),
         np.empty((n_rc, CB)),
+        np.empty((n_horizons * n_rc, CB)),
         np.empty(((n_rc + 2) * n_k, CB)),
         np.empty((n_k, CB)),
         np.empty(CB),
