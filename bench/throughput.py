@@ -19,7 +19,7 @@ filter on one identical input, to show that the compared filters are all sensibl
 
 The goals (issue 19) are checked against this run's own figures: the full default estimate at
 least 20 M cell-steps/s at 100 000 cells and 1 000x a per-cell filterpy EKF, the SoC filter alone
-60 M. The limits still bisect, at ~150x the filter's cost, so their rows run 1 000 cells.
+60 M.
 
 Run: `.venv/bin/python bench/throughput.py` (about 15 minutes). Prints markdown tables.
 """
@@ -62,9 +62,8 @@ CASES = {
     "openbms EKF": [(1, 4_000_000), (1_000, 2_000), (100_000, 200)],
     "openbms SPKF + health": [(100_000, 200)],
     "openbms SPKF + energy": [(100_000, 200)],
-    # the limits' bisection costs ~150x the filter: these rows are run narrower
-    "openbms SPKF + limits": [(1_000, 2_000)],
-    "openbms full (default)": [(1_000, 2_000)],
+    "openbms SPKF + limits": [(100_000, 200)],
+    "openbms full (default)": [(1_000, 2_000), (100_000, 200)],
     "filterpy UKF": [(1, 4_000), (20, 200)],
     "filterpy EKF": [(1, 4_000), (20, 200)],
     "numpy EKF": [(1_000, 2_000), (100_000, 200)],

@@ -8,7 +8,6 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..cell.kernels import ocv_lookup
 from ..cell.model import CellModel
 from ..cell.packing import PackedModels, pack
 from ..cell.simulate import _broadcast
@@ -154,6 +153,7 @@ class EstimateOptions:
             ocv_correlation_s=self.ocv_correlation_s,
             sigma_points=self.sigma_points,
             health=self.health,
+            energy=self.energy,
             adapt=self.health and self.adapt,
             adapt_resistance=self.health and self.adapt and self.adapt_resistance,
             limits=self.limits,
@@ -301,6 +301,7 @@ class Estimator:
         soc = np.empty((n_time, n_cells))
         bound = np.empty((n_time, n_cells))
         health = np.empty((n_time, n_cells, K.N_HEALTH) if o.health else (1, 1, K.N_HEALTH))
+        energy = np.empty((n_time, n_cells) if o.energy else (1, 1))
         limits = np.empty((n_time, n_cells, K.N_LIMITS * len(self.horizons)) if o.limits else (1, 1, 1))
         for start in range(0, n_time, CHUNK_STEPS):
             stop = min(start + CHUNK_STEPS, n_time)
@@ -314,6 +315,7 @@ class Estimator:
                 soc[start:stop],
                 bound[start:stop],
                 health[start:stop] if o.health else health,
+                energy[start:stop] if o.energy else energy,
                 limits[start:stop] if o.limits else limits,
             )
             K.estimate_kernel(series, self.kernel_model, self.kernel_options, K.Filter(state, cov, i_rc), outputs)
@@ -322,7 +324,7 @@ class Estimator:
                 self.last_time_s, self.last_dt_s = time_s[-1], hold_dt
             if on_progress:
                 on_progress(stop, n_time)
-        return self._result(time_s, soc, bound, health, limits, np.broadcast_to(temperature, (n_time, n_cells)))
+        return self._result(time_s, soc, bound, health, energy, limits)
 
     def held_times(self, time_s: np.ndarray) -> np.ndarray:
         """time_s and one more: the last sample is held for the interval before it (that of the last call
@@ -422,20 +424,19 @@ class Estimator:
         )
         return time_s, current, voltage
 
-    def _result(self, time_s, soc, bound, health, limits, temperature) -> Estimate:
-        o, packed = self.options, self.packed
+    def _result(self, time_s, soc, bound, health, energy, limits) -> Estimate:
+        o = self.options
         out = Estimate(time_s, soc, bound)
         if o.health:
-            q_model = packed.per_cell("capacity_ah", temperature)
             out.current_offset_a = health[..., K.OUT_OFFSET]
             out.hysteresis = health[..., K.OUT_HYST]
-            out.soh_capacity = health[..., K.OUT_CAPACITY_SCALE]
-            out.capacity_ah = out.soh_capacity * q_model
-            out.capacity_bound_ah = 3.0 * health[..., K.OUT_CAPACITY_SCALE_STD] * q_model
-            out.soh_resistance = health[..., K.OUT_RHO]
-            out.resistance_ohm = out.soh_resistance * packed.r0_ohm(soc, temperature)
+            out.soh_capacity = health[..., K.OUT_SOH_CAPACITY]
+            out.capacity_ah = health[..., K.OUT_CAPACITY_AH]
+            out.capacity_bound_ah = health[..., K.OUT_CAPACITY_BOUND_AH]
+            out.soh_resistance = health[..., K.OUT_SOH_RESISTANCE]
+            out.resistance_ohm = health[..., K.OUT_RESISTANCE_OHM]
         if o.energy:
-            out.energy_wh = energy_wh(packed, soc, temperature, o.soc_min) * (out.soh_capacity if o.health else 1.0)
+            out.energy_wh = energy
         if o.limits:
             for n, horizon in enumerate(self.horizons):
                 block = limits[..., n * K.N_LIMITS : (n + 1) * K.N_LIMITS]
@@ -537,6 +538,7 @@ def kernel_model(packed: PackedModels, o: EstimateOptions) -> K.Model:
         dz=packed.dz,
         ocv_tables=packed.ocv_tables,
         quads=K.ocv_quads(packed.ocv_tables),
+        energy_quads=K.ocv_quads(ocv_integral(packed)),
         model_index=packed.model_index,
         sigma_v=np.stack([voltage_error_std(m, o, packed.axis) for m in models]),
         v_min=np.array([m.voltage_min_v for m in models]),
@@ -544,31 +546,11 @@ def kernel_model(packed: PackedModels, o: EstimateOptions) -> K.Model:
     )
 
 
-def energy_wh(packed: PackedModels, soc, temperature, soc_min: float) -> np.ndarray:
-    """Energy from SoC down to soc_min at open circuit: Q·∫OCV dz (Wh), per cell from its model's table."""
-    t = np.broadcast_to(np.asarray(temperature, dtype=float), soc.shape)
-    open_circuit = np.empty(soc.shape)
-    for cell, cols in packed.cells_of():
-        open_circuit[:, cols] = _ocv_integral(cell, soc[:, cols], t[:, cols], soc_min)
-    return open_circuit * packed.per_cell("capacity_ah", temperature)
-
-
-def _ocv_integral(cell: CellModel, soc, temperature, soc_min: float) -> np.ndarray:
-    """∫OCV dz from soc_min up to soc (V, per unit of SoC), not below 0."""
-    z = cell.soc
-    cumulative = np.concatenate(
-        [
-            np.zeros((len(cell.ocv_temperature_c), 1)),
-            np.cumsum(0.5 * (cell.ocv_v[:, 1:] + cell.ocv_v[:, :-1]) * np.diff(z), axis=1),
-        ],
-        axis=1,
-    )
-    lookup = np.empty(soc.size)
-    floor = np.empty(soc.size)
-    t = np.ascontiguousarray(temperature, dtype=float).ravel()
-    ocv_lookup(np.ascontiguousarray(soc).ravel(), t, cell.ocv_temperature_c, z[0], z[1] - z[0], cumulative, lookup)
-    ocv_lookup(np.full(soc.size, soc_min), t, cell.ocv_temperature_c, z[0], z[1] - z[0], cumulative, floor)
-    return np.maximum(lookup - floor, 0.0).reshape(soc.shape)
+def ocv_integral(packed: PackedModels) -> np.ndarray:
+    """∫OCV dz from the grid's first SoC, on the OCV tables' grid (V per unit of SoC): the energy's table."""
+    z = packed.models[0].soc  # every packed model has this grid
+    steps = 0.5 * (packed.ocv_tables[..., 1:] + packed.ocv_tables[..., :-1]) * np.diff(z)
+    return np.concatenate([np.zeros(packed.ocv_tables.shape[:-1] + (1,)), np.cumsum(steps, axis=-1)], axis=-1)
 
 
 def _squeeze(out: Estimate) -> None:

@@ -73,9 +73,18 @@ from ..cell.kernels import (
 ) = range(21)
 N_STATE = 21
 N_X = 4  # filter states: the first four columns
-# Health outputs.
-OUT_OFFSET, OUT_HYST, OUT_CAPACITY_SCALE, OUT_CAPACITY_SCALE_STD, OUT_RHO, OUT_RHO_STD = range(6)
-N_HEALTH = 6
+# Health outputs: current-sensor offset (A), hysteresis state, capacity relative to the model's, capacity and
+# its 3-sigma bound (Ah), resistance relative to the model's, R0 at the present SoC and temperature (ohm).
+(
+    OUT_OFFSET,
+    OUT_HYST,
+    OUT_SOH_CAPACITY,
+    OUT_CAPACITY_AH,
+    OUT_CAPACITY_BOUND_AH,
+    OUT_SOH_RESISTANCE,
+    OUT_RESISTANCE_OHM,
+) = range(7)
+N_HEALTH = 7
 # Limit outputs per horizon: max charge current, max discharge current (both ≥ 0), their powers.
 N_LIMITS = 4
 SIGMA_H = np.sqrt(3.0)  # central-difference step (Plett's CDKF), weights (h²−n)/h² and 1/2h²
@@ -111,6 +120,7 @@ CB = CELL_BLOCK
     W_M0,
     W_M,  # parameters at the cell's temperature (W_PER_AS: SoC per A·s)
     W_VAR_V,  # the model's voltage error variance there
+    W_ENERGY_FLOOR,  # ∫OCV dz up to soc_min there
     # The voltage is evaluated at z, "up" and "dn": z ± the sigma-point spread (the EKF: at z alone).
     W_Z_UP,
     W_Z_DN,  # those SoCs
@@ -126,7 +136,7 @@ CB = CELL_BLOCK
     W_REST_S,
     W_NIS,  # how long the current has been at rest (s); the innovations' consistency (mean NIS)
     N_W,
-) = range(39)
+) = range(40)
 # The EKF evaluates at z alone and keeps the slopes dOCV/dz and dΣ(R·i)/dz in the "up" rows.
 W_OCV_SLOPE, W_RI_SLOPE = W_OCV_UP, W_RI_UP
 # Rows whose number depends on the model live in arrays of their own, laid out alike: the RC
@@ -148,6 +158,7 @@ class Model(NamedTuple):
     dz: float  # its step
     ocv_tables: np.ndarray  # (n_models, n_ocv_t, n_z)
     quads: np.ndarray  # `ocv_quads(ocv_tables)`
+    energy_quads: np.ndarray  # `ocv_quads` of ∫OCV dz from the grid's first SoC (V per unit of SoC)
     model_index: np.ndarray  # (n_cells,) each cell's model
     sigma_v: np.ndarray  # (n_models, n_t) the model's voltage error std (V)
     v_min: np.ndarray  # (n_models,) voltage limits (V)
@@ -187,6 +198,7 @@ class Options(NamedTuple):
     ocv_correlation_s: float  # how long that error stays alike
     sigma_points: bool  # False: extended Kalman filter
     health: bool  # capacity and resistance estimates (and their outputs)
+    energy: bool  # the energy left down to soc_min (and its output)
     adapt: bool  # health fed back into the SoC filter
     adapt_resistance: bool  # ρ fed back too
     limits: bool  # power limits (and their outputs)
@@ -211,11 +223,12 @@ class Series(NamedTuple):
 
 
 class Outputs(NamedTuple):
-    """Per sample and cell: SoC, its 3-sigma bound, health (N_HEALTH) and limits (N_LIMITS per horizon)."""
+    """Per sample and cell: SoC, its 3-sigma bound, health (N_HEALTH), energy and limits (N_LIMITS per horizon)."""
 
     soc: np.ndarray
     bound: np.ndarray
     health: np.ndarray  # (time, cells, N_HEALTH), or any shape when health is off
+    energy: np.ndarray  # (time, cells) Wh down to soc_min at open circuit, or any 2-D shape when energy is off
     limits: np.ndarray  # (time, cells, N_LIMITS · n_horizons), or any shape when limits are off
 
 
@@ -392,12 +405,14 @@ def _update_health(k, time_s, dt, i, v_meas, st, W, irc, n_rc, b, rows, knots, a
     s_inv, s_var = st[S_INV], 1.0 / (st[SXX] + 1.0 / opt.prior_s_var)
     if adapt and opt.joint_var > 0 and W[W_P33 * CB + b] < s_var:  # the filter knows its own capacity better
         s_inv, s_var = W[W_G * CB + b], W[W_P33 * CB + b]
+    q_model, capacity_scale = rows[b, CAPACITY_AH], 1.0 / s_inv
     health_out[OUT_OFFSET] = W[W_B * CB + b]
     health_out[OUT_HYST] = W[W_H * CB + b]
-    health_out[OUT_CAPACITY_SCALE] = 1.0 / s_inv
-    health_out[OUT_CAPACITY_SCALE_STD] = np.sqrt(s_var) / s_inv**2
-    health_out[OUT_RHO] = st[RHO]
-    health_out[OUT_RHO_STD] = np.sqrt(st[RHO_VAR])
+    health_out[OUT_SOH_CAPACITY] = capacity_scale
+    health_out[OUT_CAPACITY_AH] = capacity_scale * q_model
+    health_out[OUT_CAPACITY_BOUND_AH] = 3.0 * (np.sqrt(s_var) / s_inv**2) * q_model
+    health_out[OUT_SOH_RESISTANCE] = st[RHO]
+    health_out[OUT_RESISTANCE_OHM] = st[RHO] * _resistance(rows, b, base, j, w, n_k)
 
 
 # -- the stages of a time step, each over the block's cells ---------------------------------------------------
@@ -470,6 +485,8 @@ def _cache_parameters(t, b, m, model, opt, work):
             knot_r[knot_sum + j, b] += r
     work.ocv_k[b], work.ocv_u[b] = _axis_position(model.ocv_axis, t)
     work.ocv_start[b] = (m * n_ocv_t + work.ocv_k[b]) * (n_z - 1)
+    j, w = _grid_position(opt.soc_min, work.ocv_start[b], model.z0, 1.0 / model.dz, n_z)
+    W[W_ENERGY_FLOOR * CB + b] = _bilinear(model.energy_quads, j, w, work.ocv_u[b])
     for n in range(opt.horizons.shape[0] if opt.limits else 0):
         for branch in range(n_rc):
             work.rc_horizon[n * n_rc + branch, b] = np.exp(-opt.horizons[n] / rows[b, N_FIXED + branch])
@@ -744,6 +761,17 @@ class Side(NamedTuple):
     v_limit: float  # the model's v_max, v_min
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _energy(k, first, n_b, model, opt, out, work):
+    """Energy down to soc_min at open circuit, Q·∫OCV dz (Wh), at the capacity the cell is estimated to hold."""
+    W, n_z, inv_dz = work.W, model.ocv_tables.shape[2], 1.0 / model.dz
+    for b in range(n_b):
+        c = first + b
+        j, w = _grid_position(W[W_Z * CB + b], work.ocv_start[b], model.z0, inv_dz, n_z)
+        above = max(_bilinear(model.energy_quads, j, w, work.ocv_u[b]) - W[W_ENERGY_FLOOR * CB + b], 0.0)
+        out.energy[k, c] = above * W[W_Q * CB + b] * (out.health[k, c, OUT_SOH_CAPACITY] if opt.health else 1.0)
+
+
 @njit(cache=True, inline="always")
 def _ocv_and_slope(z, b, model, work):
     """Cell b's OCV at SoC z and its slope there (its temperature's position cached in `work`)."""
@@ -994,6 +1022,8 @@ def _run_blocks(series, model, opt, filt, out, work):
             )
             if opt.health:
                 _health(k, dt, first, n_b, series, model, opt, filt, out.health, work)
+            if opt.energy:
+                _energy(k, first, n_b, model, opt, out, work)
             if opt.limits:
                 _limits(k, first, n_b, model, opt, filt, out.limits, work)
             if dt > 0.0:
@@ -1002,8 +1032,8 @@ def _run_blocks(series, model, opt, filt, out, work):
 
 
 def estimate_kernel(series: Series, model: Model, opt: Options, filt: Filter, out: Outputs) -> None:
-    """Run the estimator over (time, cells): SoC and its 3-sigma bound, and health and limits where the
-    options ask for them; `filt` carries over between calls."""
+    """Run the estimator over (time, cells): SoC and its 3-sigma bound, and health, energy and limits where
+    the options ask for them; `filt` carries over between calls."""
     work = block_arrays(filt.i_rc.shape[1], len(model.knots), model.tables.shape[2], len(opt.horizons))
     _run_blocks(series, model, opt, filt, out, work)
 
