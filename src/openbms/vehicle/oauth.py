@@ -465,7 +465,13 @@ class OAuthEndpoints:
         try:
             answer: Answer = await asyncio.to_thread(self._locked, call, oauth_request)
         except StorageError as exc:  # nothing was issued or revoked: the change and its audit row go together
-            return JSONResponse({"error": "temporarily_unavailable", "error_description": f"not done: {exc}"}, 503)
+            return JSONResponse(
+                {
+                    "error": "temporarily_unavailable",
+                    "error_description": f"the vehicle's storage refused the write ({exc}); nothing was changed",
+                },
+                503,
+            )
         return answer.response()
 
     async def _unreadable(self, request: HttpRequest, status: int, description: str) -> Response:

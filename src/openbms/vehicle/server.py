@@ -470,7 +470,9 @@ def _bearer(request: HttpRequest) -> str | None:
 
 async def _storage_error(request: HttpRequest, exc: Exception) -> JSONResponse:
     """A write the database refused (an owner's grant or revocation): nothing was changed."""
-    return _http_error(VissError("service_unavailable", f"not done: {exc}"))
+    return _http_error(
+        VissError("service_unavailable", f"the vehicle's storage refused the write ({exc}); nothing was changed")
+    )
 
 
 async def _internal_error(request: HttpRequest, exc: Exception) -> JSONResponse:
