@@ -904,3 +904,18 @@ def test_the_band_stays_within_empty_and_full_without_a_start():
     assert lower.min() >= 0 and upper.max() <= 1 and np.all((lower <= soc) & (soc <= upper))
     inside = (soc - bound >= 0) & (soc + bound <= 1)
     np.testing.assert_allclose(upper[inside] - soc[inside], bound[inside])
+
+
+@pytest.mark.parametrize("hysteresis0", [-1.0, 0.0, 1.0])
+def test_a_rested_start_is_as_sure_as_its_voltage(hysteresis0):
+    """Started without soc0 on a rested cell at 80 % (LFP's plateau), the bound holds the truth and is as wide as
+    the SoCs the voltage allows within the hysteresis and the OCV bias's prior, not wider: what the owner sees."""
+    t = np.arange(0.0, 120.0)
+    v = simulate(CELL, t, np.zeros_like(t), 25.0, soc0=0.8, hysteresis0=hysteresis0).voltage_v
+    o = EstimateOptions()
+    spread_v = float(CELL.param("m_v", 25.0)) + 2.0 * o.ocv_bias_std_v
+    z_lo, z_hi = (float(CELL.soc_from_ocv(v[0] + d, 25.0)) for d in (-spread_v, spread_v))
+    est = estimate(CELL, t, np.zeros_like(t), v, 25.0, options=o)
+    assert abs(est.soc[0] - 0.8) <= est.soc_bound[0]
+    assert abs(est.soc[-1] - 0.8) <= est.soc_bound[-1]
+    assert est.soc_bound[0] <= 0.9 * (z_hi - z_lo)  # a uniform range's 3 sigma is 0.87 of its width

@@ -16,10 +16,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import life as bench  # noqa: E402
 
 CAPACITY_AH = 2.0
-# Measured on the two quick ESC rows (+15 mV / -15 mV): RMSE 8.2 / 12.0 %, park moves 3.6 / 3.0 %; before the
-# rests were read as rests: 9.6 / 25.4 % and 13.4 / 13.7 %. Far from the issue's bars (1.5 %, 0.5 %): see README.
-RMSE_FLOOR = 15.0  # %
-PARK_MOVE_FLOOR = 5.0  # %
+# Measured on the two quick ESC rows (+15 mV / -15 mV) with the OCV bias a state of the filter: RMSE 3.40 / 3.28 %,
+# park moves 3.36 / 1.81 %, the bound holding 100 / 100 % of the week, capacity -0.2 / +4.1 %; without it 8.2 / 12.0 %,
+# 3.6 / 3.0 %, 21 / 40 %, -0.5 / +9.8 %. Still short of the issue's bars (1.5 %, 0.5 %): see README.
+RMSE_FLOOR = 5.0  # %
+PARK_MOVE_FLOOR = 4.5  # %
+HOLDS_FLOOR = 90.0  # % of the week
+CAPACITY_FLOOR = 7.0  # % off at the end of day 7
 
 
 @pytest.fixture(scope="module")
@@ -67,5 +70,8 @@ def test_life_floors_on_plants_whose_ocv_is_15_mv_off(case):
     """A week on a cell 10 % smaller, 30 % slower, at 0 degC, with a biased current sensor."""
     s, _, _ = bench.run_case(case)
     assert s.rmse < s.cc_rmse / 4  # the offset read at rest, not counted through the parks
-    assert s.rmse < RMSE_FLOOR  # measured: see the constant
+    assert s.rmse < RMSE_FLOOR  # measured: see the constants
     assert s.park_move < PARK_MOVE_FLOOR
+    # an OCV 15 mV off widens the bound on the plateau instead of moving the SoC out of it
+    assert s.holds >= HOLDS_FLOOR
+    assert abs(s.capacity) < CAPACITY_FLOOR

@@ -1,9 +1,12 @@
 """The compiled estimator: SoC (sigma-point or extended Kalman filter), current-sensor
 offset, resistance and capacity, and power limits, batched over cells.
 
-Per cell the filter state is x = [z, h, b, g]: SoC, dynamic hysteresis, the current
-sensor's offset (measured = true + b) and the inverse capacity scale g (the cell holds
-Q/g), so a cell whose capacity differs from the model's is followed as it drives. The
+Per cell the filter state is x = [z, h, b, g, d]: SoC, dynamic hysteresis, the current
+sensor's offset (measured = true + b), the inverse capacity scale g (the cell holds
+Q/g), so a cell whose capacity differs from the model's is followed as it drives, and the
+OCV curve's bias d (this cell's OCV less the model's, V), a slow random walk: on LFP's flat
+plateau the voltage cannot tell d from z, and the bound widens instead of the SoC moving;
+where the OCV is steep (near empty, near full) the voltage tells both. The
 RC branch currents follow the measured current deterministically. The voltage is
 nonlinear only in z (OCV and the SoC-dependent resistances), so the sigma points take
 just three distinct z values and the rest of the sigma-point algebra has a closed form
@@ -53,6 +56,7 @@ from ..cell.kernels import (
     H,
     B,
     G,
+    D,
     S,
     RHO,
     RHO_VAR,
@@ -70,9 +74,9 @@ from ..cell.kernels import (
     PREV_T,
     REST_S,
     NIS,
-) = range(21)
-N_STATE = 21
-N_X = 4  # filter states: the first four columns
+) = range(22)
+N_STATE = 22
+N_X = 5  # filter states: the first five columns
 # Health outputs: current-sensor offset (A), hysteresis state, capacity relative to the model's, capacity and
 # its 3-sigma bound (Ah), resistance relative to the model's, R0 at the present SoC and temperature (ohm).
 (
@@ -98,17 +102,23 @@ CB = CELL_BLOCK
     W_Z,
     W_H,
     W_B,
-    W_G,  # the filter state x
+    W_G,
+    W_D,  # the filter state x
     W_P00,
     W_P01,
     W_P02,
     W_P03,
+    W_P04,
     W_P11,
     W_P12,
     W_P13,
+    W_P14,
     W_P22,
     W_P23,
-    W_P33,  # its covariance (upper triangle)
+    W_P24,
+    W_P33,
+    W_P34,
+    W_P44,  # its covariance (upper triangle)
     W_SIGN,
     W_RHO,
     W_CHARGE_VAR,
@@ -136,7 +146,7 @@ CB = CELL_BLOCK
     W_REST_S,
     W_NIS,  # how long the current has been at rest (s); the innovations' consistency (mean NIS)
     N_W,
-) = range(40)
+) = range(46)
 # The EKF evaluates at z alone and keeps the slopes dOCV/dz and dΣ(R·i)/dz in the "up" rows.
 W_OCV_SLOPE, W_RI_SLOPE = W_OCV_UP, W_RI_UP
 # Rows whose number depends on the model live in arrays of their own, laid out alike: the RC
@@ -194,8 +204,8 @@ class Options(NamedTuple):
     relaxed_s: float  # after this long at rest the voltage is the OCV
     rest_correlation_s: float  # then one look per this long
     nis_s: float  # memory of the innovation consistency (0: off)
-    ocv_var: float  # variance of the OCV curve's own error (V²)
-    ocv_correlation_s: float  # how long that error stays alike
+    q_ocv_bias: float  # the OCV bias's random walk, V² per s
+    ocv_bias_growth: float  # its variance's growth per unit of NIS beyond 1, in model error variances per nis_s
     sigma_points: bool  # False: extended Kalman filter
     health: bool  # capacity and resistance estimates (and their outputs)
     energy: bool  # the energy left down to soc_min (and its output)
@@ -314,25 +324,31 @@ def knot_hats(knots):
 
 
 @njit(cache=True, inline="always")
-def _sigma_point_moments(g0, r0, g_up, r_up, g_dn, r_dn, h, bias, m_v, p00, p01, p02, p11, p12, p22):
+def _sigma_point_moments(g0, r0, g_up, r_up, g_dn, r_dn, h, bias, m_v, W, b):
     """Mean and variance of the predicted voltage of the central-difference filter with sigma
-    points x ± h·L[:, j] (L the Cholesky factor of P), and dy/dz such that P·[dy/dz, M, −R, 0]'
-    is its covariance with the state.
+    points x ± h·L[:, j] (L the Cholesky factor of P, cell b's covariance in W), and dy/dz such
+    that P·[dy/dz, M, −R, 0, 1]' is its covariance with the state (g0, g_up, g_dn include the OCV
+    bias d).
 
-    The voltage is linear in h and b, so the six points off the z axis contribute exactly what
-    a linearisation at z would: a quadratic form in P. Only L's first column P[:, 0]/√P00 is
-    needed, not the factor itself.
+    The voltage is linear in h, b and d, so the eight points off the z axis contribute exactly
+    what a linearisation at z would: a quadratic form in P. Only L's first column P[:, 0]/√P00
+    is needed, not the factor itself.
     """
-    inv_root = 1.0 / np.sqrt(max(p00, 1e-16))
-    l1 = p01 * inv_root
-    l2 = p02 * inv_root
+    p11, p12, p14 = W[W_P11 * CB + b], W[W_P12 * CB + b], W[W_P14 * CB + b]
+    p22, p24, p44 = W[W_P22 * CB + b], W[W_P24 * CB + b], W[W_P44 * CB + b]
+    inv_root = 1.0 / np.sqrt(max(W[W_P00 * CB + b], 1e-16))
+    l1 = W[W_P01 * CB + b] * inv_root
+    l2 = W[W_P02 * CB + b] * inv_root
+    l4 = W[W_P04 * CB + b] * inv_root
     y0 = g0 + m_v * h - r0 * bias
-    y_up = g_up + m_v * (h + SIGMA_H * l1) - r_up * (bias + SIGMA_H * l2)
-    y_dn = g_dn + m_v * (h - SIGMA_H * l1) - r_dn * (bias - SIGMA_H * l2)
-    w = 1.0 / (2.0 * SIGMA_H * SIGMA_H)  # weight of each of the 8 outer points; the centre and
-    y_mean = (1.0 - 2.0 * w) * y0 + w * (y_up + y_dn)  # the 6 off-axis ones average to y0
-    along_z = m_v * l1 - r0 * l2  # linear part of the z-axis pair, also counted by the quadratic form
-    off_axis = m_v * m_v * p11 - 2.0 * m_v * r0 * p12 + r0 * r0 * p22 - along_z * along_z
+    y_up = g_up + m_v * (h + SIGMA_H * l1) - r_up * (bias + SIGMA_H * l2) + SIGMA_H * l4
+    y_dn = g_dn + m_v * (h - SIGMA_H * l1) - r_dn * (bias - SIGMA_H * l2) - SIGMA_H * l4
+    w = 1.0 / (2.0 * SIGMA_H * SIGMA_H)  # weight of each of the 10 outer points; the centre and
+    y_mean = (1.0 - 2.0 * w) * y0 + w * (y_up + y_dn)  # the 8 off-axis ones average to y0
+    along_z = m_v * l1 - r0 * l2 + l4  # linear part of the z-axis pair, also counted by the quadratic form
+    off_axis = (
+        m_v * m_v * p11 - 2.0 * m_v * r0 * p12 + r0 * r0 * p22 + 2.0 * (m_v * p14 - r0 * p24) + p44 - along_z * along_z
+    )
     e0 = y0 - y_mean
     pyy = (1.0 - 2.0 * w) * e0 * e0 + w * ((y_up - y_mean) ** 2 + (y_dn - y_mean) ** 2) + max(off_axis, 0.0)
     return y_mean, pyy, ((y_up - y_dn) * (0.5 / SIGMA_H) - along_z) * inv_root
@@ -397,7 +413,7 @@ def _update_health(k, time_s, dt, i, v_meas, st, W, irc, n_rc, b, rows, knots, a
             # the filter's capacity restarts from the certified estimate, unless it knows its own better
             if adapt and not (opt.joint_var > 0 and W[W_P33 * CB + b] < certified_var):
                 W[W_G * CB + b] = st[S_INV]
-                W[W_P03 * CB + b] = W[W_P13 * CB + b] = W[W_P23 * CB + b] = 0.0
+                W[W_P03 * CB + b] = W[W_P13 * CB + b] = W[W_P23 * CB + b] = W[W_P34 * CB + b] = 0.0
                 W[W_P33 * CB + b] = certified_var if opt.joint_var > 0 else 0.0
             st[ANCHOR_Z] = W[W_Z * CB + b]
             st[ANCHOR_VAR] = var_z
@@ -583,27 +599,40 @@ def _consistency(W, b, innovation, pyy_state, var_v, step, opt):
 
 
 @njit(cache=True, inline="always")
+def _correct(W, b, ph0, ph1, ph2, ph3, ph4, innovation, inv_s):
+    """The Kalman correction of cell b by one scalar reading: x += K·innovation and P −= K·(P H')', with
+    P H' = ph, K = ph / s; the hysteresis kept within ±1 and the capacity scale within 0.5-2."""
+    gain = innovation * inv_s
+    W[W_Z * CB + b] += ph0 * gain
+    W[W_H * CB + b] = min(1.0, max(-1.0, W[W_H * CB + b] + ph1 * gain))
+    W[W_B * CB + b] += ph2 * gain
+    W[W_G * CB + b] = min(2.0, max(0.5, W[W_G * CB + b] + ph3 * gain))
+    W[W_D * CB + b] += ph4 * gain
+    W[W_P00 * CB + b] = max(W[W_P00 * CB + b] - ph0 * ph0 * inv_s, 1e-12)
+    W[W_P01 * CB + b] -= ph0 * ph1 * inv_s
+    W[W_P02 * CB + b] -= ph0 * ph2 * inv_s
+    W[W_P03 * CB + b] -= ph0 * ph3 * inv_s
+    W[W_P04 * CB + b] -= ph0 * ph4 * inv_s
+    W[W_P11 * CB + b] = max(W[W_P11 * CB + b] - ph1 * ph1 * inv_s, 1e-12)
+    W[W_P12 * CB + b] -= ph1 * ph2 * inv_s
+    W[W_P13 * CB + b] -= ph1 * ph3 * inv_s
+    W[W_P14 * CB + b] -= ph1 * ph4 * inv_s
+    W[W_P22 * CB + b] = max(W[W_P22 * CB + b] - ph2 * ph2 * inv_s, 1e-12)
+    W[W_P23 * CB + b] -= ph2 * ph3 * inv_s
+    W[W_P24 * CB + b] -= ph2 * ph4 * inv_s
+    W[W_P33 * CB + b] = max(W[W_P33 * CB + b] - ph3 * ph3 * inv_s, 1e-12)
+    W[W_P34 * CB + b] -= ph3 * ph4 * inv_s
+    W[W_P44 * CB + b] = max(W[W_P44 * CB + b] - ph4 * ph4 * inv_s, 0.0)
+
+
+@njit(cache=True, inline="always")
 def _offset_reading(W, b, i, opt):
     """At rest the current sensor reads its own offset: a direct look at b (with the current's noise),
     which through their covariance also corrects what the SoC counted with the wrong offset."""
-    r = (opt.sigma_i * W[W_Q * CB + b]) ** 2
-    p02, p12, p22, p23 = W[W_P02 * CB + b], W[W_P12 * CB + b], W[W_P22 * CB + b], W[W_P23 * CB + b]
-    inv_s = 1.0 / (p22 + r)
-    gain = (i - W[W_B * CB + b]) * inv_s
-    W[W_Z * CB + b] += p02 * gain
-    W[W_H * CB + b] = min(1.0, max(-1.0, W[W_H * CB + b] + p12 * gain))
-    W[W_B * CB + b] += p22 * gain
-    W[W_G * CB + b] = min(2.0, max(0.5, W[W_G * CB + b] + p23 * gain))
-    W[W_P00 * CB + b] = max(W[W_P00 * CB + b] - p02 * p02 * inv_s, 1e-12)
-    W[W_P01 * CB + b] -= p02 * p12 * inv_s
-    W[W_P02 * CB + b] = p02 - p02 * p22 * inv_s
-    W[W_P03 * CB + b] -= p02 * p23 * inv_s
-    W[W_P11 * CB + b] = max(W[W_P11 * CB + b] - p12 * p12 * inv_s, 1e-12)
-    W[W_P12 * CB + b] = p12 - p12 * p22 * inv_s
-    W[W_P13 * CB + b] -= p12 * p23 * inv_s
-    W[W_P22 * CB + b] = max(p22 - p22 * p22 * inv_s, 1e-12)
-    W[W_P23 * CB + b] = p23 - p22 * p23 * inv_s
-    W[W_P33 * CB + b] = max(W[W_P33 * CB + b] - p23 * p23 * inv_s, 1e-12)
+    p22 = W[W_P22 * CB + b]
+    ph = (W[W_P02 * CB + b], W[W_P12 * CB + b], p22, W[W_P23 * CB + b], W[W_P24 * CB + b])
+    inv_s = 1.0 / (p22 + (opt.sigma_i * W[W_Q * CB + b]) ** 2)
+    _correct(W, b, ph[0], ph[1], ph[2], ph[3], ph[4], i - W[W_B * CB + b], inv_s)
 
 
 @njit(cache=True, inline="always")
@@ -625,16 +654,19 @@ def _update(voltage_k, current_k, soc_k, bound_k, n_b, inflation, step, opt, W):
         h, bias = W[W_H * CB + b], W[W_B * CB + b]
         p00, p01, p02, p03 = W[W_P00 * CB + b], W[W_P01 * CB + b], W[W_P02 * CB + b], W[W_P03 * CB + b]
         p11, p12, p13 = W[W_P11 * CB + b], W[W_P12 * CB + b], W[W_P13 * CB + b]
-        p22, p23, p33 = W[W_P22 * CB + b], W[W_P23 * CB + b], W[W_P33 * CB + b]
+        p22, p23 = W[W_P22 * CB + b], W[W_P23 * CB + b]
+        p04, p14, p24 = W[W_P04 * CB + b], W[W_P14 * CB + b], W[W_P24 * CB + b]
+        p34, p44 = W[W_P34 * CB + b], W[W_P44 * CB + b]
         m_v = W[W_M * CB + b]
         rho = W[W_RHO * CB + b]
-        hysteresis = W[W_M0 * CB + b] * W[W_SIGN * CB + b]
+        # the OCV bias and the instantaneous hysteresis: the same at every evaluation SoC
+        offset_v = W[W_D * CB + b] + W[W_M0 * CB + b] * W[W_SIGN * CB + b]
         # the voltage without h and b, and ρ·ΣR, at z and the other evaluation SoCs
-        y0 = W[W_OCV * CB + b] + hysteresis + rho * W[W_RI * CB + b]
+        y0 = W[W_OCV * CB + b] + offset_v + rho * W[W_RI * CB + b]
         r = rho * W[W_RS * CB + b]
         if sigma_points:
-            y_up = W[W_OCV_UP * CB + b] + hysteresis + rho * W[W_RI_UP * CB + b]
-            y_dn = W[W_OCV_DN * CB + b] + hysteresis + rho * W[W_RI_DN * CB + b]
+            y_up = W[W_OCV_UP * CB + b] + offset_v + rho * W[W_RI_UP * CB + b]
+            y_dn = W[W_OCV_DN * CB + b] + offset_v + rho * W[W_RI_DN * CB + b]
             y_mean, pyy, dv_dz = _sigma_point_moments(
                 y0,
                 r,
@@ -645,23 +677,20 @@ def _update(voltage_k, current_k, soc_k, bound_k, n_b, inflation, step, opt, W):
                 h,
                 bias,
                 m_v,
-                p00,
-                p01,
-                p02,
-                p11,
-                p12,
-                p22,
+                W,
+                b,
             )
         else:  # the slope of the interpolated OCV and resistances at z
             dv_dz = W[W_OCV_SLOPE * CB + b] + rho * W[W_RI_SLOPE * CB + b]
             y_mean = y0 + m_v * h - r * bias
             pyy = 0.0
-        p_y0 = p00 * dv_dz + p01 * m_v - p02 * r  # P·H', H = [dv/dz, M, −R, 0]
-        p_y1 = p01 * dv_dz + p11 * m_v - p12 * r
-        p_y2 = p02 * dv_dz + p12 * m_v - p22 * r
-        p_y3 = p03 * dv_dz + p13 * m_v - p23 * r
+        p_y0 = p00 * dv_dz + p01 * m_v - p02 * r + p04  # P·H', H = [dv/dz, M, −R, 0, 1]
+        p_y1 = p01 * dv_dz + p11 * m_v - p12 * r + p14
+        p_y2 = p02 * dv_dz + p12 * m_v - p22 * r + p24
+        p_y3 = p03 * dv_dz + p13 * m_v - p23 * r + p34
+        p_y4 = p04 * dv_dz + p14 * m_v - p24 * r + p44
         if not sigma_points:
-            pyy = dv_dz * p_y0 + m_v * p_y1 - r * p_y2
+            pyy = dv_dz * p_y0 + m_v * p_y1 - r * p_y2 + p_y4
         innovation = voltage_k[b] - y_mean
         # The model's voltage error: its fit, and its OCV curve's SoC scale, measured from full (the
         # capacity it was measured with is uncertain): a SoC error that grows towards empty, seen
@@ -672,28 +701,12 @@ def _update(voltage_k, current_k, soc_k, bound_k, n_b, inflation, step, opt, W):
         # long: the rest's readings count as one look per rest correlation time.
         rest_s = _rest_s(W, b, current_k[b], opt)
         looks = max(inflation, opt.rest_correlation_s / step) if rest_s >= opt.relaxed_s else inflation
-        r_v = var_v * looks * _consistency(W, b, innovation, pyy, var_v, step, opt)
-        # the OCV curve itself may be another cell's by some mV, an error that stays alike for ocv_correlation_s
-        r_v += opt.ocv_var * max(1.0, opt.ocv_correlation_s / step)
+        # Innovations larger than the model allows widen its error and free the OCV bias to take them up.
+        consistency = _consistency(W, b, innovation, pyy, var_v, step, opt)
+        W[W_P44 * CB + b] += opt.ocv_bias_growth * (consistency - 1.0) * var_v * min(1.0, step / max(opt.nis_s, 1.0))
+        r_v = var_v * looks * consistency
         pyy = max(pyy + r_v, innovation * innovation * inv_gate2)
-        inv_pyy = 1.0 / pyy
-        gain = innovation * inv_pyy
-        z = W[W_Z * CB + b] + p_y0 * gain
-        W[W_Z * CB + b] = z
-        W[W_H * CB + b] = min(1.0, max(-1.0, h + p_y1 * gain))
-        W[W_B * CB + b] = bias + p_y2 * gain
-        W[W_G * CB + b] = min(2.0, max(0.5, W[W_G * CB + b] + p_y3 * gain))
-        p00 = max(p00 - p_y0 * p_y0 * inv_pyy, 1e-12)
-        W[W_P00 * CB + b] = p00
-        W[W_P01 * CB + b] = p01 - p_y0 * p_y1 * inv_pyy
-        W[W_P02 * CB + b] = p02 - p_y0 * p_y2 * inv_pyy
-        W[W_P03 * CB + b] = p03 - p_y0 * p_y3 * inv_pyy
-        W[W_P11 * CB + b] = max(p11 - p_y1 * p_y1 * inv_pyy, 1e-12)
-        W[W_P12 * CB + b] = p12 - p_y1 * p_y2 * inv_pyy
-        W[W_P13 * CB + b] = p13 - p_y1 * p_y3 * inv_pyy
-        W[W_P22 * CB + b] = max(p22 - p_y2 * p_y2 * inv_pyy, 1e-12)
-        W[W_P23 * CB + b] = p23 - p_y2 * p_y3 * inv_pyy
-        W[W_P33 * CB + b] = max(p33 - p_y3 * p_y3 * inv_pyy, 1e-12)
+        _correct(W, b, p_y0, p_y1, p_y2, p_y3, p_y4, innovation, 1.0 / pyy)
         if rest_s >= opt.rest_min_s:
             _offset_reading(W, b, current_k[b], opt)
         soc_k[b] = W[W_Z * CB + b]
@@ -931,6 +944,9 @@ def _predict(current_k, dt, n_b, opt, work):
             W[W_P23 * CB + b],
             W[W_P33 * CB + b],
         )
+        W[W_P04 * CB + b] += a * W[W_P24 * CB + b] + f * W[W_P34 * CB + b]
+        W[W_P14 * CB + b] *= decay
+        W[W_P44 * CB + b] += opt.q_ocv_bias * dt
         f00 = W[W_P00 * CB + b] + a * p02 + f * p03
         f01 = W[W_P01 * CB + b] + a * W[W_P12 * CB + b] + f * W[W_P13 * CB + b]
         f02 = p02 + a * p22 + f * p23
@@ -973,13 +989,14 @@ def _store(first, n_b, series, filt, work):
         state[c, PREV_T] = series.time_s[n_time - 1]
 
 
-# Covariance rows of the 4 × 4 state covariance, by (row, column).
+# Covariance rows of the 5 × 5 state covariance, by (row, column).
 P_ROWS = np.array(
     [
-        [W_P00, W_P01, W_P02, W_P03],
-        [W_P01, W_P11, W_P12, W_P13],
-        [W_P02, W_P12, W_P22, W_P23],
-        [W_P03, W_P13, W_P23, W_P33],
+        [W_P00, W_P01, W_P02, W_P03, W_P04],
+        [W_P01, W_P11, W_P12, W_P13, W_P14],
+        [W_P02, W_P12, W_P22, W_P23, W_P24],
+        [W_P03, W_P13, W_P23, W_P33, W_P34],
+        [W_P04, W_P14, W_P24, W_P34, W_P44],
     ]
 )
 
