@@ -14,7 +14,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import event
+from serving import free_ports, spawn_serve
 from waiting import PATIENCE_S, http, wait_for
 from websockets.sync.client import connect
 
@@ -67,41 +67,10 @@ def post_set(client: httpx.Client, token: str, path: str, value: object) -> tupl
 # --- kill -9 --------------------------------------------------------------------------------------
 
 
-def free_ports(n: int) -> list[int]:
-    ports = []
-    for _ in range(n):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    return ports
-
-
 def start_serve(db: str) -> tuple[subprocess.Popen, str, str]:
     """`openbms serve` on `db`, answering reads: (process, owner token, HTTP base URL)."""
     http_port, viss_port = free_ports(2)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "openbms.cli",
-            "serve",
-            "--db",
-            db,
-            "--port",
-            str(http_port),
-            "--viss-port",
-            str(viss_port),
-            "--speed",
-            "20",
-            "--series",
-            "20",
-            "--sensors",
-            "2",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn_serve(db, http_port, viss_port)
     url = proc.stdout.readline().strip()
     assert "#token=" in url, proc.stderr.read() if proc.poll() is not None else url
     base, owner = f"http://127.0.0.1:{http_port}", url.partition("#token=")[2]

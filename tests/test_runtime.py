@@ -23,6 +23,7 @@ from openbms.vehicle.vss import ROOT
 
 pytest.importorskip("kuksa_client")
 from test_vehicle_kuksa import kuksa_connect  # noqa: E402
+from serving import free_ports, spawn_serve  # noqa: E402
 from waiting import PATIENCE_S, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("warm_kernels")
@@ -245,43 +246,14 @@ def test_the_main_command_serves_on_a_fresh_database_and_saves_on_stop(tmp_path)
     """`openbms serve` as `make run` starts it: the owner's URL works, a token from `openbms token` reads the
     SoC, and a stop (SIGTERM) saves the BMS's state."""
     import signal
-    import socket
-    import subprocess
-    import sys
 
     import httpx
 
     from openbms.cli import main
 
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
+    ports = free_ports(2)
     db = f"sqlite:///{tmp_path / 'openbms.db'}"
-    serve = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "openbms.cli",
-            "serve",
-            "--db",
-            db,
-            "--port",
-            str(ports[0]),
-            "--viss-port",
-            str(ports[1]),
-            "--speed",
-            "20",
-            "--series",
-            "20",
-            "--sensors",
-            "2",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    serve = spawn_serve(db, *ports)
     try:
         url = serve.stdout.readline().strip()
         assert url.startswith(f"http://127.0.0.1:{ports[0]}/#token="), url
