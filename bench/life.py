@@ -53,7 +53,7 @@ from openbms.sim.sensors import Sensors
 from common import run_sections
 
 OUT = Path("out/bench/life")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: plant weeks solved phase by phase
 LIFE = LifeOptions()
 VARIANTS = {  # the PyBaMM plants of the sim layer, fresh
     "LFP gap 30 mV": Plant("prada2013_lfp"),

@@ -60,6 +60,13 @@ class LifePlan:
         return np.flatnonzero((t % every == 0) | changed | (t == t[-1]))
 
 
+    def knots(self) -> np.ndarray:
+        """Indices where the current's slope changes: the same piecewise-linear current as every
+        second's sample, with a park or a charge two knots instead of hours of them."""
+        bends = np.flatnonzero(np.diff(self.current_a, 2) != 0) + 1
+        return np.r_[0, bends, len(self.current_a) - 1]
+
+
 def week(capacity_ah: float, nominal_v: float, options: LifeOptions = LifeOptions()) -> LifePlan:
     """The week's current at 1 s for a cell of `capacity_ah` (true) and `nominal_v`."""
     o = options.validate()
@@ -116,8 +123,13 @@ def live(plant, plan: LifePlan, soc0: float, cutoff_margin_v: float = 0.15):
 
     keep = plan.logged()
     pv = plant.parameter_values(cutoff_margin_v=cutoff_margin_v)
+    knots = plan.knots()
     pv.update(
-        {"Current function [A]": pybamm.Interpolant(plan.time_s, -plan.current_a, pybamm.t, interpolator="linear")}
+        {
+            "Current function [A]": pybamm.Interpolant(
+                plan.time_s[knots], -plan.current_a[knots], pybamm.t, interpolator="linear"
+            )
+        }
     )  # PyBaMM: + = discharge
     solver = pybamm.IDAKLUSolver(rtol=1e-5, atol=1e-7, options={"suppress_algebraic_error": True})
     sim = pybamm.Simulation(plant.model(), parameter_values=pv, solver=solver)
