@@ -56,6 +56,13 @@ def test_the_logger_keeps_1_s_driving_10_s_charging_60_s_parked(plan):
     assert np.all(steps[phase == PARK] <= 60.0) and np.median(steps[phase == PARK]) == 60.0
 
 
+def test_the_plant_is_driven_by_the_currents_bends_alone(plan):
+    knots = plan.knots()
+    assert len(knots) < len(plan.time_s) / 10  # a park or a charge is two knots
+    rebuilt = np.interp(plan.time_s, plan.time_s[knots], plan.current_a[knots])
+    np.testing.assert_array_equal(rebuilt, plan.current_a)
+
+
 def test_life_options_are_checked():
     with pytest.raises(ValueError, match="charge_to"):
         week(CAPACITY_AH, 3.3, LifeOptions(charge_to=(0.9, 0.6)))
