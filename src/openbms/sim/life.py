@@ -59,7 +59,6 @@ class LifePlan:
         changed = np.append(True, self.phase[1:] != self.phase[:-1])
         return np.flatnonzero((t % every == 0) | changed | (t == t[-1]))
 
-
     def knots(self) -> np.ndarray:
         """Indices where the current's slope changes: the same piecewise-linear current as every
         second's sample, with a park or a charge two knots instead of hours of them."""
