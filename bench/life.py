@@ -53,7 +53,7 @@ from openbms.sim.sensors import Sensors
 from common import run_sections
 
 OUT = Path("out/bench/life")
-CACHE_VERSION = 2  # 2: plant weeks solved phase by phase
+CACHE_VERSION = 2  # 2: plant weeks driven by the current on its bends
 LIFE = LifeOptions()
 VARIANTS = {  # the PyBaMM plants of the sim layer, fresh
     "LFP gap 30 mV": Plant("prada2013_lfp"),
