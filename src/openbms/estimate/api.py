@@ -55,18 +55,20 @@ class EstimateOptions:
     adapt_resistance: bool = True  # scale the filter's resistances by ρ, as far as it is beyond resistance_deadband
     resistance_deadband: float = 0.1  # the step method's own bias: a fresh cell reads 0.92-1.07
     limits: bool = True
-    # Rests: a current within rest_current_c of zero for rest_min_s is zero (the sensor reads its offset);
-    # after relaxed_s the voltage is the OCV, its readings one look per rest_correlation_s.
+    # Rests: a current within rest_current_c of zero for rest_min_s is zero (the sensor reads its offset), and
+    # the voltage's readings count one look per rest_correlation_s; after relaxed_s the voltage is the OCV and
+    # teaches the OCV bias (nothing else does).
     rest_current_c: float = 0.01
     rest_min_s: float = 600.0
     relaxed_s: float = 3600.0
     rest_correlation_s: float = 14400.0
     # How far the OCV curve may be from this cell's (another cell of the same kind, its ageing): a state of the
-    # filter, the OCV bias, that the steep ends of the OCV tell and the flat plateau cannot. Its prior, its drift
-    # per sqrt(day), and how fast its variance grows where the innovations are inconsistent (mean NIS > 1): by
-    # ocv_bias_growth · (NIS − 1) · the model's error variance per consistency_s. A 10 mV prior
-    # held every OCV 15 mV off but cost the A123 drives 0.3-0.8 % RMSE (README: a week of life).
-    ocv_bias_std_v: float = 0.002
+    # filter, the OCV bias, that relaxed rests where the OCV is steep tell and the flat plateau cannot. Its prior,
+    # its drift per sqrt(day), and how fast its variance grows where the innovations are inconsistent (mean NIS
+    # > 1): by ocv_bias_growth · (NIS − 1) · the model's error variance per consistency_s. Learnt while driving
+    # too, a 6 mV prior cost the A123 drives 0.14-0.29 % RMSE; learnt at relaxed rests only, 0.0-0.1 %
+    # (README: a week of life).
+    ocv_bias_std_v: float = 0.006
     ocv_bias_drift_v: float = 0.003
     ocv_bias_growth: float = 10.0
     consistency_s: float = 21600.0  # memory of the innovation consistency that widens the model's error (0: off)

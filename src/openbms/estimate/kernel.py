@@ -6,7 +6,9 @@ sensor's offset (measured = true + b), the inverse capacity scale g (the cell ho
 Q/g), so a cell whose capacity differs from the model's is followed as it drives, and the
 OCV curve's bias d (this cell's OCV less the model's, V), a slow random walk: on LFP's flat
 plateau the voltage cannot tell d from z, and the bound widens instead of the SoC moving;
-where the OCV is steep (near empty, near full) the voltage tells both. The
+where the OCV is steep (near empty, near full) the voltage tells both. Only a relaxed rest's
+voltage moves d (a Schmidt-Kalman "considered" state elsewhere): the model's dynamic errors
+while driving would teach it a bias that it then carries onto the plateau. The
 RC branch currents follow the measured current deterministically. The voltage is
 nonlinear only in z (OCV and the SoC-dependent resistances), so the sigma points take
 just three distinct z values and the rest of the sigma-point algebra has a closed form
@@ -200,9 +202,9 @@ class Options(NamedTuple):
     rho_deadband: float  # the resistance step method's own bias
     ocv_scale: float  # relative uncertainty of the OCV curve's SoC scale
     rest_c: float  # a current within this of zero (C) for rest_min_s is zero
-    rest_min_s: float
-    relaxed_s: float  # after this long at rest the voltage is the OCV
-    rest_correlation_s: float  # then one look per this long
+    rest_min_s: float  # then the voltage counts one look per rest_correlation_s
+    relaxed_s: float  # after this long at rest the voltage is the OCV, and tells the OCV bias
+    rest_correlation_s: float
     nis_s: float  # memory of the innovation consistency (0: off)
     q_ocv_bias: float  # the OCV bias's random walk, V² per s
     ocv_bias_growth: float  # its variance's growth per unit of NIS beyond 1, in model error variances per nis_s
@@ -599,15 +601,17 @@ def _consistency(W, b, innovation, pyy_state, var_v, step, opt):
 
 
 @njit(cache=True, inline="always")
-def _correct(W, b, ph0, ph1, ph2, ph3, ph4, innovation, inv_s):
+def _correct(W, b, ph0, ph1, ph2, ph3, ph4, innovation, inv_s, learn_bias=1.0):
     """The Kalman correction of cell b by one scalar reading: x += K·innovation and P −= K·(P H')', with
-    P H' = ph, K = ph / s; the hysteresis kept within ±1 and the capacity scale within 0.5-2."""
+    P H' = ph, K = ph / s; the hysteresis kept within ±1 and the capacity scale within 0.5-2. With
+    learn_bias = 0 the OCV bias is a considered state (Schmidt-Kalman): its uncertainty weighs the reading and
+    the other states' covariance with it stays right, but the reading moves neither it nor its variance."""
     gain = innovation * inv_s
     W[W_Z * CB + b] += ph0 * gain
     W[W_H * CB + b] = min(1.0, max(-1.0, W[W_H * CB + b] + ph1 * gain))
     W[W_B * CB + b] += ph2 * gain
     W[W_G * CB + b] = min(2.0, max(0.5, W[W_G * CB + b] + ph3 * gain))
-    W[W_D * CB + b] += ph4 * gain
+    W[W_D * CB + b] += learn_bias * ph4 * gain
     W[W_P00 * CB + b] = max(W[W_P00 * CB + b] - ph0 * ph0 * inv_s, 1e-12)
     W[W_P01 * CB + b] -= ph0 * ph1 * inv_s
     W[W_P02 * CB + b] -= ph0 * ph2 * inv_s
@@ -622,7 +626,7 @@ def _correct(W, b, ph0, ph1, ph2, ph3, ph4, innovation, inv_s):
     W[W_P24 * CB + b] -= ph2 * ph4 * inv_s
     W[W_P33 * CB + b] = max(W[W_P33 * CB + b] - ph3 * ph3 * inv_s, 1e-12)
     W[W_P34 * CB + b] -= ph3 * ph4 * inv_s
-    W[W_P44 * CB + b] = max(W[W_P44 * CB + b] - ph4 * ph4 * inv_s, 0.0)
+    W[W_P44 * CB + b] = max(W[W_P44 * CB + b] - learn_bias * ph4 * ph4 * inv_s, 0.0)
 
 
 @njit(cache=True, inline="always")
@@ -697,16 +701,19 @@ def _update(voltage_k, current_k, soc_k, bound_k, n_b, inflation, step, opt, W):
         # through the OCV's slope. Beyond the gate the model is off: trust it less, not more.
         scale_error = dv_dz * ocv_scale * (1.0 - W[W_Z * CB + b])
         var_v = W[W_VAR_V * CB + b] + scale_error * scale_error
-        # Once relaxed in a long rest the voltage is the OCV, and the model's error in it is the same all rest
-        # long: the rest's readings count as one look per rest correlation time.
+        # At rest the model's error in the voltage is the same all rest long: the rest's readings count as one
+        # look per rest correlation time (before it is relaxed too: the relaxation's error is alike all the while).
         rest_s = _rest_s(W, b, current_k[b], opt)
-        looks = max(inflation, opt.rest_correlation_s / step) if rest_s >= opt.relaxed_s else inflation
+        looks = max(inflation, opt.rest_correlation_s / step) if rest_s >= opt.rest_min_s else inflation
         # Innovations larger than the model allows widen its error and free the OCV bias to take them up.
         consistency = _consistency(W, b, innovation, pyy, var_v, step, opt)
         W[W_P44 * CB + b] += opt.ocv_bias_growth * (consistency - 1.0) * var_v * min(1.0, step / max(opt.nis_s, 1.0))
         r_v = var_v * looks * consistency
         pyy = max(pyy + r_v, innovation * innovation * inv_gate2)
-        _correct(W, b, p_y0, p_y1, p_y2, p_y3, p_y4, innovation, 1.0 / pyy)
+        # Only a relaxed rest's voltage is the OCV: elsewhere the bias is a considered state, weighing the reading
+        # but not moved by it, as the model's dynamic errors there would teach it a bias it carries onto the plateau.
+        learn_bias = 1.0 if rest_s >= opt.relaxed_s else 0.0
+        _correct(W, b, p_y0, p_y1, p_y2, p_y3, p_y4, innovation, 1.0 / pyy, learn_bias)
         if rest_s >= opt.rest_min_s:
             _offset_reading(W, b, current_k[b], opt)
         soc_k[b] = W[W_Z * CB + b]
