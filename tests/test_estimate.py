@@ -526,8 +526,9 @@ def test_powers_are_current_times_a_cell_voltage(own):
             assert np.all(power[~flowing] <= 1e-6)
 
 
-def _first_crossing_limits(cell, z, h, i_rc, temperature, horizon, caps, options):
-    """The limits by search, the reference for the kernel's closed form: per state, the largest current
+def _first_crossing_limits(cell, z, h, d, i_rc, temperature, horizon, caps, options):
+    """The limits by search, the reference for the kernel's closed form: per state (SoC, hysteresis, OCV
+    bias, RC currents), the largest current
     (magnitude, each direction, up to `caps`) below the first current at which the model's voltage at the
     start or at the end of the horizon, or its SoC at the end, crosses a limit. A scan of 500 currents
     finds the first crossing (near empty the end voltage is not monotone in the current), 40 bisections
@@ -544,7 +545,12 @@ def _first_crossing_limits(cell, z, h, i_rc, temperature, horizon, caps, options
             moved = (p["coulombic_efficiency"] if sign > 0 else 1.0) * current * span / (3600.0 * p["capacity_ah"])
             decay = np.exp(-moved * p["hysteresis_rate"])
             z_end = z[:, None] + sign * moved
-            v = cell.ocv(z_end, temperature) + p["m0_v"] * sign + p["m_v"] * (decay * h[:, None] + (1 - decay) * sign)
+            v = (
+                cell.ocv(z_end, temperature)
+                + d[:, None]
+                + p["m0_v"] * sign
+                + p["m_v"] * (decay * h[:, None] + (1 - decay) * sign)
+            )
             v += np.interp(z_end, knots, r0) * sign * current
             for j in range(len(tau)):
                 a = np.exp(-span / tau[j])
@@ -582,7 +588,7 @@ def _first_crossing_limits(cell, z, h, i_rc, temperature, horizon, caps, options
 @pytest.mark.parametrize("temperature", [-20.0, 0.0, 25.0, 45.0])
 def test_limits_are_the_first_crossing_found_by_search(temperature):
     """The closed-form limits with their Newton corrections give the searched limits within 0.5 % on the
-    A123 model, across SoC (most near empty and full), hysteresis and RC states, both directions and both
+    A123 model, across SoC (most near empty and full), hysteresis, OCV bias and RC states, both directions and both
     horizons, each longer horizon's search capped by the shorter one's answer; and a longer horizon never
     allows more."""
     n = 3000
@@ -591,22 +597,23 @@ def test_limits_are_the_first_crossing_found_by_search(temperature):
     z = np.concatenate([rng.uniform(lo, hi, n // 3) for lo, hi in ((0.0, 0.08), (0.0, 1.0), (0.92, 1.0))])
     h = rng.uniform(-1.0, 1.0, n)
     i_rc = rng.uniform(-2.0, 1.0, (n, CELL.n_rc)) * q
+    d = rng.uniform(-0.005, 0.005, n)  # the OCV bias: the limits see the voltage as the filter does
     options = EstimateOptions(adapt=False)
     estimator = Estimator(CELL, n, z, options)
     estimator.update([0.0], np.zeros(n), CELL.ocv(z, temperature), temperature)  # starts the filter
     snapshot = estimator.snapshot()
     for c in range(n):  # the states to test, with a covariance too small for the next sample to move them
-        snapshot["state"][c][K.Z], snapshot["state"][c][K.H] = z[c], h[c]
+        snapshot["state"][c][K.Z], snapshot["state"][c][K.H], snapshot["state"][c][K.D] = z[c], h[c], d[c]
         snapshot["cov"][c] = (np.eye(K.N_X) * 1e-14).tolist()
         snapshot["i_rc"][c] = i_rc[c].tolist()
     estimator.restore(snapshot)
     est = estimator.update([1.0], np.zeros(n), CELL.ocv(z, temperature), temperature)
-    at_z, at_h = est.soc[0], est.hysteresis[0]
-    assert np.abs(at_z - z).max() < 1e-4
+    at_z, at_h, at_d = est.soc[0], est.hysteresis[0], estimator.state[:, K.D]
+    assert np.abs(at_z - z).max() < 1e-4 and np.abs(at_d - d).max() < 1e-4
     caps = {1.0: np.full(n, options.max_charge_c * q), -1.0: np.full(n, options.max_discharge_c * q)}
     power_caps = {1.0: np.inf, -1.0: np.inf}
     for horizon, lim in est.limits.items():  # ascending
-        reference = _first_crossing_limits(CELL, at_z, at_h, i_rc, temperature, horizon, caps, options)
+        reference = _first_crossing_limits(CELL, at_z, at_h, at_d, i_rc, temperature, horizon, caps, options)
         for sign, current, power in (
             (1.0, lim.charge_current_a[0], lim.charge_power_w[0]),
             (-1.0, lim.discharge_current_a[0], lim.discharge_power_w[0]),

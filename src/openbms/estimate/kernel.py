@@ -46,6 +46,7 @@ from ..cell.kernels import (
     STEP_RATIO,
     _axis_position,
     current_sign,
+    exp_neg,
     hysteresis_step,
     params_at_position,
     rc_step,
@@ -133,6 +134,8 @@ CB = CELL_BLOCK
     W_M,  # parameters at the cell's temperature (W_PER_AS: SoC per A·s)
     W_VAR_V,  # the model's voltage error variance there
     W_ENERGY_FLOOR,  # ∫OCV dz up to soc_min there
+    W_V_MIN,
+    W_V_MAX,  # the model's voltage limits
     # The voltage is evaluated at z, "up" and "dn": z ± the sigma-point spread (the EKF: at z alone).
     W_Z_UP,
     W_Z_DN,  # those SoCs
@@ -148,7 +151,7 @@ CB = CELL_BLOCK
     W_REST_S,
     W_NIS,  # how long the current has been at rest (s); the innovations' consistency (mean NIS)
     N_W,
-) = range(46)
+) = range(48)
 # The EKF evaluates at z alone and keeps the slopes dOCV/dz and dΣ(R·i)/dz in the "up" rows.
 W_OCV_SLOPE, W_RI_SLOPE = W_OCV_UP, W_RI_UP
 # Rows whose number depends on the model live in arrays of their own, laid out alike: the RC
@@ -260,6 +263,10 @@ class Block(NamedTuple):
     ocv_u: np.ndarray  # (CB,) its weight
     ocv_start: np.ndarray  # (CB,) int: where the cell's OCV row starts in the quads
     ocv_at: np.ndarray  # (3, CB) int: the interval there at each evaluation SoC
+    L: np.ndarray  # (N_L · CB,) the limits' rows
+    r_now: np.ndarray  # (2 · (n_rc + 1), CB) each resistance and its slope in SoC at z (`_resistance_rows`)
+    r_end: np.ndarray  # (2 · (n_rc + 1), CB) the same at the end SoC of a limit's pulse
+    limit_at: np.ndarray  # (CB,) int: the OCV interval there
 
 
 @njit(cache=True, inline="always")
@@ -311,6 +318,28 @@ def _bilinear(quads, j, w, u):
 def _hat(z, hat):
     """Weight at SoC z of a knot's value, from its hat function (a row of `knot_hats`)."""
     return max(0.0, min(z * hat[0] - hat[1], hat[3] - z * hat[2]))
+
+
+@njit(cache=True, inline="always")
+def _knot_range(knots, z_lo, z_hi):
+    """The first and last knot whose hat function reaches into [z_lo, z_hi]: often 2 or 3 of them. A knot
+    at z_hi stays: the slope to the right of it rises from it."""
+    n_k = knots.shape[0]
+    m_first, m_last = 0, n_k - 1
+    while m_first < n_k - 1 and knots[m_first + 1] <= z_lo:
+        m_first += 1
+    while m_last > 0 and knots[m_last - 1] > z_hi:
+        m_last -= 1
+    return m_first, m_last
+
+
+@njit(cache=True, inline="always")
+def _hat_edge(z, hat, below, at, above):
+    """The slope to the right of z of a knot's hat function (knot `at`, its neighbours `below` and `above`),
+    its edge chosen by the knots themselves: the hats' edges differ in the last bit where they meet, so at
+    a knot they would pick inconsistently. Zero beyond the end knots, where the resistances are held."""
+    edge = hat[0] if z < at else -hat[2]
+    return edge if below <= z < above else 0.0
 
 
 def knot_hats(knots):
@@ -491,6 +520,7 @@ def _cache_parameters(t, b, m, model, opt, work):
     sigma_v = model.sigma_v[m]
     std = sigma_v[k] if axis.shape[0] == 1 else sigma_v[k] + u * (sigma_v[k + 1] - sigma_v[k])
     W[W_VAR_V * CB + b] = std * std
+    W[W_V_MIN * CB + b], W[W_V_MAX * CB + b] = model.v_min[m], model.v_max[m]
     for row, col in ((W_Q, CAPACITY_AH), (W_ETA, EFFICIENCY), (W_GAMMA, HYSTERESIS_RATE), (W_M0, M0_V), (W_M, M_V)):
         W[row * CB + b] = rows[b, col]
     W[W_PER_AS * CB + b] = 1.0 / (3600.0 * rows[b, CAPACITY_AH])
@@ -528,15 +558,11 @@ def _voltage(current_k, n_b, model, sigma_points, work):
         W[W_Z_DN * CB + b] = z - spread
         W[W_RI * CB + b] = W[W_RI_UP * CB + b] = W[W_RI_DN * CB + b] = 0.0  # sums over the knots follow
         W[W_RS * CB + b] = W[W_RS_UP * CB + b] = W[W_RS_DN * CB + b] = 0.0
-    # Only the knots whose hat reaches into the block's SoC range contribute: often 2 or 3 of them.
+    # Only the knots whose hat reaches into the block's SoC range contribute.
     z_lo, z_hi = np.inf, -np.inf
     for b in range(n_b):
         z_lo, z_hi = min(z_lo, W[W_Z_DN * CB + b]), max(z_hi, W[W_Z_UP * CB + b])
-    m_first, m_last = 0, n_k - 1
-    while m_first < n_k - 1 and knots[m_first + 1] <= z_lo:
-        m_first += 1
-    while m_last > 0 and knots[m_last - 1] > z_hi:  # a knot at z_hi stays: the EKF's slope rises from it
-        m_last -= 1
+    m_first, m_last = _knot_range(knots, z_lo, z_hi)
     for m in range(m_first, m_last + 1):
         for b in range(n_b):
             knot_ri[m, b] = knot_r[m, b] * current_k[b]
@@ -545,8 +571,6 @@ def _voltage(current_k, n_b, model, sigma_points, work):
                 knot_ri[m, b] += knot_r[(n + 1) * n_k + m, b] * irc[n, b]
     for m in range(m_first, m_last + 1 if not sigma_points else 0):  # the EKF: at z, and the slope
         hat = (hats[0, m], hats[1, m], hats[2, m], hats[3, m])
-        # the slope to the right of z, its edge chosen by the knots themselves (the hats' edges
-        # differ in the last bit where they meet, so at a knot they would pick inconsistently)
         below, at, above = knots[max(m - 1, 0)], knots[m], knots[min(m + 1, n_k - 1)]
         for b in range(n_b):
             ri = knot_ri[m, b]
@@ -554,8 +578,7 @@ def _voltage(current_k, n_b, model, sigma_points, work):
             weight = _hat(z, hat)
             W[W_RI * CB + b] += weight * ri
             W[W_RS * CB + b] += weight * knot_r[knot_sum + m, b]
-            edge = hat[0] if z < at else -hat[2]
-            W[W_RI_SLOPE * CB + b] += (edge if below <= z < above else 0.0) * ri
+            W[W_RI_SLOPE * CB + b] += _hat_edge(z, hat, below, at, above) * ri
     for m in range(m_first, m_last + 1 if sigma_points else 0):  # sigma points: at z and z ± spread
         hat = (hats[0, m], hats[1, m], hats[2, m], hats[3, m])
         for b in range(n_b):
@@ -755,32 +778,6 @@ def _health(k, dt, first, n_b, series, model, opt, filt, health_out, work):
         W[W_CHARGE_VAR * CB + b] = _counted_charge_var(st[SXX], opt)
 
 
-class Pulse(NamedTuple):
-    """One cell's present state as its limits read it: what the voltage does when a constant current
-    flows from now on (`_limits`)."""
-
-    z: float  # SoC
-    h: float  # dynamic hysteresis
-    rho: float  # resistance scale
-    ocv: float  # OCV at z, and its slope in SoC: the end voltage of no current, for every limit
-    ocv_slope: float
-    v_rest: float  # the voltage now without the pulse's own drop ρ·R0·I and its sign's hysteresis M0
-    r0: float  # ρ·R0 at z: the pulse's drop at its start, per amp
-    m0: float  # instantaneous hysteresis (V)
-    m: float  # dynamic hysteresis (V)
-    gamma: float  # hysteresis rate
-    eta: float  # coulombic efficiency
-    per_as: float  # SoC per A·s at the capacity the SoC is counted with
-
-
-class Side(NamedTuple):
-    """A direction of current and the limits it runs into."""
-
-    sign: float  # +1 charge, −1 discharge
-    soc_limit: float  # soc_max, soc_min
-    v_limit: float  # the model's v_max, v_min
-
-
 @njit(cache=True, inline="always", error_model="numpy")
 def _energy(k, first, n_b, model, opt, out, work):
     """Energy down to soc_min at open circuit, Q·∫OCV dz (Wh), at the capacity the cell is estimated to hold."""
@@ -792,134 +789,254 @@ def _energy(k, first, n_b, model, opt, out, work):
         out.energy[k, c] = above * W[W_Q * CB + b] * (out.health[k, c, OUT_SOH_CAPACITY] if opt.health else 1.0)
 
 
+# -- power limits, over the block's cells at once -------------------------------------------------------------
+
+# Rows of a block's limit work array, laid out as W's: cell b's value of row r is L[r * CB + b].
+(
+    L_PER_AS,  # SoC per A·s at the capacity the SoC is counted with
+    L_RHO,  # the measured resistance scale
+    L_OCV,
+    L_OCV_SLOPE,  # OCV (with the cell's OCV bias) at z and its slope in SoC: every limit's end voltage at no current
+    L_V_REST,  # the voltage now without a pulse's own drop ρ·R0·I and its sign's hysteresis M0
+    L_R0,  # ρ·R0 at z: a pulse's drop at its start, per amp
+    L_PER_AMP,  # SoC moved per amp over the horizon, in the side's direction
+    L_TOP,  # the largest current the start voltage, the end SoC and the cap allow
+    L_CURRENT,  # the current evaluated, its end SoC, and the OCV and slope there
+    L_Z_END,
+    L_OCV_END,
+    L_OCV_SLOPE_END,
+    L_EXCESS,  # sign·(v − v_limit) at the end of the horizon, and its derivative in the current
+    L_SLOPE,
+    L_SEARCHING,  # 1 while the search for the cell goes on
+    L_LO,  # the bracket: the largest current known within the limit, the smallest known beyond
+    L_EXCESS_LO,
+    L_HI,
+    L_EXCESS_HI,  # nan until a current beyond the limit is evaluated
+    L_WEIGHT,  # a knot's hat weight at the end SoC, and its slope
+    L_EDGE,
+    L_CHARGE_CAP,  # per side, the limit of the last horizon (the next one's cap), and the lowest power
+    L_DISCHARGE_CAP,
+    L_CHARGE_POWER,
+    L_DISCHARGE_POWER,
+    N_L,
+) = range(26)
+
+
+class Side(NamedTuple):
+    """A direction of current and the limits it runs into."""
+
+    sign: float  # +1 charge, −1 discharge
+    soc_limit: float  # soc_max, soc_min
+    v_limit: int  # the W row of the model's v_max, v_min
+    cap: int  # the L rows of its current cap and its power
+    power: int
+
+
 @njit(cache=True, inline="always")
-def _ocv_and_slope(z, b, model, work):
-    """Cell b's OCV at SoC z and its slope there (its temperature's position cached in `work`)."""
-    inv_dz = 1.0 / model.dz
-    j, w = _grid_position(z, work.ocv_start[b], model.z0, inv_dz, model.ocv_tables.shape[2])
-    return _bilinear_and_slope(model.quads, j, w, work.ocv_u[b], inv_dz)
+def _ocv_rows(z, z_row, ocv_row, slope_row, every, n_b, model, work):
+    """OCV with the cell's OCV bias, and its slope in SoC, at the SoC in row z_row of z (W or L) into rows
+    of L, for every cell or those whose search goes on: a position pass the compiler vectorises, then the
+    look-ups."""
+    W, L, at = work.W, work.L, work.limit_at
+    inv_dz, n_z = 1.0 / model.dz, model.ocv_tables.shape[2]
+    for b in range(n_b):
+        at[b], L[ocv_row * CB + b] = _grid_position(z[z_row * CB + b], work.ocv_start[b], model.z0, inv_dz, n_z)
+    for b in range(n_b):
+        if every or L[L_SEARCHING * CB + b] > 0.0:
+            ocv, slope = _bilinear_and_slope(model.quads, at[b], L[ocv_row * CB + b], work.ocv_u[b], inv_dz)
+            L[ocv_row * CB + b] = ocv + W[W_D * CB + b]
+            L[slope_row * CB + b] = slope
+
+
+@njit(cache=True, inline="always")
+def _resistance_rows(z, z_row, n_b, model, work, r):
+    """Each resistance at the SoC in row z_row of z (W or L), R0 then each RC branch's, in r's first rows,
+    and its slope in SoC in the rows after them: through the knots' hat functions, cells innermost."""
+    L, knots, hats, knot_r = work.L, model.knots, model.hats, work.knot_r
+    n_k, n_res = knots.shape[0], work.irc.shape[0] + 1
+    z_lo, z_hi = np.inf, -np.inf
+    for b in range(n_b):
+        z_lo, z_hi = min(z_lo, z[z_row * CB + b]), max(z_hi, z[z_row * CB + b])
+    for row in range(2 * n_res):
+        for b in range(n_b):
+            r[row, b] = 0.0
+    m_first, m_last = _knot_range(knots, z_lo, z_hi)
+    for m in range(m_first, m_last + 1):
+        hat = (hats[0, m], hats[1, m], hats[2, m], hats[3, m])
+        below, at, above = knots[max(m - 1, 0)], knots[m], knots[min(m + 1, n_k - 1)]
+        for b in range(n_b):
+            L[L_WEIGHT * CB + b] = _hat(z[z_row * CB + b], hat)
+            L[L_EDGE * CB + b] = _hat_edge(z[z_row * CB + b], hat, below, at, above)
+        for branch in range(n_res):
+            for b in range(n_b):
+                value = knot_r[branch * n_k + m, b]
+                r[branch, b] += L[L_WEIGHT * CB + b] * value
+                r[n_res + branch, b] += L[L_EDGE * CB + b] * value
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _end_excess(pulse, side, current, per_amp, n, b, model, work):
-    """How far the voltage is beyond its limit, sign·(v − v_limit), at the end of horizon n while a
-    current of magnitude `current` flows in side's direction from the present state, and its derivative
-    in the current. `per_amp`: SoC moved per amp over the horizon. The voltage is affine in the current
-    but for the SoC dependence of the OCV and the resistances and for the hysteresis: the derivative
-    has them all."""
-    sign, rows, irc, knots = side.sign, work.rows, work.irc, model.knots
-    n_rc, n_k = irc.shape[0], knots.shape[0]
-    moved = per_amp * current
-    z_end = pulse.z + sign * moved
-    ocv, ocv_slope = _ocv_and_slope(z_end, b, model, work) if current > 0.0 else (pulse.ocv, pulse.ocv_slope)
-    decay = np.exp(-pulse.gamma * moved)
-    v = ocv + pulse.m0 * sign + pulse.m * (sign + (pulse.h - sign) * decay)
-    slope = (ocv_slope + pulse.m * pulse.gamma * (1.0 - sign * pulse.h) * decay) * per_amp
-    j, w = _knot_position(knots, z_end)
-    held = n_k == 1 or not knots[0] < z_end < knots[n_k - 1]  # the resistances are held beyond the end knots
-    inv_dk = 0.0 if held else 1.0 / (knots[j + 1] - knots[j])
-    for branch in range(n_rc + 1):  # R0, whose current is the pulse's at once, then each RC branch
-        at = N_FIXED + n_rc + branch * n_k
-        r = _resistance(rows, b, at, j, w, n_k)
-        r_slope = 0.0 if held else (rows[b, at + j + 1] - rows[b, at + j]) * inv_dk
-        a = work.rc_horizon[n * n_rc + branch - 1, b] if branch > 0 else 0.0
-        i_end = rc_step(irc[branch - 1, b], a, sign * current) if branch > 0 else sign * current
-        v += pulse.rho * r * i_end
-        slope += pulse.rho * (r * (1.0 - a) + r_slope * per_amp * i_end)
-    return sign * (v - side.v_limit), slope
+def _end_excess(n, side, ocv_row, slope_row, r, n_b, work):
+    """How far the voltage is beyond its limit, sign·(v − v_limit), at the end of horizon n while the
+    current L_CURRENT (a magnitude) flows in side's direction from the present state, and its derivative
+    in the current, into L_EXCESS and L_SLOPE; from the OCV and its slope (rows ocv_row, slope_row of L)
+    and the resistances and their slopes (r, see `_resistance_rows`) at the end SoC. The voltage is affine
+    in the current but for the SoC dependence of the OCV and the resistances and for the hysteresis: the
+    derivative has them all."""
+    W, L, irc, sign = work.W, work.L, work.irc, side.sign
+    n_rc = irc.shape[0]
+    for b in range(n_b):
+        current, per_amp, rho = L[L_CURRENT * CB + b], L[L_PER_AMP * CB + b], L[L_RHO * CB + b]
+        h, m, gamma = W[W_H * CB + b], W[W_M * CB + b], W[W_GAMMA * CB + b]
+        decay = exp_neg(gamma * per_amp * current)
+        # R0 carries the pulse's current at once
+        L[L_EXCESS * CB + b] = (
+            L[ocv_row * CB + b] + W[W_M0 * CB + b] * sign + m * (sign + (h - sign) * decay)
+        ) + rho * r[0, b] * sign * current
+        L[L_SLOPE * CB + b] = (L[slope_row * CB + b] + m * gamma * (1.0 - sign * h) * decay) * per_amp + rho * (
+            r[0, b] + r[n_rc + 1, b] * per_amp * sign * current
+        )
+    for branch in range(n_rc):  # each RC branch's current moves towards the pulse's over the horizon
+        for b in range(n_b):
+            current, per_amp, rho = L[L_CURRENT * CB + b], L[L_PER_AMP * CB + b], L[L_RHO * CB + b]
+            a = work.rc_horizon[n * n_rc + branch, b]
+            i_end = rc_step(irc[branch, b], a, sign * current)
+            resistance, slope = r[branch + 1, b], r[n_rc + 2 + branch, b]
+            L[L_EXCESS * CB + b] += rho * resistance * i_end
+            L[L_SLOPE * CB + b] += rho * (resistance * (1.0 - a) + slope * per_amp * i_end)
+    for b in range(n_b):
+        L[L_EXCESS * CB + b] = sign * (L[L_EXCESS * CB + b] - W[side.v_limit * CB + b])
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _current_limit(pulse, side, cap, n, b, model, opt, work):
-    """The largest current magnitude up to `cap` in side's direction that keeps the voltage within its
-    limit at the start of horizon n and at its end, and the SoC at its end within its limit; and the power
-    at it, at the lower of the two voltages.
+def _newton_step(top, lo, hi, excess_lo, excess_hi, current, excess, slope):
+    """One step of the search for the largest current within the limit: the bracket with the current just
+    evaluated, and the next current to evaluate (nan: the search is done). Newton's step where it falls
+    inside the bracket, else a secant step in it, else its top: so the first crossing is found where the
+    voltage is not monotone in the current (near empty)."""
+    if excess <= 0.0:
+        lo, excess_lo = current, excess
+    else:
+        hi, excess_hi = current, excess
+    step = current - excess / slope if slope > 0.0 else np.nan
+    if lo == top or hi - lo <= LIMIT_TOLERANCE * top or abs(step - current) <= LIMIT_TOLERANCE * top:
+        following = np.nan
+    elif lo < step < hi:
+        following = step
+    elif excess_hi > 0.0:
+        following = lo + (hi - lo) * excess_lo / (excess_lo - excess_hi)
+    else:
+        following = hi
+    return lo, hi, excess_lo, excess_hi, following
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _current_limit(n, side, n_b, model, opt, work):
+    """Per cell, the largest current magnitude up to its cap (L row side.cap) in side's direction that keeps
+    the voltage within its limit at the start of horizon n and at its end, and the SoC at its end within
+    its limit; it replaces the cap, and the power at it (at the lower of the two voltages) lowers side's
+    power.
 
     SoC and start voltage are affine in the current: their limits are closed-form. The end voltage is
-    solved by Newton's method from no current, each step kept inside the bracket of currents known
-    within and beyond the limit (else a secant step in it), so that where the voltage is not monotone in
-    the current (near empty) the first crossing is found; the answer is the secant root of the last
-    bracket, or the largest current seen within the limit."""
-    sign = side.sign
-    per_amp = soc_per_amp(sign, pulse.eta, opt.horizons[n], pulse.per_as)
-    v_start = pulse.v_rest + sign * pulse.m0
-    room = sign * (side.v_limit - v_start)
-    by_start = room / pulse.r0 if pulse.r0 > 0.0 else (np.inf if room >= 0.0 else 0.0)
-    top = max(0.0, min(cap, sign * (side.soc_limit - pulse.z) / per_amp, by_start))
-    lo, excess_lo = 0.0, 0.0
-    hi, excess_hi = top, np.nan  # unknown until evaluated
-    excess, slope = _end_excess(pulse, side, 0.0, per_amp, n, b, model, work)
-    current = 0.0
-    if excess <= 0.0 and top > 0.0:
-        excess_lo = excess
-        current = top if slope <= 0.0 else min(top, -excess / slope)
-        for _ in range(NEWTON_STEPS):
-            excess, slope = _end_excess(pulse, side, current, per_amp, n, b, model, work)
-            if excess <= 0.0:
-                lo, excess_lo = current, excess
-            else:
-                hi, excess_hi = current, excess
-            if lo == top or hi - lo <= LIMIT_TOLERANCE * top:
-                break
-            step = current - excess / slope if slope > 0.0 else np.nan
-            if abs(step - current) <= LIMIT_TOLERANCE * top:  # converged
-                break
-            if lo < step < hi:
-                current = step
-            elif excess_hi > 0.0:
-                current = lo + (hi - lo) * excess_lo / (excess_lo - excess_hi)
-            else:
-                current = hi
+    solved by Newton's method from no current (`_newton_step`), over every cell still searching at once;
+    the usual cell, far from its voltage limits, is done at its cap after one evaluation there. The answer
+    is the secant root of the last bracket, or the largest current seen within the limit."""
+    W, L, sign = work.W, work.L, side.sign
+    horizon = opt.horizons[n]
+    searching = 0
+    for b in range(n_b):  # closed forms, and the end voltage at no current from the OCV and resistances at z
+        per_amp = soc_per_amp(sign, W[W_ETA * CB + b], horizon, L[L_PER_AS * CB + b])
+        L[L_PER_AMP * CB + b] = per_amp
+        room = sign * (W[side.v_limit * CB + b] - (L[L_V_REST * CB + b] + sign * W[W_M0 * CB + b]))
+        r0 = L[L_R0 * CB + b]
+        by_start = room / r0 if r0 > 0.0 else (np.inf if room >= 0.0 else 0.0)
+        soc_room = sign * (side.soc_limit - W[W_Z * CB + b]) / per_amp
+        L[L_TOP * CB + b] = max(0.0, min(L[side.cap * CB + b], soc_room, by_start))
+        L[L_CURRENT * CB + b] = 0.0
+    _end_excess(n, side, L_OCV, L_OCV_SLOPE, work.r_now, n_b, work)
+    for b in range(n_b):
+        top, excess, slope = L[L_TOP * CB + b], L[L_EXCESS * CB + b], L[L_SLOPE * CB + b]
+        search = excess <= 0.0 and top > 0.0
+        searching += search
+        L[L_SEARCHING * CB + b] = 1.0 if search else 0.0
+        L[L_LO * CB + b], L[L_EXCESS_LO * CB + b] = 0.0, excess  # no current: within, or the answer is 0
+        L[L_HI * CB + b], L[L_EXCESS_HI * CB + b] = top, np.nan
+        L[L_CURRENT * CB + b] = (top if slope <= 0.0 else min(top, -excess / slope)) if search else 0.0
+    for _ in range(NEWTON_STEPS if searching > 0 else 0):
+        for b in range(n_b):
+            L[L_Z_END * CB + b] = W[W_Z * CB + b] + sign * L[L_PER_AMP * CB + b] * L[L_CURRENT * CB + b]
+        _ocv_rows(L, L_Z_END, L_OCV_END, L_OCV_SLOPE_END, False, n_b, model, work)
+        _resistance_rows(L, L_Z_END, n_b, model, work, work.r_end)
+        _end_excess(n, side, L_OCV_END, L_OCV_SLOPE_END, work.r_end, n_b, work)
+        searching = 0
+        for b in range(n_b):
+            lo, hi, excess_lo, excess_hi, following = _newton_step(
+                L[L_TOP * CB + b],
+                L[L_LO * CB + b],
+                L[L_HI * CB + b],
+                L[L_EXCESS_LO * CB + b],
+                L[L_EXCESS_HI * CB + b],
+                L[L_CURRENT * CB + b],
+                L[L_EXCESS * CB + b],
+                L[L_SLOPE * CB + b],
+            )
+            search = L[L_SEARCHING * CB + b] > 0.0
+            if search:
+                L[L_LO * CB + b], L[L_HI * CB + b] = lo, hi
+                L[L_EXCESS_LO * CB + b], L[L_EXCESS_HI * CB + b] = excess_lo, excess_hi
+            still = search and following == following
+            if still:
+                L[L_CURRENT * CB + b] = following
+            L[L_SEARCHING * CB + b] = 1.0 if still else 0.0
+            searching += still
+        if searching == 0:
+            break
+    for b in range(n_b):
+        lo, hi, excess_lo, excess_hi = (
+            L[L_LO * CB + b],
+            L[L_HI * CB + b],
+            L[L_EXCESS_LO * CB + b],
+            L[L_EXCESS_HI * CB + b],
+        )
         current = lo + (hi - lo) * excess_lo / (excess_lo - excess_hi) if excess_hi > 0.0 else lo
         # at the secant root the end voltage is at its limit; at lo it is what was computed there
-        excess = 0.0 if excess_hi > 0.0 else excess_lo
-    v_end = side.v_limit + sign * excess
-    return current, current * min(v_start + sign * pulse.r0 * current, v_end)
+        v_end = W[side.v_limit * CB + b] + sign * (0.0 if excess_hi > 0.0 else excess_lo)
+        v_start = L[L_V_REST * CB + b] + sign * W[W_M0 * CB + b] + sign * L[L_R0 * CB + b] * current
+        L[side.cap * CB + b] = current
+        L[side.power * CB + b] = min(L[side.power * CB + b], current * min(v_start, v_end))
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _limits(k, first, n_b, model, opt, filt, limits_out, work):
     """The largest charge and discharge current and power per horizon, with the resistances scaled by
-    the measured ρ. Horizons ascend: a longer pulse also has to hold over a shorter one's span, so its
-    limits are capped by the shorter one's."""
-    W, rows, knots = work.W, work.rows, model.knots
-    n_rc, n_k = work.irc.shape[0], knots.shape[0]
+    the measured ρ and the OCV by the cell's OCV bias, as the filter sees the voltage. Horizons ascend: a
+    longer pulse also has to hold over a shorter one's span, so its limits are capped by the shorter one's."""
+    W, L, r_now, irc = work.W, work.L, work.r_now, work.irc
+    n_rc = irc.shape[0]
     for b in range(n_b):
-        c = first + b
-        m = model.model_index[c]
-        q_model = W[W_Q * CB + b]
-        z, h, rho = W[W_Z * CB + b], W[W_H * CB + b], filt.state[c, RHO]
-        ocv, ocv_slope = _ocv_and_slope(z, b, model, work)
-        v_rest = ocv + W[W_M * CB + b] * h
-        j, w = _knot_position(knots, z)
-        for branch in range(n_rc):
-            v_rest += rho * _resistance(rows, b, N_FIXED + n_rc + (branch + 1) * n_k, j, w, n_k) * work.irc[branch, b]
-        pulse = Pulse(
-            z,
-            h,
-            rho,
-            ocv,
-            ocv_slope,
-            v_rest,
-            rho * _resistance(rows, b, N_FIXED + n_rc, j, w, n_k),
-            W[W_M0 * CB + b],
-            W[W_M * CB + b],
-            W[W_GAMMA * CB + b],
-            W[W_ETA * CB + b],
-            W[W_PER_AS * CB + b] * (W[W_G * CB + b] if opt.adapt else 1.0),  # the capacity the SoC counts with
-        )
-        charge, discharge = Side(1.0, opt.soc_max, model.v_max[m]), Side(-1.0, opt.soc_min, model.v_min[m])
-        charge_cap, discharge_cap = opt.max_charge_c * q_model, opt.max_discharge_c * q_model
-        charge_power, discharge_power = np.inf, np.inf
-        for n in range(opt.horizons.shape[0]):
-            charge_cap, power = _current_limit(pulse, charge, charge_cap, n, b, model, opt, work)
-            charge_power = min(charge_power, power)
-            discharge_cap, power = _current_limit(pulse, discharge, discharge_cap, n, b, model, opt, work)
-            discharge_power = min(discharge_power, power)
-            limits_out[k, c, n * N_LIMITS + 0] = charge_cap
-            limits_out[k, c, n * N_LIMITS + 1] = discharge_cap
-            limits_out[k, c, n * N_LIMITS + 2] = charge_power
-            limits_out[k, c, n * N_LIMITS + 3] = discharge_power
+        L[L_RHO * CB + b] = filt.state[first + b, RHO]
+        L[L_PER_AS * CB + b] = W[W_PER_AS * CB + b] * (W[W_G * CB + b] if opt.adapt else 1.0)
+        L[L_CHARGE_CAP * CB + b] = opt.max_charge_c * W[W_Q * CB + b]
+        L[L_DISCHARGE_CAP * CB + b] = opt.max_discharge_c * W[W_Q * CB + b]
+        L[L_CHARGE_POWER * CB + b] = L[L_DISCHARGE_POWER * CB + b] = np.inf
+    _ocv_rows(W, W_Z, L_OCV, L_OCV_SLOPE, True, n_b, model, work)
+    _resistance_rows(W, W_Z, n_b, model, work, r_now)
+    for b in range(n_b):
+        L[L_V_REST * CB + b] = L[L_OCV * CB + b] + W[W_M * CB + b] * W[W_H * CB + b]
+        L[L_R0 * CB + b] = L[L_RHO * CB + b] * r_now[0, b]
+    for branch in range(n_rc):
+        for b in range(n_b):
+            L[L_V_REST * CB + b] += L[L_RHO * CB + b] * r_now[branch + 1, b] * irc[branch, b]
+    charge = Side(1.0, opt.soc_max, W_V_MAX, L_CHARGE_CAP, L_CHARGE_POWER)
+    discharge = Side(-1.0, opt.soc_min, W_V_MIN, L_DISCHARGE_CAP, L_DISCHARGE_POWER)
+    for n in range(opt.horizons.shape[0]):
+        _current_limit(n, charge, n_b, model, opt, work)
+        _current_limit(n, discharge, n_b, model, opt, work)
+        for b in range(n_b):
+            out = limits_out[k, first + b]
+            out[n * N_LIMITS + 0] = L[L_CHARGE_CAP * CB + b]
+            out[n * N_LIMITS + 1] = L[L_DISCHARGE_CAP * CB + b]
+            out[n * N_LIMITS + 2] = L[L_CHARGE_POWER * CB + b]
+            out[n * N_LIMITS + 3] = L[L_DISCHARGE_POWER * CB + b]
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -1066,7 +1183,7 @@ def block_arrays(n_rc: int, n_k: int, n_columns: int, n_horizons: int) -> Block:
     """Work arrays for one block of cells: the rows of W; the RC currents and their decays over the step
     and over each limit horizon; per cell the temperature and step its cached values hold for, the
     parameter row and OCV table position at that temperature, where its OCV row starts in the OCV quads,
-    and the interval there at each evaluation SoC."""
+    and the interval there at each evaluation SoC; the limits' rows, resistances and OCV interval."""
     return Block(
         np.empty(N_W * CB),
         np.empty((n_rc, CB)),
@@ -1081,6 +1198,10 @@ def block_arrays(n_rc: int, n_k: int, n_columns: int, n_horizons: int) -> Block:
         np.empty(CB),
         np.empty(CB, dtype=np.int64),
         np.empty((3, CB), dtype=np.int64),
+        np.empty(N_L * CB),
+        np.empty((2 * (n_rc + 1), CB)),
+        np.empty((2 * (n_rc + 1), CB)),
+        np.empty(CB, dtype=np.int64),
     )
 
 
