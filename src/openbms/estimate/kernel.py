@@ -150,8 +150,9 @@ CB = CELL_BLOCK
     W_RS_DN,  # ΣR at each
     W_REST_S,
     W_NIS,  # how long the current has been at rest (s); the innovations' consistency (mean NIS)
+    W_V_RC,  # Σ R·i over the RC branches at z, for the health's resistance steps
     N_W,
-) = range(48)
+) = range(49)
 # The EKF evaluates at z alone and keeps the slopes dOCV/dz and dΣ(R·i)/dz in the "up" rows.
 W_OCV_SLOPE, W_RI_SLOPE = W_OCV_UP, W_RI_UP
 # Rows whose number depends on the model live in arrays of their own, laid out alike: the RC
@@ -270,25 +271,6 @@ class Block(NamedTuple):
 
 
 @njit(cache=True, inline="always")
-def _resistance(rows, b, offset, j, w, n_k):
-    """R from its knot values rows[b, offset:offset + n_k] at the knot position (j, w) of the SoC."""
-    return rows[b, offset] if n_k == 1 else rows[b, offset + j] * (1.0 - w) + rows[b, offset + j + 1] * w
-
-
-@njit(cache=True, inline="always")
-def _knot_position(knots, z):
-    """(lower index, weight of the upper) on the short SoC axis of the resistances, exactly as
-    `_axis_position` gives it, but by counting the knots below z: no search, no branches."""
-    n = knots.shape[0]
-    if n == 1:
-        return 0, 0.0
-    j = 0
-    for m in range(1, n - 1):
-        j += knots[m] < z
-    return j, min(1.0, max(0.0, (z - knots[j]) / (knots[j + 1] - knots[j])))
-
-
-@njit(cache=True, inline="always")
 def _grid_position(z, row, z0, inv_dz, n_z):
     """(interval index in `ocv_quads`, weight of its upper end) of SoC z on the uniform grid of the
     OCV row whose intervals start at `row`; the end intervals extend linearly beyond the grid."""
@@ -402,19 +384,13 @@ def _counted_charge_var(sxx, opt):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _update_health(k, time_s, dt, i, v_meas, st, W, irc, n_rc, b, rows, knots, adapt, opt, health_out):
+def _update_health(k, time_s, dt, i, v_meas, r0, v_rc, st, W, b, rows, adapt, opt, health_out):
     """Resistance scale from voltage steps at current steps; capacity from confident SoC pairs, reported
-    as it or as the filter's own g, whichever is better known."""
+    as it or as the filter's own g, whichever is better known. r0: R0 at z; v_rc: Σ R·i over the RC branches."""
     # The model's one-sample voltage change at a current step, as the fresh cell showed it: ρ times this.
-    n_k = knots.shape[0]
-    base = N_FIXED + n_rc
-    j, w = _knot_position(knots, W[W_Z * CB + b])
-    v_rc = 0.0
-    for n in range(n_rc):
-        v_rc += _resistance(rows, b, base + (n + 1) * n_k, j, w, n_k) * irc[n, b]
     # the previous sample may be the last of an earlier call: a BMS feeds one sample at a time
     if abs(i - st[PREV_I]) > opt.step_c * rows[b, CAPACITY_AH] and time_s[k] - st[PREV_T] < 2.5:
-        hr = rows[b, STEP_RATIO] * (_resistance(rows, b, base, j, w, n_k) * (i - st[PREV_I]) + v_rc - st[PREV_VRC])
+        hr = rows[b, STEP_RATIO] * (r0 * (i - st[PREV_I]) + v_rc - st[PREV_VRC])
         dv = v_meas - st[PREV_V] - rows[b, M0_V] * (st[S] - st[PREV_S])
         noise = 2.0 * opt.sensor_v**2 + (0.05 * hr) ** 2
         gain = st[RHO_VAR] * hr / (hr * hr * st[RHO_VAR] + noise)
@@ -459,7 +435,7 @@ def _update_health(k, time_s, dt, i, v_meas, st, W, irc, n_rc, b, rows, knots, a
     health_out[OUT_CAPACITY_AH] = capacity_scale * q_model
     health_out[OUT_CAPACITY_BOUND_AH] = 3.0 * (np.sqrt(s_var) / s_inv**2) * q_model
     health_out[OUT_SOH_RESISTANCE] = st[RHO]
-    health_out[OUT_RESISTANCE_OHM] = st[RHO] * _resistance(rows, b, base, j, w, n_k)
+    health_out[OUT_RESISTANCE_OHM] = st[RHO] * r0
 
 
 # -- the stages of a time step, each over the block's cells ---------------------------------------------------
@@ -745,9 +721,14 @@ def _update(voltage_k, current_k, soc_k, bound_k, n_b, inflation, step, opt, W):
 
 @njit(cache=True, inline="always")
 def _health(k, dt, first, n_b, series, model, opt, filt, health_out, work):
-    """Capacity and resistance per cell (see `_update_health`), and what the filter uses of them."""
-    W = work.W
-    n_rc = work.irc.shape[0]
+    """Capacity and resistance per cell (see `_update_health`), and what the filter uses of them; from the
+    resistances at z (`_resistance_rows` into r_now)."""
+    W, r_now, irc = work.W, work.r_now, work.irc
+    for b in range(n_b):
+        W[W_V_RC * CB + b] = 0.0
+    for branch in range(irc.shape[0]):
+        for b in range(n_b):
+            W[W_V_RC * CB + b] += r_now[branch + 1, b] * irc[branch, b]
     for b in range(n_b):
         c = first + b
         st = filt.state[c]
@@ -759,13 +740,12 @@ def _health(k, dt, first, n_b, series, model, opt, filt, health_out, work):
             dt,
             i,
             v,
+            r_now[0, b],
+            W[W_V_RC * CB + b],
             st,
             W,
-            work.irc,
-            n_rc,
             b,
             work.rows,
-            model.knots,
             opt.adapt,
             opt,
             health_out[k, c],
@@ -979,13 +959,13 @@ def _current_limit(n, side, n_b, model, opt, work):
                 L[L_EXCESS * CB + b],
                 L[L_SLOPE * CB + b],
             )
-            search = L[L_SEARCHING * CB + b] > 0.0
-            if search:
-                L[L_LO * CB + b], L[L_HI * CB + b] = lo, hi
-                L[L_EXCESS_LO * CB + b], L[L_EXCESS_HI * CB + b] = excess_lo, excess_hi
+            search = L[L_SEARCHING * CB + b] > 0.0  # a cell done keeps its bracket (selects, not branches)
             still = search and following == following
-            if still:
-                L[L_CURRENT * CB + b] = following
+            L[L_LO * CB + b] = lo if search else L[L_LO * CB + b]
+            L[L_HI * CB + b] = hi if search else L[L_HI * CB + b]
+            L[L_EXCESS_LO * CB + b] = excess_lo if search else L[L_EXCESS_LO * CB + b]
+            L[L_EXCESS_HI * CB + b] = excess_hi if search else L[L_EXCESS_HI * CB + b]
+            L[L_CURRENT * CB + b] = following if still else L[L_CURRENT * CB + b]
             L[L_SEARCHING * CB + b] = 1.0 if still else 0.0
             searching += still
         if searching == 0:
@@ -1009,7 +989,8 @@ def _current_limit(n, side, n_b, model, opt, work):
 def _limits(k, first, n_b, model, opt, filt, limits_out, work):
     """The largest charge and discharge current and power per horizon, with the resistances scaled by
     the measured ρ and the OCV by the cell's OCV bias, as the filter sees the voltage. Horizons ascend: a
-    longer pulse also has to hold over a shorter one's span, so its limits are capped by the shorter one's."""
+    longer pulse also has to hold over a shorter one's span, so its limits are capped by the shorter one's.
+    The resistances at z are in r_now (`_resistance_rows`)."""
     W, L, r_now, irc = work.W, work.L, work.r_now, work.irc
     n_rc = irc.shape[0]
     for b in range(n_b):
@@ -1019,7 +1000,6 @@ def _limits(k, first, n_b, model, opt, filt, limits_out, work):
         L[L_DISCHARGE_CAP * CB + b] = opt.max_discharge_c * W[W_Q * CB + b]
         L[L_CHARGE_POWER * CB + b] = L[L_DISCHARGE_POWER * CB + b] = np.inf
     _ocv_rows(W, W_Z, L_OCV, L_OCV_SLOPE, True, n_b, model, work)
-    _resistance_rows(W, W_Z, n_b, model, work, r_now)
     for b in range(n_b):
         L[L_V_REST * CB + b] = L[L_OCV * CB + b] + W[W_M * CB + b] * W[W_H * CB + b]
         L[L_R0 * CB + b] = L[L_RHO * CB + b] * r_now[0, b]
@@ -1161,6 +1141,8 @@ def _run_blocks(series, model, opt, filt, out, work):
                 opt,
                 work.W,
             )
+            if opt.health or opt.limits:  # the resistances at the updated z, for both
+                _resistance_rows(work.W, W_Z, n_b, model, work, work.r_now)
             if opt.health:
                 _health(k, dt, first, n_b, series, model, opt, filt, out.health, work)
             if opt.energy:
