@@ -22,7 +22,9 @@ The goals (issue 19) are checked against this run's own figures: the full defaul
 least 20 M cell-steps/s at 100 000 cells and 1 000x a per-cell filterpy EKF, the SoC filter alone
 60 M.
 
-Run: `.venv/bin/python bench/throughput.py` (about 15 minutes). Prints markdown tables.
+Run: `.venv/bin/python bench/throughput.py` (about 15 minutes). Prints markdown tables. With `--stages`,
+only the rows the stage table and the goals need: openbms at 100 000 cells (SoC filter, each stage, full)
+and filterpy's EKF on one cell.
 """
 
 from __future__ import annotations
@@ -384,6 +386,10 @@ def cpu_model() -> str:
 
 
 def main() -> int:
+    if "--stages" in sys.argv[1:]:
+        CASES.clear()
+        CASES.update({method: [(MEMORY_CELLS, 200)] for method in ("openbms SPKF", *STAGES)})
+        CASES[REFERENCE[0]] = [(REFERENCE[1], 4_000)]
     started = time.perf_counter()
     inputs: dict[tuple[int, int], Inputs] = {}
     for method in METHODS:  # compile (or load numba's cache) before any timing
