@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -236,6 +237,8 @@ class Watch:
     pack_soc: np.ndarray | None = None  # the pack SoC shown to the driver, (time,)
     cell_soc: np.ndarray | None = None  # (time, cells)
     offset_a: np.ndarray | None = None  # the current sensor's offset as estimated, (time,)
+    leak_a: np.ndarray | None = None  # the delta filters' leak estimates against the median cell, (time, cells)
+    leak_std_a: np.ndarray | None = None  # ... and their sigmas
 
 
 def counted(e: Event) -> bool:
@@ -264,7 +267,8 @@ def watch(
         part = slice(start, min(start + CHUNK, n))
         found, est = monitor.update(data.time_s[part], current[part], v[part], temperatures_c[part])
         events += found
-        estimates.append((est.soc, est.cell_soc, est.current_offset_a))
+        leak = est.leak_a - np.median(est.leak_a, axis=1, keepdims=True)
+        estimates.append((est.soc, est.cell_soc, est.current_offset_a, leak, est.leak_std_a))
         peak = np.maximum(peak, monitor.shorts.average)
         if trace_cell is not None:
             trace.append(est.leak_a[:, trace_cell] - np.median(est.leak_a, axis=1))
@@ -274,8 +278,8 @@ def watch(
             break
     hours = (data.time_s[n - 1] - data.time_s[0]) / 3600.0
     leak_trace = (data.time_s[:n], np.concatenate(trace)) if trace_cell is not None else None
-    soc, cells, offset = (np.concatenate(x) for x in zip(*estimates))
-    return Watch(events, hours, monitor.shorts.average.copy(), peak, leak_trace, soc, cells, offset)
+    soc, cells, offset, leak, leak_std = (np.concatenate(x) for x in zip(*estimates))
+    return Watch(events, hours, monitor.shorts.average.copy(), peak, leak_trace, soc, cells, offset, leak, leak_std)
 
 
 @dataclass
@@ -337,11 +341,18 @@ def scenario_row(name: str, outcomes: list[Outcome], note: str = "") -> str:
     return f"| {name} | {len(outcomes)} | {len(delays)} | {delay} | {kinds(false)} | {note} |"
 
 
-def alarm_list(labelled: list[tuple[str, list[Event]]], limit: int = 40) -> list[str]:
-    """The false alarms themselves, under a table: where, when, and the monitor's own words."""
+def alarm_list(
+    labelled: list[tuple[str, list[Event]]], limit: int = 40, context: dict[int, str] | None = None
+) -> list[str]:
+    """The false alarms themselves, under a table: where, when, the monitor's own words, and (context, by the
+    event's id) what the estimator saw then."""
     items = [(label, e) for label, events in labelled for e in events]
+    notes = context or {}
     lines = [
-        f"- {label}, {e.time_s / 3600:.2f} h: {e.kind}/{e.severity}: {e.explanation}" for label, e in items[:limit]
+        f"- {label}, {e.time_s / 3600:.2f} h"
+        + (f" ({notes[id(e)]})" if id(e) in notes else "")
+        + f": {e.kind}/{e.severity}: {e.explanation}"
+        for label, e in items[:limit]
     ]
     more = [f"- ... and {len(items) - limit} more"] if len(items) > limit else []
     return ["", "False alarms:"] + lines + more if items else []
@@ -380,6 +391,21 @@ class Healthy:
     @property
     def cold_alarms(self) -> list[Event]:
         return [e for e in self.seen.events if counted(e) and self.cold_charge(e)]
+
+    def context(self, e: Event) -> str:
+        """Where a false alarm fell: the phase and how long into it, the cell's leak estimate and its sigma, and
+        how far the mean cell's SoC was from the truth (the error the delta filters read as differences)."""
+        d, w = self.data, self.seen
+        k = min(int(np.searchsorted(d.time_s, e.time_s)), len(d.time_s) - 1)
+        began = np.flatnonzero(d.phase[: k + 1] != d.phase[k])
+        since = (d.time_s[k] - d.time_s[began[-1] + 1 if len(began) else 0]) / 3600.0
+        phase = {PARK: "park", DRIVE: "drive", CHARGE: "charge"}[int(d.phase[k])]
+        mean_error = 100 * (np.mean(w.cell_soc[k]) - np.average(d.soc[k], weights=self.capacity_ah))
+        leak = ""
+        if e.cell is not None and w.leak_a is not None and w.leak_std_a is not None:
+            c = e.cell - 1
+            leak = f", its leak {1000 * w.leak_a[k, c]:.1f} ± {1000 * w.leak_std_a[k, c]:.1f} mA"
+        return f"{phase}, {since:.1f} h in{leak}, mean cell's SoC {mean_error:+.1f} % off"
 
     @property
     def offset_alarms(self) -> list[Event]:
@@ -556,7 +582,12 @@ def healthy_table(packs: list[Healthy]) -> list[str]:
             f"{sc.cell_max:.1f} | {sc.spread:.1f} | {sc.offset_ma:.0f} ({1000 * h.sensor.offset_c * q:+.0f}) | "
             f"{kinds(h.false_alarms)} | {len(h.offset_alarms)} | {len(h.cold_alarms)} |"
         )
-    return lines + alarm_list([(h.label, h.false_alarms) for h in packs])
+    by_phase = Counter(h.context(e).split(",")[0] for h in packs for e in h.false_alarms)
+    if by_phase:
+        lines += ["", "False alarms by phase: " + ", ".join(f"{n} in a {p}" for p, n in by_phase.most_common())]
+    return lines + alarm_list(
+        [(h.label, h.false_alarms) for h in packs], context={id(e): h.context(e) for h in packs for e in h.false_alarms}
+    )
 
 
 def shorts_section(c: Campaign) -> Callable:
