@@ -34,6 +34,7 @@ import os
 for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_var] = "1"  # one core; must precede the numpy and numba imports
 
+import argparse
 import multiprocessing
 import statistics
 import sys
@@ -297,6 +298,10 @@ METHODS = {
 
 FILTERS = ("openbms SPKF", "openbms EKF", "filterpy UKF", "filterpy EKF", "numpy EKF", "openbms full (default)")
 STAGES = ("openbms SPKF + health", "openbms SPKF + energy", "openbms SPKF + limits", "openbms full (default)")
+# `--stages`: openbms at 100 000 cells (SoC filter, each stage, full) and the reference filter on one cell
+STAGE_CASES = {method: [(MEMORY_CELLS, 200)] for method in ("openbms SPKF", *STAGES)} | {
+    REFERENCE[0]: [(REFERENCE[1], 4_000)]
+}
 
 
 def print_stages(cpu_ns_of: dict) -> None:
@@ -385,18 +390,17 @@ def cpu_model() -> str:
     return "unknown"
 
 
-def main() -> int:
-    if "--stages" in sys.argv[1:]:
-        CASES.clear()
-        CASES.update({method: [(MEMORY_CELLS, 200)] for method in ("openbms SPKF", *STAGES)})
-        CASES[REFERENCE[0]] = [(REFERENCE[1], 4_000)]
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stages", action="store_true", help="only the rows the stage table and the goals need")
+    cases_to_run = STAGE_CASES if parser.parse_args(argv).stages else CASES
     started = time.perf_counter()
     inputs: dict[tuple[int, int], Inputs] = {}
     for method in METHODS:  # compile (or load numba's cache) before any timing
         METHODS[method](make_inputs(2, 3))
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
-        for method, cases in CASES.items():
+        for method, cases in cases_to_run.items():
             for case in cases:
                 inp = inputs.setdefault(case, make_inputs(*case))
                 rate, cpu_ns, soc = throughput(method, inp)
