@@ -80,6 +80,7 @@ class Case:
     seed: int = 0
     mismatch: bool = False
     quick: bool = False
+    life: LifeOptions = LIFE
 
     @property
     def name(self) -> str:
@@ -181,11 +182,11 @@ def truth_of(case: Case) -> tuple[Truth, np.ndarray]:
             a123.scaled(capacity=1 - case.fade, resistance=1 / (1 - case.slowdown)), ocv_v=a123.ocv_v + shift
         )
         capacity = float(plant.param("capacity_ah", case.temperature_c))
-        plan = week(capacity, 3.3, LIFE)
+        plan = week(capacity, 3.3, case.life)
 
         def make():
             sim = openbms.simulate(
-                plant, plan.time_s, plan.current_a, case.temperature_c, soc0=LIFE.soc0, hysteresis0=1.0
+                plant, plan.time_s, plan.current_a, case.temperature_c, soc0=case.life.soc0, hysteresis0=1.0
             )
             keep = plan.logged()
             return {
@@ -197,20 +198,20 @@ def truth_of(case: Case) -> tuple[Truth, np.ndarray]:
                 "capacity_ah": capacity,
             }
 
-        key = _key(case.plant, case.fade, case.slowdown, case.temperature_c, LIFE)
+        key = _key(case.plant, case.fade, case.slowdown, case.temperature_c, case.life)
     else:
         plant = plant_of(case)
         capacity = plant.capacity_ah()
-        plan = week(capacity, plant.spec.nominal_voltage_v, LIFE)
+        plan = week(capacity, plant.spec.nominal_voltage_v, case.life)
 
         def make():
-            t = live(plant, plan, LIFE.soc0)
+            t = live(plant, plan, case.life.soc0)
             return {
                 name: getattr(t, name)
                 for name in ("time_s", "current_a", "voltage_v", "temperature_c", "soc", "capacity_ah")
             }
 
-        key = _key(plant, LIFE)
+        key = _key(plant, case.life)
     data = _cached(OUT / "plants" / f"{key}.npz", make)
     truth = Truth(
         *(data[n] for n in ("time_s", "current_a", "voltage_v", "temperature_c", "soc")),

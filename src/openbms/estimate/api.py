@@ -54,6 +54,9 @@ class EstimateOptions:
     adapt: bool = True  # feed the capacity estimate back into the SoC filter
     adapt_resistance: bool = True  # scale the filter's resistances by ρ, as far as it is beyond resistance_deadband
     resistance_deadband: float = 0.1  # the step method's own bias: a fresh cell reads 0.92-1.07
+    # the largest resistance scale ageing gives (the life benchmark's cells 50 % slower read up to 2.9); beyond it
+    # the model is another cell's: the filter scales by this much and counts the excess as model voltage error
+    resistance_scale_max: float = 3.0
     limits: bool = True
     # Rests: a current within rest_current_c of zero for rest_min_s is zero (the sensor reads its offset), and
     # the voltage's readings count one look per rest_correlation_s; after relaxed_s the voltage is the OCV and
@@ -94,6 +97,10 @@ class EstimateOptions:
                 raise ValueError(f"estimate option {name} must be positive and finite, got {getattr(self, name)}")
         if self.voltage_std_v is not None and not 0 < self.voltage_std_v < np.inf:
             raise ValueError(f"estimate option voltage_std_v must be positive and finite, got {self.voltage_std_v}")
+        if not 1 <= self.resistance_scale_max < np.inf:
+            raise ValueError(
+                f"estimate option resistance_scale_max must be finite and at least 1, got {self.resistance_scale_max}"
+            )
         if not 0 < self.capacity_memory <= 1:
             raise ValueError("estimate option capacity_memory must be in (0, 1]")
         if not 0 <= self.soc_min < self.soc_max <= 1:
@@ -150,6 +157,7 @@ class EstimateOptions:
             q_capacity=self.capacity_drift**2 / 3600.0,
             joint_var=self.joint_capacity_std**2,
             rho_deadband=self.resistance_deadband,
+            rho_max=self.resistance_scale_max,
             ocv_scale=self.ocv_scale_std,
             rest_c=self.rest_current_c,
             rest_min_s=self.rest_min_s,

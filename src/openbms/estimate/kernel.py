@@ -124,8 +124,9 @@ CB = CELL_BLOCK
     W_P44,  # its covariance (upper triangle)
     W_SIGN,
     W_RHO,
+    W_RHO_EXCESS,
     W_CHARGE_VAR,
-    W_MOVED,  # sign memory, resistance scale used, counted charge's variance, SoC moved
+    W_MOVED,  # sign memory, resistance scale used and its excess beyond ageing, counted charge's variance, SoC moved
     W_Q,
     W_PER_AS,
     W_ETA,
@@ -152,7 +153,7 @@ CB = CELL_BLOCK
     W_NIS,  # how long the current has been at rest (s); the innovations' consistency (mean NIS)
     W_V_RC,  # Σ R·i over the RC branches at z, for the health's resistance steps
     N_W,
-) = range(49)
+) = range(50)
 # The EKF evaluates at z alone and keeps the slopes dOCV/dz and dΣ(R·i)/dz in the "up" rows.
 W_OCV_SLOPE, W_RI_SLOPE = W_OCV_UP, W_RI_UP
 # Rows whose number depends on the model live in arrays of their own, laid out alike: the RC
@@ -204,6 +205,7 @@ class Options(NamedTuple):
     q_capacity: float  # the filter's capacity random walk, per s
     joint_var: float  # prior variance of the capacity the filter tracks (0: the certified one only)
     rho_deadband: float  # the resistance step method's own bias
+    rho_max: float  # the largest resistance scale ageing gives; beyond it the model is another cell's
     ocv_scale: float  # relative uncertainty of the OCV curve's SoC scale
     rest_c: float  # a current within this of zero (C) for rest_min_s is zero
     rest_min_s: float  # then the voltage counts one look per rest_correlation_s
@@ -369,9 +371,24 @@ def _sigma_point_moments(g0, r0, g_up, r_up, g_dn, r_dn, h, bias, m_v, W, b):
 
 @njit(cache=True, inline="always")
 def _trusted_rho(rho, deadband):
-    """The resistance scale the filter uses: ρ's departure from 1 beyond the step method's own bias.
+    """ρ's departure from 1 beyond the step method's own bias.
     The step ratio reads a fresh cell 0.92-1.07 (sampling, the RC split); scaling by that costs SoC accuracy."""
     return 1.0 + max(0.0, rho - 1.0 - deadband) + min(0.0, rho - 1.0 + deadband)
+
+
+@njit(cache=True, inline="always")
+def _use_rho(W, b, rho, opt):
+    """The resistance scale the filter applies to every branch, within what ageing gives, and its excess beyond.
+    ρ reads a voltage step, R0's; a scale beyond ageing's says the model is another cell's, whose branches split
+    differently: scaled by it, the slow branches' drop would drive the SoC and capacity away. The excess counts
+    as model voltage error instead (`_update`)."""
+    used, excess = 1.0, 0.0
+    if opt.adapt_resistance:
+        trusted = _trusted_rho(rho, opt.rho_deadband)
+        used = min(opt.rho_max, max(1.0 / opt.rho_max, trusted))
+        excess = trusted - used
+    W[W_RHO * CB + b] = used
+    W[W_RHO_EXCESS * CB + b] = excess
 
 
 @njit(cache=True, inline="always")
@@ -454,7 +471,7 @@ def _load(first, n_b, filt, opt, work):
         for n in range(work.irc.shape[0]):
             work.irc[n, b] = filt.i_rc[c, n]
         W[W_SIGN * CB + b] = state[c, S]
-        W[W_RHO * CB + b] = _trusted_rho(state[c, RHO], opt.rho_deadband) if opt.adapt_resistance else 1.0
+        _use_rho(W, b, state[c, RHO], opt)
         W[W_CHARGE_VAR * CB + b] = _counted_charge_var(state[c, SXX], opt)
         W[W_MOVED * CB + b] = 0.0
         W[W_REST_S * CB + b] = state[c, REST_S]
@@ -699,7 +716,9 @@ def _update(voltage_k, current_k, soc_k, bound_k, n_b, inflation, step, opt, W):
         # capacity it was measured with is uncertain): a SoC error that grows towards empty, seen
         # through the OCV's slope. Beyond the gate the model is off: trust it less, not more.
         scale_error = dv_dz * ocv_scale * (1.0 - W[W_Z * CB + b])
-        var_v = W[W_VAR_V * CB + b] + scale_error * scale_error
+        # A resistance scale beyond ageing's: the resistive drop is known only to that excess.
+        misfit = W[W_RHO_EXCESS * CB + b] * W[W_RI * CB + b]
+        var_v = W[W_VAR_V * CB + b] + scale_error * scale_error + misfit * misfit
         # At rest the model's error in the voltage is the same all rest long: the rest's readings count as one
         # look per rest correlation time (before it is relaxed too: the relaxation's error is alike all the while).
         rest_s = _rest_s(W, b, current_k[b], opt)
@@ -754,7 +773,7 @@ def _health(k, dt, first, n_b, series, model, opt, filt, health_out, work):
         st[PREV_V] = v
         st[PREV_S] = st[S]
         st[PREV_T] = series.time_s[k]
-        W[W_RHO * CB + b] = _trusted_rho(st[RHO], opt.rho_deadband) if opt.adapt_resistance else 1.0
+        _use_rho(W, b, st[RHO], opt)
         W[W_CHARGE_VAR * CB + b] = _counted_charge_var(st[SXX], opt)
 
 
