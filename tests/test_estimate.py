@@ -703,6 +703,7 @@ def test_refuses_bad_series(time_s, current, voltage, match):
         (dict(soc0_std=float("inf")), "soc0_std must be positive and finite"),
         (dict(offset_drift_c=float("inf")), "offset_drift_c must be finite and not negative"),
         (dict(ocv_scale_std=-0.01), "ocv_scale_std must be finite and not negative"),
+        (dict(resistance_scale_max=0.5), "resistance_scale_max must be finite and at least 1"),
         (dict(hysteresis0=1.5), r"hysteresis0 must be in \[-1, 1\]"),
         (dict(hysteresis0=-2.0), r"hysteresis0 must be in \[-1, 1\]"),
         (dict(horizons_s=(float("nan"),)), "horizons_s needs a sequence of positive horizons"),
