@@ -717,6 +717,15 @@ def test_refuses_invalid_options(options, match):
         estimate(CELL, T3, I3, V3, 25.0, soc0=0.5, options=EstimateOptions(**options))
 
 
+def test_options_reach_the_kernel_as_its_declared_types():
+    """An int given for a float option (or for a flag) reaches the kernel as a float (a bool): numba would
+    otherwise compile the whole kernel again for the new argument type."""
+    import numba
+
+    given = EstimateOptions(resistance_scale_max=3, innovation_gate=4, rest_min_s=600, limits=1).to_kernel()
+    assert numba.typeof(given) == numba.typeof(EstimateOptions().to_kernel())
+
+
 @pytest.mark.parametrize(
     "soc0",
     [

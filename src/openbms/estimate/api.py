@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Callable, Sequence
+from typing import Callable, Sequence, get_type_hints
 
 import numpy as np
 import pandas as pd
@@ -14,6 +14,10 @@ from ..cell.simulate import _broadcast
 from . import kernel as K
 
 CHUNK_STEPS = 4096
+
+
+# The kernel's scalar options and their types, which to_kernel() keeps whatever number type it is given.
+KERNEL_SCALARS = {name: kind for name, kind in get_type_hints(K.Options).items() if kind in (float, bool)}
 
 
 @dataclass(frozen=True)
@@ -136,8 +140,9 @@ class EstimateOptions:
         return self
 
     def to_kernel(self) -> K.Options:
-        """The options as the compiled kernel reads them (drifts per second)."""
-        return K.Options(
+        """The options as the compiled kernel reads them (drifts per second), each of its declared type:
+        numba compiles the kernel once per argument type, so an int given for a float would compile it again."""
+        options = K.Options(
             sensor_v=self.sensor_voltage_std_v,
             sigma_i=self.current_std_c,
             gain_std=self.current_gain_std,
@@ -174,6 +179,7 @@ class EstimateOptions:
             limits=self.limits,
             horizons=np.sort(np.asarray(self.horizons_s, dtype=float)),
         )
+        return options._replace(**{name: kind(getattr(options, name)) for name, kind in KERNEL_SCALARS.items()})
 
 
 @dataclass
