@@ -12,14 +12,16 @@ with 2 mV noise and 1 mV steps, temperatures with 0.2 degC noise, a current sens
   V = 3.3 V on the LFP plateau; no balancing); estimated with the model `identify` made from the fresh plant's
   own tests (bench/life.py's, cached in out/bench/life/). Cell voltages are cached in out/bench/faults/.
 - ESC packs (`pack.plant.PackPlant`): the life matrix's ESC rows, a123_lfp aged with its OCV 15 mV up or down,
-  estimated with the unshifted model; and the thermal-runaway windows.
+  estimated with the unshifted model; shorts on fresh ESC strings at 25 degC (the model's own OCV and the rows'
+  ±15 mV); and the thermal-runaway windows. Their weeks are cached in out/bench/faults/ too.
 
 A false alarm is any derate or critical event, or any internal_short, thermal_runaway or sensor_fault event, that
 the injected fault does not explain; the SOA refusing a charge below its charge window (the 0 degC weeks charge
 and regenerate at 0 degC) is counted on its own.
 
 Run: `nice -n 5 .venv/bin/python bench/faults.py [--pybamm PLANT ...]` (each PyBaMM pack's first run solves
-12 cell-weeks and 6 shorted cells: about 1.5 CPU-hours; a minute or two per pack after).
+12 cell-weeks and 6 shorted cells: about 1.5 CPU-hours; a minute or two per pack after). `--pybamm` alone: the ESC
+packs only (their first run about 30 CPU-minutes, a few minutes after).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from openbms.cell import CellModel, load_cell  # noqa: E402
-from openbms.pack.plant import PackPlant, Spread  # noqa: E402
+from openbms.pack.plant import PackPlant, Short, Spread  # noqa: E402
 from openbms.safety.events import Event  # noqa: E402
 from openbms.safety.monitor import PackMonitor  # noqa: E402
 from openbms.safety.runaway import sensor_of_cell  # noqa: E402
@@ -141,17 +143,16 @@ class PoolPlant:
         return life.model_of(self.case)
 
 
-def short_cases(pool: "PybammPool") -> list[tuple[float, float, int]]:
-    """(ohm, onset s, cell from 0) of the shorts injected into a pool: for each resistance one onset in a drive,
-    one in a charge and one in a park, at random within SHORT_ONSETS_S."""
+def short_cases(time_s: np.ndarray, phase: np.ndarray, cells: int) -> list[tuple[float, float, int]]:
+    """(ohm, onset s, cell from 0) of the shorts injected into a string living the week (time_s, phase): for each
+    resistance one onset in a drive, one in a charge and one in a park, at random within SHORT_ONSETS_S."""
     rng = np.random.default_rng(11)
-    t, phase = pool.plan.time_s, pool.plan.phase
-    window = (t >= SHORT_ONSETS_S[0]) & (t <= SHORT_ONSETS_S[1])
+    window = (time_s >= SHORT_ONSETS_S[0]) & (time_s <= SHORT_ONSETS_S[1])
     cases = []
     for ohm in SHORTS_OHM:
         for n in range(ONSETS_PER_SHORT):
             during = np.flatnonzero(window & (phase == (DRIVE, CHARGE, PARK)[n % 3]))
-            cases.append((ohm, float(t[rng.choice(during)]), int(rng.integers(len(pool.cells)))))
+            cases.append((ohm, float(time_s[rng.choice(during)]), int(rng.integers(cells))))
     return cases
 
 
@@ -417,7 +418,7 @@ class Campaign:
     """Results shared between the sections (the bars read them all)."""
 
     healthy: list[Healthy] = field(default_factory=list)
-    shorts: dict[int, list[Outcome]] = field(default_factory=dict)
+    shorts: dict[tuple[str, int], list[Outcome]] = field(default_factory=dict)  # by (plant kind, ohm)
     runaway: list[Outcome] = field(default_factory=list)
     pools: dict[str, PybammPool] = field(default_factory=dict)
     plants: list[PoolPlant] = field(default_factory=lambda: [PoolPlant(p) for p in life.VARIANTS])
@@ -511,16 +512,25 @@ def esc_packs() -> list[tuple[str, float, float, float, float]]:
     ]
 
 
-def esc_week(shift: float, fade: float, slow: float, temperature_c: float, seed: int):
-    """(plant data, true capacities) of a healthy ESC string (a123_lfp aged, its OCV shifted) on the life week."""
+def esc_week(shift: float, fade: float, slow: float, temperature_c: float, seed: int, shorts=(), until_s=np.inf):
+    """(plant data, true capacities) of an ESC string (a123_lfp aged, its OCV shifted, with `shorts`) on the life
+    week, up to until_s; cached in OUT as npz (a week is a minute or two of CPU, the monitor seconds)."""
     a123 = load_cell("a123_lfp")
     cell = replace(a123.scaled(capacity=1 - fade, resistance=1 / (1 - slow)), ocv_v=a123.ocv_v + shift)
     plan = week(float(cell.param("capacity_ah", temperature_c)), 3.3, LIFE)
     k = plan.logged()
-    plant = PackPlant(cell, SERIES, Spread(), soc0=LIFE.soc0, seed=seed)
-    v, z = plant.run(plan.time_s[k], plan.current_a[k], temperature_c)
-    capacity = np.array([float(x.param("capacity_ah", temperature_c)) for x in plant.cells])
-    return PackData(plan.time_s[k], plan.current_a[k], v, soc=z, phase=plan.phase[k]), capacity
+    k = k[plan.time_s[k] < until_s]
+    key = (CACHE_VERSION, shift, fade, slow, temperature_c, seed, LIFE, tuple(shorts), len(k))
+    path = OUT / f"esc_{hashlib.sha1(repr(key).encode()).hexdigest()[:12]}.npz"
+    if not path.exists():
+        plant = PackPlant(cell, SERIES, Spread(), soc0=LIFE.soc0, shorts=list(shorts), seed=seed)
+        v, z = plant.run(plan.time_s[k], plan.current_a[k], temperature_c)
+        capacity = np.array([float(x.param("capacity_ah", temperature_c)) for x in plant.cells])
+        OUT.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, voltage_v=v, soc=z, capacity_ah=capacity)
+    data = np.load(path)
+    pack = PackData(plan.time_s[k], plan.current_a[k], data["voltage_v"], soc=data["soc"], phase=plan.phase[k])
+    return pack, data["capacity_ah"]
 
 
 def healthy_section(c: Campaign) -> Callable:
@@ -590,47 +600,70 @@ def healthy_table(packs: list[Healthy]) -> list[str]:
     )
 
 
+ESC_SHORT_STRINGS = [  # (plant, OCV shift V): fresh a123_lfp strings at 25 degC, the model's own OCV and the matrix's
+    ("ESC 0 mV", 0.0),
+    (f"ESC +{1000 * life.ESC_SHIFT_V:g} mV", life.ESC_SHIFT_V),
+    (f"ESC −{1000 * life.ESC_SHIFT_V:g} mV", -life.ESC_SHIFT_V),
+]
+
+
+def short_case(label: str, ohm: float, onset: float, cell: int) -> Case:
+    """A short in `cell` (from 1): detected by an internal_short on that cell; what it does to that cell is its own."""
+    return Case(
+        label,
+        onset,
+        lambda e: e.kind == "internal_short" and e.cell == cell,
+        explained=lambda e: e.cell == cell,
+        cell=cell,
+        truth=ohm,
+    )
+
+
 def shorts_section(c: Campaign) -> Callable:
     def make(progress) -> list[str]:
         task = progress.add_task("shorts", total=1)
+        n = 0
+
+        def run(kind: str, model: CellModel, data: PackData, case: Case, ambient_c: float) -> None:
+            nonlocal n
+            progress.update(task, description=f"short {case.truth:g} ohm {case.label}")
+            temps = measure_temperatures(len(data.time_s), np.random.default_rng(500 + n), ambient_c)
+            sensor = LIFE_SENSORS[0] if kind == "PyBaMM" else LIFE_SENSORS[n % 2]
+            seen = watch(
+                model, data.measured(600 + n), temps, progress, task, sensor, case.detects, (case.cell or 1) - 1
+            )
+            c.shorts.setdefault((kind, int(case.truth or 0)), []).append(judge(case, seen))
+            n += 1
+
         for which in c.short_plants:
             pool, model = c.pool(which), which.model()
-            for n, (ohm, onset, position) in enumerate(short_cases(pool)):
+            for ohm, onset, position in short_cases(pool.plan.time_s, pool.plan.phase, len(pool.cells)):
                 progress.update(task, description=f"{which.label}: short {ohm} ohm, solving cell {position + 1}")
-                shorted = pool.run(position, ohm, onset, onset + SHORT_WATCH_S)
-                data = pool.pack({position: shorted})
-                cell = position + 1
-                label = f"({which.label}, cell {cell}, onset {onset / 3600:.1f} h)"
-                case = Case(
-                    label,
-                    onset,
-                    lambda e, cell=cell: e.kind == "internal_short" and e.cell == cell,
-                    explained=lambda e, cell=cell: e.cell == cell,
-                    cell=cell,
-                    truth=ohm,
-                )
-                progress.update(task, description=f"short {ohm} ohm {label}")
-                temps = measure_temperatures(len(data.time_s), np.random.default_rng(500 + n), which.case.temperature_c)
-                seen = watch(
-                    model,
-                    data.measured(600 + n),
-                    temps,
-                    progress,
-                    task,
-                    LIFE_SENSORS[0],
-                    stop=case.detects,
-                    trace_cell=position,
-                )
-                c.shorts.setdefault(ohm, []).append(judge(case, seen))
+                data = pool.pack({position: pool.run(position, ohm, onset, onset + SHORT_WATCH_S)})
+                label = f"({which.label}, cell {position + 1}, onset {onset / 3600:.1f} h)"
+                run("PyBaMM", model, data, short_case(label, ohm, onset, position + 1), which.case.temperature_c)
+        a123 = load_cell("a123_lfp")
+        for seed, (plant, shift) in enumerate(ESC_SHORT_STRINGS):
+            plan = week(float(a123.param("capacity_ah", 25.0)), 3.3, LIFE)
+            for ohm, onset, position in short_cases(plan.time_s, plan.phase, SERIES):
+                progress.update(task, description=f"{plant}: short {ohm} ohm, simulating")
+                short = Short(position, ohm, onset)
+                data, _ = esc_week(shift, 0.0, 0.0, 25.0, 50 + seed, [short], until_s=onset + SHORT_WATCH_S)
+                label = f"({plant}, cell {position + 1}, onset {onset / 3600:.1f} h)"
+                run("ESC", a123, data, short_case(label, ohm, onset, position + 1), 25.0)
         plot_leaks(c.shorts, OUT / "short_leak.png")
         lines = list(SCENARIO_HEADER)
-        for ohm, outcomes in sorted(c.shorts.items(), reverse=True):  # the weakest short, the hardest, first
+        for (kind, ohm), outcomes in sorted(c.shorts.items(), key=lambda x: -x[0][1]):  # the weakest short first
             lines.append(
                 scenario_row(
-                    f"internal short {ohm} ohm (leak {1000 * PLATEAU_V / ohm:.1f} mA)", outcomes, short_note(outcomes)
+                    f"internal short {ohm} ohm, {kind} (leak {1000 * PLATEAU_V / ohm:.1f} mA)",
+                    outcomes,
+                    short_note(outcomes),
                 )
             )
-        return lines + alarm_list([x for ohm, o in c.shorts.items() for x in outcome_alarms(f"{ohm} ohm", o)])
+        return lines + alarm_list(
+            [x for (kind, ohm), o in c.shorts.items() for x in outcome_alarms(f"{ohm} ohm {kind}", o)]
+        )
 
     return make
 
@@ -640,11 +673,10 @@ def short_note(outcomes: list[Outcome]) -> str:
     ohm = outcomes[0].case.truth
     found = [o.value for o in outcomes if o.value is not None]
     close = sum(0.5 <= r / ohm <= 2.0 for r in found)
-    parts = (
-        [f"estimated {', '.join(f'{r:.0f}' for r in found)} ohm ({close} within a factor 2 of {ohm} ohm)"]
-        if found
-        else []
-    )
+    delays = [o.delay_s for o in outcomes if o.delay_s is not None]
+    parts = [f"found after {', '.join(fmt_delay(d) for d in delays)}"] if delays else []
+    if found:  # the leak evidence names a size, the rest evidence none
+        parts.append(f"estimated {', '.join(f'{r:.0f}' for r in found)} ohm ({close} within a factor 2 of {ohm} ohm)")
     missed = [o for o in outcomes if o.delay_s is None]
     if missed:
         seen = [1000 * o.watch.leak_average_a[o.case.cell - 1] for o in missed]
@@ -655,12 +687,12 @@ def short_note(outcomes: list[Outcome]) -> str:
     return "; ".join(parts)
 
 
-def plot_leaks(shorts: dict[int, list[Outcome]], path: Path) -> None:
+def plot_leaks(shorts: dict[tuple[str, int], list[Outcome]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 5))
-    for n, (ohm, outcomes) in enumerate(shorts.items()):
+    for n, ((kind, ohm), outcomes) in enumerate(shorts.items()):
         for m, o in enumerate(outcomes):
             t, leak = o.watch.leak_trace
-            label = f"{ohm} ohm" if m == 0 else None
+            label = f"{ohm} ohm, {kind}" if m == 0 else None
             ax.plot((t - o.case.onset_s) / 3600, 1000 * leak, color=f"C{n}", lw=0.8, label=label)
         ax.axhline(1000 * PLATEAU_V / ohm, color=f"C{n}", ls=":", lw=0.8)
     ax.set(
@@ -730,6 +762,8 @@ def sensor_section(c: Campaign) -> Callable:
     """Measurement faults on PyBaMM packs; the monitor starts 2 h before onset (a BMS that just booted)."""
 
     def make(progress) -> list[str]:
+        if not c.short_plants:
+            return ["No PyBaMM pack (--pybamm with no plant)."]
         which = c.short_plants[0]
         pool, model = c.pool(which), which.model()
         ambient = which.case.temperature_c
@@ -816,7 +850,7 @@ def bars_section(c: Campaign) -> Callable:
             lines.append(f"| {what} | {got} | {'met' if met else 'MISSED'} |")
 
         for ohm, hours in BARS_H.items():
-            outcomes = c.shorts.get(ohm, [])
+            outcomes = [o for (_, r), found in c.shorts.items() if r == ohm for o in found]
             delays = [o.delay_s for o in outcomes if o.delay_s is not None]
             met = bool(outcomes) and len(delays) == len(outcomes) and max(delays) <= hours * 3600
             got = f"{len(delays)}/{len(outcomes)} detected" + (f", max {max(delays) / 3600:.1f} h" if delays else "")
@@ -849,12 +883,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--pybamm",
-        nargs="+",
+        nargs="*",
         choices=list(life.VARIANTS),
         default=list(life.VARIANTS),
         metavar="PLANT",
         help=f"the life matrix's PyBaMM plants to build packs of (default all: {', '.join(life.VARIANTS)}); each "
-        "pack's first run solves 12 cell-weeks",
+        "pack's first run solves 12 cell-weeks; --pybamm alone: the ESC packs only",
     )
     c = Campaign(plants=[PoolPlant(p) for p in parser.parse_args(argv).pybamm])
     sampling = (
@@ -883,8 +917,9 @@ def main(argv=None) -> int:
                 healthy_section(c),
             ),
             (
-                "Internal shorts (PyBaMM packs)",
-                f"Leak = {PLATEAU_V} V / R from a random onset in a drive, park or charge, in one cell of the pack; "
+                "Internal shorts",
+                f"Leak = {PLATEAU_V} V / R from a random onset in a drive, park or charge, in one cell of the pack "
+                f"(the PyBaMM packs, and fresh ESC strings at 25 degC: {', '.join(p for p, _ in ESC_SHORT_STRINGS)}); "
                 f"the monitor runs from the week's start until it names the shorted cell or {SHORT_WATCH_S / 3600:g}"
                 " h after onset. Detected: internal_short on the shorted cell after onset; false alarm: any other "
                 "counted event not on the shorted cell.",
