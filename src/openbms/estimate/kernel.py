@@ -151,7 +151,7 @@ CB = CELL_BLOCK
     W_RS_DN,  # ΣR at each
     W_REST_S,
     W_NIS,  # how long the current has been at rest (s); the innovations' consistency (mean NIS)
-    W_V_RC,  # Σ R·i over the RC branches at z, for the health's resistance steps
+    W_V_RC,  # Σ R·i over the RC branches at z, for the health's resistance steps and the limits
     N_W,
 ) = range(50)
 # The EKF evaluates at z alone and keeps the slopes dOCV/dz and dΣ(R·i)/dz in the "up" rows.
@@ -741,13 +741,8 @@ def _update(voltage_k, current_k, soc_k, bound_k, n_b, inflation, step, opt, W):
 @njit(cache=True, inline="always")
 def _health(k, dt, first, n_b, series, model, opt, filt, health_out, work):
     """Capacity and resistance per cell (see `_update_health`), and what the filter uses of them; from the
-    resistances at z (`_resistance_rows` into r_now)."""
-    W, r_now, irc = work.W, work.r_now, work.irc
-    for b in range(n_b):
-        W[W_V_RC * CB + b] = 0.0
-    for branch in range(irc.shape[0]):
-        for b in range(n_b):
-            W[W_V_RC * CB + b] += r_now[branch + 1, b] * irc[branch, b]
+    resistances at z and the RC branches' voltage there (`_resistances_at_z`)."""
+    W, r_now = work.W, work.r_now
     for b in range(n_b):
         c = first + b
         st = filt.state[c]
@@ -871,6 +866,19 @@ def _resistance_rows(z, z_row, n_b, model, work, r):
                 value = knot_r[branch * n_k + m, b]
                 r[branch, b] += L[L_WEIGHT * CB + b] * value
                 r[n_res + branch, b] += L[L_EDGE * CB + b] * value
+
+
+@njit(cache=True, inline="always")
+def _resistances_at_z(n_b, model, work):
+    """The resistances and their slopes at the updated z into r_now, and the RC branches' voltage there,
+    Σ R·i, into W_V_RC: once per step for both the health's resistance steps and the limits."""
+    W, r_now, irc = work.W, work.r_now, work.irc
+    _resistance_rows(W, W_Z, n_b, model, work, r_now)
+    for b in range(n_b):
+        W[W_V_RC * CB + b] = 0.0
+    for branch in range(irc.shape[0]):
+        for b in range(n_b):
+            W[W_V_RC * CB + b] += r_now[branch + 1, b] * irc[branch, b]
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -1009,9 +1017,8 @@ def _limits(k, first, n_b, model, opt, filt, limits_out, work):
     """The largest charge and discharge current and power per horizon, with the resistances scaled by
     the measured ρ and the OCV by the cell's OCV bias, as the filter sees the voltage. Horizons ascend: a
     longer pulse also has to hold over a shorter one's span, so its limits are capped by the shorter one's.
-    The resistances at z are in r_now (`_resistance_rows`)."""
-    W, L, r_now, irc = work.W, work.L, work.r_now, work.irc
-    n_rc = irc.shape[0]
+    The resistances at z and the RC branches' voltage there are in r_now and W_V_RC (`_resistances_at_z`)."""
+    W, L, r_now = work.W, work.L, work.r_now
     for b in range(n_b):
         L[L_RHO * CB + b] = filt.state[first + b, RHO]
         L[L_PER_AS * CB + b] = W[W_PER_AS * CB + b] * (W[W_G * CB + b] if opt.adapt else 1.0)
@@ -1020,11 +1027,9 @@ def _limits(k, first, n_b, model, opt, filt, limits_out, work):
         L[L_CHARGE_POWER * CB + b] = L[L_DISCHARGE_POWER * CB + b] = np.inf
     _ocv_rows(W, W_Z, L_OCV, L_OCV_SLOPE, True, n_b, model, work)
     for b in range(n_b):
-        L[L_V_REST * CB + b] = L[L_OCV * CB + b] + W[W_M * CB + b] * W[W_H * CB + b]
+        v_rc = L[L_RHO * CB + b] * W[W_V_RC * CB + b]
+        L[L_V_REST * CB + b] = L[L_OCV * CB + b] + W[W_M * CB + b] * W[W_H * CB + b] + v_rc
         L[L_R0 * CB + b] = L[L_RHO * CB + b] * r_now[0, b]
-    for branch in range(n_rc):
-        for b in range(n_b):
-            L[L_V_REST * CB + b] += L[L_RHO * CB + b] * r_now[branch + 1, b] * irc[branch, b]
     charge = Side(1.0, opt.soc_max, W_V_MAX, L_CHARGE_CAP, L_CHARGE_POWER)
     discharge = Side(-1.0, opt.soc_min, W_V_MIN, L_DISCHARGE_CAP, L_DISCHARGE_POWER)
     for n in range(opt.horizons.shape[0]):
@@ -1160,8 +1165,8 @@ def _run_blocks(series, model, opt, filt, out, work):
                 opt,
                 work.W,
             )
-            if opt.health or opt.limits:  # the resistances at the updated z, for both
-                _resistance_rows(work.W, W_Z, n_b, model, work, work.r_now)
+            if opt.health or opt.limits:
+                _resistances_at_z(n_b, model, work)
             if opt.health:
                 _health(k, dt, first, n_b, series, model, opt, filt, out.health, work)
             if opt.energy:
