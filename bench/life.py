@@ -251,12 +251,14 @@ def _parks(phase, time_s, min_s=3600.0):
     return [(a, b - 1) for a, b in zip(edges[::2], edges[1::2]) if time_s[b - 1] - time_s[a] >= min_s]
 
 
-def park_move(soc, truth, phase, time_s) -> float:
-    """Largest SoC move within a park beyond the part of it that brought the error down."""
+def park_move(soc, truth, phase, time_s, soc0=None) -> float:
+    """Largest SoC move within a park beyond the part of it that brought the error down. A park that starts the
+    week is measured from the SoC the estimator was told (its first sample is already a reading of the park)."""
     worst = 0.0
     for a, b in _parks(phase, time_s):
-        moved = np.abs(soc[a : b + 1] - soc[a])
-        corrected = np.abs(soc[a] - truth[a]) - np.abs(soc[a : b + 1] - truth[a : b + 1])
+        start = soc0 if a == 0 and soc0 is not None else soc[a]
+        moved = np.abs(soc[a : b + 1] - start)
+        corrected = np.abs(start - truth[a]) - np.abs(soc[a : b + 1] - truth[a : b + 1])
         worst = max(worst, float(np.max(moved - np.clip(corrected, 0.0, None))))
     return worst
 
@@ -301,7 +303,7 @@ def run_case(case: Case, options: EstimateOptions = OPTIONS):
     s = Scores(
         rmse=100 * float(np.sqrt(np.mean(err_minutes**2))),
         max=100 * float(np.max(np.abs(err))),
-        park_move=100 * park_move(est.soc, truth.soc, phase, t),
+        park_move=100 * park_move(est.soc, truth.soc, phase, t, z0),
         holds=100 * float(np.mean(inside)),
         width=100 * float(np.median(_on_minutes(t, est.soc_bound))),
         capacity=100 * (float(est.capacity_ah[-1]) / truth.capacity_ah - 1),
