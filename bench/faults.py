@@ -592,12 +592,11 @@ def healthy_table(packs: list[Healthy]) -> list[str]:
             f"{sc.cell_max:.1f} | {sc.spread:.1f} | {sc.offset_ma:.0f} ({1000 * h.sensor.offset_c * q:+.0f}) | "
             f"{kinds(h.false_alarms)} | {len(h.offset_alarms)} | {len(h.cold_alarms)} |"
         )
-    by_phase = Counter(h.context(e).split(",")[0] for h in packs for e in h.false_alarms)
+    context = {id(e): h.context(e) for h in packs for e in h.false_alarms}
+    by_phase = Counter(note.split(",")[0] for note in context.values())
     if by_phase:
         lines += ["", "False alarms by phase: " + ", ".join(f"{n} in a {p}" for p, n in by_phase.most_common())]
-    return lines + alarm_list(
-        [(h.label, h.false_alarms) for h in packs], context={id(e): h.context(e) for h in packs for e in h.false_alarms}
-    )
+    return lines + alarm_list([(h.label, h.false_alarms) for h in packs], context=context)
 
 
 ESC_SHORT_STRINGS = [  # (plant, OCV shift V): fresh a123_lfp strings at 25 degC, the model's own OCV and the matrix's
@@ -643,8 +642,8 @@ def shorts_section(c: Campaign) -> Callable:
                 label = f"({which.label}, cell {position + 1}, onset {onset / 3600:.1f} h)"
                 run("PyBaMM", model, data, short_case(label, ohm, onset, position + 1), which.case.temperature_c)
         a123 = load_cell("a123_lfp")
+        plan = week(float(a123.param("capacity_ah", 25.0)), 3.3, LIFE)  # the fresh strings' week, theirs alike
         for seed, (plant, shift) in enumerate(ESC_SHORT_STRINGS):
-            plan = week(float(a123.param("capacity_ah", 25.0)), 3.3, LIFE)
             for ohm, onset, position in short_cases(plan.time_s, plan.phase, SERIES):
                 progress.update(task, description=f"{plant}: short {ohm} ohm, simulating")
                 short = Short(position, ohm, onset)
