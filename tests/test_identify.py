@@ -11,7 +11,7 @@ from openbms.cell.identify import identify
 from openbms.cell.identify.coulomb import charge_balance
 from openbms.io import CellTest, DataError, read_tests
 
-P25_RMSE_FLOOR_MV = 11.0  # n_rc=2 on the 25 degC slice measures 9.4 mV (n_rc=3: 9.1 mV)
+P25_RMSE_FLOOR_MV = 11.0  # n_rc=2 on the 25 degC slice measures 8.9 mV
 NMC_HPPC_RMSE_FLOOR_MV = 10.0  # n_rc=1 measures 6.5 mV
 
 

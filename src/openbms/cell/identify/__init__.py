@@ -35,9 +35,8 @@ from .anchors import (
 )
 from .coulomb import ChargeBalance, anchored_balance, balances, counted_ah, integrated_soc
 from .dynamic import RESISTANCE_SOC, DynamicData, fit_dynamic
-from .ocv import SOC_GRID, ocv_curve
+from .ocv import MID_PLATEAU, SOC_GRID, ocv_curve
 
-MID_PLATEAU = (SOC_GRID >= 0.2) & (SOC_GRID <= 0.8)  # where the envelope is hysteresis, not end effects
 AMBIGUOUS_SOC_STD = 0.03  # a start SoC known worse than this is worth a warning
 
 

@@ -3,10 +3,13 @@
 The slow discharge and charge curves are corrected for the resistive drop (from
 the voltage steps where the current starts and stops), put on the reference SoC
 from the charge balance, and combined. A GITT or incremental-OCV test (small steps
-with rests between them) gives each curve as its rested voltages instead. Each curve is trusted where it starts from
-a rested, known state — the charge curve below the middle, the discharge curve
-above it — each shifted by half the gap between them at the middle, so the OCV is
-continuous and the curves' ends, polluted by resistance at the cut-off, are unused.
+with rests between them) gives each curve as its rested voltages instead. The OCV is
+the curves' midpoint where both have settled on their hysteresis branch; near each end
+it is the curve that ends there (settled, its resistance measured at that end) shifted
+by the plateau's half gap: the discharge curve near empty, the charge curve near full,
+each where it was measured rather than extrapolated. The curve that starts at an end is
+still moving off the other branch there. The envelope is the half gap the OCV was built
+with: OCV ± envelope are the measured curves on the plateau, the trusted curve near the ends.
 """
 
 from __future__ import annotations
@@ -22,6 +25,11 @@ from .anchors import rest_ends
 from .coulomb import ChargeBalance
 
 SOC_GRID = np.round(np.linspace(0.0, 1.0, 201), 6)
+MID_PLATEAU = (SOC_GRID >= 0.2) & (SOC_GRID <= 0.8)  # where both branches are settled, away from the ends
+END_BLEND = (
+    0.1,
+    0.2,
+)  # within the first of these of an end, only the curve that ends there; midpoint beyond the second
 MIN_GITT_RESTS = 5  # rests after steps of one direction that make a GITT curve
 
 
@@ -47,21 +55,29 @@ def longest_run(mask: np.ndarray, weight: np.ndarray) -> np.ndarray:
 def ocv_curve(test: CellTest, balance: ChargeBalance, charge_only: bool = False) -> OcvCurve:
     """Both branches combined; a charge branch alone is the OCV as measured, with no hysteresis shown."""
     if charge_only:
-        curve, v_max = _branch(test, balance, +1)
+        curve, v_max, _ = _branch(test, balance, +1)
         v_min = float(test.data[VOLTAGE].iloc[0])  # the test starts at empty, at the cut-off
         return OcvCurve(test.temperature_c, curve, np.zeros_like(curve), v_min, v_max)
-    dis_curve, v_min = _branch(test, balance, -1)
-    chg_curve, v_max = _branch(test, balance, +1)
-    mid = len(SOC_GRID) // 2
-    gap = chg_curve[mid] - dis_curve[mid]
-    ocv = np.where(SOC_GRID < SOC_GRID[mid], chg_curve - SOC_GRID * gap, dis_curve + (1.0 - SOC_GRID) * gap)
-    envelope = np.clip(0.5 * (chg_curve - dis_curve), 0.0, None)
+    dis_curve, v_min, dis_seen = _branch(test, balance, -1)
+    chg_curve, v_max, chg_seen = _branch(test, balance, +1)
+    half_gap = 0.5 * (chg_curve - dis_curve)
+    plateau_half_gap = max(float(half_gap[MID_PLATEAU].mean()), 0.0)
+    midpoint = 0.5 * (chg_curve + dis_curve)
+    # Near each end the curve that ends there (settled on its branch, its resistance measured at that end)
+    # ± the plateau's half gap; the other curve where that one was not measured, only extrapolated.
+    near_empty = np.where(SOC_GRID >= dis_seen[0], dis_curve + plateau_half_gap, chg_curve - plateau_half_gap)
+    near_full = np.where(SOC_GRID <= chg_seen[1], chg_curve - plateau_half_gap, dis_curve + plateau_half_gap)
+    near, far = END_BLEND
+    to_empty = np.clip((far - SOC_GRID) / (far - near), 0.0, 1.0)
+    to_full = np.clip((SOC_GRID - (1.0 - far)) / (far - near), 0.0, 1.0)
+    ocv = midpoint + to_empty * (near_empty - midpoint) + to_full * (near_full - midpoint)
+    envelope = np.clip(half_gap + (to_empty + to_full) * (plateau_half_gap - half_gap), 0.0, None)
     return OcvCurve(test.temperature_c, ocv, envelope, v_min, v_max)
 
 
-def _branch(test: CellTest, balance: ChargeBalance, sign: int) -> tuple[np.ndarray, float]:
-    """One direction's OCV curve on SOC_GRID, and the voltage limit it reached: from the rested
-    voltages of a GITT test, else from the longest slow run corrected for its resistive drop."""
+def _branch(test: CellTest, balance: ChargeBalance, sign: int) -> tuple[np.ndarray, float, tuple[float, float]]:
+    """One direction's OCV curve on SOC_GRID, the voltage limit it reached and the SoC range it covered:
+    from the rested voltages of a GITT test, else from the longest slow run corrected for its resistive drop."""
     i = test.data[CURRENT].to_numpy()
     v = test.data[VOLTAGE].to_numpy()
     own = test.at_temperature
@@ -74,14 +90,16 @@ def _branch(test: CellTest, balance: ChargeBalance, sign: int) -> tuple[np.ndarr
     moved = np.clip(sign * i, 0, None) * np.diff(test.data[TIME].to_numpy(), append=test.data[TIME].iloc[-1])
     if len(rested) > MIN_GITT_RESTS and moved[run].sum() < 0.3 * moved[own].sum():
         limit = float(v[own & (sign * i > 0)].max() if sign > 0 else v[own & (sign * i > 0)].min())
-        return _on_grid(balance.soc[rested], v[rested]), limit
+        curve, seen = _on_grid(balance.soc[rested], v[rested])
+        return curve, limit, seen
     if len(run) < 10:
         raise DataError(
             test.sources[0] if test.sources else test.name,
             f"no slow {what} found in this OCV test (nor {MIN_GITT_RESTS} rests after {what} steps)",
         )
     limit = float(v[run].max() if sign > 0 else v[run].min())
-    return _on_grid(balance.soc[run], v[run] - sign * _resistive_drop(v, i, run)), limit
+    curve, seen = _on_grid(balance.soc[run], v[run] - sign * _resistive_drop(v, i, run))
+    return curve, limit, seen
 
 
 def _resistive_drop(v: np.ndarray, i: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -99,8 +117,8 @@ def _resistive_drop(v: np.ndarray, i: np.ndarray, rows: np.ndarray) -> np.ndarra
     return np.abs(i[rows]) * (r_start + (r_end - r_start) * blend)
 
 
-def _on_grid(z: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """A curve sampled along a run, on SOC_GRID; linear beyond the SoC it covered."""
+def _on_grid(z: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+    """A curve sampled along a run, on SOC_GRID, linear beyond the SoC it covered; and that SoC range."""
     order = np.argsort(z)
     z, v = z[order], v[order]
     z, keep = np.unique(z, return_index=True)
@@ -114,4 +132,4 @@ def _on_grid(z: np.ndarray, v: np.ndarray) -> np.ndarray:
     if hi.any():
         slope = np.polyfit(z[-n:], v[-n:], 1)[0]
         out[hi] = v[-1] + slope * (SOC_GRID[hi] - z[-1])
-    return out
+    return out, (float(z[0]), float(z[-1]))
