@@ -17,10 +17,11 @@ const H = 150;
 const PLOT = { left: 42, right: 18, top: 8, bottom: 22 };
 const REFRESH_MS = 30000;
 const MINUTE = 60;
+const MIN_SPAN_S = 10; // a young history spans at least this, so its time axis holds two round times
 const HOUR = 3600;
 const DAY = 86400;
-const TIME_STEPS = [1, 2, 5, 10, 15, 30, MINUTE, 2 * MINUTE, 5 * MINUTE, 10 * MINUTE, 15 * MINUTE, 30 * MINUTE,
-  HOUR, 2 * HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, DAY, 2 * DAY];
+const TIME_STEPS = [1, 2, 3, 5, 10, 15, 30, MINUTE, 2 * MINUTE, 3 * MINUTE, 5 * MINUTE, 10 * MINUTE, 15 * MINUTE,
+  30 * MINUTE, HOUR, 2 * HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, DAY, 2 * DAY];
 
 function svgNode(tag, attrs, text) {
   const node = document.createElementNS(SVG, tag);
@@ -41,7 +42,8 @@ function valueTicks(lo, hi, count = 4) {
 }
 
 // Time ticks on round local clock times (every 10 min, 1 h, 6 h, a day...), at most five across the span, so
-// their labels fit side by side on a phone.
+// their labels fit side by side on a phone. The steps at most double, so the span exceeds two of the step chosen
+// and the axis always reads at least two times.
 function timeTicks(t0, t1) {
   const step = TIME_STEPS.find((s) => (t1 - t0) / s <= 4) ?? Math.ceil((t1 - t0) / DAY / 4) * DAY;
   const offset = new Date(t0 * 1000).getTimezoneOffset() * 60; // local midnight, not UTC's
@@ -75,7 +77,8 @@ function draw(chart, lines) {
   const ts = all.map((p) => p[0]);
   const vs = all.map((p) => p[1]);
   let [t0, t1] = [Math.min(...ts), Math.max(...ts)];
-  if (!(t1 > t0)) [t0, t1] = [t0 - MINUTE, t1 + MINUTE];
+  const short = Math.max(0, MIN_SPAN_S - (t1 - t0)) / 2; // a single sample, or a second of it: round times to read
+  [t0, t1] = [t0 - short, t1 + short];
   let [lo, hi] = [Math.min(...vs), Math.max(...vs)];
   const pad = Math.max((hi - lo) * 0.05, Math.abs(hi) * 1e-3, 0.05);
   const { ticks: yTicks, digits } = valueTicks(lo - pad, hi + pad);
