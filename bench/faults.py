@@ -460,7 +460,7 @@ def pack_scores(h: Healthy) -> PackScores:
     return PackScores(
         rmse=100 * float(np.sqrt(np.mean(life._on_minutes(d.time_s, err) ** 2))),
         max=100 * float(np.max(np.abs(err))),
-        park_move=100 * life.park_move(w.pack_soc, true, d.phase, d.time_s),
+        park_move=100 * max(life.park_moves(w.pack_soc, true, d.phase, d.time_s)),
         cell_max=100 * float(np.max(np.abs(w.cell_soc - d.soc))),
         spread=100 * float(np.max(np.abs(np.ptp(w.cell_soc, axis=1) - np.ptp(d.soc, axis=1)))),
         offset_ma=1000 * float(np.max(np.abs(w.offset_a[day]))),

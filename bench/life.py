@@ -15,7 +15,9 @@ least 8 h, partial charges to 60-90 % (never full), one trip day down to about 1
 Sensors: current offset and gain error as named, 2 mV voltage noise, 1 mV steps.
 
 Scores (time-weighted where the samples are uneven): SoC RMSE and max error; the largest SoC
-move within a park beyond what it corrected of the error; how often the 3-sigma bound holds the
+move within a park beyond what it corrected of the error, of every park and of those after the week's first
+(where the estimator, told the SoC, does not know the hysteresis branch), and of the first told the branch too;
+how often the 3-sigma bound holds the
 truth, and its median half-width; capacity error at the end of day 7; coulomb counting's RMSE
 (started right, the model's capacity); started 20 % wrong (told ±20 %), the error after 30 min
 of driving and after the first park that follows a drive.
@@ -230,6 +232,8 @@ class Scores:
     rmse: float
     max: float
     park_move: float
+    park_move_later: float  # beyond the week's first park
+    first_park_told: float  # the week's first park, the estimator told the branch too
     holds: float
     width: float
     capacity: float
@@ -251,16 +255,17 @@ def _parks(phase, time_s, min_s=3600.0):
     return [(a, b - 1) for a, b in zip(edges[::2], edges[1::2]) if time_s[b - 1] - time_s[a] >= min_s]
 
 
-def park_move(soc, truth, phase, time_s, soc0=None) -> float:
-    """Largest SoC move within a park beyond the part of it that brought the error down. A park that starts the
-    week is measured from the SoC the estimator was told (its first sample is already a reading of the park)."""
-    worst = 0.0
+def park_moves(soc, truth, phase, time_s, soc0=None) -> list[float]:
+    """Per park, the largest SoC move within it beyond the part of it that brought the error down. A park that
+    starts the week is measured from the SoC the estimator was told (its first sample is already a reading of
+    the park)."""
+    moves = []
     for a, b in _parks(phase, time_s):
         start = soc0 if a == 0 and soc0 is not None else soc[a]
         moved = np.abs(soc[a : b + 1] - start)
         corrected = np.abs(start - truth[a]) - np.abs(soc[a : b + 1] - truth[a : b + 1])
-        worst = max(worst, float(np.max(moved - np.clip(corrected, 0.0, None))))
-    return worst
+        moves.append(float(np.max(moved - np.clip(corrected, 0.0, None))))
+    return moves
 
 
 def wrong_start_errors(soc, truth, phase, time_s) -> tuple[float, float]:
@@ -281,6 +286,10 @@ def coulomb_count(model: CellModel, time_s, current_a, temperature_c, soc0) -> n
 
 
 OPTIONS = EstimateOptions(limits=False, energy=False)
+# The week starts rested after a charge. Told the SoC, the estimator is not told the hysteresis branch; a BMS that
+# ran through the charge would know that too (its filter state persists): the week's first park is also scored
+# told it.
+BRANCH0 = 1.0
 
 
 def run_case(case: Case, options: EstimateOptions = OPTIONS):
@@ -294,16 +303,21 @@ def run_case(case: Case, options: EstimateOptions = OPTIONS):
     temperature = case.temperature_c
     z0 = float(truth.soc[0])
     est = estimate(model, t, i, v, temperature, soc0=z0, options=options)
+    told = estimate(model, t, i, v, temperature, soc0=z0, options=replace(options, hysteresis0=BRANCH0))
     wrong0 = z0 - 0.2 if z0 > 0.5 else z0 + 0.2
     wrong = estimate(model, t, i, v, temperature, soc0=wrong0, options=replace(options, soc0_std=0.2))
     cc = coulomb_count(model, t, i, temperature, z0)
     err = est.soc - truth.soc
     err_minutes = _on_minutes(t, err)
+    moves = park_moves(est.soc, truth.soc, phase, t, z0)
+    starts_parked = phase[0] == PARK
     inside = _on_minutes(t, (np.abs(err) <= est.soc_bound).astype(float))
     s = Scores(
         rmse=100 * float(np.sqrt(np.mean(err_minutes**2))),
         max=100 * float(np.max(np.abs(err))),
-        park_move=100 * park_move(est.soc, truth.soc, phase, t, z0),
+        park_move=100 * max(moves),
+        park_move_later=100 * max(moves[1:] if starts_parked else moves),
+        first_park_told=100 * park_moves(told.soc, truth.soc, phase, t, z0)[0] if starts_parked else np.nan,
         holds=100 * float(np.mean(inside)),
         width=100 * float(np.median(_on_minutes(t, est.soc_bound))),
         capacity=100 * (float(est.capacity_ah[-1]) / truth.capacity_ah - 1),
@@ -319,6 +333,8 @@ BARS = {  # what the issue asks of every scenario
     "RMSE ≤ 1.5 %": lambda s: s.rmse <= 1.5,
     "max ≤ 3 %": lambda s: s.max <= 3.0,
     "park move ≤ 0.5 %": lambda s: s.park_move <= 0.5,
+    "park move ≤ 0.5 % beyond the week's first park": lambda s: s.park_move_later <= 0.5,
+    "the week's first park ≤ 0.5 %, told the branch": lambda s: s.first_park_told <= 0.5,
     "bound holds ≥ 95 %": lambda s: s.holds >= 95.0,
     "median bound ≤ 4 %": lambda s: s.width <= 4.0,
     "capacity within 2 %": lambda s: abs(s.capacity) <= 2.0,
@@ -326,14 +342,15 @@ BARS = {  # what the issue asks of every scenario
     "wrong start within 2 % (30 min or first park)": lambda s: min(s.wrong_30min, s.wrong_park) <= 2.0,
 }
 HEADER = (
-    "| scenario | split | RMSE % | max % | park move % | bound holds % | median bound ± % | capacity error "
+    "| scenario | split | RMSE % | max % | park move % worst / beyond the week's first | the week's first park told the "
+    "branch % | bound holds % | median bound ± % | capacity error "
     "day 7 % | coulomb counting RMSE / max % | 20 % wrong start: error after 30 min driving / first park % |"
 )
 
 
 def _row(label: str, split: str, s: Scores) -> str:
     return (
-        f"| {label} | {split} | {s.rmse:.2f} | {s.max:.1f} | {s.park_move:.2f} | {s.holds:.0f} | {s.width:.1f} "
+        f"| {label} | {split} | {s.rmse:.2f} | {s.max:.1f} | {s.park_move:.2f} / {s.park_move_later:.2f} | {s.first_park_told:.2f} | {s.holds:.0f} | {s.width:.1f} "
         f"| {s.capacity:+.1f} | {s.cc_rmse:.2f} / {s.cc_max:.1f} | {s.wrong_30min:.1f} / {s.wrong_park:.1f} |"
     )
 
@@ -357,7 +374,7 @@ def matrix_table(cases: list[Case], options: EstimateOptions, progress, plots: b
         results.append((case, s, est, truth))
         progress.advance(task)
     results.sort(key=lambda r: -r[1].rmse)  # worst first
-    lines = [HEADER, "|---|---|" + "---:|" * 8]
+    lines = [HEADER, "|---|---|" + "---:|" * 9]
     for split in ("tune", "held out"):
         rows = [s for c, s, _, _ in results if c.split == split]
         if rows:
