@@ -25,11 +25,9 @@ from .anchors import rest_ends
 from .coulomb import ChargeBalance
 
 SOC_GRID = np.round(np.linspace(0.0, 1.0, 201), 6)
-MID_PLATEAU = (SOC_GRID >= 0.2) & (SOC_GRID <= 0.8)  # where both branches are settled, away from the ends
-END_BLEND = (
-    0.1,
-    0.2,
-)  # within the first of these of an end, only the curve that ends there; midpoint beyond the second
+END_ONLY_SOC = 0.1  # this close to an end only the curve that ends there counts: the other is leaving its branch
+MIDPOINT_SOC = 0.2  # this far from both ends both curves have settled on their branches: their midpoint counts
+MID_PLATEAU = (SOC_GRID >= MIDPOINT_SOC) & (SOC_GRID <= 1.0 - MIDPOINT_SOC)
 MIN_GITT_RESTS = 5  # rests after steps of one direction that make a GITT curve
 
 
@@ -67,9 +65,9 @@ def ocv_curve(test: CellTest, balance: ChargeBalance, charge_only: bool = False)
     # ± the plateau's half gap; the other curve where that one was not measured, only extrapolated.
     near_empty = np.where(SOC_GRID >= dis_seen[0], dis_curve + plateau_half_gap, chg_curve - plateau_half_gap)
     near_full = np.where(SOC_GRID <= chg_seen[1], chg_curve - plateau_half_gap, dis_curve + plateau_half_gap)
-    near, far = END_BLEND
-    to_empty = np.clip((far - SOC_GRID) / (far - near), 0.0, 1.0)
-    to_full = np.clip((SOC_GRID - (1.0 - far)) / (far - near), 0.0, 1.0)
+    blend = MIDPOINT_SOC - END_ONLY_SOC
+    to_empty = np.clip((MIDPOINT_SOC - SOC_GRID) / blend, 0.0, 1.0)
+    to_full = np.clip((SOC_GRID - (1.0 - MIDPOINT_SOC)) / blend, 0.0, 1.0)
     ocv = midpoint + to_empty * (near_empty - midpoint) + to_full * (near_full - midpoint)
     envelope = np.clip(half_gap + (to_empty + to_full) * (plateau_half_gap - half_gap), 0.0, None)
     return OcvCurve(test.temperature_c, ocv, envelope, v_min, v_max)
