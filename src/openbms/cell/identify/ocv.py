@@ -3,13 +3,20 @@
 The slow discharge and charge curves are corrected for the resistive drop (from
 the voltage steps where the current starts and stops), put on the reference SoC
 from the charge balance, and combined. A GITT or incremental-OCV test (small steps
-with rests between them) gives each curve as its rested voltages instead. The OCV is
-the curves' midpoint where both have settled on their hysteresis branch; near each end
-it is the curve that ends there (settled, its resistance measured at that end) shifted
-by the plateau's half gap: the discharge curve near empty, the charge curve near full,
-each where it was measured rather than extrapolated. The curve that starts at an end is
-still moving off the other branch there. The envelope is the half gap the OCV was built
-with: OCV ± envelope are the measured curves on the plateau, the trusted curve near the ends.
+with rests between them) gives each curve as its rested voltages instead.
+
+Which curve to trust near an end depends on whether the gap between them is hysteresis.
+With hysteresis, the curve that starts at an end starts on the other branch and is still
+moving off it there: the OCV is the curves' midpoint where both have settled, and near
+each end the curve that ends there (settled, its resistance measured at that end) shifted
+by the plateau's half gap, where it was measured rather than extrapolated. Without it,
+the curve that starts at an end is the better one there: it leaves a rest, its resistance
+step measured on a relaxed cell, while the curve that ends there carries the polarization
+it built up on the way (a cold NMC cell's C/30 charge reads 7-9 mV high near full). The
+two OCVs are weighed by how clear of its scatter over SoC (the curves' error) the
+plateau's steady gap stands: within one scatter it could be error alone, beyond two it
+is hysteresis. The envelope is the half gap the hysteretic OCV was built with: OCV ±
+envelope are the measured curves on the plateau, the trusted curve near the ends.
 """
 
 from __future__ import annotations
@@ -68,9 +75,29 @@ def ocv_curve(test: CellTest, balance: ChargeBalance, charge_only: bool = False)
     blend = MIDPOINT_SOC - END_ONLY_SOC
     to_empty = np.clip((MIDPOINT_SOC - SOC_GRID) / blend, 0.0, 1.0)
     to_full = np.clip((SOC_GRID - (1.0 - MIDPOINT_SOC)) / blend, 0.0, 1.0)
-    ocv = midpoint + to_empty * (near_empty - midpoint) + to_full * (near_full - midpoint)
+    hysteretic = midpoint + to_empty * (near_empty - midpoint) + to_full * (near_full - midpoint)
+    share = hysteresis_share(half_gap[MID_PLATEAU])
+    ocv = share * hysteretic + (1.0 - share) * _from_rests(dis_curve, chg_curve)
     envelope = np.clip(half_gap + (to_empty + to_full) * (plateau_half_gap - half_gap), 0.0, None)
     return OcvCurve(test.temperature_c, ocv, envelope, v_min, v_max)
+
+
+def hysteresis_share(plateau_half_gap_v: np.ndarray) -> float:
+    """How much of the branches' gap on the plateau to take for hysteresis: none while its steady part h is
+    within its scatter over SoC σ (the curves' resistive and relaxation error alone could leave it), all once
+    it stands 2σ clear of zero, in proportion between."""
+    h, sigma = float(plateau_half_gap_v.mean()), float(plateau_half_gap_v.std())
+    if h <= sigma:
+        return 0.0
+    return 1.0 if h >= 2.0 * sigma else (h - sigma) / sigma
+
+
+def _from_rests(dis_curve: np.ndarray, chg_curve: np.ndarray) -> np.ndarray:
+    """The OCV without hysteresis: each curve on the half where it starts from a rest (the charge curve below
+    the middle, the discharge curve above), tilted to meet the other at the middle."""
+    mid = len(SOC_GRID) // 2
+    gap = chg_curve[mid] - dis_curve[mid]
+    return np.where(SOC_GRID < SOC_GRID[mid], chg_curve - SOC_GRID * gap, dis_curve + (1.0 - SOC_GRID) * gap)
 
 
 def _branch(test: CellTest, balance: ChargeBalance, sign: int) -> tuple[np.ndarray, float, tuple[float, float]]:
